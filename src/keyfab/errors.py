@@ -1,0 +1,58 @@
+"""One exception tree for the whole of keyfab.
+
+Every message is a single line that is safe to show a user or write to a log: it
+never contains a private key, a PIN or a token. The CLI prints ``str(error)`` and
+exits non-zero; the API turns the class into a stable problem ``type``.
+"""
+
+
+class KeyfabError(Exception):
+    """Base of every error keyfab raises on purpose."""
+
+
+class ConfigError(KeyfabError):
+    """A recipe, workspace or command-line setting is wrong."""
+
+
+class RotError(KeyfabError):
+    """A root of trust refused or failed an operation."""
+
+
+class KeyNotFoundError(RotError):
+    """No key or object under the requested label."""
+
+
+class KeyExistsError(RotError):
+    """A key or object already exists under the requested label."""
+
+
+class KeyNotExportableError(RotError):
+    """Someone asked for private key material that never leaves its root of trust."""
+
+
+class RotLockedError(RotError):
+    """The root of trust was locked at the end of provisioning."""
+
+
+class UnsupportedError(RotError):
+    """The root of trust cannot do what was asked (algorithm, capability)."""
+
+
+class PkiError(KeyfabError):
+    """A certificate authority operation failed."""
+
+
+class VerificationError(KeyfabError):
+    """A signature, certificate chain or piece of evidence did not verify."""
+
+
+class RegistryError(KeyfabError):
+    """The registry database is missing, unreadable or of the wrong schema."""
+
+
+class AuditError(KeyfabError):
+    """The audit log is broken or could not be appended to."""
+
+
+class ProvisionError(KeyfabError):
+    """Provisioning a device or a batch failed."""

@@ -1,0 +1,180 @@
+"""The root-of-trust seam: what every driver (soft, pkcs11, tpm2, puf) provides.
+
+A root of trust holds private keys it will not give out. keyfab asks it to make
+keys, sign, store small objects (certificates, manifests), attest its keys where
+the hardware can, keep monotonic counters and lock itself at the end of
+provisioning. Nothing above this seam knows which hardware it talks to.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from keyfab.errors import ConfigError, UnsupportedError
+from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
+
+PrivateKey = HardwareECPrivateKey | HardwareRSAPrivateKey
+"""A private key held by a root of trust; a real ``cryptography`` private key."""
+
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_label(label: str) -> str:
+    """Labels name keys and objects; they become file names and token attributes."""
+    if not _LABEL.fullmatch(label):
+        raise ConfigError(f"invalid label {label!r}: use 1-64 of A-Z a-z 0-9 . _ -")
+    return label
+
+
+class KeyAlgorithm(enum.StrEnum):
+    """Key types keyfab asks roots of trust for."""
+
+    EC_P256 = "ec-p256"
+    EC_P384 = "ec-p384"
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    RSA_4096 = "rsa-4096"
+
+    @property
+    def is_ec(self) -> bool:
+        return self.value.startswith("ec-")
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        curves: dict[KeyAlgorithm, ec.EllipticCurve] = {
+            KeyAlgorithm.EC_P256: ec.SECP256R1(),
+            KeyAlgorithm.EC_P384: ec.SECP384R1(),
+        }
+        if self not in curves:
+            raise UnsupportedError(f"{self.value} is not an elliptic-curve algorithm")
+        return curves[self]
+
+    @property
+    def rsa_bits(self) -> int:
+        if self.is_ec:
+            raise UnsupportedError(f"{self.value} is not an RSA algorithm")
+        return int(self.value.removeprefix("rsa-"))
+
+    @classmethod
+    def of(cls, public_key: object) -> KeyAlgorithm:
+        """The algorithm of an existing public key, or UnsupportedError."""
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            for algorithm in (cls.EC_P256, cls.EC_P384):
+                if public_key.curve.name == algorithm.curve.name:
+                    return algorithm
+            raise UnsupportedError(f"unsupported curve {public_key.curve.name}")
+        if isinstance(public_key, rsa.RSAPublicKey):
+            try:
+                return cls(f"rsa-{public_key.key_size}")
+            except ValueError:
+                raise UnsupportedError(f"unsupported RSA size {public_key.key_size}") from None
+        raise UnsupportedError(f"unsupported key type {type(public_key).__name__}")
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What key to generate. Keys are always non-exportable."""
+
+    algorithm: KeyAlgorithm
+
+    def matches(self, public_key: object) -> bool:
+        """True if ``public_key`` is of this spec's algorithm and size."""
+        try:
+            return KeyAlgorithm.of(public_key) is self.algorithm
+        except UnsupportedError:
+            return False
+
+
+class Capability(enum.StrEnum):
+    """Optional things a root of trust can do."""
+
+    KEY_ATTESTATION = "key-attestation"
+    MONOTONIC_COUNTER = "monotonic-counter"
+    LOCK = "lock"
+    HARDWARE = "hardware"  # keys are protected by hardware, not files
+
+
+@dataclass(frozen=True)
+class RotInfo:
+    """Who a root of trust is. ``unique_id`` is stable for the life of the device."""
+
+    kind: str
+    vendor: str
+    model: str
+    unique_id: str
+    capabilities: frozenset[Capability] = frozenset()
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Proof from the hardware about a key (for example a TPM2_Certify result).
+
+    ``format`` names how to read ``parts``; the attest package verifies it.
+    """
+
+    format: str
+    parts: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@runtime_checkable
+class MonotonicCounter(Protocol):
+    """A counter that only goes up: firmware anti-rollback."""
+
+    name: str
+
+    def read(self) -> int: ...
+
+    def advance_to(self, value: int) -> int:
+        """Raise the counter to at least ``value``; never lowers it. Returns the new value."""
+        ...
+
+
+@runtime_checkable
+class RootOfTrust(Protocol):
+    """The seam every hardware driver implements."""
+
+    info: RotInfo
+
+    def generate_key(self, label: str, spec: KeySpec) -> PrivateKey:
+        """Make a new non-exportable key inside the hardware."""
+        ...
+
+    def key(self, label: str) -> PrivateKey:
+        """An existing key, or KeyNotFoundError."""
+        ...
+
+    def random(self, n: int) -> bytes:
+        """``n`` bytes from the hardware's random number generator."""
+        ...
+
+    def store_object(self, label: str, data: bytes) -> None:
+        """Write (or replace) a data object: a certificate, a chain, a manifest."""
+        ...
+
+    def load_object(self, label: str) -> bytes:
+        """Read a data object back, or KeyNotFoundError."""
+        ...
+
+    def certify(self, label: str, nonce: bytes) -> Evidence | None:
+        """Hardware proof that key ``label`` lives here, or None if it cannot."""
+        ...
+
+    def counter(self, name: str) -> MonotonicCounter:
+        """A monotonic counter, or UnsupportedError."""
+        ...
+
+    def lock(self) -> None:
+        """Freeze the configuration at the end of provisioning. Idempotent."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions and handles."""
+        ...

@@ -1,0 +1,245 @@
+"""The ``soft`` root of trust: keys in files (mode 0600) or in memory.
+
+For development, tests and simulated devices only. A file can be copied, so a
+soft key is no device identity; keyfab says so with a SoftRotWarning. The layout
+of a soft root of trust directory::
+
+    rot.json        unique id, counters, locked flag
+    <label>.pem     private keys (PKCS#8, mode 0600)
+    <label>.obj     data objects (certificates, chains)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import warnings
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+from keyfab.errors import (
+    ConfigError,
+    KeyExistsError,
+    KeyNotFoundError,
+    RotError,
+    RotLockedError,
+)
+from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
+from keyfab.rot.base import (
+    Capability,
+    Evidence,
+    KeySpec,
+    MonotonicCounter,
+    PrivateKey,
+    RotInfo,
+    check_label,
+)
+from keyfab.rot.uri import KeyUri
+
+_SoftKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+_MAX_RANDOM = 1 << 16
+
+
+class SoftRotWarning(UserWarning):
+    """Keys of the soft root of trust are ordinary files: never for production."""
+
+
+def _warn() -> None:
+    warnings.warn(
+        "soft root of trust: private keys are ordinary files, for development only",
+        SoftRotWarning,
+        stacklevel=3,
+    )
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 from the first byte on; never overwrite."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyExistsError(f"{path.name} already exists") from None
+    except OSError as error:
+        raise RotError(f"cannot write {path}: {error.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``path`` atomically: readers see the old or the new bytes, never half."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(temporary, path)
+
+
+def _wrap(label: str, key: _SoftKey) -> PrivateKey:
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+
+        def sign_ec(digest: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+            return key.sign(digest, ec.ECDSA(utils.Prehashed(algorithm)))
+
+        return HardwareECPrivateKey(label, key.public_key(), sign_ec)
+
+    def sign_rsa(
+        digest: bytes, algorithm: hashes.HashAlgorithm, pad: padding.AsymmetricPadding
+    ) -> bytes:
+        return key.sign(digest, pad, utils.Prehashed(algorithm))
+
+    return HardwareRSAPrivateKey(label, key.public_key(), sign_rsa)
+
+
+def _generate(spec: KeySpec) -> _SoftKey:
+    if spec.algorithm.is_ec:
+        return ec.generate_private_key(spec.algorithm.curve)
+    return rsa.generate_private_key(public_exponent=65537, key_size=spec.algorithm.rsa_bits)
+
+
+class _Counter:
+    """A monotonic counter kept in the soft root of trust's state."""
+
+    def __init__(self, rot: SoftRootOfTrust, name: str):
+        self.name = name
+        self._rot = rot
+
+    def read(self) -> int:
+        return int(self._rot._state["counters"].get(self.name, 0))
+
+    def advance_to(self, value: int) -> int:
+        if value < 0:
+            raise ConfigError(f"counter {self.name!r} cannot go below zero")
+        new = max(self.read(), value)
+        self._rot._state["counters"][self.name] = new
+        self._rot._save_state()
+        return new
+
+
+class SoftRootOfTrust:
+    """A root of trust in a directory (``directory``) or, with None, in memory."""
+
+    def __init__(self, directory: Path | None = None):
+        _warn()
+        self._directory = directory
+        self._keys: dict[str, _SoftKey] = {}
+        self._objects: dict[str, bytes] = {}
+        self._state: dict[str, Any] = self._load_state()
+        self.info = RotInfo(
+            kind="soft",
+            vendor="keyfab",
+            model="soft (development only)",
+            unique_id=self._state["unique_id"],
+            capabilities=frozenset({Capability.MONOTONIC_COUNTER, Capability.LOCK}),
+        )
+
+    @property
+    def locked(self) -> bool:
+        return bool(self._state["locked"])
+
+    def _load_state(self) -> dict[str, Any]:
+        fresh = {"unique_id": secrets.token_hex(16), "counters": {}, "locked": False}
+        if self._directory is None:
+            return fresh
+        try:
+            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            return dict(json.loads((self._directory / "rot.json").read_bytes()))
+        except FileNotFoundError:
+            self._state = fresh
+            self._save_state()
+            return fresh
+        except (OSError, ValueError) as error:
+            raise RotError(f"soft root of trust {self._directory} is unreadable: {error}") from None
+
+    def _save_state(self) -> None:
+        if self._directory is not None:
+            _replace_file(self._directory / "rot.json", json.dumps(self._state).encode())
+
+    def _file(self, label: str, suffix: str) -> Path:
+        assert self._directory is not None
+        return self._directory / f"{check_label(label)}{suffix}"
+
+    def _check_unlocked(self) -> None:
+        if self.locked:
+            raise RotLockedError(f"soft root of trust {self.info.unique_id} is locked")
+
+    def generate_key(self, label: str, spec: KeySpec) -> PrivateKey:
+        check_label(label)
+        self._check_unlocked()
+        if label in self._keys:
+            raise KeyExistsError(f"key {label!r} already exists")
+        key = _generate(spec)
+        if self._directory is not None:
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            write_secret(self._file(label, ".pem"), pem)
+        self._keys[label] = key
+        return _wrap(label, key)
+
+    def key(self, label: str) -> PrivateKey:
+        check_label(label)
+        if label not in self._keys:
+            self._keys[label] = self._read_key(label)
+        return _wrap(label, self._keys[label])
+
+    def _read_key(self, label: str) -> _SoftKey:
+        if self._directory is None:
+            raise KeyNotFoundError(f"no key {label!r}")
+        try:
+            key = serialization.load_pem_private_key(self._file(label, ".pem").read_bytes(), None)
+        except FileNotFoundError:
+            raise KeyNotFoundError(f"no key {label!r} in {self._directory}") from None
+        except (OSError, ValueError, TypeError) as error:
+            raise RotError(f"key file for {label!r} is unreadable: {error}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise RotError(f"key {label!r} is neither EC nor RSA")
+        return key
+
+    def random(self, n: int) -> bytes:
+        if not 0 <= n <= _MAX_RANDOM:
+            raise ConfigError(f"random: ask for 0 to {_MAX_RANDOM} bytes, not {n}")
+        return secrets.token_bytes(n)
+
+    def store_object(self, label: str, data: bytes) -> None:
+        check_label(label)
+        self._check_unlocked()
+        self._objects[label] = data
+        if self._directory is not None:
+            _replace_file(self._file(label, ".obj"), data)
+
+    def load_object(self, label: str) -> bytes:
+        check_label(label)
+        if label in self._objects:
+            return self._objects[label]
+        if self._directory is not None:
+            try:
+                return self._file(label, ".obj").read_bytes()
+            except FileNotFoundError:
+                pass
+        raise KeyNotFoundError(f"no object {label!r}")
+
+    def certify(self, label: str, nonce: bytes) -> Evidence | None:
+        return None
+
+    def counter(self, name: str) -> MonotonicCounter:
+        return _Counter(self, check_label(name))
+
+    def lock(self) -> None:
+        if not self.locked:
+            self._state["locked"] = True
+            self._save_state()
+
+    def close(self) -> None:
+        self._keys.clear()
+
+
+def open_uri(uri: KeyUri) -> SoftRootOfTrust:
+    """``soft:DIR/label.pem`` opens the soft root of trust in DIR."""
+    if uri.path == "memory":
+        return SoftRootOfTrust(None)
+    return SoftRootOfTrust(Path(uri.path).parent)
