@@ -6,6 +6,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from keyfab.rot.soft import SoftRootOfTrust
+
 from .conftest import RECIPE, Keyfab
 
 
@@ -76,7 +78,7 @@ def test_device_written_back_and_locked(keyfab: Keyfab, recipe_file: Path, home:
     state = json.loads((device_dir / "rot.json").read_text())
     assert state["locked"] is True
     assert state["counters"] == {"rollback": 3}
-    cert = x509.load_der_x509_certificate((device_dir / "idevid-cert.obj").read_bytes())
+    cert = x509.load_der_x509_certificate(SoftRootOfTrust(device_dir).load_object("idevid-cert"))
     serial = json.loads(keyfab("devices", "list", "--json")[1])[0]["serial"]
     assert keyfab("devices", "show", serial, "--pem")[1] == cert.public_bytes(Encoding.PEM).decode()
 
