@@ -11,9 +11,11 @@ from keyfab.pki.profiles import (
     IDEVID_NOT_AFTER,
     DeviceIdentity,
     Template,
+    est_device,
     idevid,
     manufacturing_ca,
     root_ca,
+    tls_server,
 )
 from keyfab.pki.verify import device_policy, verify_device_chain
 
@@ -25,11 +27,13 @@ __all__ = [
     "Template",
     "check_csr",
     "device_policy",
+    "est_device",
     "idevid",
     "manufacturing_ca",
     "new_serial_number",
     "parse_hardware_module_name",
     "root_ca",
     "signature_hash",
+    "tls_server",
     "verify_device_chain",
 ]

@@ -8,10 +8,11 @@ two apart means a reviewer can read every profile on one page.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keyfab._time import UTC
 from keyfab.errors import ConfigError
@@ -134,4 +135,66 @@ def idevid(device: DeviceIdentity) -> Template:
         subject=x509.Name(attributes),
         extensions=((usage, True), (san, False)),
         not_after=IDEVID_NOT_AFTER,
+    )
+
+
+def _leaf_usage(*, key_encipherment: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _hostname(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def tls_server(organization: str, hostnames: tuple[str, ...], days: int = 90) -> Template:
+    """The certificate ``keyfab serve`` presents: serverAuth for its host names / IPs.
+
+    Short-lived (90 days) because the service re-issues it from its own CA at
+    start-up whenever it is missing, expiring or names other hosts.
+    """
+    if not hostnames:
+        raise ConfigError("a TLS server certificate needs at least one host name")
+    return Template(
+        profile="tls-server",
+        subject=_name(organization, hostnames[0]),
+        extensions=(
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_leaf_usage(key_encipherment=True), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (x509.SubjectAlternativeName([_hostname(h) for h in hostnames]), False),
+        ),
+        validity=datetime.timedelta(days=days),
+    )
+
+
+def est_device(subject: x509.Name, days: int = 365) -> Template:
+    """A locally significant device identity (LDevID) enrolled over EST.
+
+    The subject is the one the CSR asked for, already checked by the EST policy
+    (it names the device's serialNumber). Unlike the IDevID it expires, and it
+    carries clientAuth so the device can use it for mutual TLS, including the
+    EST re-enrolment that renews it.
+    """
+    return Template(
+        profile="est-device",
+        subject=subject,
+        extensions=(
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_leaf_usage(), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        ),
+        validity=datetime.timedelta(days=days),
     )

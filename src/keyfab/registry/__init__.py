@@ -2,6 +2,7 @@
 
 from keyfab.registry.db import Registry
 from keyfab.registry.models import (
+    ApiToken,
     AuditEvent,
     AuditHead,
     Authority,
@@ -13,6 +14,7 @@ from keyfab.registry.models import (
 )
 
 __all__ = [
+    "ApiToken",
     "AuditEvent",
     "AuditHead",
     "Authority",

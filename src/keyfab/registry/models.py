@@ -145,3 +145,23 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApiToken(Base):
+    """A bearer token for the service. Only a SHA-256 digest of its secret is kept.
+
+    The secret is 256 random bits, so a fast hash is enough: nobody can guess
+    their way back from the digest. ``uses_left`` makes one-time enrolment tokens;
+    ``device_serial`` binds a device token to the one serial it may enrol.
+    """
+
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public lookup handle
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(64))  # sha256(secret), hex
+    device_serial: Mapped[str | None] = mapped_column(String(64))
+    uses_left: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())

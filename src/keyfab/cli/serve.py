@@ -1,0 +1,82 @@
+"""``keyfab serve``: the REST API and EST on uvicorn, over TLS from keyfab's own PKI."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+
+import typer
+import uvicorn
+
+from keyfab.cli._context import workspace
+from keyfab.cli._output import console
+from keyfab.errors import ConfigError
+from keyfab.server import MAX_BODY, PeerCertH11Protocol, server_files
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _names(host: str, extra: list[str]) -> tuple[str, ...]:
+    """Names for the server certificate: the bind address (unless a wildcard) and --san."""
+    names = [] if host in ("0.0.0.0", "::") else [host]  # noqa: S104
+    if _loopback(host):
+        names += ["localhost", "127.0.0.1"]
+    names += extra
+    unique = tuple(dict.fromkeys(names))
+    if not unique:
+        raise ConfigError("binding to a wildcard address: name the host with --san")
+    return unique
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8443, "--port", min=1, max=65535, help="TCP port."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, max=64, help="Worker processes."),
+    san: list[str] = typer.Option(
+        [], "--san", help="Extra host name or IP for the server certificate (repeatable)."
+    ),
+    insecure_http: bool = typer.Option(
+        False, "--insecure-http", help="Plain HTTP, no TLS: loopback addresses only (testing)."
+    ),
+    max_body: int = typer.Option(MAX_BODY, "--max-body", min=1024, help="Request body limit."),
+) -> None:
+    """Serve the REST API and EST (RFC 7030) over TLS, mutual TLS for devices."""
+    space = workspace(ctx)
+    if insecure_http and not _loopback(host):
+        raise ConfigError("--insecure-http is allowed on loopback addresses only")
+    space.registry().dispose()  # fail now, with one clear line, if there is no workspace
+    os.environ["KEYFAB_HOME"] = str(space.home)  # what the worker processes open
+    os.environ["KEYFAB_MAX_BODY"] = str(max_body)
+    tls: dict[str, object] = {}
+    scheme = "http"
+    if not insecure_http:
+        files = server_files(space, _names(host, san))
+        tls = {
+            "ssl_certfile": str(files.certificate),
+            "ssl_keyfile": str(files.key),
+            "ssl_ca_certs": str(files.trust),
+            "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+        }
+        scheme = "https"
+        console.print(f"trust anchor for clients: {files.trust}")
+    console.print(f"keyfab serving on {scheme}://{host}:{port} with {workers} worker(s)")
+    uvicorn.run(
+        "keyfab.server.app:from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        http=PeerCertH11Protocol,
+        log_level="warning",
+        server_header=False,
+        **tls,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,97 @@
+"""``keyfab tokens``: API tokens for the service (create, list, revoke)."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import typer
+
+from keyfab.cli._context import workspace
+from keyfab.cli._output import JSON_OPTION, console, emit_json, errors, table
+from keyfab.errors import ConfigError
+from keyfab.server import Role
+from keyfab.server import tokens as store
+
+app = typer.Typer(help="API tokens for 'keyfab serve'.", no_args_is_help=True)
+
+_DURATION = re.compile(r"(\d{1,6})([mhd])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration(text: str | None) -> datetime.timedelta | None:
+    if text is None:
+        return None
+    match = _DURATION.fullmatch(text)
+    if match is None or int(match.group(1)) == 0:
+        raise ConfigError(f"--expires-in {text!r}: give a number and m, h or d (e.g. 30d)")
+    return datetime.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="A name for the token's holder (unique)."),
+    role: Role = typer.Option(..., "--role", help="admin, operator, auditor or device."),
+    expires_in: str = typer.Option(None, "--expires-in", help="Lifetime, e.g. 90m, 12h, 30d."),
+    uses: int = typer.Option(None, "--uses", help="Usable this many times (1: one-time)."),
+    device: str = typer.Option(None, "--device", help="Device tokens: the one serial it enrols."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Create a token and print it once: only its digest is kept."""
+    registry = workspace(ctx).registry()
+    try:
+        token = store.create(
+            registry, name, role, expires_in=_duration(expires_in), uses=uses, device_serial=device
+        )
+    finally:
+        registry.dispose()
+    if as_json:
+        emit_json({"id": token.id, "name": token.name, "role": token.role, "token": token.secret})
+        return
+    errors.print(f"token {token.name} ({token.role}); shown once, store it now:", highlight=False)
+    typer.echo(token.secret)
+
+
+@app.command("list")
+def list_tokens(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
+    """Every token: role, limits, state (never the secret)."""
+    registry = workspace(ctx).registry()
+    try:
+        rows = [
+            {
+                "id": t.id,
+                "name": t.name,
+                "role": t.role,
+                "device": t.device_serial,
+                "uses_left": t.uses_left,
+                "created_at": t.created_at.isoformat(),
+                "expires_at": t.expires_at.isoformat() if t.expires_at else None,
+                "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+            }
+            for t in store.listing(registry)
+        ]
+    finally:
+        registry.dispose()
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        f"tokens ({len(rows)})",
+        ["name", "role", "device", "uses left", "expires", "revoked"],
+        [
+            [r["name"], r["role"], r["device"], r["uses_left"], r["expires_at"], r["revoked_at"]]
+            for r in rows
+        ],
+    )
+
+
+@app.command()
+def revoke(ctx: typer.Context, name: str = typer.Argument(..., help="The token's name.")) -> None:
+    """Revoke a token: it stops working at once."""
+    registry = workspace(ctx).registry()
+    try:
+        store.revoke(registry, name)
+    finally:
+        registry.dispose()
+    console.print(f"revoked token {name}")

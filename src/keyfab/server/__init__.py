@@ -1,0 +1,16 @@
+"""The keyfab service: REST API, EST enrolment (RFC 7030), tokens and roles."""
+
+from keyfab.server._peer import PeerCertH11Protocol
+from keyfab.server.app import MAX_BODY, create_app
+from keyfab.server.roles import Principal, Role
+from keyfab.server.tls import TlsFiles, server_files
+
+__all__ = [
+    "MAX_BODY",
+    "PeerCertH11Protocol",
+    "Principal",
+    "Role",
+    "TlsFiles",
+    "create_app",
+    "server_files",
+]

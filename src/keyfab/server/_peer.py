@@ -1,0 +1,64 @@
+"""Hand the TLS peer's certificate (and tls-unique) to the application.
+
+uvicorn does not implement the ASGI TLS extension, so this H11 protocol adds
+``scope["extensions"]["tls"]`` itself, per connection: ``client_cert`` (DER or
+None, already verified by the TLS layer against keyfab's chain) and
+``tls_unique`` (bytes, or None under TLS 1.3 where it does not exist).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+def _tls_info(transport: asyncio.Transport) -> dict[str, Any] | None:
+    ssl_object = transport.get_extra_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject):
+        return None
+    try:
+        unique = ssl_object.get_channel_binding("tls-unique")
+    except ValueError:
+        unique = None
+    return {
+        "client_cert": ssl_object.getpeercert(binary_form=True),
+        "tls_unique": unique,
+        "version": ssl_object.version(),
+    }
+
+
+class PeerCertH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol plus the ASGI ``tls`` scope extension."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        info = _tls_info(transport)
+        if info is None:
+            return
+        inner = self.app
+
+        async def with_tls(scope: Scope, receive: Receive, send: Send) -> None:
+            scope.setdefault("extensions", {})["tls"] = info
+            await inner(scope, receive, send)
+
+        self.app = with_tls
+
+
+def peer_certificate(scope: Scope) -> bytes | None:
+    tls = scope.get("extensions", {}).get("tls") or {}
+    cert = tls.get("client_cert")
+    return cert if isinstance(cert, bytes) else None
+
+
+def tls_unique(scope: Scope) -> bytes | None:
+    tls = scope.get("extensions", {}).get("tls") or {}
+    value = tls.get("tls_unique")
+    return value if isinstance(value, bytes) else None
+
+
+def is_tls(scope: Scope) -> bool:
+    return bool(scope.get("extensions", {}).get("tls"))

@@ -1,0 +1,72 @@
+"""What one service process holds open: the registry, the CA, the running batches.
+
+Opened once per worker process by the app factory, so requests never pay for
+opening a database or loading the CA key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy.orm import Session
+
+from keyfab import pki
+from keyfab.errors import KeyfabError
+from keyfab.provision import run_batch
+from keyfab.registry import Registry
+from keyfab.workspace import Workspace
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    workspace: Workspace
+    registry: Registry
+    authority: pki.CertificateAuthority
+    _running: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, workspace: Workspace) -> Service:
+        return cls(workspace, workspace.registry(), workspace.authority())
+
+    @property
+    def chain_der(self) -> list[bytes]:
+        return [c.public_bytes(Encoding.DER) for c in self.authority.full_chain()]
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.registry.transaction() as session:
+            yield session
+
+    def start_batch(self, name: str) -> bool:
+        """Run a batch's outstanding devices in a background thread; False if running here."""
+        with self._lock:
+            if name in self._running:
+                return False
+            self._running.add(name)
+        thread = threading.Thread(target=self._run, args=(name,), name=f"batch-{name}", daemon=True)
+        thread.start()
+        return True
+
+    def running(self, name: str) -> bool:
+        with self._lock:
+            return name in self._running
+
+    def _run(self, name: str) -> None:
+        try:
+            run_batch(self.workspace, name, workers=1)
+        except KeyfabError as error:  # recorded per device; a resume finishes the rest
+            _log.warning("batch %s stopped: %s", name, error)
+        finally:
+            with self._lock:
+                self._running.discard(name)
+
+    def close(self) -> None:
+        self.registry.dispose()

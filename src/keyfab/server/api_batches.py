@@ -1,0 +1,91 @@
+"""REST: provisioning batches (create and start, progress, resume).
+
+A batch runs in a background thread of the worker that accepted it; its state
+lives in the registry, so progress can be read from any worker and a batch
+cut short by a restart is finished by ``resume`` (here or with the CLI).
+Recipes sent over the API may not name ``[[objects]]`` files: those would be
+read from the server's disk on the caller's say-so.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from sqlalchemy import func, select
+from starlette.status import HTTP_201_CREATED, HTTP_202_ACCEPTED
+
+from keyfab.errors import KeyfabError
+from keyfab.provision import create_batch, parse_recipe
+from keyfab.registry import Batch, Device
+from keyfab.server.auth import require, service
+from keyfab.server.models import BatchProgress, BatchRequest
+from keyfab.server.problems import ProblemError
+from keyfab.server.roles import READERS, WRITERS, Principal
+
+router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
+Reader = Annotated[Principal, Depends(require(*READERS))]
+Writer = Annotated[Principal, Depends(require(*WRITERS))]
+Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+def _progress(request: Request, name: str) -> BatchProgress:
+    svc = service(request)
+    with svc.transaction() as session:
+        batch = session.scalars(select(Batch).where(Batch.name == name)).one_or_none()
+        if batch is None:
+            raise ProblemError(404, "batch-not-found", f"no batch {name!r}")
+        counts = session.execute(
+            select(Device.state, func.count())
+            .where(Device.batch_id == batch.id)
+            .group_by(Device.state)
+        ).all()
+    return BatchProgress(
+        name=batch.name,
+        product=batch.product,
+        count=batch.count,
+        state=batch.state,
+        running=svc.running(name),
+        devices={str(state): int(n) for state, n in counts},
+        created_at=batch.created_at,
+        finished_at=batch.finished_at,
+    )
+
+
+@router.post("", response_model=BatchProgress, status_code=HTTP_201_CREATED)
+def create(request: Request, _: Writer, body: BatchRequest) -> BatchProgress:
+    """Record a batch (one serial per device, reserved now) and start provisioning it."""
+    svc = service(request)
+    try:
+        recipe = parse_recipe(body.recipe, "recipe")
+    except KeyfabError as error:
+        raise ProblemError(400, "invalid-recipe", str(error)) from None
+    if recipe.objects:
+        raise ProblemError(
+            400, "invalid-recipe", "recipes sent over the API may not name [[objects]] files"
+        )
+    with svc.transaction() as session:
+        if session.scalar(select(Batch.id).where(Batch.name == body.name)) is not None:
+            raise ProblemError(
+                409, "batch-exists", f"batch {body.name!r} exists: resume it instead"
+            )
+    create_batch(svc.workspace, body.recipe, svc.workspace.home, body.name, body.count)
+    svc.start_batch(body.name)
+    return _progress(request, body.name)
+
+
+@router.get("/{name}", response_model=BatchProgress)
+def progress(request: Request, _: Reader, name: Name) -> BatchProgress:
+    """How far a batch is: devices per state, and whether it is running here."""
+    return _progress(request, name)
+
+
+@router.post("/{name}/resume", response_model=BatchProgress, status_code=HTTP_202_ACCEPTED)
+def resume(request: Request, _: Writer, name: Name) -> BatchProgress:
+    """Finish a batch's pending and issued devices; no device is provisioned twice."""
+    current = _progress(request, name)
+    if current.state == "finished":
+        raise ProblemError(409, "batch-finished", f"batch {name!r} is already finished")
+    if not service(request).start_batch(name):
+        raise ProblemError(409, "batch-running", f"batch {name!r} is already running")
+    return _progress(request, name)

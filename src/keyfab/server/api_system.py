@@ -1,0 +1,94 @@
+"""REST: health, the CA chain and CRL (public), and the audit log's status."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from keyfab import audit
+from keyfab.registry import AuditHead, Certificate
+from keyfab.server.auth import require, service
+from keyfab.server.models import AuditStatus, Health
+from keyfab.server.problems import ProblemError
+from keyfab.server.roles import Principal, Role
+
+router = APIRouter(prefix="/api/v1")
+Auditor = Annotated[Principal, Depends(require(Role.ADMIN, Role.AUDITOR))]
+PEM_CHAIN = "application/pem-certificate-chain"
+
+
+@router.get("/health", response_model=Health, tags=["system"])
+def health(request: Request) -> Health:
+    """Liveness and database reachability; no authentication."""
+    try:
+        with service(request).transaction() as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        raise ProblemError(
+            503, "registry-unavailable", "the registry database does not answer"
+        ) from None
+    return Health(status="ok", database="ok")
+
+
+@router.get(
+    "/ca/chain",
+    tags=["pki"],
+    responses={200: {"content": {PEM_CHAIN: {}}, "description": "Manufacturing CA, then root."}},
+)
+def ca_chain(request: Request) -> Response:
+    """The CA chain as PEM: what relying parties need to check device certificates."""
+    chain = service(request).authority.full_chain()
+    return Response(b"".join(c.public_bytes(Encoding.PEM) for c in chain), media_type=PEM_CHAIN)
+
+
+@router.get(
+    "/ca/crl",
+    tags=["pki"],
+    responses={
+        200: {
+            "content": {"application/pkix-crl": {}, "application/x-pem-file": {}},
+            "description": "The current CRL of the manufacturing CA.",
+        }
+    },
+)
+def ca_crl(
+    request: Request, encoding: Annotated[str, Query(pattern=r"^(pem|der)$")] = "der"
+) -> Response:
+    """A freshly signed CRL of every revoked certificate.
+
+    Its CRL number is the audit log's head sequence: it grows with every change
+    to the registry, so a CRL reflecting newer revocations always has a larger
+    number, and fetching a CRL writes nothing.
+    """
+    svc = service(request)
+    with svc.transaction() as session:
+        revoked = session.execute(
+            select(Certificate.serial_number, Certificate.revoked_at).where(
+                Certificate.revoked_at.is_not(None)
+            )
+        ).all()
+        number = session.scalar(select(AuditHead.seq).where(AuditHead.id == 1)) or 0
+    crl = svc.authority.crl(
+        [(int(s, 16), when) for s, when in revoked if when is not None], number=max(number, 1)
+    )
+    if encoding == "pem":
+        return Response(crl.public_bytes(Encoding.PEM), media_type="application/x-pem-file")
+    return Response(crl.public_bytes(Encoding.DER), media_type="application/pkix-crl")
+
+
+@router.get("/audit", response_model=AuditStatus, tags=["audit"])
+def audit_status(request: Request, _: Auditor) -> AuditStatus:
+    """Recompute the audit hash chain now and say whether it holds."""
+    with service(request).transaction() as session:
+        report = audit.verify(session)
+    return AuditStatus(
+        ok=report.ok,
+        events=report.events,
+        head_hash=report.head_hash,
+        broken_at=report.broken_at,
+        reason=report.reason,
+    )

@@ -1,0 +1,48 @@
+"""The FastAPI application: REST API, EST, problem documents, body limit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from keyfab import __version__
+from keyfab.server import api_batches, api_devices, api_system, est, problems
+from keyfab.server._limits import BodyLimit
+from keyfab.server._service import Service
+from keyfab.workspace import Workspace, default_home
+
+MAX_BODY = 64 * 1024
+"""Enough for any recipe or CSR keyfab accepts; anything larger is refused unread."""
+
+
+def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
+    """The service for one workspace (its registry and CA are opened now)."""
+    svc = Service.open(workspace)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        svc.close()
+
+    app = FastAPI(
+        title="keyfab",
+        version=__version__,
+        description="Device identities: registry, batches, CA, audit, and EST enrolment.",
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    problems.install(app)
+    app.add_middleware(BodyLimit, limit=max_body)
+    for module in (api_system, api_devices, api_batches, est):
+        app.include_router(module.router)
+    return app
+
+
+def from_environment() -> FastAPI:
+    """uvicorn's factory for worker processes: the workspace comes from KEYFAB_HOME."""
+    limit = int(os.environ.get("KEYFAB_MAX_BODY") or MAX_BODY)
+    return create_app(Workspace(Path(default_home()).absolute()), max_body=limit)

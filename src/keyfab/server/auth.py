@@ -1,0 +1,124 @@
+"""Authentication (who is calling) and the role check (may they).
+
+A caller proves itself with one of:
+* ``Authorization: Bearer kf_...``: an API token;
+* ``Authorization: Basic`` with the token's name as user and the token as
+  password: what EST clients (curl ``-u``) send for bootstrap enrolment;
+* a client certificate in the TLS handshake, verified there against keyfab's
+  chain and here against the registry: it must be a recorded, unrevoked
+  device certificate, and then the caller is that device.
+Routing decides which roles an endpoint admits (``require``); this module
+only establishes identities.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Callable
+
+from cryptography import x509
+from fastapi import Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from keyfab.registry import Certificate, Device, DeviceState
+from keyfab.server._peer import peer_certificate
+from keyfab.server._service import Service
+from keyfab.server.problems import ProblemError
+from keyfab.server.roles import Principal, Role
+from keyfab.server.tokens import TokenRefusedError, authenticate
+
+_DEVICE_PROFILES = frozenset({"idevid", "est-device"})
+_CHALLENGE = {"WWW-Authenticate": 'Bearer, Basic realm="keyfab"'}
+
+
+def unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, "unauthorized", detail, headers=_CHALLENGE)
+
+
+def service(request: Request) -> Service:
+    found: Service = request.app.state.service
+    return found
+
+
+def _from_header(session: Session, header: str) -> Principal:
+    scheme, _, credentials = header.partition(" ")
+    scheme = scheme.lower()
+    try:
+        if scheme == "bearer":
+            return authenticate(session, credentials.strip())
+        if scheme == "basic":
+            return _basic(session, credentials.strip())
+    except TokenRefusedError as refused:
+        raise unauthorized(str(refused)) from None
+    raise unauthorized("unsupported authorization scheme: use Bearer or Basic")
+
+
+def _basic(session: Session, credentials: str) -> Principal:
+    if len(credentials) > 512:
+        raise TokenRefusedError("malformed Basic credentials")
+    try:
+        user, sep, password = base64.b64decode(credentials, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise TokenRefusedError("malformed Basic credentials") from None
+    if not sep:
+        raise TokenRefusedError("malformed Basic credentials")
+    principal = authenticate(session, password)
+    if not hmac.compare_digest(user.encode(), principal.name.encode()):
+        raise TokenRefusedError("unknown token")
+    return principal
+
+
+def _from_certificate(session: Session, der: bytes) -> Principal:
+    """The device whose recorded, unrevoked certificate the TLS peer presented."""
+    serial_number = format(x509.load_der_x509_certificate(der).serial_number, "x")
+    row = session.execute(
+        select(Certificate, Device)
+        .join(Device, Certificate.device_id == Device.id)
+        .where(Certificate.serial_number == serial_number)
+    ).one_or_none()
+    if row is None or not hmac.compare_digest(row[0].der, der):
+        raise unauthorized("client certificate is not a device certificate keyfab issued")
+    certificate, device = row
+    if certificate.profile not in _DEVICE_PROFILES:
+        raise unauthorized("client certificate is not a device certificate")
+    if certificate.revoked_at is not None or device.state == DeviceState.REVOKED:
+        raise ProblemError(403, "device-revoked", f"device {device.serial} is revoked")
+    return Principal(
+        device.serial,
+        Role.DEVICE,
+        device_serial=device.serial,
+        certificate_serial=certificate.serial_number,
+    )
+
+
+def identify(request: Request) -> Principal | None:
+    """The caller's identity, None if it offered none, or a 401/403 problem."""
+    header = request.headers.get("authorization")
+    peer = peer_certificate(request.scope)
+    if header is None and peer is None:
+        return None
+    with service(request).transaction() as session:
+        if header is not None:
+            return _from_header(session, header)
+        assert peer is not None
+        return _from_certificate(session, peer)
+
+
+def require(*roles: Role) -> Callable[[Request], Principal]:
+    """A FastAPI dependency admitting only ``roles``: 401 if anonymous, 403 if wrong role."""
+    allowed = frozenset(roles)
+
+    def dependency(request: Request) -> Principal:
+        principal = identify(request)
+        if principal is None:
+            raise unauthorized("authentication required")
+        if principal.role not in allowed:
+            raise ProblemError(
+                403, "forbidden", f"role {principal.role} may not {request.method} this resource"
+            )
+        return principal
+
+    return dependency

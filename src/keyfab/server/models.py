@@ -1,0 +1,100 @@
+"""The JSON shapes of the REST API (what OpenAPI documents and clients get)."""
+
+from __future__ import annotations
+
+import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keyfab.registry import DeviceState
+
+
+class Strict(BaseModel):
+    """Request bodies refuse unknown fields: a typo is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CertificateSummary(BaseModel):
+    serial_number: str
+    key: str
+    profile: str
+    subject: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    revoked_at: datetime.datetime | None
+    revocation_reason: str | None
+
+
+class CertificateInfo(CertificateSummary):
+    device: str | None
+    issued_at: datetime.datetime
+    sha256: str
+
+
+class DeviceSummary(BaseModel):
+    serial: str
+    state: DeviceState
+    batch: str | None
+    slot: int | None
+    rot: str | None
+    unique_id: str | None
+    created_at: datetime.datetime
+    provisioned_at: datetime.datetime | None
+
+
+class DeviceInfo(DeviceSummary):
+    certificates: list[CertificateSummary]
+
+
+class DevicePage(BaseModel):
+    items: list[DeviceSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class RevokeRequest(Strict):
+    reason: str = Field(
+        "unspecified",
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z][A-Za-z0-9 _-]*$",
+        description="Why (kept in the audit log and the certificates' rows).",
+    )
+
+
+class RevokeResult(BaseModel):
+    serial: str
+    state: DeviceState
+    revoked_certificates: list[str]
+
+
+class BatchRequest(Strict):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    recipe: str = Field(min_length=1, max_length=32_768, description="The recipe, as TOML.")
+    count: int = Field(ge=1, le=100_000)
+
+
+class BatchProgress(BaseModel):
+    name: str
+    product: str
+    count: int
+    state: str
+    running: bool
+    devices: dict[str, int]
+    created_at: datetime.datetime
+    finished_at: datetime.datetime | None
+
+
+class AuditStatus(BaseModel):
+    ok: bool
+    events: int
+    head_hash: str
+    broken_at: int | None
+    reason: str
+
+
+class Health(BaseModel):
+    status: str
+    database: str

@@ -1,0 +1,135 @@
+"""RFC 9457 problem details: every error the service returns, with a stable ``type``.
+
+Clients branch on ``type`` (a URN that never changes), people read ``title`` and
+``detail``. Handlers here turn keyfab's exception tree, FastAPI's validation
+errors and Starlette's HTTP errors into ``application/problem+json`` so no
+request ever ends in a bare 500 page or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from keyfab.errors import (
+    ConfigError,
+    KeyfabError,
+    PkiError,
+    ProvisionError,
+    RegistryError,
+    VerificationError,
+)
+
+PROBLEM_JSON = "application/problem+json"
+_PREFIX = "urn:keyfab:problem:"
+_log = logging.getLogger(__name__)
+
+_STATUS_SLUGS = {
+    400: ("invalid-request", "The request is not valid"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Not allowed for this identity"),
+    404: ("not-found", "No such resource"),
+    405: ("method-not-allowed", "Method not allowed"),
+    409: ("conflict", "Conflicts with the current state"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported content type"),
+    422: ("invalid-request", "The request is not valid"),
+    503: ("unavailable", "Service unavailable"),
+}
+
+
+class ProblemError(Exception):
+    """An error answer: raise it anywhere in a handler."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status, self.slug, self.detail = status, slug, detail
+        self.title = title or _STATUS_SLUGS.get(status, (slug, slug))[1]
+        self.headers = headers
+
+
+def problem_type(slug: str) -> str:
+    return _PREFIX + slug
+
+
+def _response(
+    problem: ProblemError, request: Request, extra: dict[str, Any] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": problem_type(problem.slug),
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": request.url.path,
+    }
+    body.update(extra or {})
+    return JSONResponse(body, problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
+
+
+_KEYFAB_ERRORS: tuple[tuple[type[KeyfabError], int, str], ...] = (
+    (VerificationError, 400, "verification-failed"),
+    (ConfigError, 400, "invalid-request"),
+    (ProvisionError, 409, "provisioning-failed"),
+    (PkiError, 500, "pki-error"),
+    (RegistryError, 503, "registry-unavailable"),
+)
+
+
+def from_keyfab_error(error: KeyfabError) -> ProblemError:
+    """The problem for an error keyfab raised on purpose (its message is safe to show)."""
+    for cls, status, slug in _KEYFAB_ERRORS:
+        if isinstance(error, cls):
+            return ProblemError(status, slug, str(error))
+    return ProblemError(500, "internal-error", str(error), title="keyfab failed")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that make every error a problem document."""
+
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, problem: ProblemError) -> JSONResponse:
+        return _response(problem, request)
+
+    @app.exception_handler(KeyfabError)
+    async def _keyfab(request: Request, error: KeyfabError) -> JSONResponse:
+        return _response(from_keyfab_error(error), request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in error.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+        detail = f"{'.'.join(first['loc'])}: {first['msg']}"
+        return _response(ProblemError(422, "invalid-request", detail), request, {"errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        slug, title = _STATUS_SLUGS.get(error.status_code, ("http-error", "HTTP error"))
+        headers = dict(error.headers) if error.headers else None
+        problem = ProblemError(
+            error.status_code, slug, str(error.detail), title=title, headers=headers
+        )
+        return _response(problem, request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        _log.exception("unexpected error on %s %s", request.method, request.url.path)
+        problem = ProblemError(
+            500, "internal-error", "unexpected server error", title="keyfab failed"
+        )
+        return _response(problem, request)

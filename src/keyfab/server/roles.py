@@ -1,0 +1,33 @@
+"""Who may do what: the four roles and the identity a request proved."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"  # everything, including revocation and batches
+    OPERATOR = "operator"  # factory floor: batches, devices, revocation; stations
+    AUDITOR = "auditor"  # read-only: devices, certificates, batches, the audit log
+    DEVICE = "device"  # EST enrolment only
+
+
+READERS = (Role.ADMIN, Role.OPERATOR, Role.AUDITOR)
+WRITERS = (Role.ADMIN, Role.OPERATOR)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller.
+
+    ``token_id`` is set for API tokens (one-time tokens are consumed through
+    it); ``certificate_serial`` for callers proven by a client certificate.
+    ``device_serial`` limits a device to its own serial number.
+    """
+
+    name: str
+    role: Role
+    token_id: str | None = None
+    device_serial: str | None = None
+    certificate_serial: str | None = None

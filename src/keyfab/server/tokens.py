@@ -1,0 +1,154 @@
+"""API tokens: created once and shown once, kept only as a digest.
+
+A token reads ``kf_<id>_<secret>``. ``id`` finds the row without scanning;
+``secret`` (256 random bits) is checked against the stored SHA-256 digest with
+``hmac.compare_digest``, so neither a timing difference nor a stolen database
+gives a usable token.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from keyfab import audit
+from keyfab._time import utc_now
+from keyfab.errors import ConfigError
+from keyfab.registry import ApiToken, Registry
+from keyfab.server.roles import Principal, Role
+
+_TOKEN = re.compile(r"kf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+MAX_TOKEN_LENGTH = 64
+
+
+class TokenRefusedError(Exception):
+    """The token is malformed, unknown, revoked, expired or used up (reason says which)."""
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """A token just made: ``secret`` is the only copy of the full token."""
+
+    id: str
+    name: str
+    role: Role
+    secret: str
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create(
+    registry: Registry,
+    name: str,
+    role: Role,
+    *,
+    expires_in: datetime.timedelta | None = None,
+    uses: int | None = None,
+    device_serial: str | None = None,
+) -> NewToken:
+    """Make a token and record its creation in the audit log (never the secret)."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError("token name must be 1-64 letters, digits, '.', '_', '@' or '-'")
+    if uses is not None and not 1 <= uses <= 1_000_000:
+        raise ConfigError("--uses must be 1 to 1000000")
+    if device_serial is not None and role is not Role.DEVICE:
+        raise ConfigError("only device tokens are bound to a device serial")
+    token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    now = utc_now()
+    try:
+        with registry.transaction() as session:
+            session.add(
+                ApiToken(
+                    id=token_id,
+                    name=name,
+                    role=role.value,
+                    digest=_digest(secret),
+                    device_serial=device_serial,
+                    uses_left=uses,
+                    created_at=now,
+                    expires_at=now + expires_in if expires_in else None,
+                )
+            )
+            session.flush()
+            audit.append(
+                session,
+                "token.created",
+                name,
+                {"id": token_id, "role": role.value, "uses": uses, "device": device_serial},
+            )
+    except IntegrityError:
+        raise ConfigError(f"a token named {name!r} exists") from None
+    return NewToken(token_id, name, role, f"kf_{token_id}_{secret}")
+
+
+def listing(registry: Registry) -> Sequence[ApiToken]:
+    with registry.transaction() as session:
+        return session.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.name)).all()
+
+
+def revoke(registry: Registry, name: str) -> None:
+    with registry.transaction() as session:
+        token = session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
+        if token is None:
+            raise ConfigError(f"no token named {name!r}")
+        if token.revoked_at is not None:
+            raise ConfigError(f"token {name!r} is already revoked")
+        token.revoked_at = utc_now()
+        audit.append(session, "token.revoked", name, {"id": token.id})
+
+
+def authenticate(session: Session, presented: str) -> Principal:
+    """The principal a presented token stands for, or TokenRefusedError."""
+    if len(presented) > MAX_TOKEN_LENGTH:
+        raise TokenRefusedError("malformed token")
+    match = _TOKEN.fullmatch(presented)
+    if match is None:
+        raise TokenRefusedError("malformed token")
+    token_id, secret = match.groups()
+    row = session.get(ApiToken, token_id)
+    # Compare against a digest even when the id is unknown, so timing says nothing.
+    stored = row.digest if row is not None else _digest("")
+    if not hmac.compare_digest(_digest(secret), stored) or row is None:
+        raise TokenRefusedError("unknown token")
+    if row.revoked_at is not None:
+        raise TokenRefusedError("token revoked")
+    if row.expires_at is not None and row.expires_at <= utc_now():
+        raise TokenRefusedError("token expired")
+    if row.uses_left is not None and row.uses_left <= 0:
+        raise TokenRefusedError("token used up")
+    return Principal(row.name, Role(row.role), token_id=row.id, device_serial=row.device_serial)
+
+
+def consume(session: Session, token_id: str) -> None:
+    """Use up one use of a limited token, in the caller's (issuing) transaction.
+
+    The conditional UPDATE is the check: two requests racing on a one-time token
+    cannot both see a use left.
+    """
+    result = session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            ApiToken.uses_left.is_not(None),
+            ApiToken.uses_left > 0,
+        )
+        .values(uses_left=ApiToken.uses_left - 1)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        unlimited = session.scalar(
+            select(ApiToken.id).where(ApiToken.id == token_id, ApiToken.uses_left.is_(None))
+        )
+        if unlimited is None:
+            raise TokenRefusedError("token used up")
