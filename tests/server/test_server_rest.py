@@ -49,8 +49,14 @@ def test_batch_devices_list_filter_paginate(admin: httpx.Client, batch: str) -> 
     assert none["items"] == []
 
 
+def _serial(admin: httpx.Client, batch: str, slot: int) -> str:
+    page = admin.get("/api/v1/devices", params={"batch": batch, "offset": slot, "limit": 1})
+    serial: str = page.json()["items"][0]["serial"]
+    return serial
+
+
 def test_device_and_certificate_show_and_download(admin: httpx.Client, batch: str) -> None:
-    serial = f"{batch}-000001"
+    serial = _serial(admin, batch, 1)
     device = admin.get(f"/api/v1/devices/{serial}").json()
     assert device["serial"] == serial
     assert device["rot"] == "soft"
@@ -78,7 +84,7 @@ def test_device_and_certificate_show_and_download(admin: httpx.Client, batch: st
 
 
 def test_revoke_then_crl_lists_it(admin: httpx.Client, server: Server, batch: str) -> None:
-    serial = f"{batch}-000002"
+    serial = _serial(admin, batch, 2)
     number = admin.get(f"/api/v1/devices/{serial}").json()["certificates"][0]["serial_number"]
     answer = admin.post(f"/api/v1/devices/{serial}/revoke", json={"reason": "keyCompromise"})
     assert answer.status_code == 200, answer.text
