@@ -44,7 +44,8 @@ class Device:
         self.key = folder / "device.key"
         run(
             "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-            "-nodes", "-keyout", str(self.key), "-subj", f"/O=Acme/CN=gateway/serialNumber={serial}",
+            "-nodes", "-keyout", str(self.key),
+            "-subj", f"/O=Acme/CN=gateway/serialNumber={serial}",
             "-outform", "DER", "-out", str(folder / "csr.der"),
         )  # fmt: skip
         (folder / "csr.b64").write_bytes(base64.encodebytes((folder / "csr.der").read_bytes()))
