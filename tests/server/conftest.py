@@ -28,6 +28,7 @@ from keyfab.rot.soft import SoftRotWarning
 from keyfab.server import Role
 from keyfab.server import tokens as store
 from keyfab.workspace import Workspace
+from tests.server.postgres import Cluster, binaries
 
 RECIPE = """\
 [product]
@@ -211,3 +212,14 @@ def batch(admin: httpx.Client) -> str:
     progress = wait_for_batch(admin, "b1")
     assert progress["devices"] == {"provisioned": 5}
     return "b1"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A PostgreSQL cluster for the whole session; dropped (directory and all) after."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (make setup installs Debian's postgresql)")
+    cluster = Cluster.start(bin_dir)
+    yield cluster
+    cluster.stop()
