@@ -20,13 +20,14 @@ import re
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.errors import VerificationError
+from keyfab.pki.ca import PublicKey
 from keyfab.registry import Certificate, Device, DeviceState
 from keyfab.server._service import Service
 from keyfab.server.est_messages import challenge_password
@@ -45,14 +46,17 @@ _SUBJECT_ATTRIBUTES = frozenset(
 )
 
 
-def _proof_of_possession(csr: x509.CertificateSigningRequest, tls_unique: bytes | None) -> None:
+def _proof_of_possession(
+    csr: x509.CertificateSigningRequest, tls_unique: bytes | None
+) -> PublicKey:
+    """The CSR's key, once its signature (and tls-unique binding, if any) check out."""
     try:
-        pki.check_csr(csr)
+        public_key = pki.check_csr(csr)
     except VerificationError as error:
         raise ProblemError(400, "proof-of-possession-failed", str(error)) from None
     presented = challenge_password(csr)
     if presented is None:
-        return
+        return public_key
     if tls_unique is None:
         raise ProblemError(
             400,
@@ -61,6 +65,7 @@ def _proof_of_possession(csr: x509.CertificateSigningRequest, tls_unique: bytes 
         )
     if not hmac.compare_digest(presented, base64.b64encode(tls_unique)):
         raise ProblemError(400, "tls-unique-mismatch", "the CSR is bound to another TLS session")
+    return public_key
 
 
 def _device_serial(subject: x509.Name) -> str:
@@ -90,18 +95,18 @@ def enrol(
         raise ProblemError(
             403, "forbidden", "a device with a certificate renews with simplereenroll"
         )
-    _proof_of_possession(csr, tls_unique)
+    public_key = _proof_of_possession(csr, tls_unique)
     serial = _device_serial(csr.subject)
     if principal.role is Role.DEVICE and principal.device_serial not in (None, serial):
         raise ProblemError(403, "forbidden", "this token may not enrol that device")
     with service.transaction() as session:
-        device = _device(session, serial, csr)
+        device_id = _device(session, serial, public_key)
         if principal.token_id is not None:
             try:
                 consume(session, principal.token_id)
             except TokenRefusedError as refused:
                 raise ProblemError(401, "unauthorized", str(refused)) from None
-        return _issue(service, session, device, csr, principal, "est.enrolled")
+        return _issue(service, session, (device_id, serial), csr.subject, public_key, principal)
 
 
 def reenrol(
@@ -115,7 +120,7 @@ def reenrol(
         raise ProblemError(
             401, "unauthorized", "re-enrolment needs the current device certificate (mutual TLS)"
         )
-    _proof_of_possession(csr, tls_unique)
+    public_key = _proof_of_possession(csr, tls_unique)
     with service.transaction() as session:
         current = session.scalars(
             select(Certificate).where(Certificate.serial_number == principal.certificate_serial)
@@ -127,66 +132,76 @@ def reenrol(
         ).one()
         if device.state == DeviceState.REVOKED:
             raise ProblemError(403, "device-revoked", f"device {device.serial} is revoked")
-        return _issue(service, session, device, csr, principal, "est.reenrolled")
+        target = (device.id, device.serial)
+        return _issue(service, session, target, csr.subject, public_key, principal, renew=True)
 
 
-def _device(session: Session, serial: str, csr: x509.CertificateSigningRequest) -> Device:
-    """The device row (locked), created on first enrolment; never a revoked one."""
-    device = session.scalars(
-        select(Device).where(Device.serial == serial).with_for_update()
+def _device(session: Session, serial: str, public_key: PublicKey) -> int:
+    """The device's id (row locked), recorded on first enrolment; never a revoked one."""
+    found = session.execute(
+        select(Device.id, Device.state).where(Device.serial == serial).with_for_update()
     ).one_or_none()
-    if device is not None:
-        if device.state == DeviceState.REVOKED:
+    if found is not None:
+        if found.state == DeviceState.REVOKED:
             raise ProblemError(403, "device-revoked", f"device {serial} is revoked")
-        return device
+        return int(found.id)
     now = utc_now()
-    device = Device(
-        serial=serial,
-        state=DeviceState.PROVISIONED,
-        rot_kind="est",
-        public_key=csr.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
-        created_at=now,
-        provisioned_at=now,
-    )
-    session.add(device)
-    try:
-        session.flush()
+    spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    try:  # two first enrolments of one serial at once: the unique index stops the second
+        return int(
+            session.execute(
+                insert(Device)
+                .values(
+                    serial=serial,
+                    state=DeviceState.PROVISIONED,
+                    rot_kind="est",
+                    public_key=spki,
+                    created_at=now,
+                    provisioned_at=now,
+                )
+                .returning(Device.id)
+            ).scalar_one()
+        )
     except IntegrityError:
         raise ProblemError(
             409, "conflict", f"device {serial} is being enrolled concurrently"
         ) from None
-    return device
 
 
 def _issue(
     service: Service,
     session: Session,
-    device: Device,
-    csr: x509.CertificateSigningRequest,
+    device: tuple[int, str],
+    subject: x509.Name,
+    public_key: PublicKey,
     principal: Principal,
-    kind: str,
+    *,
+    renew: bool = False,
 ) -> x509.Certificate:
-    certificate = service.authority.issue_for_csr(pki.est_device(csr.subject), csr)
+    """Sign, record the certificate and its two audit events, in the caller's transaction."""
+    certificate = service.authority.issue(pki.est_device(subject), public_key)
     serial_number = format(certificate.serial_number, "x")
-    session.add(
-        Certificate(
+    subject_text = certificate.subject.rfc4514_string()
+    session.execute(
+        insert(Certificate).values(
             serial_number=serial_number,
-            device_id=device.id,
+            device_id=device[0],
             key_label=f"est:{serial_number[:16]}",
             profile="est-device",
-            subject=certificate.subject.rfc4514_string(),
+            subject=subject_text,
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
             der=certificate.public_bytes(Encoding.DER),
             issued_at=utc_now(),
         )
     )
-    details = {"serial_number": serial_number, "profile": "est-device", "device": device.serial}
+    details = {"serial_number": serial_number, "profile": "est-device", "device": device[1]}
+    kind = "est.reenrolled" if renew else "est.enrolled"
     audit.append_many(
         session,
         [
-            audit.Entry("certificate.issued", certificate.subject.rfc4514_string(), details),
-            audit.Entry(kind, device.serial, {**details, "by": principal.name}),
+            audit.Entry("certificate.issued", subject_text, details),
+            audit.Entry(kind, device[1], {**details, "by": principal.name}),
         ],
     )
     return certificate

@@ -127,4 +127,3 @@ def _record(workspace: Workspace, certificate: x509.Certificate) -> None:
             )
     finally:
         registry.dispose()
-
