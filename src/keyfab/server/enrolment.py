@@ -35,6 +35,8 @@ from keyfab.server.problems import ProblemError
 from keyfab.server.roles import Principal, Role
 from keyfab.server.tokens import TokenRefusedError, consume
 
+_INSERT_DEVICE = insert(Device).returning(Device.id)
+_INSERT_CERTIFICATE = insert(Certificate)
 _SERIAL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _SUBJECT_ATTRIBUTES = frozenset(
     {
@@ -101,7 +103,7 @@ def enrol(
         raise ProblemError(403, "forbidden", "this token may not enrol that device")
     with service.transaction() as session:
         device_id = _device(session, serial, public_key)
-        if principal.token_id is not None:
+        if principal.token_id is not None and principal.limited_uses:
             try:
                 consume(session, principal.token_id)
             except TokenRefusedError as refused:
@@ -148,20 +150,15 @@ def _device(session: Session, serial: str, public_key: PublicKey) -> int:
     now = utc_now()
     spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     try:  # two first enrolments of one serial at once: the unique index stops the second
-        return int(
-            session.execute(
-                insert(Device)
-                .values(
-                    serial=serial,
-                    state=DeviceState.PROVISIONED,
-                    rot_kind="est",
-                    public_key=spki,
-                    created_at=now,
-                    provisioned_at=now,
-                )
-                .returning(Device.id)
-            ).scalar_one()
-        )
+        row = {
+            "serial": serial,
+            "state": DeviceState.PROVISIONED,
+            "rot_kind": "est",
+            "public_key": spki,
+            "created_at": now,
+            "provisioned_at": now,
+        }
+        return int(session.connection().execute(_INSERT_DEVICE, row).scalar_one())
     except IntegrityError:
         raise ProblemError(
             409, "conflict", f"device {serial} is being enrolled concurrently"
@@ -182,19 +179,18 @@ def _issue(
     certificate = service.authority.issue(pki.est_device(subject), public_key)
     serial_number = format(certificate.serial_number, "x")
     subject_text = certificate.subject.rfc4514_string()
-    session.execute(
-        insert(Certificate).values(
-            serial_number=serial_number,
-            device_id=device[0],
-            key_label=f"est:{serial_number[:16]}",
-            profile="est-device",
-            subject=subject_text,
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            der=certificate.public_bytes(Encoding.DER),
-            issued_at=utc_now(),
-        )
-    )
+    row = {
+        "serial_number": serial_number,
+        "device_id": device[0],
+        "key_label": f"est:{serial_number[:16]}",
+        "profile": "est-device",
+        "subject": subject_text,
+        "not_before": certificate.not_valid_before_utc,
+        "not_after": certificate.not_valid_after_utc,
+        "der": certificate.public_bytes(Encoding.DER),
+        "issued_at": utc_now(),
+    }
+    session.connection().execute(_INSERT_CERTIFICATE, row)
     details = {"serial_number": serial_number, "profile": "est-device", "device": device[1]}
     kind = "est.reenrolled" if renew else "est.enrolled"
     audit.append_many(

@@ -24,6 +24,7 @@ class Principal:
     ``token_id`` is set for API tokens (one-time tokens are consumed through
     it); ``certificate_serial`` for callers proven by a client certificate.
     ``device_serial`` limits a device to its own serial number.
+    ``limited_uses`` says the token's uses are counted (one-time tokens).
     """
 
     name: str
@@ -31,3 +32,4 @@ class Principal:
     token_id: str | None = None
     device_serial: str | None = None
     certificate_serial: str | None = None
+    limited_uses: bool = False  # a counted (e.g. one-time) token: enrolment uses it up

@@ -128,27 +128,25 @@ def authenticate(session: Session, presented: str) -> Principal:
         raise TokenRefusedError("token expired")
     if row.uses_left is not None and row.uses_left <= 0:
         raise TokenRefusedError("token used up")
-    return Principal(row.name, Role(row.role), token_id=row.id, device_serial=row.device_serial)
+    return Principal(
+        row.name,
+        Role(row.role),
+        token_id=row.id,
+        device_serial=row.device_serial,
+        limited_uses=row.uses_left is not None,
+    )
 
 
 def consume(session: Session, token_id: str) -> None:
-    """Use up one use of a limited token, in the caller's (issuing) transaction.
+    """Use up one use of a counted token, in the caller's (issuing) transaction.
 
     The conditional UPDATE is the check: two requests racing on a one-time token
     cannot both see a use left.
     """
-    result = session.execute(
+    result = session.connection().execute(
         update(ApiToken)
-        .where(
-            ApiToken.id == token_id,
-            ApiToken.uses_left.is_not(None),
-            ApiToken.uses_left > 0,
-        )
+        .where(ApiToken.id == token_id, ApiToken.uses_left > 0)
         .values(uses_left=ApiToken.uses_left - 1)
     )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        unlimited = session.scalar(
-            select(ApiToken.id).where(ApiToken.id == token_id, ApiToken.uses_left.is_(None))
-        )
-        if unlimited is None:
-            raise TokenRefusedError("token used up")
+    if result.rowcount == 0:
+        raise TokenRefusedError("token used up")
