@@ -17,14 +17,14 @@ from keyfab.registry import ApiToken, Registry
 from keyfab.server import Role
 from keyfab.server import tokens as store
 from keyfab.workspace import Workspace
-from tests.server.conftest import RECIPE, Server, wait_for_batch
+from tests.conftest import Keyfab
+from tests.server.conftest import RECIPE, Server, make_workspace, wait_for_batch
 from tests.server.est_client import new_csr, unwrap, write_identity
 
 PKCS10 = {"Content-Type": "application/pkcs10"}
-CALLERS = ("anonymous", "admin", "operator", "auditor", "device", "device-cert")
-ALL_TOKENS = {"admin", "operator", "auditor", "device", "device-cert"}
-READ = {"admin", "operator", "auditor"}
-WRITE = {"admin", "operator"}
+CALLERS = ("anonymous", "admin", "operator", "auditor", "device", "device-cert", "station")
+READ = {"admin", "operator", "auditor", "station"}
+WRITE = {"admin", "operator", "station"}
 PUBLIC = {*CALLERS}
 
 Call = Callable[[httpx.Client, str], httpx.Response]
@@ -68,7 +68,7 @@ MATRIX: list[tuple[str, Call, set[str]]] = [
     ("batch progress", lambda c, _: c.get("/api/v1/batches/mx"), READ),
     ("batch resume", lambda c, who: c.post(f"/api/v1/batches/rs-{who}/resume"), WRITE),
     ("audit status", lambda c, _: c.get("/api/v1/audit"), {"admin", "auditor"}),
-    ("est simpleenroll", _enrol, {"admin", "operator", "device"}),
+    ("est simpleenroll", _enrol, {"admin", "operator", "device", "station"}),
     ("est simplereenroll", _reenrol, {"device-cert"}),
 ]
 
@@ -78,7 +78,9 @@ SETUP: dict[str, list[str]] = {}
 @pytest.fixture(scope="module")
 def matrix_setup(server: Server, admin: httpx.Client, tokens: dict[Role, str]) -> None:
     """Devices to revoke, pending batches to resume, one certificate to read."""
-    answer = admin.post("/api/v1/batches", json={"name": "mx", "recipe": RECIPE, "count": 6})
+    answer = admin.post(
+        "/api/v1/batches", json={"name": "mx", "recipe": RECIPE, "count": len(CALLERS)}
+    )
     assert answer.status_code == 201
     for who in CALLERS:
         create_batch(Workspace(server.home), RECIPE, server.home, f"rs-{who}", 1)
@@ -101,23 +103,44 @@ def device_identity(
     return write_identity(tmp_path_factory.mktemp("identity"), "device", key, certificate)
 
 
+def _tls_client(server: Server, identity: tuple[Path, Path]) -> httpx.Client:
+    context = server.context()
+    context.load_cert_chain(*identity)
+    return httpx.Client(base_url=server.url, verify=context, timeout=30.0)
+
+
+@pytest.fixture(scope="module")
+def station_identity(server: Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A station certificate and key made by 'keyfab stations issue'."""
+    folder = tmp_path_factory.mktemp("station")
+    code, _out, err = Keyfab(server.home)("stations", "issue", "line-1", "--out", str(folder))
+    assert code == 0, err
+    assert oct((folder / "line-1.key").stat().st_mode & 0o777) == "0o600"
+    return folder / "line-1.pem", folder / "line-1.key"
+
+
 def _client(
-    server: Server, caller: str, tokens: dict[Role, str], identity: tuple[Path, Path]
+    server: Server,
+    caller: str,
+    tokens: dict[Role, str],
+    identities: dict[str, tuple[Path, Path]],
 ) -> httpx.Client:
     if caller == "anonymous":
         return server.client()
-    if caller == "device-cert":
-        context = server.context()
-        context.load_cert_chain(*identity)
-        return httpx.Client(base_url=server.url, verify=context, timeout=30.0)
+    if caller in identities:
+        return _tls_client(server, identities[caller])
     return server.client(tokens[Role(caller)])
 
 
 @pytest.fixture(scope="module")
 def clients(
-    server: Server, tokens: dict[Role, str], device_identity: tuple[Path, Path]
+    server: Server,
+    tokens: dict[Role, str],
+    device_identity: tuple[Path, Path],
+    station_identity: tuple[Path, Path],
 ) -> Iterator[dict[str, httpx.Client]]:
-    opened = {who: _client(server, who, tokens, device_identity) for who in CALLERS}
+    identities = {"device-cert": device_identity, "station": station_identity}
+    opened = {who: _client(server, who, tokens, identities) for who in CALLERS}
     yield opened
     for client in opened.values():
         client.close()
@@ -219,9 +242,6 @@ def test_client_certificate_from_another_ca_is_refused(server: Server, tmp_path:
 
 
 def test_tokens_cli_create_list_revoke(tmp_path: Path) -> None:
-    from tests.conftest import Keyfab
-    from tests.server.conftest import make_workspace
-
     home = tmp_path / "home"
     make_workspace(home)
     keyfab = Keyfab(home)
@@ -242,3 +262,22 @@ def test_tokens_cli_create_list_revoke(tmp_path: Path) -> None:
     code, _, err = keyfab("tokens", "create", "d", "--role", "admin", "--device", "SN1")
     assert code == 1
     assert "only device tokens" in err
+
+
+def test_revoked_station_is_locked_out(
+    server: Server, station_identity: tuple[Path, Path], matrix_setup: None
+) -> None:
+    code, _, err = Keyfab(server.home)(
+        "stations", "issue", "line-9", "--out", str(station_identity[0].parent)
+    )
+    assert code == 0, err
+    identity = (
+        station_identity[0].parent / "line-9.pem",
+        station_identity[0].parent / "line-9.key",
+    )
+    with _tls_client(server, identity) as client:
+        assert client.get("/api/v1/devices").status_code == 200
+        assert Keyfab(server.home)("stations", "revoke", "line-9")[0] == 0
+        refused = client.get("/api/v1/devices")
+    assert refused.status_code == 403
+    assert refused.json()["type"] == "urn:keyfab:problem:station-revoked"

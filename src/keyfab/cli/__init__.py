@@ -11,7 +11,7 @@ from typing import TextIO
 import typer
 
 from keyfab import __version__
-from keyfab.cli import audit, ca, demo, devices, init, provision, serve, tokens
+from keyfab.cli import audit, ca, demo, devices, init, provision, serve, stations, tokens
 from keyfab.cli._output import errors, fail
 from keyfab.errors import KeyfabError
 from keyfab.workspace import Workspace, default_home
@@ -31,6 +31,7 @@ app.add_typer(audit.app, name="audit")
 app.command("demo")(demo.demo)
 app.command("serve")(serve.serve)
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(stations.app, name="stations")
 
 
 def _version(value: bool) -> None:

@@ -15,6 +15,7 @@ from keyfab.pki.profiles import (
     idevid,
     manufacturing_ca,
     root_ca,
+    station,
     tls_server,
 )
 from keyfab.pki.verify import device_policy, verify_device_chain
@@ -34,6 +35,7 @@ __all__ = [
     "parse_hardware_module_name",
     "root_ca",
     "signature_hash",
+    "station",
     "tls_server",
     "verify_device_chain",
 ]

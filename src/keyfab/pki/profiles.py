@@ -198,3 +198,30 @@ def est_device(subject: x509.Name, days: int = 365) -> Template:
         ),
         validity=datetime.timedelta(days=days),
     )
+
+
+STATION_UNIT = "keyfab station"
+
+
+def station(organization: str, name: str, days: int = 365) -> Template:
+    """A factory station's TLS client identity for ``keyfab serve`` (operator rights).
+
+    The organizationalUnit marks it as a station so no device certificate can
+    pass for one; clientAuth only.
+    """
+    attributes = [
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, STATION_UNIT),
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
+    ]
+    if organization:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return Template(
+        profile="station",
+        subject=x509.Name(attributes),
+        extensions=(
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_leaf_usage(), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        ),
+        validity=datetime.timedelta(days=days),
+    )

@@ -5,8 +5,9 @@ A caller proves itself with one of:
 * ``Authorization: Basic`` with the token's name as user and the token as
   password: what EST clients (curl ``-u``) send for bootstrap enrolment;
 * a client certificate in the TLS handshake, verified there against keyfab's
-  chain and here against the registry: it must be a recorded, unrevoked
-  device certificate, and then the caller is that device.
+  chain and here against the registry: a recorded, unrevoked device
+  certificate makes the caller that device; a station certificate makes it
+  that station, with operator rights.
 Routing decides which roles an endpoint admits (``require``); this module
 only establishes identities.
 """
@@ -72,18 +73,20 @@ def _basic(session: Session, credentials: str) -> Principal:
 
 
 def _from_certificate(session: Session, der: bytes) -> Principal:
-    """The device whose recorded, unrevoked certificate the TLS peer presented."""
+    """The device or station whose recorded, unrevoked certificate the TLS peer presented."""
     serial_number = format(x509.load_der_x509_certificate(der).serial_number, "x")
     row = session.execute(
         select(Certificate, Device)
-        .join(Device, Certificate.device_id == Device.id)
+        .outerjoin(Device, Certificate.device_id == Device.id)
         .where(Certificate.serial_number == serial_number)
     ).one_or_none()
     if row is None or not hmac.compare_digest(row[0].der, der):
-        raise unauthorized("client certificate is not a device certificate keyfab issued")
+        raise unauthorized("client certificate is not one keyfab issued")
     certificate, device = row
-    if certificate.profile not in _DEVICE_PROFILES:
-        raise unauthorized("client certificate is not a device certificate")
+    if certificate.profile == "station":
+        return _station(certificate)
+    if certificate.profile not in _DEVICE_PROFILES or device is None:
+        raise unauthorized("client certificate is not a device or station certificate")
     if certificate.revoked_at is not None or device.state == DeviceState.REVOKED:
         raise ProblemError(403, "device-revoked", f"device {device.serial} is revoked")
     return Principal(
@@ -92,6 +95,13 @@ def _from_certificate(session: Session, der: bytes) -> Principal:
         device_serial=device.serial,
         certificate_serial=certificate.serial_number,
     )
+
+
+def _station(certificate: Certificate) -> Principal:
+    name = certificate.key_label.split(":")[1]
+    if certificate.revoked_at is not None:
+        raise ProblemError(403, "station-revoked", f"station {name} is revoked")
+    return Principal(name, Role.OPERATOR, certificate_serial=certificate.serial_number)
 
 
 def identify(request: Request) -> Principal | None:

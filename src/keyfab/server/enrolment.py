@@ -93,7 +93,7 @@ def enrol(
     tls_unique: bytes | None,
 ) -> x509.Certificate:
     """Bootstrap enrolment: a first EST certificate for a device."""
-    if principal.certificate_serial is not None:
+    if principal.role is Role.DEVICE and principal.certificate_serial is not None:
         raise ProblemError(
             403, "forbidden", "a device with a certificate renews with simplereenroll"
         )
