@@ -10,6 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, update
 
 from keyfab.provision import create_batch
@@ -19,7 +22,7 @@ from keyfab.server import tokens as store
 from keyfab.workspace import Workspace
 from tests.conftest import Keyfab
 from tests.server.conftest import RECIPE, Server, make_workspace, wait_for_batch
-from tests.server.est_client import new_csr, unwrap, write_identity
+from tests.server.est_client import new_csr, subject, unwrap, write_identity
 
 PKCS10 = {"Content-Type": "application/pkcs10"}
 CALLERS = ("anonymous", "admin", "operator", "auditor", "device", "device-cert", "station")
@@ -213,12 +216,6 @@ def test_basic_auth_needs_the_tokens_name(server: Server, tokens: dict[Role, str
 
 def test_client_certificate_from_another_ca_is_refused(server: Server, tmp_path: Path) -> None:
     """The TLS layer refuses a client certificate that does not lead to keyfab's root."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from tests.server.est_client import subject
-
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     forged = (

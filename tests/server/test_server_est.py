@@ -280,3 +280,24 @@ def test_tls_unique_binding(server: Server, tokens: dict[Role, str], bound: bool
     else:
         assert status == 400
         assert b"tls-unique-mismatch" in answer
+
+
+def test_tls_unique_binding_refused_over_tls13(server: Server, tokens: dict[Role, str]) -> None:
+    """TLS 1.3 has no tls-unique: a CSR claiming a binding cannot be checked, so it is refused."""
+    context = server.context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject("EST-TLS13"))
+        .add_attribute(AttributeOID.CHALLENGE_PASSWORD, base64.b64encode(bytes(12)))
+        .sign(key, hashes.SHA256())
+    )
+    body = base64.encodebytes(csr.public_bytes(serialization.Encoding.DER))
+    with (
+        socket.create_connection(("127.0.0.1", server.port)) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        status, answer = _post_on(tls, "127.0.0.1", tokens[Role.OPERATOR], body)
+    assert status == 400
+    assert b"tls-unique-unavailable" in answer
