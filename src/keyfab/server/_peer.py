@@ -19,18 +19,25 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
+_TLS_UNIQUE_VERSIONS = frozenset({"TLSv1.2"})
+"""tls-unique is defined up to TLS 1.2 only (RFC 9266 section 3); keyfab accepts 1.2+."""
+
+
 def _tls_info(transport: asyncio.Transport) -> dict[str, Any] | None:
     ssl_object = transport.get_extra_info("ssl_object")
     if not isinstance(ssl_object, ssl.SSLObject):
         return None
-    try:
-        unique = ssl_object.get_channel_binding("tls-unique")
-    except ValueError:
-        unique = None
+    version = ssl_object.version()
+    unique = None
+    if version in _TLS_UNIQUE_VERSIONS:  # OpenSSL answers under TLS 1.3 too, meaninglessly
+        try:
+            unique = ssl_object.get_channel_binding("tls-unique")
+        except ValueError:
+            unique = None
     return {
         "client_cert": ssl_object.getpeercert(binary_form=True),
         "tls_unique": unique,
-        "version": ssl_object.version(),
+        "version": version,
     }
 
 
