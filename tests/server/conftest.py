@@ -57,10 +57,13 @@ def free_port() -> int:
 
 
 def make_workspace(home: Path) -> Workspace:
+    """An initialised workspace whose recipes/ holds RECIPE as 'gateway'."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SoftRotWarning)
         space = Workspace(home)
         space.initialise("Acme")
+    (home / "recipes").mkdir()
+    (home / "recipes" / "gateway.toml").write_text(RECIPE)
     return space
 
 
@@ -207,7 +210,7 @@ def wait_for_batch(client: httpx.Client, name: str, deadline: float = 60.0) -> d
 @pytest.fixture(scope="session")
 def batch(admin: httpx.Client) -> str:
     """A small batch provisioned through the API: five devices."""
-    answer = admin.post("/api/v1/batches", json={"name": "b1", "recipe": RECIPE, "count": 5})
+    answer = admin.post("/api/v1/batches", json={"name": "b1", "recipe": "gateway", "count": 5})
     assert answer.status_code == 201, answer.text
     progress = wait_for_batch(admin, "b1")
     assert progress["devices"] == {"provisioned": 5}

@@ -64,7 +64,7 @@ MATRIX: list[tuple[str, Call, set[str]]] = [
     (
         "batch create",
         lambda c, who: c.post(
-            "/api/v1/batches", json={"name": f"new-{who}", "recipe": RECIPE, "count": 1}
+            "/api/v1/batches", json={"name": f"new-{who}", "recipe": "gateway", "count": 1}
         ),
         WRITE,
     ),
@@ -82,7 +82,7 @@ SETUP: dict[str, list[str]] = {}
 def matrix_setup(server: Server, admin: httpx.Client, tokens: dict[Role, str]) -> None:
     """Devices to revoke, pending batches to resume, one certificate to read."""
     answer = admin.post(
-        "/api/v1/batches", json={"name": "mx", "recipe": RECIPE, "count": len(CALLERS)}
+        "/api/v1/batches", json={"name": "mx", "recipe": "gateway", "count": len(CALLERS)}
     )
     assert answer.status_code == 201
     for who in CALLERS:

@@ -83,10 +83,11 @@ def test_unknown_fields_and_wrong_types_are_422(fuzz_app: FastAPI) -> None:
     with TestClient(fuzz_app) as client:
         auth = {"Authorization": f"Bearer {_TOKEN['admin']}"}
         for body in (
-            {"name": "x", "recipe": "r", "count": 1, "colour": "red"},
-            {"name": "x", "recipe": "r", "count": "many"},
-            {"name": "../x", "recipe": "r", "count": 1},
-            {"name": "x", "recipe": "r", "count": 0},
+            {"name": "x", "recipe": "gateway", "count": 1, "colour": "red"},
+            {"name": "x", "recipe": "gateway", "count": "many"},
+            {"name": "../x", "recipe": "gateway", "count": 1},
+            {"name": "x", "recipe": "../../etc/passwd", "count": 1},
+            {"name": "x", "recipe": "gateway", "count": 0},
         ):
             answer = client.post("/api/v1/batches", json=body, headers=auth)
             assert answer.status_code == 422, body
@@ -100,22 +101,19 @@ def test_unknown_fields_and_wrong_types_are_422(fuzz_app: FastAPI) -> None:
         assert answer.json()["type"] == "urn:keyfab:problem:method-not-allowed"
 
 
-def test_invalid_recipe_writes_nothing(fuzz_app: FastAPI, tmp_path: Path) -> None:
-    """A recipe that does not parse, or names server files, is a 400 and leaves no batch."""
-    bad = [
-        "[product\nname=",
-        '[product]\nname = "p"\nhw_type = "1.2.3"\nserial = "S-{seq}"\n[rot]\ndriver = "soft"\n'
-        '[[keys]]\nlabel = "idevid"\nalgorithm = "ec-p256"\n'
-        '[[objects]]\nlabel = "x"\nfile = "/etc/passwd"\n',
-    ]
+def test_invalid_or_missing_recipe_writes_nothing(fuzz_app: FastAPI) -> None:
+    """A recipe that does not parse, or is not there, is refused and leaves no batch."""
+    home: Path = fuzz_app.state.service.workspace.home
+    (home / "recipes" / "broken.toml").write_text("[product\nname=")
+    cases = (("broken", 400, "invalid-recipe"), ("absent", 404, "recipe-not-found"))
     with TestClient(fuzz_app) as client:
         auth = {"Authorization": f"Bearer {_TOKEN['admin']}"}
         before = client.get("/api/v1/audit", headers=auth).json()["events"]
-        for recipe in bad:
+        for recipe, status, kind in cases:
             answer = client.post(
                 "/api/v1/batches", json={"name": "bad", "recipe": recipe, "count": 1}, headers=auth
             )
-            assert answer.status_code == 400, answer.text
-            assert answer.json()["type"] == "urn:keyfab:problem:invalid-recipe"
+            assert answer.status_code == status, answer.text
+            assert answer.json()["type"] == f"urn:keyfab:problem:{kind}"
         assert client.get("/api/v1/batches/bad", headers=auth).status_code == 404
         assert client.get("/api/v1/audit", headers=auth).json()["events"] == before

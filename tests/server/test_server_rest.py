@@ -115,14 +115,14 @@ def test_audit_status_verifies(server: Server, tokens: dict[Role, str], batch: s
 
 
 def test_batch_resume_and_conflicts(admin: httpx.Client) -> None:
-    created = admin.post("/api/v1/batches", json={"name": "b2", "recipe": RECIPE, "count": 2})
+    created = admin.post("/api/v1/batches", json={"name": "b2", "recipe": "gateway", "count": 2})
     assert created.status_code == 201
     assert created.json()["count"] == 2
     wait_for_batch(admin, "b2")
     finished = admin.post("/api/v1/batches/b2/resume")
     assert finished.status_code == 409
     assert finished.json()["type"] == "urn:keyfab:problem:batch-finished"
-    duplicate = admin.post("/api/v1/batches", json={"name": "b2", "recipe": RECIPE, "count": 1})
+    duplicate = admin.post("/api/v1/batches", json={"name": "b2", "recipe": "gateway", "count": 1})
     assert duplicate.status_code == 409
     assert admin.get("/api/v1/batches/nope").status_code == 404
 

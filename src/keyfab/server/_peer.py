@@ -18,7 +18,6 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-
 _TLS_UNIQUE_VERSIONS = frozenset({"TLSv1.2"})
 """tls-unique is defined up to TLS 1.2 only (RFC 9266 section 3); keyfab accepts 1.2+."""
 
@@ -82,7 +81,3 @@ def tls_unique(scope: Scope) -> bytes | None:
     tls = scope.get("extensions", {}).get("tls") or {}
     value = tls.get("tls_unique")
     return value if isinstance(value, bytes) else None
-
-
-def is_tls(scope: Scope) -> bool:
-    return bool(scope.get("extensions", {}).get("tls"))

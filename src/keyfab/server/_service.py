@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.orm import Session
 
 from keyfab import pki
@@ -35,10 +34,6 @@ class Service:
     @classmethod
     def open(cls, workspace: Workspace) -> Service:
         return cls(workspace, workspace.registry(), workspace.authority())
-
-    @property
-    def chain_der(self) -> list[bytes]:
-        return [c.public_bytes(Encoding.DER) for c in self.authority.full_chain()]
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -3,12 +3,17 @@
 A batch runs in a background thread of the worker that accepted it; its state
 lives in the registry, so progress can be read from any worker and a batch
 cut short by a restart is finished by ``resume`` (here or with the CLI).
-Recipes sent over the API may not name ``[[objects]]`` files: those would be
-read from the server's disk on the caller's say-so.
+
+The API names a recipe, it does not upload one: recipes live in the
+workspace's ``recipes/`` directory, put there by whoever administers the
+server. A recipe chooses which driver code and files the server uses (a
+PKCS#11 module is a shared library, objects are files read from disk), so a
+token holder must not be able to write one.
 """
 
 from __future__ import annotations
 
+import pathlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -18,6 +23,7 @@ from starlette.status import HTTP_201_CREATED, HTTP_202_ACCEPTED
 from keyfab.errors import KeyfabError
 from keyfab.provision import create_batch, parse_recipe
 from keyfab.registry import Batch, Device
+from keyfab.server._service import Service
 from keyfab.server.auth import require, service
 from keyfab.server.models import BatchProgress, BatchRequest
 from keyfab.server.problems import ProblemError
@@ -26,6 +32,7 @@ from keyfab.server.roles import READERS, WRITERS, Principal
 router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
 Reader = Annotated[Principal, Depends(require(*READERS))]
 Writer = Annotated[Principal, Depends(require(*WRITERS))]
+RECIPES = "recipes"
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 
 
@@ -52,24 +59,32 @@ def _progress(request: Request, name: str) -> BatchProgress:
     )
 
 
+def _recipe(svc: Service, name: str) -> tuple[str, pathlib.Path]:
+    """(recipe text, its directory) for a recipe in the workspace's recipes/ directory."""
+    folder = svc.workspace.home / RECIPES
+    try:
+        return (folder / f"{name}.toml").read_text(encoding="utf-8"), folder
+    except FileNotFoundError:
+        raise ProblemError(404, "recipe-not-found", f"no recipe {name!r} in {RECIPES}/") from None
+    except (OSError, UnicodeDecodeError):
+        raise ProblemError(400, "invalid-recipe", f"recipe {name!r} cannot be read") from None
+
+
 @router.post("", response_model=BatchProgress, status_code=HTTP_201_CREATED)
 def create(request: Request, _: Writer, body: BatchRequest) -> BatchProgress:
     """Record a batch (one serial per device, reserved now) and start provisioning it."""
     svc = service(request)
+    text, folder = _recipe(svc, body.recipe)
     try:
-        recipe = parse_recipe(body.recipe, "recipe")
+        parse_recipe(text, f"recipe {body.recipe}")
     except KeyfabError as error:
         raise ProblemError(400, "invalid-recipe", str(error)) from None
-    if recipe.objects:
-        raise ProblemError(
-            400, "invalid-recipe", "recipes sent over the API may not name [[objects]] files"
-        )
     with svc.transaction() as session:
         if session.scalar(select(Batch.id).where(Batch.name == body.name)) is not None:
             raise ProblemError(
                 409, "batch-exists", f"batch {body.name!r} exists: resume it instead"
             )
-    create_batch(svc.workspace, body.recipe, svc.workspace.home, body.name, body.count)
+    create_batch(svc.workspace, text, folder, body.name, body.count)
     svc.start_batch(body.name)
     return _progress(request, body.name)
 

@@ -72,7 +72,10 @@ class RevokeResult(BaseModel):
 
 class BatchRequest(Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    recipe: str = Field(min_length=1, max_length=32_768, description="The recipe, as TOML.")
+    recipe: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="A recipe in the workspace's recipes/ directory, without '.toml'.",
+    )
     count: int = Field(ge=1, le=100_000)
 
 
