@@ -9,6 +9,9 @@ import base64
 import socket
 import ssl
 import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -24,7 +27,7 @@ from keyfab.registry import Registry
 from keyfab.server import Role
 from keyfab.server import tokens as store
 from tests.server.conftest import Server
-from tests.server.est_client import subject, unwrap
+from tests.server.est_client import new_csr, subject, unwrap
 
 EST = "/.well-known/est"
 
@@ -301,3 +304,42 @@ def test_tls_unique_binding_refused_over_tls13(server: Server, tokens: dict[Role
         status, answer = _post_on(tls, "127.0.0.1", tokens[Role.OPERATOR], body)
     assert status == 400
     assert b"tls-unique-unavailable" in answer
+
+
+def test_one_time_token_raced_enrols_once(server: Server, registry: Registry) -> None:
+    """Eight devices racing on one one-time token: exactly one certificate is issued."""
+    token = store.create(registry, "race", Role.DEVICE, uses=1).secret
+    bodies = [new_csr(f"RACE-{i}")[1] for i in range(8)]
+
+    def enrol(body: bytes) -> int:
+        with server.client(token) as client:
+            answer = client.post(
+                f"{EST}/simpleenroll", content=body, headers={"Content-Type": "application/pkcs10"}
+            )
+        return answer.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(enrol, bodies))
+    assert statuses == [200] + [401] * 7
+    with server.client(tokens_admin(registry)) as admin:
+        found = [admin.get(f"/api/v1/devices/RACE-{i}").status_code for i in range(8)]
+    assert sorted(found) == [200] + [404] * 7  # the refused ones left no device row
+
+
+def tokens_admin(registry: Registry) -> str:
+    return store.create(registry, f"admin-{time.monotonic_ns()}", Role.ADMIN).secret
+
+
+def test_chunked_body_over_the_limit_is_413(server: Server, tokens: dict[Role, str]) -> None:
+    """No Content-Length (chunked): the limit is enforced while the body streams in."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"A" * 1024
+
+    with server.client(tokens[Role.OPERATOR]) as client:
+        answer = client.post(
+            f"{EST}/simpleenroll", content=chunks(), headers={"Content-Type": "application/pkcs10"}
+        )
+    assert answer.status_code == 413
+    assert answer.json()["type"] == "urn:keyfab:problem:payload-too-large"
