@@ -343,3 +343,23 @@ def test_chunked_body_over_the_limit_is_413(server: Server, tokens: dict[Role, s
         )
     assert answer.status_code == 413
     assert answer.json()["type"] == "urn:keyfab:problem:payload-too-large"
+
+
+def test_unbound_device_token_enrols_only_new_devices(
+    server: Server, tokens: dict[Role, str]
+) -> None:
+    """A fleet-wide device token brings in new serials but cannot re-key a known device."""
+    with server.client(tokens[Role.DEVICE]) as client:
+        first = client.post(
+            f"{EST}/simpleenroll",
+            content=new_csr("FLEET-1")[1],
+            headers={"Content-Type": "application/pkcs10"},
+        )
+        second = client.post(
+            f"{EST}/simpleenroll",
+            content=new_csr("FLEET-1")[1],
+            headers={"Content-Type": "application/pkcs10"},
+        )
+    assert first.status_code == 200, first.text
+    assert second.status_code == 403
+    assert second.json()["type"] == "urn:keyfab:problem:device-exists"

@@ -1,9 +1,10 @@
 """EST enrolment policy and its registry writes, apart from HTTP and formats.
 
 Who may get what:
-* bootstrap (``simpleenroll``): an admin or operator token may enrol any device
-  serial; a device token only the serial it is bound to, and a one-time token
-  is used up in the same transaction that records the certificate;
+* bootstrap (``simpleenroll``): an admin, operator or station may enrol any
+  device serial; a device token only the serial it is bound to, or (bound to
+  none) only serials keyfab does not know yet; a one-time token is used up in
+  the same transaction that records the certificate;
 * re-enrolment (``simplereenroll``): only a device proven by its current
   certificate over mutual TLS, and only for exactly that certificate's subject;
 * never a revoked device.
@@ -102,7 +103,8 @@ def enrol(
     if principal.role is Role.DEVICE and principal.device_serial not in (None, serial):
         raise ProblemError(403, "forbidden", "this token may not enrol that device")
     with service.transaction() as session:
-        device_id = _device(session, serial, public_key)
+        unbound = principal.role is Role.DEVICE and principal.device_serial is None
+        device_id = _device(session, serial, public_key, new_only=unbound)
         if principal.token_id is not None and principal.limited_uses:
             try:
                 consume(session, principal.token_id)
@@ -138,14 +140,23 @@ def reenrol(
         return _issue(service, session, target, csr.subject, public_key, principal, renew=True)
 
 
-def _device(session: Session, serial: str, public_key: PublicKey) -> int:
-    """The device's id (row locked), recorded on first enrolment; never a revoked one."""
+def _device(session: Session, serial: str, public_key: PublicKey, *, new_only: bool) -> int:
+    """The device's id (row locked), recorded on first enrolment; never a revoked one.
+
+    ``new_only``: a device token bound to no serial (a fleet bootstrap secret)
+    may bring new devices in, but not get a certificate for a device keyfab
+    already knows: that would let one leaked secret impersonate any device.
+    """
     found = session.execute(
         select(Device.id, Device.state).where(Device.serial == serial).with_for_update()
     ).one_or_none()
     if found is not None:
         if found.state == DeviceState.REVOKED:
             raise ProblemError(403, "device-revoked", f"device {serial} is revoked")
+        if new_only:
+            raise ProblemError(
+                403, "device-exists", f"device {serial} is enrolled: this token admits new ones"
+            )
         return int(found.id)
     now = utc_now()
     spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
