@@ -1,0 +1,185 @@
+"""PKCS#11 modules, tokens and a per-process pool of logged-in sessions.
+
+PKCS#11 keeps login state per *application* (process): every session a process
+opens on a token shares one login, and it ends when the process's last session
+closes. So keyfab logs in once per token per process and keeps its sessions in a
+pool; a session runs one operation at a time, so concurrent threads each borrow
+their own. A forked child (a batch worker) inherits handles that mean nothing
+to the module there; PKCS#11 requires the child to call ``C_Initialize`` again.
+Every entry point therefore checks the process id first and, in a new process,
+re-initialises the modules and forgets the parent's sessions (without closing
+them: in the child those handles could name someone else's sessions).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pkcs11
+import pkcs11.exceptions as p11e
+
+if TYPE_CHECKING:
+    from pkcs11._pkcs11 import lib as Module  # noqa: N812 - the binding's class is lowercase
+
+from keyfab.errors import ConfigError, KeyNotFoundError
+from keyfab.rot._pkcs11_errors import translated
+
+_TOKEN_MATCHERS: dict[str, Callable[[pkcs11.Token], str]] = {
+    "token": lambda token: token.label,
+    "serial": lambda token: token_serial(token),
+    "manufacturer": lambda token: token.manufacturer_id,
+    "model": lambda token: token.model,
+    "slot-id": lambda token: str(token.slot.slot_id),
+    "slot-description": lambda token: token.slot.slot_description,
+    "slot-manufacturer": lambda token: token.slot.manufacturer_id,
+}
+_MODULE_DIRS = (
+    "/usr/lib/softhsm",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu/pkcs11",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu/pkcs11",
+    "/usr/lib",
+)
+
+
+def token_serial(token: pkcs11.Token) -> str:
+    """The token's serial number as text: the stable unique id of a device token."""
+    raw = token.serial
+    return (raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)).strip()
+
+
+def resolve_module(path: str | None, name: str | None) -> str:
+    """The module file from ``module-path``, ``module-name`` or $KEYFAB_PKCS11_MODULE."""
+    if path is None and name is not None:
+        if "/" in name or name.startswith("."):
+            raise ConfigError(f"pkcs11: module-name {name!r} must be a bare name; use module-path")
+        candidates = [Path(d) / f for d in _MODULE_DIRS for f in (f"{name}.so", f"lib{name}.so")]
+        path = next((str(c) for c in candidates if c.is_file()), None)
+        if path is None:
+            raise ConfigError(f"pkcs11: no module named {name!r} in the usual directories")
+    path = path or os.environ.get("KEYFAB_PKCS11_MODULE")
+    if not path:
+        raise ConfigError("pkcs11: say which module to load (module-path= or KEYFAB_PKCS11_MODULE)")
+    if not Path(path).is_file():
+        raise ConfigError(f"pkcs11: module {path} does not exist")
+    return path
+
+
+@dataclass
+class Lease:
+    """One borrowed session and the key objects already found through it."""
+
+    session: pkcs11.Session
+    keys: dict[bytes, pkcs11.SignMixin] = field(default_factory=dict)
+
+
+class TokenPool:
+    """The logged-in sessions of one token in this process."""
+
+    def __init__(self, token: pkcs11.Token, pin: str | None, name: str):
+        self.token = token
+        self.name = name
+        self.mechanisms: frozenset[pkcs11.Mechanism] = frozenset()
+        self._idle: list[Lease] = []
+        self._lock = threading.Lock()
+        with translated(f"pkcs11 token {name!r}: log in"):
+            first = _open_logged_in(token, pin)
+            self.mechanisms = frozenset(token.slot.get_mechanisms())
+        self._idle.append(Lease(first))
+
+    @contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """Borrow a session for one operation; it goes back to the pool afterwards."""
+        with self._lock:
+            lease = self._idle.pop() if self._idle else None
+        if lease is None:
+            with translated(f"pkcs11 token {self.name!r}: open a session"):
+                lease = Lease(self.token.open(rw=True))
+        try:
+            yield lease
+        finally:
+            with self._lock:
+                self._idle.append(lease)
+
+
+def _open_logged_in(token: pkcs11.Token, pin: str | None) -> pkcs11.Session:
+    """A first session, logged in as the user when a PIN is given."""
+    if pin is None:
+        return token.open(rw=True)
+    try:
+        return token.open(rw=True, user_pin=pin)
+    except p11e.UserAlreadyLoggedIn:
+        return token.open(rw=True)
+
+
+class _Process:
+    """What this process has loaded and logged into; replaced in a forked child."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.pools: dict[tuple[str, str], TokenPool] = {}
+        self.lock = threading.Lock()
+
+
+_state = _Process()
+_modules: dict[str, Module] = {}
+
+
+def _current() -> _Process:
+    global _state
+    if _state.pid != os.getpid():
+        for module in _modules.values():
+            # The parent's module state may be unusable here: finalize what can be.
+            with suppress(p11e.PKCS11Error):
+                module.finalize()
+            with translated(f"pkcs11: re-initialise {module.so} after fork"):
+                module.initialize()
+        _state = _Process()
+    return _state
+
+
+def load_module(path: str) -> Module:
+    """The loaded, initialised module (once per process)."""
+    _current()
+    if path not in _modules:
+        try:
+            _modules[path] = pkcs11.lib(path)
+        except p11e.PKCS11Error:
+            raise ConfigError(f"pkcs11: {path} is not a loadable PKCS#11 module") from None
+    return _modules[path]
+
+
+def find_token(module: Module, selector: Mapping[str, str]) -> pkcs11.Token:
+    """The one token whose attributes match every selector entry (RFC 7512 names)."""
+    wanted = {k: v for k, v in selector.items() if k in _TOKEN_MATCHERS}
+    described = ", ".join(f"{k}={v}" for k, v in wanted.items()) or "any"
+    with translated(f"pkcs11: list tokens ({described})"):
+        tokens: list[pkcs11.Token] = [
+            slot.get_token() for slot in module.get_slots(token_present=True)
+        ]
+    found = [t for t in tokens if all(_TOKEN_MATCHERS[k](t) == v for k, v in wanted.items())]
+    if not found:
+        raise KeyNotFoundError(f"pkcs11: no token matches {described}")
+    if len(found) > 1:
+        raise ConfigError(f"pkcs11: {len(found)} tokens match {described}; add serial= or token=")
+    token: pkcs11.Token = found[0]
+    return token
+
+
+def pool_for(module_path: str, token: pkcs11.Token, pin: str | None) -> TokenPool:
+    """This process's pool for ``token``: logged in on first use, then shared."""
+    state = _current()
+    key = (module_path, token_serial(token))
+    with state.lock:
+        pool = state.pools.get(key)
+        if pool is None:
+            pool = TokenPool(token, pin, token.label)
+            state.pools[key] = pool
+    return pool
