@@ -13,6 +13,8 @@ them: in the child those handles could name someone else's sessions).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -27,7 +29,7 @@ import pkcs11.exceptions as p11e
 if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Module  # noqa: N812 - the binding's class is lowercase
 
-from keyfab.errors import ConfigError, KeyNotFoundError
+from keyfab.errors import ConfigError, KeyNotFoundError, RotError
 from keyfab.rot._pkcs11_errors import translated
 
 _TOKEN_MATCHERS: dict[str, Callable[[pkcs11.Token], str]] = {
@@ -89,10 +91,16 @@ class TokenPool:
         self.mechanisms: frozenset[pkcs11.Mechanism] = frozenset()
         self._idle: list[Lease] = []
         self._lock = threading.Lock()
+        self._pin_digest = _digest(pin)
         with translated(f"pkcs11 token {name!r}: log in"):
             first = _open_logged_in(token, pin)
             self.mechanisms = frozenset(token.slot.get_mechanisms())
         self._idle.append(Lease(first))
+
+    def check_pin(self, pin: str | None) -> None:
+        """A later opener must know the PIN too: the shared login is not a free pass."""
+        if not hmac.compare_digest(self._pin_digest, _digest(pin)):
+            raise RotError(f"pkcs11 token {self.name!r}: log in: wrong PIN")
 
     @contextmanager
     def lease(self) -> Iterator[Lease]:
@@ -107,6 +115,10 @@ class TokenPool:
         finally:
             with self._lock:
                 self._idle.append(lease)
+
+
+def _digest(pin: str | None) -> bytes:
+    return b"" if pin is None else hashlib.sha256(pin.encode("utf-8")).digest()
 
 
 def _open_logged_in(token: pkcs11.Token, pin: str | None) -> pkcs11.Session:
@@ -182,4 +194,5 @@ def pool_for(module_path: str, token: pkcs11.Token, pin: str | None) -> TokenPoo
         if pool is None:
             pool = TokenPool(token, pin, token.label)
             state.pools[key] = pool
+    pool.check_pin(pin)
     return pool

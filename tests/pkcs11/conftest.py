@@ -1,0 +1,91 @@
+"""Throw-away SoftHSM2 tokens for the pkcs11 driver tests.
+
+SoftHSM2 reads its configuration (SOFTHSM2_CONF) and its token directory once,
+when a process first initialises the module, and does not see tokens that other
+processes create afterwards. So the whole session shares one temporary token
+directory, and every token the tests need is made with ``softhsm2-util`` before
+anything loads the module. Tests that need a fresh token make one through
+keyfab's own ``initialize = true`` path instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+USER_PIN = "4321-user"
+SO_PIN = "87654321-so"
+TOKENS = ("ca", "device", "export", "objects", "errors", "wrong-pin", "interop", "fork", "bench")
+
+
+@dataclass(frozen=True)
+class SoftHsm:
+    """The session's SoftHSM2: its config, token directory and PINs."""
+
+    module: str
+    config: Path
+    directory: Path
+    pin_file: Path
+    pin: str = USER_PIN
+    so_pin: str = SO_PIN
+
+    def uri(self, token: str, obj: str | None = None, pin: str = USER_PIN) -> str:
+        """A key or token URI with the PIN given inline."""
+        path = f"token={token}" + (f";object={obj}" if obj else "")
+        return f"pkcs11:{path}?module-path={self.module}&pin-value={pin}"
+
+    def uri_with_pin_file(self, token: str, obj: str | None = None) -> str:
+        path = f"token={token}" + (f";object={obj}" if obj else "")
+        return f"pkcs11:{path}?module-path={self.module}&pin-source=file:{self.pin_file}"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SOFTHSM2_CONF": str(self.config)}
+
+
+def _init_token(label: str, env: dict[str, str]) -> None:
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            SO_PIN,
+            "--pin",
+            USER_PIN,
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
+    if shutil.which("softhsm2-util") is None or not Path(MODULE).is_file():
+        pytest.skip("SoftHSM2 is not installed (Debian package softhsm2; make setup installs it)")
+    root = tmp_path_factory.mktemp("softhsm")
+    tokens = root / "tokens"
+    tokens.mkdir()
+    config = root / "softhsm2.conf"
+    config.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    pin_file = root / "user.pin"
+    pin_file.write_text(USER_PIN + "\n")
+    pin_file.chmod(0o600)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOFTHSM2_CONF", str(config))
+        hsm = SoftHsm(MODULE, config, tokens, pin_file)
+        for label in TOKENS:
+            _init_token(label, hsm.env())
+        yield hsm
