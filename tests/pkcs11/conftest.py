@@ -13,11 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 USER_PIN = "4321-user"
@@ -89,3 +94,35 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
         for label in TOKENS:
             _init_token(label, hsm.env())
         yield hsm
+
+
+def _make_certificate(
+    subject: str,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    issuer: str,
+    signer: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    *,
+    ca: bool = False,
+) -> x509.Certificate:
+    """A certificate signed by ``signer`` (a token key), until keyfab.pki exists here."""
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    return builder.sign(signer, hashes.SHA256())
+
+
+MakeCertificate = Callable[..., x509.Certificate]
+
+
+@pytest.fixture(scope="session")
+def make_certificate() -> MakeCertificate:
+    """Builds test certificates signed by token keys (see ``_make_certificate``)."""
+    return _make_certificate
