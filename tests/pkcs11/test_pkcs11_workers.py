@@ -34,7 +34,7 @@ def key(softhsm: SoftHsm) -> PrivateKey:
 
 def test_pkcs11_threads_sign_concurrently(key: PrivateKey) -> None:
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    messages = [f"thread message {i}".encode() for i in range(64)]
+    messages = [f"thread message {i}".encode() for i in range(400)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         signatures = list(pool.map(lambda m: key.sign(m, ec.ECDSA(hashes.SHA256())), messages))
     for message, signature in zip(messages, signatures, strict=True):

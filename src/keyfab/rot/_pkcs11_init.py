@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 from keyfab.errors import ConfigError, KeyNotFoundError, RotError
 from keyfab.rot._pkcs11_errors import translated
-from keyfab.rot._pkcs11_session import load_module
+from keyfab.rot._pkcs11_session import load_module, module_calls
 
 _LABEL_BYTES = 32
 _CKR_OK = 0
@@ -41,6 +41,12 @@ def initialise_token(module_path: str, label: str, so_pin: str, user_pin: str) -
     encoded = label.encode("utf-8")
     if not encoded or len(encoded) > _LABEL_BYTES:
         raise ConfigError(f"pkcs11: token label {label!r} must be 1-{_LABEL_BYTES} bytes")
+    with module_calls():
+        _initialise(module_path, encoded, so_pin, user_pin)
+
+
+def _initialise(module_path: str, encoded: bytes, so_pin: str, user_pin: str) -> None:
+    label = encoded.decode("utf-8")
     module = load_module(module_path)
     slot = _free_slot(module)
     so = so_pin.encode("utf-8")

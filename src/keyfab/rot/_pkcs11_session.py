@@ -85,12 +85,12 @@ class Lease:
 class TokenPool:
     """The logged-in sessions of one token in this process."""
 
-    def __init__(self, token: pkcs11.Token, pin: str | None, name: str):
+    def __init__(self, token: pkcs11.Token, pin: str | None, name: str, calls: threading.RLock):
         self.token = token
         self.name = name
         self.mechanisms: frozenset[pkcs11.Mechanism] = frozenset()
         self._idle: list[Lease] = []
-        self._lock = threading.Lock()
+        self._calls = calls
         self._pin_digest = _digest(pin)
         with translated(f"pkcs11 token {name!r}: log in"):
             first = _open_logged_in(token, pin)
@@ -102,19 +102,40 @@ class TokenPool:
         if not hmac.compare_digest(self._pin_digest, _digest(pin)):
             raise RotError(f"pkcs11 token {self.name!r}: log in: wrong PIN")
 
+    def acquire(self) -> Lease:
+        """Borrow a session for one operation, holding the process's module lock.
+
+        python-pkcs11 initialises modules with ``C_Initialize(NULL)``, which tells
+        the module that the application will not call it from several threads at
+        once, so the module takes no locks of its own (SoftHSM2 then fails at random
+        under concurrent signing). keyfab keeps that promise with one lock per
+        process, held from ``acquire`` to ``release``. Plain acquire/release rather
+        than only a context manager: signing is the hot path of CA issuance and
+        every microsecond here is a share of the token's own rate.
+        """
+        self._calls.acquire()
+        if self._idle:
+            return self._idle.pop()
+        try:
+            with translated(f"pkcs11 token {self.name!r}: open a session"):
+                return Lease(self.token.open(rw=True))
+        except BaseException:
+            self._calls.release()
+            raise
+
+    def release(self, lease: Lease) -> None:
+        """Return the session and let the next caller into the module."""
+        self._idle.append(lease)
+        self._calls.release()
+
     @contextmanager
     def lease(self) -> Iterator[Lease]:
-        """Borrow a session for one operation; it goes back to the pool afterwards."""
-        with self._lock:
-            lease = self._idle.pop() if self._idle else None
-        if lease is None:
-            with translated(f"pkcs11 token {self.name!r}: open a session"):
-                lease = Lease(self.token.open(rw=True))
+        """A borrowed session that goes back to the pool afterwards."""
+        lease = self.acquire()
         try:
             yield lease
         finally:
-            with self._lock:
-                self._idle.append(lease)
+            self.release(lease)
 
 
 def _digest(pin: str | None) -> bytes:
@@ -137,7 +158,9 @@ class _Process:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.pools: dict[tuple[str, str], TokenPool] = {}
-        self.lock = threading.Lock()
+        # Every call into a PKCS#11 module (see TokenPool.acquire). A new lock in a
+        # forked child: the parent's may have been held by a thread that is gone.
+        self.calls = threading.RLock()
 
 
 _state = _Process()
@@ -157,6 +180,11 @@ def _current() -> _Process:
     return _state
 
 
+def module_calls() -> threading.RLock:
+    """The lock every call into a PKCS#11 module holds in this process."""
+    return _current().calls
+
+
 def load_module(path: str) -> Module:
     """The loaded, initialised module (once per process)."""
     _current()
@@ -172,7 +200,7 @@ def find_token(module: Module, selector: Mapping[str, str]) -> pkcs11.Token:
     """The one token whose attributes match every selector entry (RFC 7512 names)."""
     wanted = {k: v for k, v in selector.items() if k in _TOKEN_MATCHERS}
     described = ", ".join(f"{k}={v}" for k, v in wanted.items()) or "any"
-    with translated(f"pkcs11: list tokens ({described})"):
+    with module_calls(), translated(f"pkcs11: list tokens ({described})"):
         tokens: list[pkcs11.Token] = [
             slot.get_token() for slot in module.get_slots(token_present=True)
         ]
@@ -189,10 +217,10 @@ def pool_for(module_path: str, token: pkcs11.Token, pin: str | None) -> TokenPoo
     """This process's pool for ``token``: logged in on first use, then shared."""
     state = _current()
     key = (module_path, token_serial(token))
-    with state.lock:
+    with state.calls:
         pool = state.pools.get(key)
         if pool is None:
-            pool = TokenPool(token, pin, token.label)
+            pool = TokenPool(token, pin, token.label, state.calls)
             state.pools[key] = pool
     pool.check_pin(pin)
     return pool

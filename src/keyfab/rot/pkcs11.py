@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pkcs11
+import pkcs11.exceptions as p11e
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from pkcs11 import Attribute, ObjectClass, SlotFlag
@@ -39,7 +40,7 @@ from keyfab.rot._keys import (
     HardwareRSAPrivateKey,
     RSADigestSigner,
 )
-from keyfab.rot._pkcs11_errors import translated
+from keyfab.rot._pkcs11_errors import translate, translated
 from keyfab.rot._pkcs11_init import initialise_token
 from keyfab.rot._pkcs11_session import (
     Lease,
@@ -156,17 +157,28 @@ class Pkcs11RootOfTrust:
         lease.keys[key_id] = found
         return found
 
+    def _sign(
+        self, label: str, key_id: bytes, sign: Callable[[pkcs11.SignMixin, TokenPool], bytes]
+    ) -> bytes:
+        """Run ``sign`` with the key through a pooled session: the issuance hot path."""
+        pool = self._pool()
+        lease = pool.acquire()
+        try:
+            return sign(self._private(lease, label, key_id), pool)
+        except p11e.PKCS11Error as error:
+            raise translate(error, f"pkcs11 token {self.name!r}: sign with {label!r}") from None
+        finally:
+            pool.release(lease)
+
     def _ec_signer(
         self, label: str, key_id: bytes, public_key: ec.EllipticCurvePublicKey
     ) -> ECDigestSigner:
         size = (public_key.curve.key_size + 7) // 8
 
         def sign(digest: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
-            with self._session(f"sign with {label!r}") as lease:
-                pool = self._pool()
-                return keys.sign_ec(
-                    self._private(lease, label, key_id), pool.mechanisms, digest, size
-                )
+            return self._sign(
+                label, key_id, lambda key, pool: keys.sign_ec(key, pool.mechanisms, digest, size)
+            )
 
         return sign
 
@@ -174,9 +186,11 @@ class Pkcs11RootOfTrust:
         def sign(
             digest: bytes, algorithm: hashes.HashAlgorithm, pad: padding.AsymmetricPadding
         ) -> bytes:
-            with self._session(f"sign with {label!r}") as lease:
-                key = self._private(lease, label, key_id)
-                return keys.sign_rsa(key, self._pool().mechanisms, digest, algorithm, pad, bits)
+            return self._sign(
+                label,
+                key_id,
+                lambda key, pool: keys.sign_rsa(key, pool.mechanisms, digest, algorithm, pad, bits),
+            )
 
         return sign
 
