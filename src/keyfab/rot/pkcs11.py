@@ -62,7 +62,7 @@ from keyfab.rot.base import (
 )
 from keyfab.rot.uri import KeyUri, read_pin
 
-__all__ = ["Pkcs11RootOfTrust", "open_device", "open_uri"]
+__all__ = ["Pkcs11RootOfTrust", "find_module", "initialise_token", "open_device", "open_uri"]
 
 _LOCK_LABEL = "keyfab-locked"
 _MAX_RANDOM = 1 << 16
@@ -321,6 +321,14 @@ def _spki(public_key: Any) -> bytes:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+def find_module(name: str) -> str | None:
+    """The file of the PKCS#11 module ``name`` (e.g. ``libsofthsm2``), if installed."""
+    try:
+        return resolve_module(None, name)
+    except ConfigError:
+        return None
 
 
 def open_uri(uri: KeyUri) -> Pkcs11RootOfTrust:
