@@ -7,18 +7,19 @@ pool; a session runs one operation at a time, so concurrent threads each borrow
 their own. A forked child (a batch worker) inherits handles that mean nothing
 to the module there; PKCS#11 requires the child to call ``C_Initialize`` again.
 Every entry point therefore checks the process id first and, in a new process,
-re-initialises the modules and forgets the parent's sessions (without closing
+calls ``C_Initialize`` again and forgets the parent's sessions (without closing
 them: in the child those handles could name someone else's sessions).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import hmac
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,8 @@ _TOKEN_MATCHERS: dict[str, Callable[[pkcs11.Token], str]] = {
     "slot-description": lambda token: token.slot.slot_description,
     "slot-manufacturer": lambda token: token.slot.manufacturer_id,
 }
+_CKR_OK = 0
+_CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191
 _MODULE_DIRS = (
     "/usr/lib/softhsm",
     "/usr/lib/x86_64-linux-gnu",
@@ -170,12 +173,8 @@ _modules: dict[str, Module] = {}
 def _current() -> _Process:
     global _state
     if _state.pid != os.getpid():
-        for module in _modules.values():
-            # The parent's module state may be unusable here: finalize what can be.
-            with suppress(p11e.PKCS11Error):
-                module.finalize()
-            with translated(f"pkcs11: re-initialise {module.so} after fork"):
-                module.initialize()
+        for path in _modules:
+            _initialise_in_child(path)
         _state = _Process()
     return _state
 
@@ -183,6 +182,25 @@ def _current() -> _Process:
 def module_calls() -> threading.RLock:
     """The lock every call into a PKCS#11 module holds in this process."""
     return _current().calls
+
+
+def _initialise_in_child(path: str) -> None:
+    """``C_Initialize`` in a forked child, as PKCS#11 asks, and nothing else.
+
+    A fork-aware module (OpenSC, p11-kit, SoftHSM2 with ``library.reset_on_fork``)
+    starts afresh and answers CKR_OK. Others (SoftHSM2 by default) keep the state
+    the child inherited and answer CKR_CRYPTOKI_ALREADY_INITIALIZED, which is fine:
+    the child opens its own sessions either way. Never ``C_Finalize`` first: in a
+    child that tears down state the module shares with its parent and siblings
+    (seen as random CKR_GENERAL_ERROR in SoftHSM2's file store). The call goes
+    through ctypes because python-pkcs11 believes the module is still initialised.
+    """
+    c_initialize = ctypes.CDLL(path).C_Initialize
+    c_initialize.argtypes = [ctypes.c_void_p]
+    c_initialize.restype = ctypes.c_ulong
+    rv = c_initialize(None)
+    if rv not in (_CKR_OK, _CKR_CRYPTOKI_ALREADY_INITIALIZED):
+        raise RotError(f"pkcs11: cannot initialise {path} in a worker process")
 
 
 def load_module(path: str) -> Module:
