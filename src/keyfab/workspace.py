@@ -21,7 +21,7 @@ from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.errors import ConfigError, KeyfabError
 from keyfab.registry import Authority, Registry
-from keyfab.rot import KeyAlgorithm, KeySpec, load_key, open_rot, parse_key_uri
+from keyfab.rot import KeyAlgorithm, KeySpec, KeyUri, load_key, open_rot, parse_key_uri
 
 ROOT, MANUFACTURING = "root", "manufacturing"
 
@@ -74,6 +74,18 @@ class Workspace:
         root = x509.load_der_x509_certificate(rows[ROOT].certificate)
         key = load_key(rows[MANUFACTURING].key_uri)
         return pki.CertificateAuthority(certificate, key, (root,))
+
+    def authority_key_uri(self, name: str = MANUFACTURING) -> KeyUri:
+        """Where a CA's key lives (``root`` or ``manufacturing``), as recorded."""
+        registry = self.registry()
+        try:
+            with registry.transaction() as session:
+                uri = session.scalar(select(Authority.key_uri).where(Authority.name == name))
+        finally:
+            registry.dispose()
+        if uri is None:
+            raise ConfigError(f"no {name} CA in {self.home}: run 'keyfab init'")
+        return parse_key_uri(uri)
 
     def root_certificate(self) -> x509.Certificate:
         return self.authority().chain[-1]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from tests.conftest import Keyfab
 
-DEVICES = 40  # more than one chunk of 32, so two forked workers both provision tokens
+DEVICES = 34  # more than one chunk of 32, so two forked workers both provision tokens
 
 RECIPE = """\
 [product]
