@@ -7,13 +7,18 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+import pkcs11
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from pkcs11 import Attribute, ObjectClass
 
 from keyfab.rot import KeyAlgorithm, KeySpec, PrivateKey, load_key, open_rot
+from keyfab.rot.pkcs11 import open_device
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from conftest import SoftHsm
 
 _inherited: PrivateKey | None = None
@@ -56,3 +61,29 @@ def test_pkcs11_forked_workers_reopen_the_token(key: PrivateKey) -> None:
     key.public_key().verify(
         key.sign(b"after", ec.ECDSA(hashes.SHA256())), b"after", ec.ECDSA(hashes.SHA256())
     )
+
+
+def test_pkcs11_last_close_logs_out_and_reopening_logs_in(softhsm: SoftHsm, tmp_path: Path) -> None:
+    so_pin = tmp_path / "so.pin"
+    so_pin.write_text(softhsm.so_pin)
+    options = {
+        "module": softhsm.module,
+        "token": "closing",
+        "pin_file": str(softhsm.pin_file),
+        "so_pin_file": str(so_pin),
+        "initialize": True,
+    }
+    first, second = open_device(options, 0), open_device(options, 0)
+    key = first.generate_key("k", KeySpec(KeyAlgorithm.EC_P256))
+    token = pkcs11.lib(softhsm.module).get_token(token_label="closing")
+
+    def visible_private_keys() -> int:
+        with token.open() as session:
+            return len(list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})))
+
+    first.close()
+    assert visible_private_keys() == 1  # the second handle keeps the process logged in
+    second.close()
+    assert visible_private_keys() == 0  # the last one logged out
+    signature = key.sign(b"again", ec.ECDSA(hashes.SHA256()))  # logs in again on use
+    key.public_key().verify(signature, b"again", ec.ECDSA(hashes.SHA256()))

@@ -3,9 +3,12 @@
 PKCS#11 keeps login state per *application* (process): every session a process
 opens on a token shares one login, and it ends when the process's last session
 closes. So keyfab logs in once per token per process and keeps its sessions in a
-pool; a session runs one operation at a time, so concurrent threads each borrow
-their own. A forked child (a batch worker) inherits handles that mean nothing
-to the module there; PKCS#11 requires the child to call ``C_Initialize`` again.
+pool while any handle on the token is open (a CA key stays logged in; a device
+token is logged out when provisioning closes it). Calls into a module are
+serialised per process (see ``TokenPool.acquire``): parallel signing comes from
+worker processes, each with its own login. A forked child (a batch worker)
+inherits handles that mean nothing to the module there; PKCS#11 requires the
+child to call ``C_Initialize`` again.
 Every entry point therefore checks the process id first and, in a new process,
 calls ``C_Initialize`` again and forgets the parent's sessions (without closing
 them: in the child those handles could name someone else's sessions).
@@ -95,6 +98,7 @@ class TokenPool:
         self._idle: list[Lease] = []
         self._calls = calls
         self._pin_digest = _digest(pin)
+        self.users = 0
         with translated(f"pkcs11 token {name!r}: log in"):
             first = _open_logged_in(token, pin)
             self.mechanisms = frozenset(token.slot.get_mechanisms())
@@ -139,6 +143,12 @@ class TokenPool:
             yield lease
         finally:
             self.release(lease)
+
+    def close(self) -> None:
+        """Close the idle sessions; closing a token's last session logs it out."""
+        with translated(f"pkcs11 token {self.name!r}: close sessions"):
+            while self._idle:
+                self._idle.pop().session.close()
 
 
 def _digest(pin: str | None) -> bytes:
@@ -240,5 +250,19 @@ def pool_for(module_path: str, token: pkcs11.Token, pin: str | None) -> TokenPoo
         if pool is None:
             pool = TokenPool(token, pin, token.label, state.calls)
             state.pools[key] = pool
-    pool.check_pin(pin)
+        pool.check_pin(pin)
+        pool.users += 1
     return pool
+
+
+def release_pool(module_path: str, pool: TokenPool) -> None:
+    """One handle on the token is closed; the last one closes the pool and logs out."""
+    state = _current()
+    key = (module_path, token_serial(pool.token))
+    with state.calls:
+        if state.pools.get(key) is not pool:
+            return  # a pool of the parent process, or one already closed
+        pool.users -= 1
+        if pool.users <= 0:
+            del state.pools[key]
+            pool.close()

@@ -48,6 +48,7 @@ from keyfab.rot._pkcs11_session import (
     find_token,
     load_module,
     pool_for,
+    release_pool,
     resolve_module,
     token_serial,
 )
@@ -287,7 +288,9 @@ class Pkcs11RootOfTrust:
             raise RotLockedError(f"pkcs11 token {self.name!r} is locked")
 
     def close(self) -> None:
-        """Forget this handle; the process keeps its login for other users of the token."""
+        """Let go of the token; the last handle in this process logs out."""
+        if self._pid_pool is not None and self._pid_pool[0] == os.getpid():
+            release_pool(self._module_path, self._pid_pool[1])
         self._pid_pool = None
 
 
