@@ -81,14 +81,15 @@ def templates(
     return public, private
 
 
-def public_key_of(obj: pkcs11.PublicKey) -> PublicKey:
+def public_key_of(obj: pkcs11.Object) -> PublicKey:
     """The ``cryptography`` public key of a token public-key object."""
-    if obj.key_type == KeyType.RSA:
+    key_type = obj[Attribute.KEY_TYPE]
+    if key_type == KeyType.RSA:
         modulus, exponent = obj[Attribute.MODULUS], obj[Attribute.PUBLIC_EXPONENT]
         return rsa.RSAPublicNumbers(
             int.from_bytes(exponent, "big"), int.from_bytes(modulus, "big")
         ).public_key()
-    if obj.key_type == KeyType.EC:
+    if key_type == KeyType.EC:
         params = bytes(obj[Attribute.EC_PARAMS])
         algorithm = next((a for a, p in _EC_PARAMS.items() if p == params), None)
         if algorithm is None:

@@ -21,8 +21,9 @@ from typing import Any
 
 import pkcs11
 import pkcs11.exceptions as p11e
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pkcs11 import Attribute, ObjectClass, SlotFlag
 
 from keyfab.errors import (
@@ -138,7 +139,7 @@ class Pkcs11RootOfTrust:
             public = _find(lease.session, ObjectClass.PUBLIC_KEY, label)
             if public is None:
                 raise KeyNotFoundError(f"pkcs11 token {self.name!r} has no public key {label!r}")
-            public_key = keys.public_key_of(public)  # type: ignore[arg-type]
+            public_key = keys.public_key_of(public)
         if isinstance(public_key, ec.EllipticCurvePublicKey):
             return HardwareECPrivateKey(
                 label, public_key, self._ec_signer(label, key_id, public_key)
@@ -225,12 +226,14 @@ class Pkcs11RootOfTrust:
             if name == label or (name.startswith(prefix) and name[len(prefix) :].isdigit()):
                 obj.destroy()
 
-    def _id_for(self, session: pkcs11.Session, certificate: Any) -> bytes:
+    def _id_for(self, session: pkcs11.Session, certificate: x509.Certificate) -> bytes:
         """The CKA_ID of the token key this certificate certifies, else one from its key."""
         spki = _spki(certificate.public_key())
+        if spki is None:
+            return objects.public_key_id(certificate)
         for public in session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY}):
             try:
-                candidate = keys.public_key_of(public)  # type: ignore[arg-type]
+                candidate = keys.public_key_of(public)
             except UnsupportedError:
                 continue
             if _spki(candidate) == spki:
@@ -318,11 +321,12 @@ def _generate(
     )
 
 
-def _spki(public_key: Any) -> bytes:
-    return bytes(
-        public_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+def _spki(public_key: object) -> bytes | None:
+    """SubjectPublicKeyInfo DER, to compare keys of any type; None if not EC or RSA."""
+    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        return None
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
