@@ -32,6 +32,8 @@ _DIGEST_INFO = {
     "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
     "sha512": bytes.fromhex("3051300d060960864801650304020305000440"),
 }
+_MAX_RSA_BYTES = 4096 // 8 + 1
+_MAX_EXPONENT_BYTES = 8
 _PSS_HASH = {
     "sha256": (Mechanism.SHA256, pkcs11.MGF.SHA256),
     "sha384": (Mechanism.SHA384, pkcs11.MGF.SHA384),
@@ -85,19 +87,35 @@ def public_key_of(obj: pkcs11.Object) -> PublicKey:
     """The ``cryptography`` public key of a token public-key object."""
     key_type = obj[Attribute.KEY_TYPE]
     if key_type == KeyType.RSA:
-        modulus, exponent = obj[Attribute.MODULUS], obj[Attribute.PUBLIC_EXPONENT]
+        return rsa_public_key(bytes(obj[Attribute.MODULUS]), bytes(obj[Attribute.PUBLIC_EXPONENT]))
+    if key_type == KeyType.EC:
+        return ec_public_key(bytes(obj[Attribute.EC_PARAMS]), bytes(obj[Attribute.EC_POINT]))
+    raise UnsupportedError("the token key is neither EC nor RSA")
+
+
+def rsa_public_key(modulus: bytes, exponent: bytes) -> rsa.RSAPublicKey:
+    """An RSA public key from CKA_MODULUS and CKA_PUBLIC_EXPONENT, sizes checked first."""
+    if len(modulus) > _MAX_RSA_BYTES or len(exponent) > _MAX_EXPONENT_BYTES:
+        raise RotError("the token returned an RSA key larger than keyfab accepts")
+    try:
         return rsa.RSAPublicNumbers(
             int.from_bytes(exponent, "big"), int.from_bytes(modulus, "big")
         ).public_key()
-    if key_type == KeyType.EC:
-        params = bytes(obj[Attribute.EC_PARAMS])
-        algorithm = next((a for a, p in _EC_PARAMS.items() if p == params), None)
-        if algorithm is None:
-            raise UnsupportedError("the token key is on a curve keyfab does not use")
+    except ValueError:
+        raise RotError("the token returned an invalid RSA public key") from None
+
+
+def ec_public_key(params: bytes, point: bytes) -> ec.EllipticCurvePublicKey:
+    """An EC public key from CKA_EC_PARAMS and CKA_EC_POINT, checked to be on the curve."""
+    algorithm = next((a for a, p in _EC_PARAMS.items() if p == params), None)
+    if algorithm is None:
+        raise UnsupportedError("the token key is on a curve keyfab does not use")
+    try:
         return ec.EllipticCurvePublicKey.from_encoded_point(
-            algorithm.curve, _ec_point(bytes(obj[Attribute.EC_POINT]), algorithm.curve)
+            algorithm.curve, _ec_point(point, algorithm.curve)
         )
-    raise UnsupportedError("the token key is neither EC nor RSA")
+    except ValueError:
+        raise RotError("the token returned an EC point that is not on its curve") from None
 
 
 def _ec_point(value: bytes, curve: ec.EllipticCurve) -> bytes:
