@@ -158,3 +158,17 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
         code, out, err = Keyfab(home)("demo", "--count", "30", "--workers", "2")
         assert code == 0, err
         assert "30 of 30" in out
+
+
+def test_pin_value_is_never_stored(keyfab: Keyfab, home: Path) -> None:
+    code, _, err = keyfab("init", "--ca-key", "pkcs11:token=t;object=mfg?pin-value=1234")
+    assert code == 1
+    assert "pin-source" in err
+    assert "1234" not in err
+
+
+def test_failed_init_leaves_nothing_behind(keyfab: Keyfab, home: Path) -> None:
+    code, _, _err = keyfab("init", "--ca-key", f"soft:{home}/../not-a-dir/x/../../bad label.pem")
+    assert code == 1
+    assert list((home / "ca").glob("*.pem")) == []
+    assert keyfab("init")[0] == 0

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from keyfab import audit
 from keyfab._time import utc_now
-from keyfab.errors import ConfigError, KeyfabError, ProvisionError
+from keyfab.errors import ConfigError, KeyfabError
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
 from keyfab.provision.flow import Issuance, IssuedCertificate, issue_device, write_back
@@ -376,4 +376,4 @@ def _finish(
         registry.dispose()
 
 
-__all__ = ["ProvisionError", "Summary", "create_batch", "outstanding", "run_batch"]
+__all__ = ["Summary", "create_batch", "outstanding", "run_batch"]
