@@ -123,22 +123,19 @@ def main() -> None:
         raw, one, two = (max(runs[k]) for k in ("raw", "one", "two"))
         disk_one = keyfab_batch(space, Path(scratch), args.count, 1, RECIPE)
         disk_two = keyfab_batch(space, Path(scratch), args.count, 2, RECIPE)
-    print(
-        f"provisioning benchmark: {args.count} P-256 devices, best of {args.rounds}, {os.cpu_count()} CPUs"
+    cpus = os.cpu_count()
+    print(f"provisioning benchmark: {args.count} P-256 devices, best of {args.rounds}, {cpus} CPUs")
+    line("raw cryptography, CA side only", raw)
+    line("keyfab, 1 worker, devices in memory", one, f"{one / raw:6.0%} of raw (target >= 70%)")
+    line(
+        "keyfab, 2 workers, devices in memory", two, f"{two / one:6.2f}x 1 worker (target >= 1.8x)"
     )
-    print(f"  raw cryptography, CA side only          {raw:7.0f} devices/s")
-    print(
-        f"  keyfab, 1 worker, devices in memory     {one:7.0f} devices/s  {one / raw:6.0%} of raw (target >= 70%)"
-    )
-    print(
-        f"  keyfab, 2 workers, devices in memory    {two:7.0f} devices/s  {two / one:6.2f}x 1 worker (target >= 1.8x)"
-    )
-    print(
-        f"  keyfab, 1 worker, devices on disk       {disk_one:7.0f} devices/s  {disk_one / raw:6.0%} of raw"
-    )
-    print(
-        f"  keyfab, 2 workers, devices on disk      {disk_two:7.0f} devices/s  {disk_two / disk_one:6.2f}x 1 worker"
-    )
+    line("keyfab, 1 worker, devices on disk", disk_one, f"{disk_one / raw:6.0%} of raw")
+    line("keyfab, 2 workers, devices on disk", disk_two, f"{disk_two / disk_one:6.2f}x 1 worker")
+
+
+def line(what: str, rate: float, ratio: str = "") -> None:
+    print(f"  {what:<38} {rate:7.0f} devices/s  {ratio}")
 
 
 if __name__ == "__main__":
