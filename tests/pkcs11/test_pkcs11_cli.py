@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from keyfab import pki
+from keyfab.workspace import Workspace
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -146,3 +147,24 @@ def test_pkcs11_init_with_a_wrong_pin_is_one_line(
 
 def _pem_blocks(text: str) -> list[bytes]:
     return [f"-----BEGIN{b}".encode() for b in text.split("-----BEGIN")[1:]]
+
+
+def test_pkcs11_demo_keeps_its_ca_keys_in_softhsm(softhsm: SoftHsm, tmp_path: Path) -> None:
+    from tests.conftest import Keyfab
+
+    home = tmp_path / "demo"
+    for _ in range(2):  # the second run finds the token and logs in with the stored PIN
+        code, out, err = Keyfab(home)("demo", "--count", "5", "--workers", "1")
+        assert code == 0, err
+        assert "5 of 5" in out
+        assert "SoftHSM2 token keyfab-ca-" in out
+    pins = home / "softhsm"
+    assert {p.name: p.stat().st_mode & 0o777 for p in pins.glob("*.pin")} == {
+        "user.pin": 0o600,
+        "so.pin": 0o600,
+    }
+    for role in ("root", "manufacturing"):
+        uri = Workspace(home).authority_key_uri(role)
+        assert uri.scheme == "pkcs11"
+        assert uri.query["pin-source"] == f"file:{pins / 'user.pin'}"
+        assert "pin-value" not in uri.query

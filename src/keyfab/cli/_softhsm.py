@@ -38,6 +38,12 @@ def softhsm_config(home: Path) -> Path | None:
     return config
 
 
+def use_workspace_softhsm(home: Path) -> None:
+    """If the workspace has its own SoftHSM2 (made by the demo), every command uses it."""
+    if (home / "softhsm" / "softhsm2.conf").is_file():
+        softhsm_config(home)
+
+
 def ca_key_uris(home: Path) -> tuple[str, str] | None:
     """URIs for new root and manufacturing CA keys in a SoftHSM2 token, or None.
 

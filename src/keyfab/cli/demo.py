@@ -15,7 +15,7 @@ from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console, fields
-from keyfab.cli._softhsm import ca_key_uris, softhsm_config
+from keyfab.cli._softhsm import ca_key_uris, use_workspace_softhsm
 from keyfab.cli.provision import run_with_progress
 from keyfab.errors import AuditError, VerificationError
 from keyfab.provision import create_batch, load_recipe
@@ -62,8 +62,8 @@ def _prepare(space: Workspace) -> Path:
         where = "a SoftHSM2 token (PKCS#11)" if uris else "soft key files"
         console.print(f"[green]initialised[/] root and manufacturing CA in {space.home}")
         console.print(f"  CA keys in {where}")
-    elif (space.home / "softhsm").is_dir():
-        softhsm_config(space.home)  # the CA keys are in the workspace's SoftHSM2
+    else:
+        use_workspace_softhsm(space.home)  # the CA keys may be in the workspace's SoftHSM2
     recipe = space.home / "recipe.toml"
     firmware_key = space.home / "keys" / "firmware.pub.pem"
     if not firmware_key.is_file():
