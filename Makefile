@@ -24,6 +24,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/provision.py
+	$(BIN)/python benchmarks/pkcs11.py
 
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -119,5 +119,7 @@ def test_pkcs11_device_options_are_checked(softhsm: SoftHsm) -> None:
         open_device({"module": softhsm.module, "token": "x", "pin": "1", "pin_file": "f"}, 0)
     with pytest.raises(KeyNotFoundError, match="no token matches token=absent-3"):
         open_device({"module": softhsm.module, "token": "absent-3", "pin": softhsm.pin}, 3)
+    with pytest.raises(ConfigError, match="initialize must be true or false"):
+        open_device({"module": softhsm.module, "token": "absent-5", "initialize": "yes"}, 5)
     with pytest.raises(ConfigError, match="initialize = true needs"):
         open_device({"module": softhsm.module, "token": "absent-4", "initialize": True}, 4)

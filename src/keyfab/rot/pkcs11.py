@@ -360,7 +360,10 @@ def open_device(options: Mapping[str, Any], slot: int) -> Pkcs11RootOfTrust:
     if not selector:
         raise ConfigError(f"pkcs11: [rot] needs token = or serial = to find slot {slot}'s token")
     pin = _secret(options, "pin")
-    if options.get("initialize", False) and not _exists(module, selector):
+    initialize = options.get("initialize", False)
+    if not isinstance(initialize, bool):
+        raise ConfigError("pkcs11: [rot] initialize must be true or false")
+    if initialize and not _exists(module, selector):
         so_pin, label = _secret(options, "so_pin"), selector.get("token")
         if so_pin is None or pin is None or label is None:
             raise ConfigError("pkcs11: initialize = true needs token, pin and so_pin (or *_file)")
