@@ -80,6 +80,8 @@ def test_pkcs11_object_limits(rot: Pkcs11RootOfTrust) -> None:
         rot.store_object("huge", bytes(65537))
     with pytest.raises(ConfigError, match="invalid label"):
         rot.store_object("../escape", b"x")
+    with pytest.raises(ConfigError, match="reserved for lock"):
+        rot.store_object("keyfab-locked", b"not a lock")
 
 
 def test_pkcs11_device_initialised_from_recipe_then_locked(

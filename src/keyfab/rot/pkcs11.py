@@ -16,7 +16,6 @@ import os
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pkcs11
@@ -43,6 +42,7 @@ from keyfab.rot._keys import (
 )
 from keyfab.rot._pkcs11_errors import translate, translated
 from keyfab.rot._pkcs11_init import initialise_token
+from keyfab.rot._pkcs11_options import DeviceOptions
 from keyfab.rot._pkcs11_session import (
     Lease,
     TokenPool,
@@ -69,9 +69,6 @@ __all__ = ["Pkcs11RootOfTrust", "find_module", "initialise_token", "open_device"
 _LOCK_LABEL = "keyfab-locked"
 _MAX_RANDOM = 1 << 16
 _KEY_ID_BYTES = 16
-_DEVICE_OPTIONS = frozenset(
-    {"module", "token", "serial", "pin", "pin_file", "initialize", "so_pin", "so_pin_file"}
-)
 
 
 class Pkcs11RootOfTrust:
@@ -200,6 +197,8 @@ class Pkcs11RootOfTrust:
 
     def store_object(self, label: str, data: bytes) -> None:
         check_label(label)
+        if label == _LOCK_LABEL:
+            raise ConfigError(f"object label {_LOCK_LABEL!r} is reserved for lock()")
         if len(data) > objects.MAX_OBJECT:
             raise ConfigError(f"object {label!r} is larger than {objects.MAX_OBJECT} bytes")
         self._check_unlocked()
@@ -352,23 +351,12 @@ def open_device(options: Mapping[str, Any], slot: int) -> Pkcs11RootOfTrust:
     ``initialize = true`` a missing token is created on a blank slot, using
     ``so_pin``/``so_pin_file`` as its new SO PIN.
     """
-    unknown = set(options) - _DEVICE_OPTIONS
-    if unknown:
-        raise ConfigError(f"pkcs11: unknown [rot] option(s) {', '.join(sorted(unknown))}")
-    module = resolve_module(_text(options, "module"), None)
-    selector = {k: v for k in ("token", "serial") if (v := _text(options, k)) is not None}
-    if not selector:
-        raise ConfigError(f"pkcs11: [rot] needs token = or serial = to find slot {slot}'s token")
-    pin = _secret(options, "pin")
-    initialize = options.get("initialize", False)
-    if not isinstance(initialize, bool):
-        raise ConfigError("pkcs11: [rot] initialize must be true or false")
-    if initialize and not _exists(module, selector):
-        so_pin, label = _secret(options, "so_pin"), selector.get("token")
-        if so_pin is None or pin is None or label is None:
-            raise ConfigError("pkcs11: initialize = true needs token, pin and so_pin (or *_file)")
-        initialise_token(module, label, so_pin, pin)
-    return Pkcs11RootOfTrust(module, selector, pin)
+    parsed = DeviceOptions.parse(options, slot)
+    module = resolve_module(parsed.module, None)
+    pins = parsed.initial_pins()
+    if pins is not None and not _exists(module, parsed.selector):
+        initialise_token(module, parsed.selector["token"], *pins)
+    return Pkcs11RootOfTrust(module, parsed.selector, parsed.pin)
 
 
 def _exists(module_path: str, selector: Mapping[str, str]) -> bool:
@@ -377,23 +365,3 @@ def _exists(module_path: str, selector: Mapping[str, str]) -> bool:
     except KeyNotFoundError:
         return False
     return True
-
-
-def _text(options: Mapping[str, Any], name: str) -> str | None:
-    value = options.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ConfigError(f"pkcs11: [rot] {name} must be a string")
-    return value
-
-
-def _secret(options: Mapping[str, Any], name: str) -> str | None:
-    """A PIN given inline (``pin``) or in a file (``pin_file``), never echoed."""
-    inline, path = _text(options, name), _text(options, f"{name}_file")
-    if inline is not None and path is not None:
-        raise ConfigError(f"pkcs11: give {name} or {name}_file, not both")
-    if path is None:
-        return inline
-    try:
-        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as error:
-        raise ConfigError(f"cannot read PIN file {path}: {error.strerror}") from None
