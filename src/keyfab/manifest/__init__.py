@@ -1,0 +1,49 @@
+"""Signed secure-element manifests in Microchip Trust Platform's format, in and out.
+
+The format model (``SignedEntry`` and friends, ``parse_entry``) is apart from the
+flows that use it: ``verify_manifest`` streams and checks a manifest against a
+``VerificationPolicy``.
+"""
+
+from keyfab.manifest._certs import Signer, SignerSet, load_certificates, thumbprint
+from keyfab.manifest._errors import EntryError, ManifestError
+from keyfab.manifest._export import EntrySigner, ManifestWriter, device_element, write_manifest
+from keyfab.manifest._model import EcJwk, Organization, ProtectedHeader, SecureElement, SignedEntry
+from keyfab.manifest._parse import parse_entry, parse_entry_bytes, parse_payload
+from keyfab.manifest._policy import VerificationPolicy, VerifiedEntry
+from keyfab.manifest._profile import issue_manifest_signer, manifest_signer_extensions
+from keyfab.manifest._serialize import element_json, header_json
+from keyfab.manifest._stream import RawItem, iter_array
+from keyfab.manifest._verify import MAX_ENTRY_BYTES, EntryReport, verify_manifest
+
+__all__ = [
+    "MAX_ENTRY_BYTES",
+    "EcJwk",
+    "EntryError",
+    "EntryReport",
+    "EntrySigner",
+    "ManifestError",
+    "ManifestWriter",
+    "Organization",
+    "ProtectedHeader",
+    "RawItem",
+    "SecureElement",
+    "SignedEntry",
+    "Signer",
+    "SignerSet",
+    "VerificationPolicy",
+    "VerifiedEntry",
+    "device_element",
+    "element_json",
+    "header_json",
+    "issue_manifest_signer",
+    "iter_array",
+    "load_certificates",
+    "manifest_signer_extensions",
+    "parse_entry",
+    "parse_entry_bytes",
+    "parse_payload",
+    "thumbprint",
+    "verify_manifest",
+    "write_manifest",
+]
