@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,15 @@ class SoftRootOfTrust:
 
     def close(self) -> None:
         self._keys.clear()
+
+
+def open_device(options: Mapping[str, Any], slot: int) -> SoftRootOfTrust:
+    """One simulated device: ``path`` is its directory; without it, memory only."""
+    unknown = set(options) - {"path"}
+    if unknown:
+        raise ConfigError(f"soft driver: unknown option(s) {', '.join(sorted(unknown))}")
+    path = options.get("path")
+    return SoftRootOfTrust(Path(str(path)) if path else None)
 
 
 def open_uri(uri: KeyUri) -> SoftRootOfTrust:
