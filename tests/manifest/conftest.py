@@ -11,7 +11,6 @@ import base64
 import datetime
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 
+from keyfab import pki
 from keyfab.manifest import (
     EntrySigner,
     Organization,
     device_element,
-    issue_manifest_signer,
     write_manifest,
 )
 
@@ -50,60 +48,26 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Devices Ltd"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _ca(name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
-        issuer_key: ec.EllipticCurvePrivateKey, path_length: int | None) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(issuer.subject if issuer else _name(name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(T0)
-        .not_valid_after(T0 + datetime.timedelta(days=7300))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                       critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            issuer_key.public_key()), False)
-    )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
 @dataclass
 class Pki:
     """A root, an intermediate, a manifest signer and a device factory."""
 
     root: x509.Certificate
-    intermediate: x509.Certificate
-    intermediate_key: ec.EllipticCurvePrivateKey
+    ca: pki.CertificateAuthority
     signer: x509.Certificate
     signer_key: ec.EllipticCurvePrivateKey
     devices: dict[str, ec.EllipticCurvePrivateKey] = field(default_factory=dict)
 
+    @property
+    def intermediate(self) -> x509.Certificate:
+        return self.ca.certificate
+
     def device_chain(self, unique_id: str) -> list[x509.Certificate]:
+        """An IEEE 802.1AR IDevID from the manufacturing CA (no EKU, as devices have)."""
         key = ec.generate_private_key(ec.SECP256R1())
         self.devices[unique_id] = key
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(f"sn{unique_id.upper()}"))
-            .issuer_name(self.intermediate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(T0)
-            .not_valid_after(T0 + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, True, False, False, False,
-                                         False), critical=True)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                self.intermediate_key.public_key()), False)
-            .sign(self.intermediate_key, hashes.SHA256())
-        )
+        identity = pki.DeviceIdentity(f"SN{unique_id.upper()}", "1.3.6.1.4.1.99999.1.1", "Example")
+        cert = self.ca.issue(pki.idevid(identity), key.public_key(), now=T0)
         return [cert, self.intermediate]
 
     def element(self, unique_id: str) -> Any:
@@ -151,20 +115,14 @@ class Pki:
         return {k: v for k, v in header.items() if v is not None}
 
 
-@pytest.fixture(scope="session")
-def pki() -> Pki:
-    root_key = ec.generate_private_key(ec.SECP256R1())
-    root = _ca("Example Root CA", root_key, None, root_key, None)
-    inter_key = ec.generate_private_key(ec.SECP256R1())
-    inter = _ca("Example Signer CA", inter_key, root, root_key, 0)
+@pytest.fixture(scope="session", name="pki")
+def example_pki() -> Pki:
+    """keyfab's own PKI: root, manufacturing CA and a manifest signer issued by it."""
+    root = pki.CertificateAuthority.create_root(
+        pki.root_ca("Example", "Example Root CA"), ec.generate_private_key(ec.SECP256R1()), now=T0)
+    ca = root.create_subordinate(pki.manufacturing_ca("Example", "Example Manufacturing CA"),
+                                 ec.generate_private_key(ec.SECP256R1()), now=T0)
     signer_key = ec.generate_private_key(ec.SECP256R1())
-    signer = issue_manifest_signer(_name("Example Manifest Signer"), signer_key.public_key(),
-                                   None, signer_key, x509.random_serial_number(), not_before=T0)
-    return Pki(root, inter, inter_key, signer, signer_key)
-
-
-@pytest.fixture
-def manifest_path(pki: Pki, tmp_path: Path) -> Callable[[int], Path]:
-    def make(count: int) -> Path:
-        return pki.write(tmp_path / "manifest.json", count)
-    return make
+    signer = ca.issue(pki.manifest_signer("Example", "Example Manifest Signer"),
+                      signer_key.public_key(), now=T0)
+    return Pki(root.certificate, ca, signer, signer_key)

@@ -208,3 +208,13 @@ def test_manifest_verify_x5c_is_standard_base64(pki: Pki, tmp_path: Path) -> Non
     data = _with(pki, tmp_path, [pki.raw_entry(pki.header(), payload)])
     result = list(verify_manifest(io.BytesIO(data), _policy(pki, tmp_path)))
     assert "is not padded standard base64" in str(result[1].error)
+
+
+def test_manifest_verify_real_sample_checks_time(microchip: Path) -> None:
+    import datetime
+
+    later = datetime.datetime(2060, 1, 1, tzinfo=datetime.UTC)
+    policy = microchip_policy(microchip)
+    policy = VerificationPolicy(policy.signers, policy.roots, now=later)
+    result = list(verify_manifest(SAMPLE.open("rb"), policy))
+    assert all("is not valid at 2060-01-01" in str(r.error) for r in result)

@@ -11,7 +11,6 @@ from keyfab.manifest._export import EntrySigner, ManifestWriter, device_element,
 from keyfab.manifest._model import EcJwk, Organization, ProtectedHeader, SecureElement, SignedEntry
 from keyfab.manifest._parse import parse_entry, parse_entry_bytes, parse_payload
 from keyfab.manifest._policy import VerificationPolicy, VerifiedEntry
-from keyfab.manifest._profile import issue_manifest_signer, manifest_signer_extensions
 from keyfab.manifest._serialize import element_json, header_json
 from keyfab.manifest._stream import RawItem, iter_array
 from keyfab.manifest._verify import MAX_ENTRY_BYTES, EntryReport, verify_manifest
@@ -36,10 +35,8 @@ __all__ = [
     "device_element",
     "element_json",
     "header_json",
-    "issue_manifest_signer",
     "iter_array",
     "load_certificates",
-    "manifest_signer_extensions",
     "parse_entry",
     "parse_entry_bytes",
     "parse_payload",

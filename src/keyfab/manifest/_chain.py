@@ -1,10 +1,10 @@
 """Does a device certificate chain to one of the given roots? (policy, not format)
 
-The check runs in ``cryptography.x509.verification`` with an explicit extension
-policy: secure-element identity certificates are client certificates for no
-particular protocol and often lack the TLS EKU and SAN that the web-PKI defaults
-demand. The end-entity policy therefore requires only a key usage that allows
-``digitalSignature`` and forbids CA certificates; CAs get the web-PKI defaults.
+The check runs in ``cryptography.x509.verification`` with keyfab's explicit
+device policy (``keyfab.pki.device_policy``): secure-element identity
+certificates lack the TLS EKU and SAN that the web-PKI defaults demand, so the
+end entity needs a critical key usage allowing ``digitalSignature`` and must not
+be a CA; CAs get the web-PKI defaults.
 
 Microchip's compressed device certificates encode a 2048 expiry as
 GeneralizedTime where RFC 5280 §4.1.2.5 wants UTCTime; the verifier refuses
@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509 import verification as xv
 
+from keyfab import pki
 from keyfab.errors import VerificationError
 
 MAX_DEPTH = 4
@@ -38,27 +39,6 @@ _UNDERSTOOD = frozenset({
 })
 
 
-def _signing_key_usage(_policy: xv.Policy, _cert: x509.Certificate,
-                       usage: x509.KeyUsage) -> None:
-    if not usage.digital_signature:
-        raise ValueError("device certificate key usage lacks digitalSignature")
-
-
-def _not_a_ca(_policy: xv.Policy, _cert: x509.Certificate,
-              constraints: x509.BasicConstraints | None) -> None:
-    if constraints is not None and constraints.ca:
-        raise ValueError("device certificate is a CA certificate")
-
-
-def device_policy() -> xv.ExtensionPolicy:
-    """The end-entity extension policy for secure-element identity certificates."""
-    return (
-        xv.ExtensionPolicy.permit_all()
-        .require_present(x509.KeyUsage, xv.Criticality.AGNOSTIC, _signing_key_usage)
-        .may_be_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, _not_a_ca)
-    )
-
-
 def verify_device_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
                         roots: Sequence[x509.Certificate],
                         at: datetime.datetime) -> list[x509.Certificate]:
@@ -69,7 +49,7 @@ def verify_device_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Cer
         .time(at)
         .max_chain_depth(MAX_DEPTH)
         .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(),
-                            ee_policy=device_policy())
+                            ee_policy=pki.device_policy())
         .build_client_verifier()
     )
     try:
@@ -128,9 +108,13 @@ def _check_common(cert: x509.Certificate, at: datetime.datetime, what: str) -> N
 
 def _check_leaf(leaf: x509.Certificate, at: datetime.datetime) -> None:
     _check_common(leaf, at, "device certificate")
-    usage = _extension(leaf, x509.KeyUsage)
-    if usage is None or not usage.digital_signature:
-        raise VerificationError("device certificate chain: key usage lacks digitalSignature")
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage)
+    except x509.ExtensionNotFound:
+        raise VerificationError("device certificate chain: no key usage") from None
+    if not usage.critical or not usage.value.digital_signature:
+        raise VerificationError("device certificate chain: key usage must be critical "
+                                "and allow digitalSignature")
     constraints = _extension(leaf, x509.BasicConstraints)
     if constraints is not None and constraints.ca:
         raise VerificationError("device certificate chain: device certificate is a CA")

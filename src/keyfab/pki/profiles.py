@@ -135,3 +135,31 @@ def idevid(device: DeviceIdentity) -> Template:
         extensions=((usage, True), (san, False)),
         not_after=IDEVID_NOT_AFTER,
     )
+
+
+def manifest_signer(organization: str, common_name: str, years: int = 3) -> Template:
+    """The key that signs secure-element manifests (Microchip Trust Platform format).
+
+    It signs JWS entries and nothing else: an end entity with digitalSignature
+    only, critical, and no EKU (Microchip's manifest signers carry none and no
+    registered EKU means "manifest signing"). Manifests name the signer by its
+    subjectKeyIdentifier (``kid``), which the CA adds to every certificate.
+    ES256 needs a P-256 key; ``keyfab.manifest`` checks that when it signs.
+    """
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    return Template(
+        profile="manifest-signer",
+        subject=_name(organization, common_name),
+        extensions=((x509.BasicConstraints(ca=False, path_length=None), True), (usage, True)),
+        validity=datetime.timedelta(days=365 * years),
+    )
