@@ -71,7 +71,7 @@ class Pki:
         return [cert, self.intermediate]
 
     def element(self, unique_id: str) -> Any:
-        return device_element(unique_id, self.device_chain(unique_id),
+        return device_element(unique_id, [("0", self.device_chain(unique_id))],
                               T0 + datetime.timedelta(days=1), "KF-SE", "KF-SE-1", ORG, "7")
 
     def entry_signer(self) -> EntrySigner:

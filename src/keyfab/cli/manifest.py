@@ -7,17 +7,28 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from rich.console import Console
 from rich.table import Table
 
-from keyfab.errors import KeyfabError
+from keyfab import audit, pki
+from keyfab.cli._context import workspace
+from keyfab.errors import ConfigError, KeyfabError
 from keyfab.manifest import (
     EntryReport,
+    EntrySigner,
+    ExportDescription,
+    Organization,
     SignerSet,
     VerificationPolicy,
+    export_batch,
     load_certificates,
     verify_manifest,
 )
+from keyfab.rot import KeyAlgorithm, KeySpec, PrivateKey, load_key, open_rot, parse_key_uri
 
 app = typer.Typer(help="Signed secure-element manifests (Microchip Trust Platform format).",
                   no_args_is_help=True)
@@ -91,3 +102,81 @@ def verify(file: ManifestFile, signers: Signers, roots: Roots, as_json: AsJson =
         raise typer.Exit(1)
     if not as_json:
         typer.echo(f"{total} entries verified")
+
+
+def _organization(certificate: x509.Certificate) -> str:
+    names = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return str(names[0].value) if names else "keyfab"
+
+
+def _signer_key(uri: str, new: bool) -> PrivateKey:
+    if not new:
+        return load_key(uri)
+    parsed = parse_key_uri(uri)
+    if parsed.label is None:
+        raise ConfigError(f"key URI {parsed} does not name a key")
+    return open_rot(parsed).generate_key(parsed.label, KeySpec(KeyAlgorithm.EC_P256))
+
+
+@app.command()
+def signer(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Option("--key", help="URI of the signer's P-256 key.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the certificate (PEM).")],
+    name: Annotated[str, typer.Option("--name", help="Common name.")] = "Manifest Signer",
+    new: Annotated[bool, typer.Option("--new", help="Generate the key first.")] = False,
+) -> None:
+    """Issue a manifest-signer certificate from the workspace's manufacturing CA."""
+    space = workspace(ctx)
+    try:
+        authority = space.authority()
+        private_key = _signer_key(key, new)
+        organization = _organization(authority.certificate)
+        certificate = authority.issue(pki.manifest_signer(organization, name),
+                                      private_key.public_key())
+        out.write_bytes(certificate.public_bytes(Encoding.PEM))
+        registry = space.registry()
+        try:
+            with registry.transaction() as session:
+                audit.append(session, "manifest.signer_issued", name,
+                             {"serial_number": format(certificate.serial_number, "x"),
+                              "key_uri": str(parse_key_uri(key))})
+        finally:
+            registry.dispose()
+    except KeyfabError as error:
+        raise fail(error) from None
+    typer.echo(f"manifest signer certificate written to {out}")
+
+
+@app.command("export")
+def export_manifest(
+    ctx: typer.Context,
+    batch: Annotated[str, typer.Option("--batch", help="Batch to export.")],
+    signer_key: Annotated[str, typer.Option("--signer", help="URI of the manifest-signer key.")],
+    signer_cert: Annotated[Path, typer.Option("--signer-cert", exists=True, dir_okay=False,
+                                              help="Its certificate (PEM).")],
+    out: Annotated[Path, typer.Option("--out", help="Manifest file to write.")],
+    model: Annotated[str | None, typer.Option(help="Model [default: product].")] = None,
+    part_number: Annotated[str | None, typer.Option(help="Part number [default: product].")]
+    = None,
+    group_id: Annotated[str | None, typer.Option(help="groupId for the entries.")] = None,
+) -> None:
+    """Write a signed manifest of a batch's provisioned devices (Microchip format)."""
+    space = workspace(ctx)
+    try:
+        (certificate, *_) = load_certificates(signer_cert)
+        key = load_key(signer_key)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ConfigError("the manifest signer key must be a P-256 EC key")
+        entry_signer = EntrySigner(key, certificate)
+        authority_cert = space.authority().certificate
+        description = ExportDescription(Organization(_organization(authority_cert), "keyfab"),
+                                        model, part_number, group_id)
+        registry = space.registry()
+        try:
+            count = export_batch(registry, batch, description, entry_signer, out)
+        finally:
+            registry.dispose()
+    except KeyfabError as error:
+        raise fail(error) from None
+    typer.echo(f"{count} entries written to {out}")

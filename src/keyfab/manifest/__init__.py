@@ -12,6 +12,7 @@ from keyfab.manifest._model import EcJwk, Organization, ProtectedHeader, SecureE
 from keyfab.manifest._parse import parse_entry, parse_entry_bytes, parse_payload
 from keyfab.manifest._policy import VerificationPolicy, VerifiedEntry
 from keyfab.manifest._serialize import element_json, header_json
+from keyfab.manifest._source import ExportDescription, batch_elements, export_batch
 from keyfab.manifest._stream import RawItem, iter_array
 from keyfab.manifest._verify import MAX_ENTRY_BYTES, EntryReport, verify_manifest
 
@@ -21,6 +22,7 @@ __all__ = [
     "EntryError",
     "EntryReport",
     "EntrySigner",
+    "ExportDescription",
     "ManifestError",
     "ManifestWriter",
     "Organization",
@@ -32,8 +34,10 @@ __all__ = [
     "SignerSet",
     "VerificationPolicy",
     "VerifiedEntry",
+    "batch_elements",
     "device_element",
     "element_json",
+    "export_batch",
     "header_json",
     "iter_array",
     "load_certificates",

@@ -30,39 +30,51 @@ _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKey
 
 def device_element(
     unique_id: str,
-    chain: Sequence[x509.Certificate],
+    keys: Sequence[tuple[str, Sequence[x509.Certificate]]],
     provisioned_at: datetime.datetime,
     model: str,
     part_number: str,
     provisioner: Organization | None = None,
     group_id: str | None = None,
 ) -> SecureElement:
-    """A version-1 payload for one keyfab-provisioned device (identity key in slot 0)."""
-    key = chain[0].public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVE_NAMES:
-        raise ConfigError(f"device {unique_id}: only P-256/P-384 identity keys fit a manifest")
-    crv = _CURVE_NAMES[key.curve.name]
-    size = CURVES[crv][1]
-    numbers = key.public_numbers()
-    jwk = EcJwk(kid="0", crv=crv, x=numbers.x.to_bytes(size, "big"),
-                y=numbers.y.to_bytes(size, "big"),
-                x5c=tuple(c.public_bytes(serialization.Encoding.DER) for c in chain))
+    """A version-1 payload for one keyfab-provisioned device.
+
+    ``keys`` are (kid, certificate chain) pairs, identity key first; each JWK
+    carries its chain in ``x5c`` so every key can be checked against its
+    certificate. keyfab is manufacturer and provisioner; there is no distributor.
+    """
+    jwks = tuple(_jwk(unique_id, kid, chain) for kid, chain in keys)
     return SecureElement(version=1, model=model, part_number=part_number,
                          manufacturer=provisioner, provisioner=provisioner, distributor=None,
                          group_id=group_id, provisioned_at=provisioned_at,
-                         unique_id=unique_id, keys=(jwk,))
+                         unique_id=unique_id, keys=jwks)
+
+
+def _jwk(unique_id: str, kid: str, chain: Sequence[x509.Certificate]) -> EcJwk:
+    key = chain[0].public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in _CURVE_NAMES:
+        raise ConfigError(f"device {unique_id}: only P-256/P-384 keys fit a manifest")
+    crv = _CURVE_NAMES[key.curve.name]
+    size = CURVES[crv][1]
+    numbers = key.public_numbers()
+    return EcJwk(kid=kid, crv=crv, x=numbers.x.to_bytes(size, "big"),
+                 y=numbers.y.to_bytes(size, "big"),
+                 x5c=tuple(c.public_bytes(serialization.Encoding.DER) for c in chain))
 
 
 class EntrySigner:
     """Signs entries with a manifest-signer key and its certificate."""
 
     def __init__(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise ConfigError("a manifest signer key must be P-256 (ES256)")
         if key.public_key().public_bytes(*_SPKI) != certificate.public_key().public_bytes(*_SPKI):
             raise ConfigError("the signer key does not belong to the signer certificate")
         key_id = subject_key_id(certificate)
         if key_id is None:
             raise ConfigError("the signer certificate has no subject key identifier")
         self._key = key
+        self.thumbprint_b64 = b64url_encode(thumbprint(certificate))
         header = ProtectedHeader(alg="ES256", x5t_s256=thumbprint(certificate),
                                  kid=b64url_encode(key_id), typ="JWT")
         self._protected = b64url_encode(dumps_compact(header_json(header)))

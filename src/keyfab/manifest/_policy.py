@@ -10,8 +10,9 @@ must hold. An entry is accepted only if all of these hold:
 3. the signer certificate was valid at the entry's provisioningTimestamp
    (manifests are long-lived and signers expire, so "now" would reject every
    older reel; the timestamp is inside the signed payload);
-4. the identity key's ``x5c`` chains to one of the given roots, now;
-5. the JWK's coordinates are exactly the device certificate's public key.
+4. every key's ``x5c`` (the identity key's at least) chains to one of the
+   given roots, now;
+5. each such JWK's coordinates are exactly its certificate's public key.
 """
 
 from __future__ import annotations
@@ -80,15 +81,19 @@ class VerificationPolicy:
         return signer
 
     def _device_chain(self, entry: SignedEntry) -> tuple[x509.Certificate, ...]:
+        """Check every key that carries ``x5c``; return the identity key's chain."""
         element = entry.element
-        identity = element.identity_key()
-        if identity is None:
+        chains = [self._key_chain(key) for key in element.keys if key.x5c]
+        if not chains:
             if element.version == 1:
                 raise VerificationError("no key in publicKeySet carries an x5c certificate")
             return ()
-        certificates = identity.certificates()
+        return chains[0]
+
+    def _key_chain(self, key: EcJwk) -> tuple[x509.Certificate, ...]:
+        certificates = key.certificates()
         chain = verify_device_chain(certificates[0], certificates[1:], self.roots, self.now)
-        _check_same_key(identity, certificates[0])
+        _check_same_key(key, certificates[0])
         return tuple(chain)
 
 
