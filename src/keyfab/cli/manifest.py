@@ -11,20 +11,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from rich.console import Console
 from rich.table import Table
 
 from keyfab import audit, pki
 from keyfab.cli._context import workspace
+from keyfab.cli._output import console, errors
 from keyfab.errors import ConfigError, KeyfabError
 from keyfab.manifest import (
     EntryReport,
     EntrySigner,
     ExportDescription,
     Organization,
+    Outcome,
     SignerSet,
     VerificationPolicy,
     export_batch,
+    import_manifest,
     load_certificates,
     verify_manifest,
 )
@@ -42,20 +44,23 @@ Roots = Annotated[Path, typer.Option("--roots", help="File or directory of root 
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per entry, for scripts.")]
 
 
-
 @app.callback()
 def manifest() -> None:
     """Signed secure-element manifests (Microchip Trust Platform format)."""
 
 
-_err = Console(stderr=True)
 MAX_TABLE_ROWS = 1000
 """The human table stops here; failures are always listed on stderr."""
 
 
+def _say(line: str) -> None:
+    """One unwrapped, unstyled line on stderr: entry names and messages stay greppable."""
+    errors.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def fail(error: KeyfabError) -> typer.Exit:
     """A KeyfabError as one line on stderr and exit code 1."""
-    _err.print(f"error: {error}", markup=False, highlight=False)
+    _say(f"error: {error}")
     return typer.Exit(1)
 
 
@@ -73,7 +78,7 @@ def _print(reports: list[EntryReport], as_json: bool) -> None:
     for report in reports:
         table.add_row(str(report.index), report.unique_id or "?",
                       "verified" if report.ok else f"[red]{report.error}[/red]")
-    Console().print(table)
+    console.print(table)
 
 
 @app.command()
@@ -97,7 +102,7 @@ def verify(file: ManifestFile, signers: Signers, roots: Roots, as_json: AsJson =
     if not as_json:
         _print(shown, as_json=False)
     for report in failed:
-        _err.print(f"error: {report.describe()}", markup=False, highlight=False)
+        _say(f"error: {report.describe()}")
     if failed:
         raise typer.Exit(1)
     if not as_json:
@@ -180,3 +185,38 @@ def export_manifest(
     except KeyfabError as error:
         raise fail(error) from None
     typer.echo(f"{count} entries written to {out}")
+
+
+@app.command("import")
+def import_entries(ctx: typer.Context, file: ManifestFile, signers: Signers, roots: Roots,
+                   as_json: AsJson = False) -> None:
+    """Verified entries become pre-provisioned devices; bad entries are skipped and named.
+
+    One transaction per file: an unreadable file imports nothing. Re-importing
+    is safe: devices already present with the same key are left alone.
+    """
+
+    def show(report: EntryReport, outcome: Outcome, reason: str | None) -> None:
+        if as_json:
+            typer.echo(json.dumps({"index": report.index, "uniqueId": report.unique_id,
+                                   "outcome": outcome.value, "error": reason}))
+        if outcome is Outcome.REJECTED:
+            _say(f"error: {report.name}: {reason}")
+
+    space = workspace(ctx)
+    try:
+        policy = _policy(signers, roots)
+        registry = space.registry()
+        try:
+            with file.open("rb") as stream:
+                summary = import_manifest(registry, stream, policy, file.name, show)
+        finally:
+            registry.dispose()
+    except KeyfabError as error:
+        raise fail(error) from None
+    if not as_json:
+        typer.echo(f"{summary.imported} imported, {summary.present} already present, "
+                   f"{summary.rejected} rejected")
+    if summary.rejected:
+        raise typer.Exit(1)
+

@@ -8,6 +8,7 @@ flows that use it: ``verify_manifest`` streams and checks a manifest against a
 from keyfab.manifest._certs import Signer, SignerSet, load_certificates, thumbprint
 from keyfab.manifest._errors import EntryError, ManifestError
 from keyfab.manifest._export import EntrySigner, ManifestWriter, device_element, write_manifest
+from keyfab.manifest._import import ImportSummary, Outcome, import_manifest
 from keyfab.manifest._model import EcJwk, Organization, ProtectedHeader, SecureElement, SignedEntry
 from keyfab.manifest._parse import parse_entry, parse_entry_bytes, parse_payload
 from keyfab.manifest._policy import VerificationPolicy, VerifiedEntry
@@ -23,9 +24,11 @@ __all__ = [
     "EntryReport",
     "EntrySigner",
     "ExportDescription",
+    "ImportSummary",
     "ManifestError",
     "ManifestWriter",
     "Organization",
+    "Outcome",
     "ProtectedHeader",
     "RawItem",
     "SecureElement",
@@ -39,6 +42,7 @@ __all__ = [
     "element_json",
     "export_batch",
     "header_json",
+    "import_manifest",
     "iter_array",
     "load_certificates",
     "parse_entry",

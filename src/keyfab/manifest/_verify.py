@@ -36,10 +36,14 @@ class EntryReport:
     def ok(self) -> bool:
         return self.verified is not None
 
+    @property
+    def name(self) -> str:
+        """How messages name this entry: ``entry 3 (0123...)``."""
+        return describe_entry(self.index, self.unique_id)
+
     def describe(self) -> str:
         """One line naming the entry and what happened to it."""
-        name = describe_entry(self.index, self.unique_id)
-        return f"{name}: verified" if self.ok else f"{name}: {self.error}"
+        return f"{self.name}: verified" if self.ok else f"{self.name}: {self.error}"
 
 
 class _SeenIds:
