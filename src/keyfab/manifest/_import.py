@@ -33,7 +33,8 @@ from sqlalchemy.orm import Session
 
 from keyfab import audit
 from keyfab._time import utc_now
-from keyfab.manifest._b64 import b64url_encode
+from keyfab.manifest._b64 import b64_encode, b64url_encode
+from keyfab.manifest._model import SecureElement
 from keyfab.manifest._policy import VerificationPolicy, VerifiedEntry
 from keyfab.manifest._serialize import format_timestamp
 from keyfab.manifest._verify import EntryReport, verify_manifest
@@ -186,6 +187,9 @@ def _device_row(verified: VerifiedEntry, now: datetime.datetime) -> dict[str, ob
             "provisioningTimestamp": format_timestamp(element.provisioned_at),
             "signer_x5t#S256": b64url_encode(verified.signer.thumbprint),
             "keys": [key.kid for key in element.keys],
+            # The identity certificate's issuers as the manifest carried them,
+            # so cloud exports can hand the vendor's CA over with the device.
+            "x5c_issuers": [b64_encode(der) for der in _issuers(element)],
         }
     }
     return {
@@ -200,6 +204,11 @@ def _device_row(verified: VerifiedEntry, now: datetime.datetime) -> dict[str, ob
         "created_at": now,
         "provisioned_at": element.provisioned_at,
     }
+
+
+def _issuers(element: SecureElement) -> tuple[bytes, ...]:
+    identity = element.identity_key()
+    return () if identity is None else identity.x5c[1:]
 
 
 def _certificate_row(device_id: int, kid: str, cert: x509.Certificate) -> dict[str, object]:
