@@ -23,7 +23,7 @@ def test_manifest_cli_verify_ok(pki: Pki, tmp_path: Path) -> None:
     manifest = pki.write(tmp_path / "m.json", 3)
     result = runner.invoke(app, _args(pki, tmp_path, manifest))
     assert result.exit_code == 0, result.output
-    assert "3 entries verified" in result.output
+    assert "3 of 3 entries verified" in result.output
 
 
 def test_manifest_cli_verify_names_failing_entry(pki: Pki, tmp_path: Path) -> None:
@@ -55,3 +55,14 @@ def test_manifest_cli_verify_missing_signers(pki: Pki, tmp_path: Path) -> None:
                                  "--roots", str(pki.roots_file(tmp_path))])
     assert result.exit_code == 1
     assert "no certificates found in" in result.stderr
+
+
+def test_manifest_cli_verify_table_names_failure(pki: Pki, tmp_path: Path) -> None:
+    manifest = pki.write(tmp_path / "m.json", 2)
+    raw = json.loads(manifest.read_bytes())
+    raw[0]["protected"] = raw[0]["protected"][:-1]
+    manifest.write_text(json.dumps(raw))
+    result = runner.invoke(app, _args(pki, tmp_path, manifest))
+    assert result.exit_code == 1
+    assert "1 of 2 entries verified" in result.stdout
+    assert result.stderr.startswith("error: entry 0 (")

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from rich.table import Table
+from sqlalchemy import select
 
 from keyfab import audit, pki
 from keyfab.cli._context import workspace
@@ -30,7 +31,9 @@ from keyfab.manifest import (
     load_certificates,
     verify_manifest,
 )
+from keyfab.registry import Authority
 from keyfab.rot import KeyAlgorithm, KeySpec, PrivateKey, load_key, open_rot, parse_key_uri
+from keyfab.workspace import MANUFACTURING, Workspace
 
 app = typer.Typer(help="Signed secure-element manifests (Microchip Trust Platform format).",
                   no_args_is_help=True)
@@ -83,16 +86,20 @@ def _print(reports: list[EntryReport], as_json: bool) -> None:
 
 @app.command()
 def verify(file: ManifestFile, signers: Signers, roots: Roots, as_json: AsJson = False) -> None:
-    """Check every entry's signature, device chain and key; exit 1 naming failures."""
-    failed: list[EntryReport] = []
+    """Check every entry's signature, device chain and key; exit 1 naming failures.
+
+    Failures go to stderr as they are found; nothing grows with the file but the
+    human table, which stops at MAX_TABLE_ROWS rows.
+    """
     shown: list[EntryReport] = []
-    total = 0
+    total = failed = 0
     try:
         with file.open("rb") as stream:
             for report in verify_manifest(stream, _policy(signers, roots)):
                 total += 1
                 if not report.ok:
-                    failed.append(report)
+                    failed += 1
+                    _say(f"error: {report.describe()}")
                 if as_json:
                     _print([report], as_json=True)
                 elif len(shown) < MAX_TABLE_ROWS:
@@ -101,17 +108,27 @@ def verify(file: ManifestFile, signers: Signers, roots: Roots, as_json: AsJson =
         raise fail(error) from None
     if not as_json:
         _print(shown, as_json=False)
-    for report in failed:
-        _say(f"error: {report.describe()}")
+        typer.echo(f"{total - failed} of {total} entries verified")
     if failed:
         raise typer.Exit(1)
-    if not as_json:
-        typer.echo(f"{total} entries verified")
 
 
 def _organization(certificate: x509.Certificate) -> str:
     names = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
     return str(names[0].value) if names else "keyfab"
+
+
+def _manufacturing_certificate(space: Workspace) -> x509.Certificate:
+    """The manufacturing CA certificate, without opening its key."""
+    registry = space.registry()
+    try:
+        with registry.transaction() as session:
+            row = session.scalars(select(Authority).where(Authority.name == MANUFACTURING)).first()
+    finally:
+        registry.dispose()
+    if row is None:
+        raise ConfigError("no manufacturing CA in this workspace: run 'keyfab init'")
+    return x509.load_der_x509_certificate(row.certificate)
 
 
 def _signer_key(uri: str, new: bool) -> PrivateKey:
@@ -174,7 +191,7 @@ def export_manifest(
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ConfigError("the manifest signer key must be a P-256 EC key")
         entry_signer = EntrySigner(key, certificate)
-        authority_cert = space.authority().certificate
+        authority_cert = _manufacturing_certificate(space)
         description = ExportDescription(Organization(_organization(authority_cert), "keyfab"),
                                         model, part_number, group_id)
         registry = space.registry()
