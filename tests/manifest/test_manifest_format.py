@@ -166,3 +166,29 @@ def test_manifest_format_payload_round_trip(micro: int, hex_id: str, version: in
     moment = datetime.datetime(2024, 5, 6, 7, 8, 9, micro // 1000 * 1000, tzinfo=datetime.UTC)
     element = SecureElement(version, "m", "p", None, None, None, None, moment, unique_id, ())
     assert parse_payload(json.loads(json.dumps(element_json(element)))) == element
+
+
+_name_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=30)
+
+
+@given(st.text("0123456789abcdef", min_size=1, max_size=20), _name_text, _name_text,
+       st.datetimes(min_value=datetime.datetime(2000, 1, 1),
+                    max_value=datetime.datetime(2099, 1, 1)),
+       st.none() | _name_text)
+@settings(max_examples=60, deadline=None)
+def test_manifest_format_signed_entry_round_trip(pki: Pki, hex_id: str, model: str, org: str,
+                                                 moment: datetime.datetime,
+                                                 group: str | None) -> None:
+    """Whatever keyfab signs, keyfab parses back to the same element (unicode too)."""
+    from keyfab.manifest import EcJwk, Organization
+
+    unique_id = hex_id if len(hex_id) % 2 == 0 else hex_id + "0"
+    when = moment.replace(microsecond=moment.microsecond // 1000 * 1000, tzinfo=datetime.UTC)
+    key = pki.element("00").keys[0]
+    element = SecureElement(1, model, model[::-1], Organization(org, org), None,
+                            Organization(org, ""), group, when, unique_id,
+                            (EcJwk("0", key.crv, key.x, key.y, key.x5c),))
+    entry = pki.entry_signer().sign(element)
+    parsed = parse_entry(entry, 0)
+    assert parsed.element == element
+    assert parsed.header.kid is not None
