@@ -6,6 +6,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from keyfab.rot.soft import SoftRootOfTrust
+
 from .conftest import RECIPE, Keyfab
 
 
@@ -76,7 +78,7 @@ def test_device_written_back_and_locked(keyfab: Keyfab, recipe_file: Path, home:
     state = json.loads((device_dir / "rot.json").read_text())
     assert state["locked"] is True
     assert state["counters"] == {"rollback": 3}
-    cert = x509.load_der_x509_certificate((device_dir / "idevid-cert.obj").read_bytes())
+    cert = x509.load_der_x509_certificate(SoftRootOfTrust(device_dir).load_object("idevid-cert"))
     serial = json.loads(keyfab("devices", "list", "--json")[1])[0]["serial"]
     assert keyfab("devices", "show", serial, "--pem")[1] == cert.public_bytes(Encoding.PEM).decode()
 
@@ -156,3 +158,17 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
         code, out, err = Keyfab(home)("demo", "--count", "30", "--workers", "2")
         assert code == 0, err
         assert "30 of 30" in out
+
+
+def test_pin_value_is_never_stored(keyfab: Keyfab, home: Path) -> None:
+    code, _, err = keyfab("init", "--ca-key", "pkcs11:token=t;object=mfg?pin-value=1234")
+    assert code == 1
+    assert "pin-source" in err
+    assert "1234" not in err
+
+
+def test_failed_init_leaves_nothing_behind(keyfab: Keyfab, home: Path) -> None:
+    code, _, _err = keyfab("init", "--ca-key", f"soft:{home}/../not-a-dir/x/../../bad label.pem")
+    assert code == 1
+    assert list((home / "ca").glob("*.pem")) == []
+    assert keyfab("init")[0] == 0

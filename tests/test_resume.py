@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from keyfab.rot.soft import SoftRootOfTrust
 from keyfab.workspace import Workspace
 
 from .conftest import Keyfab, keyfab_process
@@ -53,7 +54,7 @@ def test_sigkill_mid_batch_then_resume(workspace: Workspace, recipe_file: Path) 
     assert _provisioned(home / "keyfab.db") < COUNT, "killed too late to test anything"
 
     code, out, err = Keyfab(home)("provision", "resume", "k", "--workers", "2", "--json")
-    assert code == 0, err
+    assert code == 0, (err, out)
     assert json.loads(out)["provisioned"] == COUNT
 
     with sqlite3.connect(home / "keyfab.db") as db:
@@ -72,9 +73,10 @@ def test_sigkill_mid_batch_then_resume(workspace: Workspace, recipe_file: Path) 
         ).fetchone()[0]
         assert issued_events == COUNT
 
-    on_devices = list((home / "devices" / "k").glob("*/idevid-cert.obj"))
-    assert len(on_devices) == COUNT
-    for path in on_devices:  # no certificate exists on a device without its registry row
-        assert path.read_bytes() in recorded
-        x509.load_der_x509_certificate(path.read_bytes())
+    devices = sorted((home / "devices" / "k").iterdir())
+    assert len(devices) == COUNT
+    for path in devices:  # no certificate exists on a device without its registry row
+        der = SoftRootOfTrust(path).load_object("idevid-cert")
+        assert der in recorded
+        x509.load_der_x509_certificate(der)
     assert Keyfab(home)("audit", "verify")[0] == 0

@@ -64,7 +64,9 @@ def test_key_files_are_0600_and_reload_by_uri(tmp_path: Path) -> None:
 
 
 def test_unique_id_is_stable_and_distinct(tmp_path: Path) -> None:
-    first = SoftRootOfTrust(tmp_path / "a").info.unique_id
+    device = SoftRootOfTrust(tmp_path / "a")
+    device.generate_key("k", KeySpec(KeyAlgorithm.EC_P256))  # saves the identity with the key
+    first = device.info.unique_id
     assert SoftRootOfTrust(tmp_path / "a").info.unique_id == first
     assert SoftRootOfTrust(tmp_path / "b").info.unique_id != first
 

@@ -21,12 +21,15 @@ app = typer.Typer(help="The root and manufacturing CAs.", no_args_is_help=True)
 def show(
     ctx: typer.Context,
     as_json: bool = JSON_OPTION,
-    pem: bool = typer.Option(False, "--pem", help="Print the chain as PEM."),
+    pem: bool = typer.Option(
+        False, "--pem", help="Print the chain (manufacturing CA, root) as PEM."
+    ),
+    root: bool = typer.Option(False, "--root", help="With --pem: only the root certificate."),
 ) -> None:
     """The CA chain: subjects, key types, validity, fingerprints."""
     ca = workspace(ctx).authority()
     if pem:
-        for certificate in ca.full_chain():
+        for certificate in ca.full_chain()[-1:] if root else ca.full_chain():
             typer.echo(certificate.public_bytes(Encoding.PEM).decode(), nl=False)
         return
     described = [

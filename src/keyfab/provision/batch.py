@@ -13,24 +13,25 @@ two kinds, so every slot ends provisioned exactly once.
 from __future__ import annotations
 
 import ctypes
+import datetime
 import json
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from keyfab import audit
 from keyfab._time import utc_now
-from keyfab.errors import ConfigError, KeyfabError, ProvisionError
+from keyfab.errors import ConfigError, KeyfabError
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
-from keyfab.provision.flow import Issuance, issue_device, write_back
+from keyfab.provision.flow import Issuance, IssuedCertificate, issue_device, write_back
 from keyfab.provision.recipe import Recipe, load_objects, parse_recipe
 from keyfab.registry import Batch, Certificate, Device, DeviceState
 from keyfab.rot import RootOfTrust
@@ -171,26 +172,21 @@ class Station:
         now = utc_now()
         with self.registry.transaction() as session:
             events: list[audit.Entry] = []
+            rows = []
             for item in issued:
                 for cert in item.certificates:
-                    session.add(
-                        _certificate_row(
-                            item.device_id, cert.key_label, cert.profile, cert.certificate, now
-                        )
-                    )
-                    events.append(
-                        audit.Entry(
-                            "certificate.issued",
-                            cert.certificate.subject.rfc4514_string(),
-                            {
-                                "serial_number": format(cert.certificate.serial_number, "x"),
-                                "device_unique_id": item.unique_id,
-                                "profile": cert.profile,
-                                "key": cert.key_label,
-                                "batch": self.batch_name,
-                            },
-                        )
-                    )
+                    row = _certificate_row(item.device_id, cert, now)
+                    rows.append(row)
+                    details = {
+                        "serial_number": row["serial_number"],
+                        "device_unique_id": item.unique_id,
+                        "profile": cert.profile,
+                        "key": cert.key_label,
+                        "batch": self.batch_name,
+                    }
+                    events.append(audit.Entry("certificate.issued", row["subject"], details))
+            if rows:
+                session.execute(insert(Certificate), rows)
             if issued:
                 session.execute(
                     update(Device),
@@ -255,19 +251,21 @@ class Station:
 
 
 def _certificate_row(
-    device_id: int, label: str, profile: str, certificate: x509.Certificate, now: object
-) -> Certificate:
-    return Certificate(
-        serial_number=format(certificate.serial_number, "x"),
-        device_id=device_id,
-        key_label=label,
-        profile=profile,
-        subject=certificate.subject.rfc4514_string(),
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
-        der=certificate.public_bytes(Encoding.DER),
-        issued_at=now,
-    )
+    device_id: int, issued: IssuedCertificate, now: datetime.datetime
+) -> dict[str, Any]:
+    """A certificates-table row for one issued certificate."""
+    certificate = issued.certificate
+    return {
+        "serial_number": format(certificate.serial_number, "x"),
+        "device_id": device_id,
+        "key_label": issued.key_label,
+        "profile": issued.profile,
+        "subject": certificate.subject.rfc4514_string(),
+        "not_before": certificate.not_valid_before_utc,
+        "not_after": certificate.not_valid_after_utc,
+        "der": certificate.public_bytes(Encoding.DER),
+        "issued_at": now,
+    }
 
 
 def outstanding(workspace: Workspace, batch_name: str) -> list[int]:
@@ -378,4 +376,4 @@ def _finish(
         registry.dispose()
 
 
-__all__ = ["ProvisionError", "Summary", "create_batch", "outstanding", "run_batch"]
+__all__ = ["Summary", "create_batch", "outstanding", "run_batch"]
