@@ -47,3 +47,18 @@ def test_manifest_chain_explicit_path_checks_validity(pki: Pki) -> None:
         _explicit_path(_device(pki), [pki.intermediate], [pki.root],
                        T0 - datetime.timedelta(days=1))
 
+
+
+def test_manifest_chain_explicit_path_refuses_weak_hash(pki: Pki) -> None:
+    from cryptography.hazmat.primitives import hashes
+
+    good = _device(pki)
+    builder = (x509.CertificateBuilder().subject_name(good.subject).issuer_name(good.issuer)
+               .public_key(good.public_key()).serial_number(good.serial_number)  # type: ignore[arg-type]
+               .not_valid_before(good.not_valid_before_utc)
+               .not_valid_after(good.not_valid_after_utc))
+    for extension in good.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    weak = builder.sign(pki.ca.key, hashes.SHA224())
+    with pytest.raises(VerificationError, match="weak or unknown hash"):
+        _explicit_path(weak, [pki.intermediate], [pki.root], NOW)

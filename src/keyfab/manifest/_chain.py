@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification as xv
 
 from keyfab import pki
@@ -29,6 +30,7 @@ from keyfab.errors import VerificationError
 MAX_DEPTH = 4
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 _TIME_ENCODING = "must be UtcTime"
+_STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _UNDERSTOOD = frozenset({
     x509.oid.ExtensionOID.BASIC_CONSTRAINTS,
     x509.oid.ExtensionOID.KEY_USAGE,
@@ -86,6 +88,9 @@ def _explicit_path(leaf: x509.Certificate, intermediates: Sequence[x509.Certific
 
 def _issuer_in(child: x509.Certificate,
                candidates: Sequence[x509.Certificate]) -> x509.Certificate | None:
+    if not isinstance(child.signature_hash_algorithm, _STRONG_HASHES):
+        raise VerificationError("device certificate chain: a certificate is signed with a "
+                                "weak or unknown hash")
     for candidate in candidates:
         try:
             child.verify_directly_issued_by(candidate)
