@@ -23,7 +23,7 @@ app = typer.Typer(help="Cloud registration files for the registry's devices.",
 
 Out = Annotated[Path, typer.Option("--out", help="Directory to write the files into.")]
 BatchOption = Annotated[str | None, typer.Option("--batch", help="Only this batch "
-                                                 "[default: every device].")]
+                                                 "(default: every device).")]
 
 
 def _say(line: str) -> None:

@@ -178,8 +178,8 @@ def export_manifest(
     signer_cert: Annotated[Path, typer.Option("--signer-cert", exists=True, dir_okay=False,
                                               help="Its certificate (PEM).")],
     out: Annotated[Path, typer.Option("--out", help="Manifest file to write.")],
-    model: Annotated[str | None, typer.Option(help="Model [default: product].")] = None,
-    part_number: Annotated[str | None, typer.Option(help="Part number [default: product].")]
+    model: Annotated[str | None, typer.Option(help="Model (default: the product).")] = None,
+    part_number: Annotated[str | None, typer.Option(help="Part number (default: the product).")]
     = None,
     group_id: Annotated[str | None, typer.Option(help="groupId for the entries.")] = None,
 ) -> None:
