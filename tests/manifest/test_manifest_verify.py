@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from keyfab.manifest import (
     ManifestError,
@@ -218,3 +220,19 @@ def test_manifest_verify_real_sample_checks_time(microchip: Path) -> None:
     policy = VerificationPolicy(policy.signers, policy.roots, now=later)
     result = list(verify_manifest(SAMPLE.open("rb"), policy))
     assert all("is not valid at 2060-01-01" in str(r.error) for r in result)
+
+
+@given(entry=st.sampled_from([0, 1]), member=st.sampled_from(["payload", "protected",
+                                                              "signature"]),
+       position=st.integers(0, 4000), replacement=st.sampled_from(ALPHABET))
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_manifest_verify_real_sample_any_substitution(microchip: Path, entry: int, member: str,
+                                                      position: int, replacement: str) -> None:
+    raw = json.loads(SAMPLE.read_bytes())
+    text = raw[entry][member]
+    at = position % len(text)
+    assume(text[at] != replacement)
+    raw[entry][member] = text[:at] + replacement + text[at + 1:]
+    result = reports(json.dumps(raw).encode(), microchip_policy(microchip))
+    assert [ok for _, _, ok in result] == [entry != 0, entry != 1]
