@@ -1,0 +1,432 @@
+"""Flattened device tree (DTB) reading and writing, in pure Python.
+
+U-Boot signs *bytes* of a FIT, not its meaning: a configuration signature covers
+struct-block regions and a prefix of the strings block, name offsets and padding
+included. So this module keeps full control of the layout: strings are only ever
+appended (never reordered or deduplicated away), a property parsed from a blob
+keeps its name offset, and the writer emits the same header / reserve map /
+struct / strings layout that dtc and libfdt's ``fdt_pack`` produce, so a parsed
+tree written back is byte-identical to its input.
+
+Every length and offset is checked against the buffer before it is used: a DTB is
+attacker-controlled input (a FIT arrives over the network or from a USB stick).
+Property values are ``memoryview`` slices of the input, so a 64 MiB kernel is
+never copied while reading.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from keyfab.boot._errors import FdtError
+
+FDT_MAGIC = 0xD00DFEED
+FDT_BEGIN_NODE = 1
+FDT_END_NODE = 2
+FDT_PROP = 3
+FDT_NOP = 4
+FDT_END = 9
+MAX_DEPTH = 32
+"""The nesting depth U-Boot's region finder accepts; deeper trees are refused."""
+
+_HEADER = struct.Struct(">10I")
+_U32 = struct.Struct(">I")
+_PROP_HEAD = struct.Struct(">III")
+_RSV_ENTRY = struct.Struct(">QQ")
+_VERSION = 17
+_LAST_COMP_VERSION = 16
+
+Bytes = bytes | bytearray | memoryview
+
+
+def align4(offset: int) -> int:
+    """The next multiple of four: every struct-block token starts aligned."""
+    return (offset + 3) & ~3
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fixed 40-byte DTB header, already bounds-checked against its buffer."""
+
+    totalsize: int
+    off_dt_struct: int
+    off_dt_strings: int
+    off_mem_rsvmap: int
+    version: int
+    last_comp_version: int
+    boot_cpuid_phys: int
+    size_dt_strings: int
+    size_dt_struct: int
+
+
+def read_header(buf: Bytes) -> Header:
+    """Parse and bounds-check the header of the DTB at the start of ``buf``."""
+    if len(buf) < _HEADER.size:
+        raise FdtError(f"device tree truncated: {len(buf)} bytes, the header alone is 40")
+    fields = _HEADER.unpack_from(buf, 0)
+    if fields[0] != FDT_MAGIC:
+        raise FdtError(f"not a device tree: bad magic 0x{fields[0]:08x}")
+    header = Header(*fields[1:])
+    if header.version < _VERSION or header.last_comp_version > _VERSION:
+        raise FdtError(f"unsupported device tree version {header.version}")
+    if not _HEADER.size <= header.totalsize <= len(buf):
+        raise FdtError(f"device tree size {header.totalsize} exceeds the {len(buf)} bytes read")
+    _check_block("struct", header.off_dt_struct, header.size_dt_struct, header.totalsize, 4)
+    _check_block("strings", header.off_dt_strings, header.size_dt_strings, header.totalsize, 1)
+    _check_block("reserve map", header.off_mem_rsvmap, 0, header.totalsize, 8)
+    struct_end = header.off_dt_struct + header.size_dt_struct
+    strings_end = header.off_dt_strings + header.size_dt_strings
+    if header.off_dt_struct < strings_end and header.off_dt_strings < struct_end:
+        raise FdtError("device tree struct and strings blocks overlap")
+    return header
+
+
+def _check_block(name: str, offset: int, size: int, total: int, alignment: int) -> None:
+    if offset < _HEADER.size or offset % alignment or offset + size > total:
+        raise FdtError(f"device tree {name} block at {offset}+{size} is out of bounds")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One struct-block token; offsets are relative to the struct block, as in libfdt."""
+
+    tag: int
+    offset: int
+    next_offset: int
+    name: str = ""
+    value: memoryview = field(default_factory=lambda: memoryview(b""))
+    nameoff: int = 0
+    pad: bytes = b""
+    """The alignment bytes after a name or value: libfdt does not always zero them."""
+
+
+def _cstring(block: memoryview, start: int, what: str) -> tuple[str, int]:
+    """The NUL-terminated ASCII string at ``start`` and the offset of its NUL."""
+    end = bytes(block[start : start + 4096]).find(b"\0")
+    if end < 0:
+        raise FdtError(f"device tree {what} at {start} is unterminated or too long")
+    raw = bytes(block[start : start + end])
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise FdtError(f"device tree {what} at {start} is not ASCII") from None
+    if not text.isprintable():
+        raise FdtError(f"device tree {what} at {start} has control characters")
+    return text, start + end
+
+
+def iter_tokens(buf: Bytes, header: Header | None = None) -> Iterator[Token]:
+    """Walk the struct block token by token, checking every length first.
+
+    Stops after FDT_END; raises FdtError on a truncated token, an unknown tag, a
+    name offset outside the strings block or a property running off the end.
+    """
+    view = memoryview(buf)
+    header = header or read_header(view)
+    block = view[header.off_dt_struct : header.off_dt_struct + header.size_dt_struct]
+    strings = view[header.off_dt_strings : header.off_dt_strings + header.size_dt_strings]
+    offset = 0
+    while True:
+        if offset + 4 > len(block):
+            raise FdtError(f"device tree struct block truncated at {offset}")
+        tag = _U32.unpack_from(block, offset)[0]
+        if tag == FDT_BEGIN_NODE:
+            name, nul = _cstring(block, offset + 4, "node name")
+            end = _bounded(align4(nul + 1), block)
+            token = Token(tag, offset, end, name, pad=bytes(block[nul + 1 : end]))
+        elif tag == FDT_PROP:
+            token = _prop_token(block, strings, offset)
+        elif tag in (FDT_END_NODE, FDT_NOP, FDT_END):
+            token = Token(tag, offset, offset + 4)
+        else:
+            raise FdtError(f"device tree has unknown token 0x{tag:x} at {offset}")
+        yield token
+        if tag == FDT_END:
+            return
+        offset = token.next_offset
+
+
+def _bounded(offset: int, block: memoryview) -> int:
+    if offset > len(block):
+        raise FdtError(f"device tree token runs past the struct block end at {offset}")
+    return offset
+
+
+def _prop_token(block: memoryview, strings: memoryview, offset: int) -> Token:
+    if offset + _PROP_HEAD.size > len(block):
+        raise FdtError(f"device tree property header truncated at {offset}")
+    _, length, nameoff = _PROP_HEAD.unpack_from(block, offset)
+    start = offset + _PROP_HEAD.size
+    if length > len(block) - start:
+        raise FdtError(f"device tree property at {offset} claims {length} bytes, past the end")
+    if nameoff >= len(strings):
+        raise FdtError(f"device tree property at {offset} names string {nameoff}, out of range")
+    name, _ = _cstring(strings, nameoff, "property name")
+    if not name:
+        raise FdtError(f"device tree property at {offset} has an empty name")
+    value = block[start : start + length]
+    end = _bounded(align4(start + length), block)
+    pad = bytes(block[start + length : end])
+    return Token(FDT_PROP, offset, end, name, value, nameoff, pad)
+
+
+@dataclass
+class Prop:
+    """A property. ``nameoff`` remembers where a parsed name lives in the strings block."""
+
+    name: str
+    value: Bytes
+    nameoff: int | None = None
+    pad: bytes = b""
+
+    def as_bytes(self) -> bytes:
+        return bytes(self.value)
+
+    def as_str(self) -> str:
+        """A single NUL-terminated string value."""
+        items = self.as_strings()
+        if len(items) != 1:
+            raise FdtError(f"property {self.name!r} is not a single string")
+        return items[0]
+
+    def as_strings(self) -> list[str]:
+        """A string-list value (each string NUL-terminated)."""
+        raw = bytes(self.value)
+        if not raw or raw[-1] != 0:
+            raise FdtError(f"property {self.name!r} is not a NUL-terminated string list")
+        try:
+            return raw[:-1].decode("utf-8").split("\0")
+        except UnicodeDecodeError:
+            raise FdtError(f"property {self.name!r} is not UTF-8 text") from None
+
+    def as_u32(self) -> int:
+        if len(self.value) != 4:
+            raise FdtError(f"property {self.name!r} is not a 32-bit cell")
+        return int(_U32.unpack_from(self.value, 0)[0])
+
+    def as_int(self) -> int:
+        """A big-endian unsigned integer of any whole number of cells (u32, u64, bignum)."""
+        if not self.value or len(self.value) % 4:
+            raise FdtError(f"property {self.name!r} is not a whole number of cells")
+        return int.from_bytes(self.value, "big")
+
+
+@dataclass
+class Node:
+    """A device-tree node: ordered properties and ordered children."""
+
+    name: str
+    props: list[Prop] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
+    pad: bytes = b""
+
+    def prop(self, name: str) -> Prop | None:
+        return next((p for p in self.props if p.name == name), None)
+
+    def need(self, name: str, where: str = "") -> Prop:
+        """The property ``name`` or an FdtError naming the node."""
+        found = self.prop(name)
+        if found is None:
+            raise FdtError(f"node {where or self.name!r} has no {name!r} property")
+        return found
+
+    def set(self, name: str, value: Bytes) -> Prop:
+        """Replace the value of ``name`` in place, or append a new property."""
+        found = self.prop(name)
+        if found is None:
+            found = Prop(name, value)
+            self.props.append(found)
+        else:
+            found.value = value
+            found.pad = b""
+        return found
+
+    def set_str(self, name: str, value: str) -> Prop:
+        return self.set(name, value.encode() + b"\0")
+
+    def set_u32(self, name: str, value: int) -> Prop:
+        return self.set(name, _U32.pack(value))
+
+    def remove(self, name: str) -> None:
+        self.props = [p for p in self.props if p.name != name]
+
+    def child(self, name: str) -> Node | None:
+        return next((c for c in self.children if c.name == name), None)
+
+    def add_child(self, name: str) -> Node:
+        """The child ``name``, appended if missing (libfdt adds after existing ones)."""
+        found = self.child(name)
+        if found is None:
+            found = Node(name)
+            self.children.append(found)
+        return found
+
+
+@dataclass
+class Fdt:
+    """A device tree with its strings block, reserve map and boot CPU kept as read."""
+
+    root: Node
+    strings: bytearray = field(default_factory=bytearray)
+    reserve_map: list[tuple[int, int]] = field(default_factory=list)
+    boot_cpuid_phys: int = 0
+    free_space: bytes = b""
+    """Bytes after the strings block up to ``totalsize`` (mkimage leaves some), kept as is."""
+
+    def find(self, path: str) -> Node | None:
+        """The node at an absolute ``path`` such as ``/images/kernel``."""
+        if not path.startswith("/"):
+            return None
+        node: Node | None = self.root
+        for part in filter(None, path.split("/")):
+            node = node.child(part) if node else None
+        return node
+
+    def string_offset(self, name: str) -> int:
+        """Where ``name`` is in the strings block, appending it if it is not there.
+
+        Like libfdt, any existing NUL-terminated occurrence is reused (even the
+        tail of a longer name); nothing already there ever moves.
+        """
+        encoded = name.encode("ascii") + b"\0"
+        found = self.strings.find(encoded)
+        if found >= 0:
+            return found
+        self.strings += encoded
+        return len(self.strings) - len(encoded)
+
+    def to_bytes(self) -> bytes:
+        """The packed blob: header, reserve map, struct block, strings block."""
+        return b"".join(self.chunks())
+
+    def chunks(self) -> list[Bytes]:
+        """The blob as a list of pieces, so a caller can write it without joining."""
+        body: list[Bytes] = []
+        size = self._emit(self.root, body, 0)
+        body.append(_U32.pack(FDT_END))
+        size += 4
+        rsv = b"".join(_RSV_ENTRY.pack(a, s) for a, s in [*self.reserve_map, (0, 0)])
+        off_struct = _HEADER.size + len(rsv)
+        off_strings = off_struct + size
+        total = off_strings + len(self.strings) + len(self.free_space)
+        header = struct.pack(
+            ">10I",
+            *(FDT_MAGIC, total, off_struct, off_strings, _HEADER.size, _VERSION),
+            *(_LAST_COMP_VERSION, self.boot_cpuid_phys, len(self.strings), size),
+        )
+        return [header, rsv, *body, bytes(self.strings), self.free_space]
+
+    def _emit(self, node: Node, out: list[Bytes], depth: int) -> int:
+        if depth >= MAX_DEPTH:
+            raise FdtError(f"device tree deeper than {MAX_DEPTH} levels")
+        name = node.name.encode("ascii") + b"\0"
+        head = _U32.pack(FDT_BEGIN_NODE) + name + _padding(node.pad, len(name))
+        out.append(head)
+        size = len(head)
+        for prop in node.props:
+            size += self._emit_prop(prop, out)
+        for child in node.children:
+            size += self._emit(child, out, depth + 1)
+        out.append(_U32.pack(FDT_END_NODE))
+        return size + 4
+
+    def _emit_prop(self, prop: Prop, out: list[Bytes]) -> int:
+        nameoff = prop.nameoff
+        if nameoff is None or not self.strings.startswith(prop.name.encode() + b"\0", nameoff):
+            nameoff = prop.nameoff = self.string_offset(prop.name)
+        length = len(prop.value)
+        out.append(_PROP_HEAD.pack(FDT_PROP, length, nameoff))
+        out.append(prop.value)
+        padding = _padding(prop.pad, length)
+        if padding:
+            out.append(padding)
+        return _PROP_HEAD.size + length + len(padding)
+
+
+def _padding(kept: bytes, length: int) -> bytes:
+    """Alignment after ``length`` bytes: the bytes read from the input if they fit, else zeros."""
+    size = align4(length) - length
+    return kept if len(kept) == size else b"\0" * size
+
+
+def parse(buf: Bytes) -> Fdt:
+    """Read a DTB into a tree, refusing anything libfdt would not walk safely.
+
+    Beyond bounds: exactly one root with an empty name, balanced nodes, nothing
+    after FDT_END, no duplicate property or sibling names (two nodes of one name
+    would let a verifier and a loader look at different ones).
+    """
+    view = memoryview(buf)
+    header = read_header(view)
+    stack: list[Node] = []
+    root: Node | None = None
+    end_offset = -1
+    for token in iter_tokens(view, header):
+        if token.tag == FDT_BEGIN_NODE:
+            root = _open_node(token, stack, root)
+        elif token.tag == FDT_END_NODE:
+            if not stack:
+                raise FdtError(f"device tree closes a node that is not open at {token.offset}")
+            stack.pop()
+        elif token.tag == FDT_PROP:
+            _add_prop(token, stack)
+        elif token.tag == FDT_END:
+            end_offset = token.next_offset
+    if root is None or stack:
+        raise FdtError("device tree has no complete root node")
+    if end_offset != header.size_dt_struct:
+        raise FdtError("device tree has data after its end token")
+    start = header.off_dt_strings
+    strings = bytearray(view[start : start + header.size_dt_strings])
+    reserve_map = _reserve_map(view, header)
+    fdt = Fdt(root, strings, reserve_map, header.boot_cpuid_phys)
+    struct_start = _HEADER.size + _RSV_ENTRY.size * (len(reserve_map) + 1)
+    packed = (
+        header.off_mem_rsvmap == _HEADER.size
+        and header.off_dt_struct == struct_start
+        and header.off_dt_strings == struct_start + header.size_dt_struct
+    )
+    if packed:
+        fdt.free_space = bytes(view[start + header.size_dt_strings : header.totalsize])
+    return fdt
+
+
+def _open_node(token: Token, stack: list[Node], root: Node | None) -> Node:
+    node = Node(token.name, pad=token.pad)
+    if not stack:
+        if root is not None or token.name:
+            raise FdtError(f"device tree has a second or named root node at {token.offset}")
+        root = node
+    else:
+        parent = stack[-1]
+        if parent.child(token.name) is not None:
+            raise FdtError(f"device tree has two nodes named {token.name!r} under one parent")
+        if len(stack) >= MAX_DEPTH:
+            raise FdtError(f"device tree deeper than {MAX_DEPTH} levels")
+        parent.children.append(node)
+    stack.append(node)
+    return root if root is not None else node
+
+
+def _add_prop(token: Token, stack: list[Node]) -> None:
+    if not stack:
+        raise FdtError(f"device tree property outside any node at {token.offset}")
+    node = stack[-1]
+    if node.prop(token.name) is not None:
+        raise FdtError(f"device tree node {node.name!r} has property {token.name!r} twice")
+    node.props.append(Prop(token.name, token.value, token.nameoff, token.pad))
+
+
+def _reserve_map(view: memoryview, header: Header) -> list[tuple[int, int]]:
+    entries: list[tuple[int, int]] = []
+    offset = header.off_mem_rsvmap
+    while True:
+        if offset + _RSV_ENTRY.size > header.totalsize:
+            raise FdtError("device tree reserve map is unterminated")
+        address, size = _RSV_ENTRY.unpack_from(view, offset)
+        if (address, size) == (0, 0):
+            return entries
+        entries.append((address, size))
+        offset += _RSV_ENTRY.size
