@@ -59,7 +59,7 @@ def payloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random kernel and a real DTB, built once."""
     require_tool("dtc")
     folder = tmp_path_factory.mktemp("payloads")
-    (folder / "kernel.bin").write_bytes(bytes(range(256)) * 40 + b"keyfab")
+    (folder / "kernel.bin").write_bytes(bytes(range(256)) * 40 + b"KERNEL-END")
     (folder / "fdt.dts").write_text(FDT_DTS)
     run("dtc", "-I", "dts", "-O", "dtb", "-o", folder / "fdt.dtb", folder / "fdt.dts")
     return folder
@@ -134,8 +134,14 @@ def make_fit(payloads: Path, tmp_path: Path) -> ItsMaker:
 
 
 @pytest.fixture
-def control_dtb(payloads: Path, tmp_path: Path) -> Path:
-    """A fresh copy of a small control DTB to write keys into."""
+def control_dtb(tmp_path: Path) -> Path:
+    """A small control DTB to write keys into.
+
+    It has an empty /signature node: Debian's mkimage 2023.01 adds ECDSA keys
+    only under an existing one.
+    """
+    source = tmp_path / "control.dts"
+    source.write_text('/dts-v1/;\n/ { compatible = "keyfab,test"; signature { }; };\n')
     path = tmp_path / "control.dtb"
-    shutil.copy(payloads / "fdt.dtb", path)
+    run("dtc", "-I", "dts", "-O", "dtb", "-o", path, source)
     return path

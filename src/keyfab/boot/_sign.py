@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from keyfab.boot._algo import SignatureAlgorithm, image_digest
@@ -115,7 +116,11 @@ def _check_sign_images(fit: FitImage, config: Node, node: Node) -> None:
 
 
 def sign_configuration(fit: FitImage, config: Node, signer: Signer) -> None:
-    """Add or refresh this signer's signature of one configuration."""
+    """Add or refresh this signer's signature of one configuration.
+
+    Call ``_signature_node`` for every signer first: a new signature node adds
+    its begin/end tags to the configuration's signed bytes.
+    """
     node = _signature_node(config, signer)
     _check_sign_images(fit, config, node)
     paths = fit.signed_paths(config)
@@ -132,9 +137,28 @@ def sign_configuration(fit: FitImage, config: Node, signer: Signer) -> None:
     node.set("hashed-nodes", b"".join(p.encode() + b"\0" for p in paths))
 
 
+def _hint(node: Node) -> str | None:
+    prop = node.prop("key-name-hint")
+    return prop.as_str() if prop is not None else None
+
+
+def _warn_if_orphaning(config: Node, signers: Sequence[Signer]) -> None:
+    """A new signature node changes the signed bytes of the ones already there."""
+    hints = {s.hint for s in signers}
+    existing = sub_nodes(config, SIGNATURE_PREFIX)
+    names = {hint for n in existing if n.prop("value") is not None and (hint := _hint(n))}
+    if hints - names and names - hints:
+        warnings.warn(
+            f"configuration {config.name!r}: adding a signature node invalidates the "
+            f"signatures by {', '.join(sorted(names - hints))}; sign with all keys at once",
+            SignImagesWarning,
+            stacklevel=3,
+        )
+
+
 def sign_fit(
     fit: FitImage,
-    signer: Signer,
+    signers: Signer | Sequence[Signer],
     configs: list[str] | None = None,
     *,
     images: bool = False,
@@ -142,14 +166,22 @@ def sign_fit(
 ) -> list[str]:
     """Hash, optionally sign images, then sign the named (default: all) configurations.
 
+    Several signers sign together: all their signature nodes are created before
+    the first signature is computed, as when an .its lists them all for mkimage.
     Returns the names of the configurations signed.
     """
+    group = [signers] if isinstance(signers, Signer) else list(signers)
     add_hashes(fit, hash_algo)
     if images:
-        sign_images(fit, signer)
+        for signer in group:
+            sign_images(fit, signer)
     targets = [fit.configuration(name) for name in configs] if configs else fit.configurations()
     if not targets:
         raise FitError("FIT has no configurations to sign")
     for config in targets:
-        sign_configuration(fit, config, signer)
+        _warn_if_orphaning(config, group)
+        for signer in group:
+            _signature_node(config, signer)
+        for signer in group:
+            sign_configuration(fit, config, signer)
     return [config.name for config in targets]
