@@ -37,7 +37,7 @@ ITS = """/dts-v1/;
 """
 
 SIGNATURE = ('signature-1 {{ algo = "{algo}"; key-name-hint = "{hint}"; {padding}'
-             'sign-images = "kernel", "fdt"; }};')
+             'sign-images = {sign_images}; }};')
 
 FDT_DTS = '/dts-v1/;\n/ { compatible = "linux,dummy-virt"; #address-cells = <2>; };\n'
 
@@ -111,11 +111,12 @@ def make_fit(payloads: Path, tmp_path: Path) -> ItsMaker:
 
     def make(name: str = "image", *, algo: str = "", hint: str = "dev", pss: bool = False,
              keys: Path | None = None, control: Path | None = None, required: bool = False,
-             extra: str = "") -> Path:
+             extra: str = "", sign_images: str = '"kernel", "fdt"') -> Path:
         signature = ""
         if algo:
             padding = 'padding = "pss"; ' if pss else ""
-            signature = SIGNATURE.format(algo=algo, hint=hint, padding=padding)
+            signature = SIGNATURE.format(algo=algo, hint=hint, padding=padding,
+                                         sign_images=sign_images)
         its = tmp_path / f"{name}.its"
         its.write_text(ITS.format(kernel=payloads / "kernel.bin", fdt=payloads / "fdt.dtb",
                                   extra=extra, signature=signature))
