@@ -90,7 +90,7 @@ def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyMaker:
         if kind.startswith("rsa"):
             key = rsa.generate_private_key(65537, int(kind[3:]))
         else:
-            key = ec.generate_private_key(ec.SECP256R1())
+            key = ec.generate_private_key(ec.SECP384R1() if kind == "ec384" else ec.SECP256R1())
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
         pem_path.write_bytes(pem)

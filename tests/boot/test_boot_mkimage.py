@@ -50,6 +50,18 @@ def test_boot_mkimage_signed_verifies_with_keyfab(
     assert not verify_fit(FitImage.load(tampered), control).ok
 
 
+def test_boot_mkimage_hashed_nodes_match_keyfab_node_list(
+        make_fit: ItsMaker, keydir: KeyMaker, control_dtb: Path) -> None:
+    """The nodes keyfab rebuilds from the configuration are the ones mkimage hashed."""
+    image = make_fit(algo="sha256,rsa2048", hint="dev", keys=keydir("dev", "rsa2048"),
+                     control=control_dtb)
+    fit = FitImage.load(image.read_bytes())
+    config = fit.configuration(None)
+    signature = config.child("signature-1")
+    assert signature is not None
+    assert signature.need("hashed-nodes").as_strings() == fit.signed_paths(config)
+
+
 def test_boot_mkimage_external_data_verifies(make_fit: ItsMaker, keydir: KeyMaker,
                                              control_dtb: Path, tmp_path: Path) -> None:
     folder = keydir("dev", "rsa2048")

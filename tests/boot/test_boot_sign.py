@@ -29,7 +29,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:keyfab.rot")
 
 def _signer(keydir: KeyMaker, hint: str, kind: str, pss: bool = False) -> Signer:
     key = load_key(f"soft:{keydir(hint, kind) / hint}.pem")
-    return Signer(key, hint, SignatureAlgorithm.for_key(key, pss=pss), timestamp=1700000000)
+    checksum = "sha384" if kind == "ec384" else "sha256"
+    algorithm = SignatureAlgorithm.for_key(key, checksum, pss=pss)
+    return Signer(key, hint, algorithm, timestamp=1700000000)
 
 
 def _control(payloads: Path, *signers: Signer, required: str | None = "conf",
@@ -56,7 +58,8 @@ def _flip(blob: bytes, needle: bytes, bit: int = 0) -> bytes:
 
 
 @pytest.mark.parametrize(("kind", "pss"), [("rsa2048", False), ("rsa2048", True),
-                                           ("rsa3072", False), ("ec", False)])
+                                           ("rsa3072", False), ("ec", False),
+                                           ("ec384", False)])
 def test_boot_sign_then_verify_each_algorithm(make_fit: ItsMaker, keydir: KeyMaker,
                                               payloads: Path, kind: str, pss: bool) -> None:
     signer = _signer(keydir, f"k-{kind}", kind, pss)
