@@ -48,7 +48,20 @@ def _name(name: str) -> str:
     return name
 
 
+def _table(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise FitError(f"{what} must be a TOML table")
+    return value
+
+
+def _u32(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+        raise FitError(f"{what} must be an integer from 0 to 2^32-1")
+    return value
+
+
 def _image(parent: Node, name: str, spec: Mapping[str, Any], base: Path, hash_algo: str) -> None:
+    spec = _table(spec, f"image {name!r}")
     node = parent.add_child(_name(name))
     node.set_str("description", str(spec.get("description", name)))
     path = base / str(spec.get("file", ""))
@@ -64,23 +77,24 @@ def _image(parent: Node, name: str, spec: Mapping[str, Any], base: Path, hash_al
             node.set_str(key, str(value))
     for key in _IMAGE_CELLS:
         if key in spec:
-            value = int(spec[key])
-            if not 0 <= value < 1 << 32:
-                raise FitError(f"image {name!r}: {key} must fit in 32 bits")
-            node.set_u32(key, value)
+            node.set_u32(key, _u32(spec[key], f"image {name!r} {key}"))
     node.add_child("hash-1").set_str("algo", str(spec.get("hash", hash_algo)))
 
 
 def _configuration(parent: Node, name: str, spec: Mapping[str, Any], images: Node) -> None:
+    spec = _table(spec, f"configuration {name!r}")
     node = parent.add_child(_name(name))
     node.set_str("description", str(spec.get("description", name)))
     for key, value in spec.items():
+        _name(key)
         if key == "description":
             continue
         if key == "rollback-index":
-            node.set_u32(key, int(value))
+            node.set_u32(key, _u32(value, f"configuration {name!r} rollback-index"))
             continue
-        names = [value] if isinstance(value, str) else list(value)
+        if not isinstance(value, str | list):
+            raise FitError(f"configuration {name!r}: {key} must name images")
+        names = [value] if isinstance(value, str) else value
         for image in names:
             if images.child(str(image)) is None:
                 raise FitError(f"configuration {name!r}: {key} names unknown image {image!r}")
@@ -94,13 +108,13 @@ def build_fit(description: Mapping[str, Any], base: Path, hash_algo: str = "sha2
     root.set_u32("timestamp", source_date())
     root.set_u32("#address-cells", 1)
     images = root.add_child("images")
-    image_specs = description.get("images")
-    if not isinstance(image_specs, Mapping) or not image_specs:
+    image_specs = _table(description.get("images"), "[images]")
+    if not image_specs:
         raise FitError("the description has no [images.<name>] tables")
     for name, spec in image_specs.items():
         _image(images, name, spec, base, hash_algo)
     configs = root.add_child("configurations")
-    config_specs = dict(description.get("configurations", {}))
+    config_specs = dict(_table(description.get("configurations", {}), "[configurations]"))
     default = config_specs.pop("default", None)
     if default is not None:
         configs.set_str("default", str(default))

@@ -360,7 +360,7 @@ def parse(buf: Bytes) -> Fdt:
     """
     view = memoryview(buf)
     header = read_header(view)
-    stack: list[Node] = []
+    stack: list[_Open] = []
     root: Node | None = None
     end_offset = -1
     for token in iter_tokens(view, header):
@@ -393,7 +393,16 @@ def parse(buf: Bytes) -> Fdt:
     return fdt
 
 
-def _open_node(token: Token, stack: list[Node], root: Node | None) -> Node:
+@dataclass
+class _Open:
+    """A node being parsed, with the names seen so far (sets: linear time on big nodes)."""
+
+    node: Node
+    props: set[str] = field(default_factory=set)
+    children: set[str] = field(default_factory=set)
+
+
+def _open_node(token: Token, stack: list[_Open], root: Node | None) -> Node:
     node = Node(token.name, pad=token.pad)
     if not stack:
         if root is not None or token.name:
@@ -401,22 +410,24 @@ def _open_node(token: Token, stack: list[Node], root: Node | None) -> Node:
         root = node
     else:
         parent = stack[-1]
-        if parent.child(token.name) is not None:
+        if token.name in parent.children:
             raise FdtError(f"device tree has two nodes named {token.name!r} under one parent")
         if len(stack) >= MAX_DEPTH:
             raise FdtError(f"device tree deeper than {MAX_DEPTH} levels")
-        parent.children.append(node)
-    stack.append(node)
-    return root if root is not None else node
+        parent.children.add(token.name)
+        parent.node.children.append(node)
+    stack.append(_Open(node))
+    return root or node
 
 
-def _add_prop(token: Token, stack: list[Node]) -> None:
+def _add_prop(token: Token, stack: list[_Open]) -> None:
     if not stack:
         raise FdtError(f"device tree property outside any node at {token.offset}")
-    node = stack[-1]
-    if node.prop(token.name) is not None:
-        raise FdtError(f"device tree node {node.name!r} has property {token.name!r} twice")
-    node.props.append(Prop(token.name, token.value, token.nameoff, token.pad))
+    current = stack[-1]
+    if token.name in current.props:
+        raise FdtError(f"device tree node {current.node.name!r} has property {token.name!r} twice")
+    current.props.add(token.name)
+    current.node.props.append(Prop(token.name, token.value, token.nameoff, token.pad))
 
 
 def _reserve_map(view: memoryview, header: Header) -> list[tuple[int, int]]:

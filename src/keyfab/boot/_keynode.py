@@ -84,11 +84,20 @@ def _write_ecdsa(node: Node, public: ec.EllipticCurvePublicKey) -> None:
 
 
 def read_keys(control: Fdt) -> list[ControlKey]:
-    """Every key under ``/signature`` in DTB order (the order U-Boot tries them)."""
+    """Every usable key under ``/signature`` in DTB order (the order U-Boot tries them).
+
+    Nodes that are not signature keys (an AES key for FIT ciphers, say) are
+    skipped unless marked required, as U-Boot only fails on keys it must use.
+    """
     parent = control.root.child(SIGNATURE_NODE)
-    if parent is None:
-        return []
-    return [read_key(node) for node in parent.children]
+    keys: list[ControlKey] = []
+    for node in parent.children if parent is not None else []:
+        try:
+            keys.append(read_key(node))
+        except FitError:
+            if node.prop("required") is not None:
+                raise  # a required key that cannot be read fails verification
+    return keys
 
 
 def read_key(node: Node) -> ControlKey:

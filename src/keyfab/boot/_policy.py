@@ -26,6 +26,7 @@ from keyfab.boot._verify import (
     check_config_signature,
     check_hash,
     check_image_signature,
+    config_regions,
     image_hash_nodes,
 )
 
@@ -157,14 +158,16 @@ def verify_fit(fit: FitImage, control: Fdt | None, config_name: str | None = Non
     parent = control.root.child(SIGNATURE_NODE) if control is not None else None
     mode = parent.prop("required-mode") if parent is not None else None
     any_mode = mode is not None and mode.as_str() == "any"
+    verified: set[str] = set()
     try:
+        regions = config_regions(fit, config)
+    except (FitError, FdtError) as error:
+        report.fail(f"configuration {config.name!r}: {error}")
+    else:
         verified = _try_signatures(
             report, f"{CONFIGS_PATH}/{config.name}", sub_nodes(config, SIGNATURE_PREFIX), keys,
-            lambda sig, key: check_config_signature(fit, config, sig, key),
+            lambda sig, key: check_config_signature(fit, regions, sig, key),
         )
-    except FitError as error:
-        report.fail(str(error))
-        verified = set()
     required = [k for k in keys if k.required == "conf"]
     _apply_required(report, required, verified, f"configuration {config.name!r}", any_mode)
     _check_images(report, fit, config, keys, any_mode=False)

@@ -72,8 +72,10 @@ def _signature_node(parent: Node, signer: Signer) -> Node:
         if hint is None or hint.as_str() == signer.hint:
             break
     else:
-        count = len(sub_nodes(parent, SIGNATURE_PREFIX)) + 1
-        node = parent.add_child(f"{SIGNATURE_PREFIX}-{count}")
+        index = 1
+        while parent.child(f"{SIGNATURE_PREFIX}-{index}") is not None:
+            index += 1
+        node = parent.add_child(f"{SIGNATURE_PREFIX}-{index}")
     node.set_str("algo", signer.algorithm.name)
     node.set_str("key-name-hint", signer.hint)
     if signer.algorithm.pss:
@@ -124,13 +126,11 @@ def sign_configuration(fit: FitImage, config: Node, signer: Signer) -> None:
     node = _signature_node(config, signer)
     _check_sign_images(fit, config, node)
     paths = fit.signed_paths(config)
-    blob = fit.fdt.to_bytes()
-    strings_size = read_header(blob).size_dt_strings
-    regions = find_regions(blob, paths)
-    view = memoryview(blob)
+    blob = memoryview(fit.fdt.to_bytes())
     header = read_header(blob)
-    chunks = [view[start : start + size] for start, size in regions]
-    chunks.append(view[header.off_dt_strings : header.off_dt_strings + strings_size])
+    strings_size = header.size_dt_strings
+    chunks = [blob[start : start + size] for start, size in find_regions(blob, paths)]
+    chunks.append(blob[header.off_dt_strings : header.off_dt_strings + strings_size])
     value = signer.algorithm.sign(signer.key, signer.algorithm.digest(chunks))
     _write_signature(node, signer, value)
     node.set("hashed-strings", (0).to_bytes(4, "big") + strings_size.to_bytes(4, "big"))

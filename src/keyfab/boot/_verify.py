@@ -13,7 +13,7 @@ from keyfab.boot._errors import FdtError, FitError
 from keyfab.boot._fdt import Node
 from keyfab.boot._fit import HASH_PREFIX, FitImage, sub_nodes
 from keyfab.boot._keynode import ControlKey
-from keyfab.boot._regions import find_regions, strings_region
+from keyfab.boot._regions import Region, find_regions, strings_region
 
 
 def check_hash(fit: FitImage, image: Node, node: Node) -> str | None:
@@ -38,10 +38,15 @@ def _algorithm(sig: Node) -> SignatureAlgorithm:
     )
 
 
-def config_digest(fit: FitImage, config: Node, sig: Node) -> bytes:
+def config_regions(fit: FitImage, config: Node) -> list[Region]:
+    """The struct regions every signature of ``config`` covers; computed once per config."""
+    return find_regions(fit.source, fit.signed_paths(config))
+
+
+def config_digest(fit: FitImage, regions: list[Region], sig: Node) -> bytes:
     """The digest U-Boot computes for a configuration signature node."""
     algorithm = _algorithm(sig)
-    regions = find_regions(fit.source, fit.signed_paths(config))
+    regions = list(regions)
     hashed = sig.prop("hashed-strings")
     if hashed is not None:
         if len(hashed.value) < 8:
@@ -51,12 +56,13 @@ def config_digest(fit: FitImage, config: Node, sig: Node) -> bytes:
     return algorithm.digest(fit.source[start : start + size] for start, size in regions)
 
 
-def check_config_signature(fit: FitImage, config: Node, sig: Node, key: ControlKey) -> str | None:
-    """Does ``sig`` (a signature node of ``config``) verify under ``key``?"""
+def check_config_signature(fit: FitImage, regions: list[Region], sig: Node,
+                           key: ControlKey) -> str | None:
+    """Does ``sig`` verify, under ``key``, the configuration ``regions`` were found for?"""
     try:
         algorithm = _algorithm(sig)
         value = sig.need("value", sig.name).as_bytes()
-        digest = config_digest(fit, config, sig)
+        digest = config_digest(fit, regions, sig)
     except (FdtError, FitError) as error:
         return str(error)
     return None if algorithm.verify(key.public_key, digest, value) else "verification failed"

@@ -69,6 +69,9 @@ def sign(
     algorithm = (SignatureAlgorithm.parse(algo, padding) if algo
                  else SignatureAlgorithm.for_key(private, pss=padding == "pss"))
     fit = load_fit(image)
+    dtb = load_dtb(control) if control is not None else None
+    if dtb is not None:  # before writing anything: a bad --required stops here
+        add_key(dtb, private.public_key(), key_name_hint, algorithm.name, required)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         signed = sign_fit(fit, Signer(private, key_name_hint, algorithm), conf,
@@ -77,9 +80,7 @@ def sign(
         if issubclass(warning.category, SignImagesWarning):
             typer.echo(f"warning: {warning.message}", err=True)
     write_atomic(output or image, fit.chunks())
-    if control is not None:
-        dtb = load_dtb(control)
-        add_key(dtb, private.public_key(), key_name_hint, algorithm.name, required)
+    if control is not None and dtb is not None:
         write_atomic(control, dtb.chunks())
     console.print(f"signed {', '.join(signed)} with {algorithm.name}:{key_name_hint}")
 
