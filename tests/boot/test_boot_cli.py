@@ -129,10 +129,13 @@ def test_boot_cli_rollback_counter_from_root_of_trust(built: Path, keydir: KeyMa
     assert _sign(built, keydir, control_dtb)[0] == 0
     rot_uri = f"soft:{tmp_path / 'rot' / 'device.pem'}"
     (tmp_path / "rot").mkdir()
-    counter = open_rot(rot_uri).counter("rollback")
-    counter.advance_to(5)
+    rot = open_rot(rot_uri)
+    rot.counter("rollback").advance_to(5)
+    rot.close()
     assert invoke("verify", built, "--control", control_dtb, "--counter-rot", rot_uri)[0] == 0
-    counter.advance_to(6)
+    rot = open_rot(rot_uri)
+    rot.counter("rollback").advance_to(6)
+    rot.close()
     code, output = invoke("verify", built, "--control", control_dtb, "--counter-rot", rot_uri)
     assert code == 1
     assert "below the minimum 6" in output

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from rich.tree import Tree
 
 from keyfab.boot import (
     FitVerificationError,
     SignatureAlgorithm,
     Signer,
-    SignImagesWarning,
     VerifyReport,
     add_key,
     sign_fit,
@@ -27,24 +22,28 @@ from keyfab.boot import (
 from keyfab.boot._build import load_description
 from keyfab.boot._files import load_dtb, load_fit, write_atomic
 from keyfab.boot._inspect import describe
+from keyfab.cli._output import JSON_OPTION, console, emit_json, fail, table
 from keyfab.errors import KeyfabError
 from keyfab.rot import load_key, open_rot
 
 app = typer.Typer(help="U-Boot verified boot: FIT images and control-DTB keys.",
                   no_args_is_help=True)
-console = Console()
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """KeyfabError becomes one line on stderr and exit code 1, never a traceback."""
+    """KeyfabError becomes one line on stderr and exit code 1, never a traceback.
+
+    The main ``keyfab`` entry point does this too; doing it here keeps this
+    sub-app usable on its own (``python -m keyfab.cli.fit``, CliRunner).
+    """
     @wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except KeyfabError as error:
-            typer.echo(f"error: {error}", err=True)
+            fail(str(error))
             raise typer.Exit(1) from None
 
     return run
@@ -72,13 +71,7 @@ def sign(
     dtb = load_dtb(control) if control is not None else None
     if dtb is not None:  # before writing anything: a bad --required stops here
         add_key(dtb, private.public_key(), key_name_hint, algorithm.name, required)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        signed = sign_fit(fit, Signer(private, key_name_hint, algorithm), conf,
-                          images=sign_images)
-    for warning in caught:
-        if issubclass(warning.category, SignImagesWarning):
-            typer.echo(f"warning: {warning.message}", err=True)
+    signed = sign_fit(fit, Signer(private, key_name_hint, algorithm), conf, images=sign_images)
     write_atomic(output or image, fit.chunks())
     if control is not None and dtb is not None:
         write_atomic(control, dtb.chunks())
@@ -86,13 +79,9 @@ def sign(
 
 
 def _print_report(report: VerifyReport) -> None:
-    table = Table(title=f"configuration {report.config}")
-    for column in ("node", "kind", "result", "detail"):
-        table.add_column(column)
-    labels = {True: "[green]ok[/]", False: "[red]FAILED[/]", None: "[yellow]unchecked[/]"}
-    for node in report.nodes:
-        table.add_row(node.path, node.kind, labels[node.ok], node.detail)
-    console.print(table)
+    labels = {True: "ok", False: "FAILED", None: "unchecked"}
+    table(f"configuration {report.config}", ["node", "kind", "result", "detail"],
+          [[n.path, n.kind, labels[n.ok], n.detail] for n in report.nodes])
 
 
 @app.command()
@@ -104,18 +93,21 @@ def verify(
     min_version: Annotated[int | None, typer.Option(help="minimum rollback-index")] = None,
     counter_rot: Annotated[str | None, typer.Option(help="rot URI holding a counter")] = None,
     counter: Annotated[str, typer.Option(help="monotonic counter name")] = "rollback",
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Verify as U-Boot would: required keys, every signature node, every image hash."""
     if counter_rot is not None:
-        floor = open_rot(counter_rot).counter(counter).read()
+        rot = open_rot(counter_rot)
+        try:
+            floor = rot.counter(counter).read()
+        finally:
+            rot.close()
         min_version = max(floor, min_version or 0)
     report = verify_fit(load_fit(image), load_dtb(control) if control else None, conf,
                         min_version)
     if as_json:
-        typer.echo(json.dumps({"config": report.config, "ok": report.ok,
-                               "reason": report.reason,
-                               "nodes": [vars(n) for n in report.nodes]}, indent=2))
+        emit_json({"config": report.config, "ok": report.ok, "reason": report.reason,
+                   "nodes": [vars(n) for n in report.nodes]})
     else:
         _print_report(report)
     if not report.ok:
@@ -136,12 +128,12 @@ def _tree(label: str, content: dict[str, Any]) -> Tree:
 @_one_line_errors
 def inspect(
     image: Annotated[Path, typer.Argument(help="FIT image (.itb)")],
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """Show the images, configurations, hashes and signatures of a FIT."""
     summary = describe(load_fit(image))
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        emit_json(summary)
     else:
         console.print(_tree(f"[bold]{image.name}[/]", summary))
 
