@@ -26,8 +26,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from keyfab.boot import FitImage, SignatureAlgorithm, Signer, add_key, parse, sign_fit, verify_fit
-from keyfab.boot._files import load_dtb, load_fit, write_atomic
+from keyfab.boot import (
+    FitImage,
+    SignatureAlgorithm,
+    Signer,
+    add_key,
+    load_dtb,
+    load_fit,
+    parse,
+    sign_fit,
+    verify_fit,
+    write_atomic,
+)
 from keyfab.rot import load_key
 
 SIZE = 64 << 20

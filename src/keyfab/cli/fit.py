@@ -16,12 +16,14 @@ from keyfab.boot import (
     Signer,
     VerifyReport,
     add_key,
+    describe,
+    load_description,
+    load_dtb,
+    load_fit,
     sign_fit,
     verify_fit,
+    write_atomic,
 )
-from keyfab.boot._build import load_description
-from keyfab.boot._files import load_dtb, load_fit, write_atomic
-from keyfab.boot._inspect import describe
 from keyfab.cli._output import JSON_OPTION, console, emit_json, fail, table
 from keyfab.errors import KeyfabError
 from keyfab.rot import load_key, open_rot
