@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from keyfab.boot import FitImage
 from keyfab.cli.fit import app
 from keyfab.rot import open_rot
 
-from .conftest import KeyMaker, run
+from .conftest import ItsMaker, KeyMaker, run
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:keyfab.rot")
 
@@ -150,3 +151,34 @@ def test_boot_cli_build_rejects_bad_descriptions(tmp_path: Path) -> None:
     code, output = invoke("build", tmp_path / "bad.toml", "-o", tmp_path / "out.itb")
     assert code == 1
     assert "not valid TOML" in output
+
+
+def test_boot_cli_selected_configuration_and_image_signatures(
+        make_fit: ItsMaker, keydir: KeyMaker, control_dtb: Path, tmp_path: Path) -> None:
+    """--conf signs only that configuration; the other stays unbootable with a required key."""
+    source = make_fit(extra="").read_bytes()
+    fit = FitImage.load(source)
+    configs = fit.fdt.find("/configurations")
+    assert configs is not None
+    second = configs.add_child("conf-2")
+    second.set("kernel", b"kernel\0")
+    image = tmp_path / "two.itb"
+    image.write_bytes(fit.to_bytes())
+    signed = tmp_path / "signed.itb"
+    code, output = _sign(image, keydir, control_dtb, "--conf", "conf-1", "--sign-images",
+                         "-o", str(signed))
+    assert code == 0, output
+    assert image.read_bytes() == fit.to_bytes()  # -o leaves the input alone
+    assert invoke("verify", signed, "--control", control_dtb, "--conf", "conf-1")[0] == 0
+    code, output = invoke("verify", signed, "--control", control_dtb, "--conf", "conf-2")
+    assert code == 1
+    assert "conf-2" in output
+    tree = json.loads(invoke("inspect", signed, "--json")[1])
+    assert tree["images"]["kernel"]["signature-1"]["algo"] == "sha256,rsa2048"
+
+
+def test_boot_cli_rejects_bad_hint(built: Path, keydir: KeyMaker) -> None:
+    key = f"soft:{keydir('dev', 'rsa2048') / 'dev.pem'}"
+    code, output = invoke("sign", built, "--key", key, "--key-name-hint", "../evil")
+    assert code == 1
+    assert "invalid key name hint" in output

@@ -40,13 +40,19 @@ def _rsa_constants(n: int, bits: int) -> tuple[int, int]:
     return n0_inverse, pow(2, 2 * bits, n)
 
 
+def check_hint(hint: str) -> str:
+    """A key name hint becomes a node name (key-<hint>): no '/', '@' or odd characters."""
+    if not hint or len(hint) > 60 or not all(c.isalnum() or c in ",._+-" for c in hint):
+        raise FitError(f"invalid key name hint {hint!r}: use letters, digits and , . _ + -")
+    return hint
+
+
 def add_key(control: Fdt, public: PublicKey, hint: str, algo: str,
             required: str | None = None) -> Node:
     """Write (or overwrite) ``/signature/key-<hint>`` like mkimage -K does."""
     if required not in (None, "conf", "image"):
         raise FitError(f"required must be 'conf' or 'image', not {required!r}")
-    if not hint or "/" in hint or "@" in hint or not hint.isprintable():
-        raise FitError(f"invalid key name hint {hint!r}")
+    check_hint(hint)
     node = control.root.add_child(SIGNATURE_NODE).add_child(f"key-{hint}")
     node.set_str("key-name-hint", hint)
     if isinstance(public, rsa.RSAPublicKey):

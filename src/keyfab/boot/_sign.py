@@ -21,6 +21,7 @@ from keyfab.boot._algo import SignatureAlgorithm, image_digest
 from keyfab.boot._errors import FitError
 from keyfab.boot._fdt import Node, read_header
 from keyfab.boot._fit import HASH_PREFIX, SIGNATURE_PREFIX, FitImage, sub_nodes
+from keyfab.boot._keynode import check_hint
 from keyfab.boot._regions import find_regions
 from keyfab.rot import PrivateKey
 
@@ -50,6 +51,9 @@ class Signer:
     hint: str
     algorithm: SignatureAlgorithm
     timestamp: int = field(default_factory=source_date)
+
+    def __post_init__(self) -> None:
+        check_hint(self.hint)
 
 
 def add_hashes(fit: FitImage, algo: str = "sha256") -> None:
