@@ -182,3 +182,18 @@ def test_boot_cli_rejects_bad_hint(built: Path, keydir: KeyMaker) -> None:
     code, output = invoke("sign", built, "--key", key, "--key-name-hint", "../evil")
     assert code == 1
     assert "invalid key name hint" in output
+
+
+def test_boot_cli_add_key_and_list_keys(keydir: KeyMaker, control_dtb: Path,
+                                        make_fit: ItsMaker) -> None:
+    folder = keydir("dev", "rsa2048")
+    code, output = invoke("add-key", control_dtb, "--key", f"soft:{folder / 'dev.pem'}",
+                          "--key-name-hint", "dev", "--required", "conf")
+    assert code == 0, output
+    code, output = invoke("keys", control_dtb, "--json")
+    assert code == 0, output
+    assert json.loads(output) == [{"node": "key-dev", "hint": "dev", "algo": "sha256,rsa2048",
+                                   "required": "conf", "key": "rsa-2048"}]
+    # mkimage signing with the same key verifies against the key keyfab added
+    image = make_fit(algo="sha256,rsa2048", hint="dev", keys=folder)
+    assert invoke("verify", image, "--control", control_dtb)[0] == 0

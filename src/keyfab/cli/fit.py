@@ -20,13 +20,14 @@ from keyfab.boot import (
     load_description,
     load_dtb,
     load_fit,
+    read_keys,
     sign_fit,
     verify_fit,
     write_atomic,
 )
 from keyfab.cli._output import JSON_OPTION, console, emit_json, fail, table
 from keyfab.errors import KeyfabError
-from keyfab.rot import load_key, open_rot
+from keyfab.rot import KeyAlgorithm, load_key, open_rot
 
 app = typer.Typer(help="U-Boot verified boot: FIT images and control-DTB keys.",
                   no_args_is_help=True)
@@ -150,6 +151,40 @@ def build(
     fit = load_description(description)
     write_atomic(output, fit.chunks())
     console.print(f"wrote {output} ({len(fit.images())} images)")
+
+
+@app.command("add-key")
+@_one_line_errors
+def add_key_command(
+    control: Annotated[Path, typer.Argument(help="U-Boot control DTB to add the key to")],
+    key: Annotated[str, typer.Option(help="key URI (only its public half is used)")],
+    key_name_hint: Annotated[str, typer.Option(help="key name in the control DTB")],
+    algo: Annotated[str | None, typer.Option(help="sha256,rsa2048 ...; default: from key")] = None,
+    required: Annotated[str | None, typer.Option(help="mark key required: conf|image")] = None,
+) -> None:
+    """Write a public key into a control DTB without signing anything."""
+    private = load_key(key)
+    algorithm = SignatureAlgorithm.parse(algo) if algo else SignatureAlgorithm.for_key(private)
+    dtb = load_dtb(control)
+    add_key(dtb, private.public_key(), key_name_hint, algorithm.name, required)
+    write_atomic(control, dtb.chunks())
+    console.print(f"added key-{key_name_hint} ({algorithm.name}) to {control}")
+
+
+@app.command()
+@_one_line_errors
+def keys(
+    control: Annotated[Path, typer.Argument(help="U-Boot control DTB")],
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the verification keys of a control DTB as U-Boot reads them."""
+    rows = [{"node": k.node_name, "hint": k.hint, "algo": k.algo, "required": k.required,
+             "key": KeyAlgorithm.of(k.public_key).value} for k in read_keys(load_dtb(control))]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(f"keys in {control.name}", ["node", "hint", "algo", "key", "required"],
+              [[r["node"], r["hint"], r["algo"], r["key"], r["required"]] for r in rows])
 
 
 if __name__ == "__main__":
