@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyfab.boot import Fdt, FdtError, Node, parse
-from keyfab.boot._fdt import iter_tokens, read_header
+from keyfab.boot._tokens import iter_tokens, read_header
 
 from .conftest import ItsMaker, run
 

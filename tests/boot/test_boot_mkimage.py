@@ -62,15 +62,18 @@ def test_boot_mkimage_hashed_nodes_match_keyfab_node_list(
     assert signature.need("hashed-nodes").as_strings() == fit.signed_paths(config)
 
 
+@pytest.mark.parametrize(("options", "prop"), [(["-E"], "data-offset"),
+                                               (["-E", "-p", "0x4000"], "data-position")])
 def test_boot_mkimage_external_data_verifies(make_fit: ItsMaker, keydir: KeyMaker,
-                                             control_dtb: Path, tmp_path: Path) -> None:
+                                             control_dtb: Path, tmp_path: Path,
+                                             options: list[str], prop: str) -> None:
     folder = keydir("dev", "rsa2048")
     image = make_fit(algo="sha256,rsa2048", hint="dev", keys=folder, control=control_dtb,
                      required=True)
     external = tmp_path / "external.itb"
-    run("mkimage", "-E", "-k", folder, "-f", image.with_suffix(".its"), external)
+    run("mkimage", *options, "-k", folder, "-f", image.with_suffix(".its"), external)
     fit = FitImage.load(external.read_bytes())
-    assert fit.images()[0].prop("data-offset") is not None
+    assert fit.images()[0].prop(prop) is not None
     report = verify_fit(fit, parse(control_dtb.read_bytes()))
     assert report.ok, report.reason
     tampered = external.read_bytes().replace(b"KERNEL-END", b"KERNEL-ENE")

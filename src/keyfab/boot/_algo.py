@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from keyfab.boot._errors import FitError
-from keyfab.boot._fdt import Bytes
+from keyfab.boot._tokens import Bytes
 from keyfab.rot import PrivateKey
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {

@@ -1,4 +1,4 @@
-"""Flattened device tree (DTB) reading and writing, in pure Python.
+"""The device-tree model (nodes, properties, strings) and its byte-exact writer.
 
 U-Boot signs *bytes* of a FIT, not its meaning: a configuration signature covers
 struct-block regions and a prefix of the strings block, name offsets and padding
@@ -8,168 +8,39 @@ keeps its name offset, and the writer emits the same header / reserve map /
 struct / strings layout that dtc and libfdt's ``fdt_pack`` produce, so a parsed
 tree written back is byte-identical to its input.
 
-Every length and offset is checked against the buffer before it is used: a DTB is
-attacker-controlled input (a FIT arrives over the network or from a USB stick).
-Property values are ``memoryview`` slices of the input, so a 64 MiB kernel is
-never copied while reading.
+Reading is ``_tokens``' job (bounds checks); ``parse`` here only adds the tree
+rules. Property values are ``memoryview`` slices of the input, so a 64 MiB
+kernel is never copied while reading.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from keyfab.boot._errors import FdtError
+from keyfab.boot._tokens import (
+    FDT_BEGIN_NODE,
+    FDT_END,
+    FDT_END_NODE,
+    FDT_MAGIC,
+    FDT_PROP,
+    HEADER,
+    LAST_COMP_VERSION,
+    MAX_DEPTH,
+    PROP_HEAD,
+    RSV_ENTRY,
+    U32,
+    VERSION,
+    Bytes,
+    Token,
+    align4,
+    iter_tokens,
+    read_header,
+    read_reserve_map,
+)
 
-FDT_MAGIC = 0xD00DFEED
-FDT_BEGIN_NODE = 1
-FDT_END_NODE = 2
-FDT_PROP = 3
-FDT_NOP = 4
-FDT_END = 9
-MAX_DEPTH = 32
-"""The nesting depth U-Boot's region finder accepts; deeper trees are refused."""
-
-_HEADER = struct.Struct(">10I")
-_U32 = struct.Struct(">I")
-_PROP_HEAD = struct.Struct(">III")
-_RSV_ENTRY = struct.Struct(">QQ")
-_VERSION = 17
-_LAST_COMP_VERSION = 16
-
-Bytes = bytes | bytearray | memoryview
-
-
-def align4(offset: int) -> int:
-    """The next multiple of four: every struct-block token starts aligned."""
-    return (offset + 3) & ~3
-
-
-@dataclass(frozen=True)
-class Header:
-    """The fixed 40-byte DTB header, already bounds-checked against its buffer."""
-
-    totalsize: int
-    off_dt_struct: int
-    off_dt_strings: int
-    off_mem_rsvmap: int
-    version: int
-    last_comp_version: int
-    boot_cpuid_phys: int
-    size_dt_strings: int
-    size_dt_struct: int
-
-
-def read_header(buf: Bytes) -> Header:
-    """Parse and bounds-check the header of the DTB at the start of ``buf``."""
-    if len(buf) < _HEADER.size:
-        raise FdtError(f"device tree truncated: {len(buf)} bytes, the header alone is 40")
-    fields = _HEADER.unpack_from(buf, 0)
-    if fields[0] != FDT_MAGIC:
-        raise FdtError(f"not a device tree: bad magic 0x{fields[0]:08x}")
-    header = Header(*fields[1:])
-    if header.version < _VERSION or header.last_comp_version > _VERSION:
-        raise FdtError(f"unsupported device tree version {header.version}")
-    if not _HEADER.size <= header.totalsize <= len(buf):
-        raise FdtError(f"device tree size {header.totalsize} exceeds the {len(buf)} bytes read")
-    _check_block("struct", header.off_dt_struct, header.size_dt_struct, header.totalsize, 4)
-    _check_block("strings", header.off_dt_strings, header.size_dt_strings, header.totalsize, 1)
-    _check_block("reserve map", header.off_mem_rsvmap, 0, header.totalsize, 8)
-    struct_end = header.off_dt_struct + header.size_dt_struct
-    strings_end = header.off_dt_strings + header.size_dt_strings
-    if header.off_dt_struct < strings_end and header.off_dt_strings < struct_end:
-        raise FdtError("device tree struct and strings blocks overlap")
-    return header
-
-
-def _check_block(name: str, offset: int, size: int, total: int, alignment: int) -> None:
-    if offset < _HEADER.size or offset % alignment or offset + size > total:
-        raise FdtError(f"device tree {name} block at {offset}+{size} is out of bounds")
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """One struct-block token; offsets are relative to the struct block, as in libfdt."""
-
-    tag: int
-    offset: int
-    next_offset: int
-    name: str = ""
-    value: memoryview = field(default_factory=lambda: memoryview(b""))
-    nameoff: int = 0
-    pad: bytes = b""
-    """The alignment bytes after a name or value: libfdt does not always zero them."""
-
-
-def _cstring(block: memoryview, start: int, what: str) -> tuple[str, int]:
-    """The NUL-terminated ASCII string at ``start`` and the offset of its NUL."""
-    end = bytes(block[start : start + 4096]).find(b"\0")
-    if end < 0:
-        raise FdtError(f"device tree {what} at {start} is unterminated or too long")
-    raw = bytes(block[start : start + end])
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        raise FdtError(f"device tree {what} at {start} is not ASCII") from None
-    if not text.isprintable():
-        raise FdtError(f"device tree {what} at {start} has control characters")
-    return text, start + end
-
-
-def iter_tokens(buf: Bytes, header: Header | None = None) -> Iterator[Token]:
-    """Walk the struct block token by token, checking every length first.
-
-    Stops after FDT_END; raises FdtError on a truncated token, an unknown tag, a
-    name offset outside the strings block or a property running off the end.
-    """
-    view = memoryview(buf)
-    header = header or read_header(view)
-    block = view[header.off_dt_struct : header.off_dt_struct + header.size_dt_struct]
-    strings = view[header.off_dt_strings : header.off_dt_strings + header.size_dt_strings]
-    offset = 0
-    while True:
-        if offset + 4 > len(block):
-            raise FdtError(f"device tree struct block truncated at {offset}")
-        tag = _U32.unpack_from(block, offset)[0]
-        if tag == FDT_BEGIN_NODE:
-            name, nul = _cstring(block, offset + 4, "node name")
-            end = _bounded(align4(nul + 1), block)
-            token = Token(tag, offset, end, name, pad=bytes(block[nul + 1 : end]))
-        elif tag == FDT_PROP:
-            token = _prop_token(block, strings, offset)
-        elif tag in (FDT_END_NODE, FDT_NOP, FDT_END):
-            token = Token(tag, offset, offset + 4)
-        else:
-            raise FdtError(f"device tree has unknown token 0x{tag:x} at {offset}")
-        yield token
-        if tag == FDT_END:
-            return
-        offset = token.next_offset
-
-
-def _bounded(offset: int, block: memoryview) -> int:
-    if offset > len(block):
-        raise FdtError(f"device tree token runs past the struct block end at {offset}")
-    return offset
-
-
-def _prop_token(block: memoryview, strings: memoryview, offset: int) -> Token:
-    if offset + _PROP_HEAD.size > len(block):
-        raise FdtError(f"device tree property header truncated at {offset}")
-    _, length, nameoff = _PROP_HEAD.unpack_from(block, offset)
-    start = offset + _PROP_HEAD.size
-    if length > len(block) - start:
-        raise FdtError(f"device tree property at {offset} claims {length} bytes, past the end")
-    if nameoff >= len(strings):
-        raise FdtError(f"device tree property at {offset} names string {nameoff}, out of range")
-    name, _ = _cstring(strings, nameoff, "property name")
-    if not name:
-        raise FdtError(f"device tree property at {offset} has an empty name")
-    value = block[start : start + length]
-    end = _bounded(align4(start + length), block)
-    pad = bytes(block[start + length : end])
-    return Token(FDT_PROP, offset, end, name, value, nameoff, pad)
+__all__ = ["Bytes", "Fdt", "Node", "Prop", "align4", "parse", "read_header"]
 
 
 @dataclass
@@ -204,7 +75,7 @@ class Prop:
     def as_u32(self) -> int:
         if len(self.value) != 4:
             raise FdtError(f"property {self.name!r} is not a 32-bit cell")
-        return int(_U32.unpack_from(self.value, 0)[0])
+        return int(U32.unpack_from(self.value, 0)[0])
 
     def as_int(self) -> int:
         """A big-endian unsigned integer of any whole number of cells (u32, u64, bignum)."""
@@ -247,7 +118,7 @@ class Node:
         return self.set(name, value.encode() + b"\0")
 
     def set_u32(self, name: str, value: int) -> Prop:
-        return self.set(name, _U32.pack(value))
+        return self.set(name, U32.pack(value))
 
     def remove(self, name: str) -> None:
         self.props = [p for p in self.props if p.name != name]
@@ -305,16 +176,16 @@ class Fdt:
         """The blob as a list of pieces, so a caller can write it without joining."""
         body: list[Bytes] = []
         size = self._emit(self.root, body, 0)
-        body.append(_U32.pack(FDT_END))
+        body.append(U32.pack(FDT_END))
         size += 4
-        rsv = b"".join(_RSV_ENTRY.pack(a, s) for a, s in [*self.reserve_map, (0, 0)])
-        off_struct = _HEADER.size + len(rsv)
+        rsv = b"".join(RSV_ENTRY.pack(a, s) for a, s in [*self.reserve_map, (0, 0)])
+        off_struct = HEADER.size + len(rsv)
         off_strings = off_struct + size
         total = off_strings + len(self.strings) + len(self.free_space)
         header = struct.pack(
             ">10I",
-            *(FDT_MAGIC, total, off_struct, off_strings, _HEADER.size, _VERSION),
-            *(_LAST_COMP_VERSION, self.boot_cpuid_phys, len(self.strings), size),
+            *(FDT_MAGIC, total, off_struct, off_strings, HEADER.size, VERSION),
+            *(LAST_COMP_VERSION, self.boot_cpuid_phys, len(self.strings), size),
         )
         return [header, rsv, *body, bytes(self.strings), self.free_space]
 
@@ -322,14 +193,14 @@ class Fdt:
         if depth >= MAX_DEPTH:
             raise FdtError(f"device tree deeper than {MAX_DEPTH} levels")
         name = node.name.encode("ascii") + b"\0"
-        head = _U32.pack(FDT_BEGIN_NODE) + name + _padding(node.pad, len(name))
+        head = U32.pack(FDT_BEGIN_NODE) + name + _padding(node.pad, len(name))
         out.append(head)
         size = len(head)
         for prop in node.props:
             size += self._emit_prop(prop, out)
         for child in node.children:
             size += self._emit(child, out, depth + 1)
-        out.append(_U32.pack(FDT_END_NODE))
+        out.append(U32.pack(FDT_END_NODE))
         return size + 4
 
     def _emit_prop(self, prop: Prop, out: list[Bytes]) -> int:
@@ -337,12 +208,12 @@ class Fdt:
         if nameoff is None or not self.strings.startswith(prop.name.encode() + b"\0", nameoff):
             nameoff = prop.nameoff = self.string_offset(prop.name)
         length = len(prop.value)
-        out.append(_PROP_HEAD.pack(FDT_PROP, length, nameoff))
+        out.append(PROP_HEAD.pack(FDT_PROP, length, nameoff))
         out.append(prop.value)
         padding = _padding(prop.pad, length)
         if padding:
             out.append(padding)
-        return _PROP_HEAD.size + length + len(padding)
+        return PROP_HEAD.size + length + len(padding)
 
 
 def _padding(kept: bytes, length: int) -> bytes:
@@ -380,11 +251,11 @@ def parse(buf: Bytes) -> Fdt:
         raise FdtError("device tree has data after its end token")
     start = header.off_dt_strings
     strings = bytearray(view[start : start + header.size_dt_strings])
-    reserve_map = _reserve_map(view, header)
+    reserve_map = read_reserve_map(view, header)
     fdt = Fdt(root, strings, reserve_map, header.boot_cpuid_phys)
-    struct_start = _HEADER.size + _RSV_ENTRY.size * (len(reserve_map) + 1)
+    struct_start = HEADER.size + RSV_ENTRY.size * (len(reserve_map) + 1)
     packed = (
-        header.off_mem_rsvmap == _HEADER.size
+        header.off_mem_rsvmap == HEADER.size
         and header.off_dt_struct == struct_start
         and header.off_dt_strings == struct_start + header.size_dt_struct
     )
@@ -428,16 +299,3 @@ def _add_prop(token: Token, stack: list[_Open]) -> None:
         raise FdtError(f"device tree node {current.node.name!r} has property {token.name!r} twice")
     current.props.add(token.name)
     current.node.props.append(Prop(token.name, token.value, token.nameoff, token.pad))
-
-
-def _reserve_map(view: memoryview, header: Header) -> list[tuple[int, int]]:
-    entries: list[tuple[int, int]] = []
-    offset = header.off_mem_rsvmap
-    while True:
-        if offset + _RSV_ENTRY.size > header.totalsize:
-            raise FdtError("device tree reserve map is unterminated")
-        address, size = _RSV_ENTRY.unpack_from(view, offset)
-        if (address, size) == (0, 0):
-            return entries
-        entries.append((address, size))
-        offset += _RSV_ENTRY.size

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from keyfab.boot._errors import FdtError
-from keyfab.boot._fdt import (
+from keyfab.boot._tokens import (
     FDT_BEGIN_NODE,
     FDT_END,
     FDT_END_NODE,
