@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyfab.boot import Fdt, FdtError, Node, parse
+from keyfab.boot import Fdt, FdtError, Node, find_regions, parse
 from keyfab.boot._tokens import iter_tokens, read_header
 
 from .conftest import ItsMaker, run
@@ -155,3 +155,35 @@ def test_boot_fdt_fuzz_arbitrary_bytes(raw: bytes) -> None:
         parse(raw)
     except FdtError:
         pass
+
+
+def test_boot_fdt_regions_follow_uboot_want_levels() -> None:
+    """Included node: tags and props (minus payloads); its subnodes: tags only; deeper: nothing."""
+    root = Node("")
+    root.set_str("description", "d")
+    images = root.add_child("images")
+    kernel = images.add_child("kernel")
+    kernel.set("data", b"PAYLOAD!")
+    kernel.set_str("type", "kernel")
+    kernel.add_child("hash-1").set_str("algo", "sha256")
+    kernel.add_child("other").add_child("deep").set_str("x", "HIDDEN")
+    images.add_child("unreferenced").set_str("type", "SECRET")
+    blob = Fdt(root).to_bytes()
+    regions = find_regions(blob, ["/", "/images/kernel"])
+    covered = b"".join(blob[start : start + size] for start, size in regions)
+    assert b"PAYLOAD!" not in covered
+    assert b"kernel\0" in covered  # the type value and the node name
+    assert b"hash-1\0" in covered
+    assert b"other\0" in covered
+    assert b"deep\0" not in covered
+    assert b"HIDDEN" not in covered
+    assert b"unreferenced" not in covered
+    assert b"SECRET" not in covered
+    assert covered.endswith(struct.pack(">I", 9))  # FDT_END always included
+
+
+def test_boot_fdt_regions_refuse_overlong_paths() -> None:
+    root = Node("")
+    root.add_child("a" * 120).add_child("b" * 120)
+    with pytest.raises(FdtError, match="path longer"):
+        find_regions(Fdt(root).to_bytes(), ["/"])

@@ -61,10 +61,11 @@ class _Walk:
         """Enter a node: returns (include, stop at this token's start)."""
         if len(self.stack) >= MAX_DEPTH:
             raise FdtError(f"device tree deeper than {MAX_DEPTH} levels")
+        parent_length = len("/" + "/".join(self.path[1:])) if self.path else 0
+        if parent_length + 2 + len(name) >= MAX_PATH:  # U-Boot's exact limit
+            raise FdtError(f"device tree path longer than {MAX_PATH} bytes")
         self.path.append(name)
         path = "/" + "/".join(self.path[1:])
-        if len(path) + 2 >= MAX_PATH:
-            raise FdtError(f"device tree path longer than {MAX_PATH} bytes")
         self.stack.append(self.want)
         stop_here = self.want == 1
         if path in include_paths:
