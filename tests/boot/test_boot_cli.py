@@ -135,6 +135,13 @@ def test_boot_cli_rollback_counter_from_root_of_trust(built: Path, keydir: KeyMa
     rot.close()
     assert invoke("verify", built, "--control", control_dtb, "--counter-rot", rot_uri)[0] == 0
     rot = open_rot(rot_uri)
+    rot.counter("rollback").advance_to(2)
+    rot.close()
+    code, output = invoke("verify", built, "--control", control_dtb, "--counter-rot", rot_uri,
+                          "--advance")
+    assert code == 0, output
+    rot = open_rot(rot_uri)
+    assert rot.counter("rollback").read() == 5  # raised to the image's rollback-index
     rot.counter("rollback").advance_to(6)
     rot.close()
     code, output = invoke("verify", built, "--control", control_dtb, "--counter-rot", rot_uri)

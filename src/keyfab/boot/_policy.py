@@ -49,6 +49,8 @@ class VerifyReport:
 
     config: str
     ok: bool = True
+    rollback_index: int | None = None
+    """The configuration's rollback-index, when a verified signature covers it."""
     reasons: list[str] = field(default_factory=list)
     nodes: list[NodeResult] = field(default_factory=list)
 
@@ -144,6 +146,8 @@ def _check_rollback(report: VerifyReport, config: Node, min_version: int,
         report.fail(f"{ROLLBACK_PROPERTY} is not covered by a verified signature")
     elif version < min_version:
         report.fail(f"rollback: {ROLLBACK_PROPERTY} {version} is below the minimum {min_version}")
+    else:
+        report.rollback_index = version
     report.nodes.append(NodeResult(f"{path}:{ROLLBACK_PROPERTY}", "rollback",
                                    bool(version is not None and signed and version >= min_version),
                                    f"{version} (minimum {min_version})"))

@@ -96,18 +96,27 @@ def verify(
     min_version: Annotated[int | None, typer.Option(help="minimum rollback-index")] = None,
     counter_rot: Annotated[str | None, typer.Option(help="rot URI holding a counter")] = None,
     counter: Annotated[str, typer.Option(help="monotonic counter name")] = "rollback",
+    advance: Annotated[bool, typer.Option(help="raise the counter to the image's index")] = False,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Verify as U-Boot would: required keys, every signature node, every image hash."""
-    if counter_rot is not None:
+    """Verify as U-Boot would: required keys, every signature node, every image hash.
+
+    With --counter-rot the minimum version is the root of trust's monotonic
+    counter; --advance then raises it to a verified image's rollback-index, so
+    older images are refused from now on.
+    """
+    fit, keys = load_fit(image), load_dtb(control) if control else None
+    if counter_rot is None:
+        report = verify_fit(fit, keys, conf, min_version)
+    else:
         rot = open_rot(counter_rot)
         try:
-            floor = rot.counter(counter).read()
+            monotonic = rot.counter(counter)
+            report = verify_fit(fit, keys, conf, max(monotonic.read(), min_version or 0))
+            if advance and report.ok and report.rollback_index is not None:
+                monotonic.advance_to(report.rollback_index)
         finally:
             rot.close()
-        min_version = max(floor, min_version or 0)
-    report = verify_fit(load_fit(image), load_dtb(control) if control else None, conf,
-                        min_version)
     if as_json:
         emit_json({"config": report.config, "ok": report.ok, "reason": report.reason,
                    "nodes": [vars(n) for n in report.nodes]})
