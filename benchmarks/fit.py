@@ -127,6 +127,8 @@ def main() -> None:
         write_atomic(control_path, control.chunks())
         results["keyfab fit verify (CLI)"] = best(lambda: sh(
             sys.executable, "-m", "keyfab.cli.fit", "verify", work, "--control", control_path))
+        results["CLI start-up alone"] = best(lambda: sh(
+            sys.executable, "-W", "ignore", "-c", "import keyfab.cli.fit"))
         assert verify_fit(FitImage.load(work.read_bytes()), control).ok
         report(results)
 
