@@ -135,3 +135,28 @@ def test_boot_qemu_boots_keyfab_image_whose_sign_images_left_one_out(
     assert booted.count("sha256,rsa2048:dev+ OK") == 2, booted
     assert "Starting kernel" in booted
     assert _keyfab_accepts(control_path, files[GOOD])
+
+
+@pytest.mark.parametrize("mode", ["all", "any"])
+def test_boot_qemu_required_mode(uboot_ready: None, make_fit: ItsMaker, keydir: KeyMaker,
+                                 tmp_path: Path, mode: str) -> None:
+    """Two required keys, image signed by one: U-Boot boots only with required-mode "any"."""
+    key, signer = _key(keydir)
+    other = load_key(f"soft:{keydir('other', 'rsa2048') / 'other'}.pem")
+    fit = FitImage.load(make_fit().read_bytes())
+    sign_fit(fit, signer, ["conf-1"])
+    control_path, files = _write(tmp_path, key, {GOOD: fit.to_bytes()})
+    control = parse(control_path.read_bytes())
+    add_key(control, other.public_key(), "other", "sha256,rsa2048", "conf")
+    if mode == "any":
+        control.root.add_child("signature").set_str("required-mode", "any")
+    control_path.write_bytes(control.to_bytes())
+    uboot = UBoot(control_path, files)
+    try:
+        uboot.stop_autoboot()
+        output = uboot.run(f"bootm 0x{GOOD:x}#conf-1", "Starting kernel", PROMPT)
+    finally:
+        uboot.close()
+    booted = "Starting kernel" in output
+    assert booted is (mode == "any"), output
+    assert _keyfab_accepts(control_path, files[GOOD]) is booted
