@@ -68,23 +68,23 @@ Checker = Callable[[Node, ControlKey], str | None]
 
 def _try_signatures(report: VerifyReport, base: str, sigs: list[Node],
                     keys: list[ControlKey], check: Checker) -> set[str]:
-    """Try every signature node with its hinted key, then every other key.
+    """Try every signature node with every key, as U-Boot does key by key.
 
-    Returns the names of the keys that verified at least one node.
+    Returns the names of the keys that verified at least one node. The report
+    names the hinted key first.
     """
     verified: set[str] = set()
     for sig in sigs:
         hint = sig.prop("key-name-hint")
         hint_text = hint.as_str() if hint is not None else ""
-        ordered = sorted(keys, key=lambda k: k.hint != hint_text)
         outcome: tuple[bool | None, str] = (None, "no matching key in the control DTB")
-        for key in ordered:
+        for key in sorted(keys, key=lambda k: k.hint != hint_text):
             reason = check(sig, key)
             if reason is None:
                 verified.add(key.node_name)
-                outcome = (True, f"verified with key {key.hint!r}")
-                break
-            if key.hint == hint_text:
+                if not outcome[0]:
+                    outcome = (True, f"verified with key {key.hint!r}")
+            elif key.hint == hint_text:
                 outcome = (False, f"key {key.hint!r}: {reason}")
         report.nodes.append(NodeResult(f"{base}/{sig.name}", "signature", *outcome))
     return verified
