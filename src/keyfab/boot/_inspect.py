@@ -14,7 +14,7 @@ _STRINGS = frozenset({"description", "type", "arch", "os", "compression", "algo"
                       "kernel", "fdt", "ramdisk", "loadables", "firmware", "sign-images",
                       "hashed-nodes", "compatible", "required"})
 _CELLS = frozenset({"load", "entry", "data-size", "data-offset", "data-position",
-                    "rollback-index", "timestamp"})
+                    "rollback-index", "timestamp", "#address-cells"})
 
 
 def _value(prop: Prop) -> Any:
