@@ -33,6 +33,10 @@ class SignImagesWarning(UserWarning):
     """A ``sign-images`` list leaves out an image the configuration references."""
 
 
+class StaleSignatureWarning(UserWarning):
+    """A new signature node changed bytes that an existing signature covers."""
+
+
 def source_date() -> int:
     """SOURCE_DATE_EPOCH when set (reproducible builds), else now; as U-Boot's u32."""
     raw = os.environ.get("SOURCE_DATE_EPOCH")
@@ -155,7 +159,7 @@ def _warn_if_orphaning(config: Node, signers: Sequence[Signer]) -> None:
         warnings.warn(
             f"configuration {config.name!r}: adding a signature node invalidates the "
             f"signatures by {', '.join(sorted(names - hints))}; sign with all keys at once",
-            SignImagesWarning,
+            StaleSignatureWarning,
             stacklevel=3,
         )
 
