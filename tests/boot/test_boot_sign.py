@@ -14,6 +14,7 @@ from keyfab.boot import (
     SignatureAlgorithm,
     Signer,
     SignImagesWarning,
+    StaleSignatureWarning,
     add_key,
     parse,
     sign_fit,
@@ -191,3 +192,14 @@ def test_boot_sign_missing_image_reference(make_fit: ItsMaker, keydir: KeyMaker)
     fit.configuration("conf-1").set("fdt", b"nothere\0")
     with warnings.catch_warnings(), pytest.raises(FitError, match="references no images"):
         sign_fit(fit, _signer(keydir, "dev", "rsa2048"))
+
+
+def test_boot_sign_warns_when_a_new_signer_invalidates_an_old_signature(
+        make_fit: ItsMaker, keydir: KeyMaker, payloads: Path) -> None:
+    first, second = _signer(keydir, "dev", "rsa2048"), _signer(keydir, "other", "rsa2048")
+    fit = FitImage.load(make_fit().read_bytes())
+    sign_fit(fit, first)
+    with pytest.warns(StaleSignatureWarning, match="invalidates the signatures by dev"):
+        sign_fit(fit, second)
+    report = verify_fit(FitImage.load(fit.to_bytes()), _control(payloads, first, second))
+    assert "required key 'dev' did not verify" in report.reason

@@ -14,7 +14,14 @@ from keyfab.boot._inspect import describe
 from keyfab.boot._keynode import ControlKey, add_key, read_keys
 from keyfab.boot._policy import NodeResult, VerifyReport, verify_fit
 from keyfab.boot._regions import find_regions
-from keyfab.boot._sign import Signer, SignImagesWarning, add_hashes, sign_fit, source_date
+from keyfab.boot._sign import (
+    Signer,
+    SignImagesWarning,
+    StaleSignatureWarning,
+    add_hashes,
+    sign_fit,
+    source_date,
+)
 
 __all__ = [
     "ControlKey",
@@ -29,6 +36,7 @@ __all__ = [
     "SignImagesWarning",
     "SignatureAlgorithm",
     "Signer",
+    "StaleSignatureWarning",
     "VerifyReport",
     "add_hashes",
     "add_key",
