@@ -204,3 +204,20 @@ def test_boot_cli_add_key_and_list_keys(keydir: KeyMaker, control_dtb: Path,
     # mkimage signing with the same key verifies against the key keyfab added
     image = make_fit(algo="sha256,rsa2048", hint="dev", keys=folder)
     assert invoke("verify", image, "--control", control_dtb)[0] == 0
+
+
+def test_boot_cli_build_and_sign_are_reproducible(built: Path, keydir: KeyMaker,
+                                                  control_dtb: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    outputs = []
+    for index in range(2):
+        image = tmp_path / f"again-{index}.itb"
+        assert invoke("build", tmp_path / "fit.toml", "-o", image)[0] == 0
+        assert _sign(image, keydir, control_dtb)[0] == 0
+        outputs.append(image.read_bytes())
+    assert outputs[0] == outputs[1]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "soon")
+    code, output = invoke("build", tmp_path / "fit.toml", "-o", tmp_path / "x.itb")
+    assert code == 1
+    assert "SOURCE_DATE_EPOCH" in output
