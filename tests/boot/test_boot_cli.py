@@ -116,6 +116,9 @@ def test_boot_cli_missing_key_and_bad_algorithm(built: Path, keydir: KeyMaker,
     code, output = _sign(built, keydir, control_dtb, "--algo", "sha256,ecdsa256")
     assert code == 1
     assert "algorithm says sha256,ecdsa256" in output
+    code, output = _sign(built, keydir, control_dtb, "--padding", "oaep")
+    assert code == 1
+    assert "unsupported padding 'oaep'" in output
 
 
 def test_boot_cli_pss_padding(built: Path, keydir: KeyMaker, control_dtb: Path) -> None:

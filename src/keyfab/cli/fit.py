@@ -68,8 +68,8 @@ def sign(
 ) -> None:
     """Add hashes, sign configurations (and images) and write the key into the control DTB."""
     private = load_key(key)
-    algorithm = (SignatureAlgorithm.parse(algo, padding) if algo
-                 else SignatureAlgorithm.for_key(private, pss=padding == "pss"))
+    algorithm = SignatureAlgorithm.parse(algo or SignatureAlgorithm.for_key(private).name,
+                                         padding)
     fit = load_fit(image)
     dtb = load_dtb(control) if control is not None else None
     if dtb is not None:  # before writing anything: a bad --required stops here
