@@ -54,7 +54,7 @@ def test_sigkill_mid_batch_then_resume(workspace: Workspace, recipe_file: Path) 
     assert _provisioned(home / "keyfab.db") < COUNT, "killed too late to test anything"
 
     code, out, err = Keyfab(home)("provision", "resume", "k", "--workers", "2", "--json")
-    assert code == 0, err
+    assert code == 0, (err, out)
     assert json.loads(out)["provisioned"] == COUNT
 
     with sqlite3.connect(home / "keyfab.db") as db:

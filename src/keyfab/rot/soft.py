@@ -62,15 +62,24 @@ def _warn() -> None:
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the first byte on; never overwrite."""
+    """Create ``path`` with mode 0600 from the first byte on, whole or not at all.
+
+    The bytes go to a private temporary file that is then linked into place, so
+    a crash never leaves a half-written key, and an existing key is never
+    overwritten.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.link(temporary, path)
     except FileExistsError:
         raise KeyExistsError(f"{path.name} already exists") from None
     except OSError as error:
         raise RotError(f"cannot write {path}: {error.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
