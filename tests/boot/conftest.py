@@ -36,8 +36,10 @@ ITS = """/dts-v1/;
 }};
 """
 
-SIGNATURE = ('signature-1 {{ algo = "{algo}"; key-name-hint = "{hint}"; {padding}'
-             'sign-images = {sign_images}; }};')
+SIGNATURE = (
+    'signature-1 {{ algo = "{algo}"; key-name-hint = "{hint}"; {padding}'
+    "sign-images = {sign_images}; }};"
+)
 
 FDT_DTS = '/dts-v1/;\n/ { compatible = "linux,dummy-virt"; #address-cells = <2>; };\n'
 
@@ -50,8 +52,9 @@ def require_tool(name: str) -> str:
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], cwd=cwd, check=True, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, check=True, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture(scope="session")
@@ -91,8 +94,11 @@ def keydir(tmp_path_factory: pytest.TempPathFactory) -> KeyMaker:
             key = rsa.generate_private_key(65537, int(kind[3:]))
         else:
             key = ec.generate_private_key(ec.SECP384R1() if kind == "ec384" else ec.SECP256R1())
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
         pem_path.write_bytes(pem)
         (folder / f"{hint}.key").write_bytes(pem)
         (folder / f"{hint}.crt").write_bytes(_certificate(key))
@@ -109,17 +115,33 @@ def make_fit(payloads: Path, tmp_path: Path) -> ItsMaker:
     """Builds a FIT with Debian's mkimage; signs it when given a key folder."""
     require_tool("mkimage")
 
-    def make(name: str = "image", *, algo: str = "", hint: str = "dev", pss: bool = False,
-             keys: Path | None = None, control: Path | None = None, required: bool = False,
-             extra: str = "", sign_images: str = '"kernel", "fdt"') -> Path:
+    def make(
+        name: str = "image",
+        *,
+        algo: str = "",
+        hint: str = "dev",
+        pss: bool = False,
+        keys: Path | None = None,
+        control: Path | None = None,
+        required: bool = False,
+        extra: str = "",
+        sign_images: str = '"kernel", "fdt"',
+    ) -> Path:
         signature = ""
         if algo:
             padding = 'padding = "pss"; ' if pss else ""
-            signature = SIGNATURE.format(algo=algo, hint=hint, padding=padding,
-                                         sign_images=sign_images)
+            signature = SIGNATURE.format(
+                algo=algo, hint=hint, padding=padding, sign_images=sign_images
+            )
         its = tmp_path / f"{name}.its"
-        its.write_text(ITS.format(kernel=payloads / "kernel.bin", fdt=payloads / "fdt.dtb",
-                                  extra=extra, signature=signature))
+        its.write_text(
+            ITS.format(
+                kernel=payloads / "kernel.bin",
+                fdt=payloads / "fdt.dtb",
+                extra=extra,
+                signature=signature,
+            )
+        )
         out = tmp_path / f"{name}.itb"
         args: list[str | Path] = ["mkimage", "-f", its]
         if keys is not None:

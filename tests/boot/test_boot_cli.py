@@ -55,8 +55,19 @@ def built(payloads: Path, tmp_path: Path) -> Path:
 
 def _sign(image: Path, keydir: KeyMaker, control: Path, *extra: str) -> tuple[int, str]:
     key = f"soft:{keydir('dev', 'rsa2048') / 'dev.pem'}"
-    return invoke("sign", image, "--key", key, "--key-name-hint", "dev", "--control", control,
-                  "--required", "conf", *extra)
+    return invoke(
+        "sign",
+        image,
+        "--key",
+        key,
+        "--key-name-hint",
+        "dev",
+        "--control",
+        control,
+        "--required",
+        "conf",
+        *extra,
+    )
 
 
 def test_boot_cli_build_is_readable_by_mkimage(built: Path) -> None:
@@ -69,8 +80,7 @@ def test_boot_cli_build_is_readable_by_mkimage(built: Path) -> None:
 def test_boot_cli_sign_verify_inspect(built: Path, keydir: KeyMaker, control_dtb: Path) -> None:
     code, output = _sign(built, keydir, control_dtb)
     assert code == 0, output
-    code, output = invoke("verify", built, "--control", control_dtb, "--json",
-                          "--min-version", "5")
+    code, output = invoke("verify", built, "--control", control_dtb, "--json", "--min-version", "5")
     assert code == 0, output
     report = json.loads(output)
     assert report["ok"] is True
@@ -86,8 +96,9 @@ def test_boot_cli_sign_verify_inspect(built: Path, keydir: KeyMaker, control_dtb
     assert "signature-1" in output
 
 
-def test_boot_cli_verify_failure_is_one_line(built: Path, keydir: KeyMaker,
-                                             control_dtb: Path) -> None:
+def test_boot_cli_verify_failure_is_one_line(
+    built: Path, keydir: KeyMaker, control_dtb: Path
+) -> None:
     assert _sign(built, keydir, control_dtb)[0] == 0
     blob = built.read_bytes()
     built.write_bytes(blob.replace(b"from toml", b"from tomm"))
@@ -98,8 +109,9 @@ def test_boot_cli_verify_failure_is_one_line(built: Path, keydir: KeyMaker,
 
 
 @pytest.mark.parametrize("cut", [10, 100, 1000])
-def test_boot_cli_truncated_image_is_a_clear_error(built: Path, control_dtb: Path,
-                                                   cut: int) -> None:
+def test_boot_cli_truncated_image_is_a_clear_error(
+    built: Path, control_dtb: Path, cut: int
+) -> None:
     built.write_bytes(built.read_bytes()[:cut])
     code, output = invoke("verify", built, "--control", control_dtb)
     assert code == 1
@@ -107,10 +119,12 @@ def test_boot_cli_truncated_image_is_a_clear_error(built: Path, control_dtb: Pat
     assert output.count("\n") == 1
 
 
-def test_boot_cli_missing_key_and_bad_algorithm(built: Path, keydir: KeyMaker,
-                                                control_dtb: Path, tmp_path: Path) -> None:
-    code, output = invoke("sign", built, "--key", f"soft:{tmp_path / 'absent.pem'}",
-                          "--key-name-hint", "dev")
+def test_boot_cli_missing_key_and_bad_algorithm(
+    built: Path, keydir: KeyMaker, control_dtb: Path, tmp_path: Path
+) -> None:
+    code, output = invoke(
+        "sign", built, "--key", f"soft:{tmp_path / 'absent.pem'}", "--key-name-hint", "dev"
+    )
     assert code == 1
     assert "no key 'absent'" in output
     code, output = _sign(built, keydir, control_dtb, "--algo", "sha256,ecdsa256")
@@ -125,11 +139,12 @@ def test_boot_cli_pss_padding(built: Path, keydir: KeyMaker, control_dtb: Path) 
     code, output = _sign(built, keydir, control_dtb, "--padding", "pss")
     assert code == 0, output
     assert invoke("verify", built, "--control", control_dtb)[0] == 0
-    assert b'pss\0' in built.read_bytes()
+    assert b"pss\0" in built.read_bytes()
 
 
-def test_boot_cli_rollback_counter_from_root_of_trust(built: Path, keydir: KeyMaker,
-                                                      control_dtb: Path, tmp_path: Path) -> None:
+def test_boot_cli_rollback_counter_from_root_of_trust(
+    built: Path, keydir: KeyMaker, control_dtb: Path, tmp_path: Path
+) -> None:
     assert _sign(built, keydir, control_dtb)[0] == 0
     rot_uri = f"soft:{tmp_path / 'rot' / 'device.pem'}"
     (tmp_path / "rot").mkdir()
@@ -140,8 +155,9 @@ def test_boot_cli_rollback_counter_from_root_of_trust(built: Path, keydir: KeyMa
     rot = open_rot(rot_uri)
     rot.counter("rollback").advance_to(2)
     rot.close()
-    code, output = invoke("verify", built, "--control", control_dtb, "--counter-rot", rot_uri,
-                          "--advance")
+    code, output = invoke(
+        "verify", built, "--control", control_dtb, "--counter-rot", rot_uri, "--advance"
+    )
     assert code == 0, output
     rot = open_rot(rot_uri)
     assert rot.counter("rollback").read() == 5  # raised to the image's rollback-index
@@ -164,7 +180,8 @@ def test_boot_cli_build_rejects_bad_descriptions(tmp_path: Path) -> None:
 
 
 def test_boot_cli_selected_configuration_and_image_signatures(
-        make_fit: ItsMaker, keydir: KeyMaker, control_dtb: Path, tmp_path: Path) -> None:
+    make_fit: ItsMaker, keydir: KeyMaker, control_dtb: Path, tmp_path: Path
+) -> None:
     """--conf signs only that configuration; the other stays unbootable with a required key."""
     source = make_fit(extra="").read_bytes()
     fit = FitImage.load(source)
@@ -175,8 +192,9 @@ def test_boot_cli_selected_configuration_and_image_signatures(
     image = tmp_path / "two.itb"
     image.write_bytes(fit.to_bytes())
     signed = tmp_path / "signed.itb"
-    code, output = _sign(image, keydir, control_dtb, "--conf", "conf-1", "--sign-images",
-                         "-o", str(signed))
+    code, output = _sign(
+        image, keydir, control_dtb, "--conf", "conf-1", "--sign-images", "-o", str(signed)
+    )
     assert code == 0, output
     assert image.read_bytes() == fit.to_bytes()  # -o leaves the input alone
     assert invoke("verify", signed, "--control", control_dtb, "--conf", "conf-1")[0] == 0
@@ -194,24 +212,44 @@ def test_boot_cli_rejects_bad_hint(built: Path, keydir: KeyMaker) -> None:
     assert "invalid key name hint" in output
 
 
-def test_boot_cli_add_key_and_list_keys(keydir: KeyMaker, control_dtb: Path,
-                                        make_fit: ItsMaker) -> None:
+def test_boot_cli_add_key_and_list_keys(
+    keydir: KeyMaker, control_dtb: Path, make_fit: ItsMaker
+) -> None:
     folder = keydir("dev", "rsa2048")
-    code, output = invoke("add-key", control_dtb, "--key", f"soft:{folder / 'dev.pem'}",
-                          "--key-name-hint", "dev", "--required", "conf")
+    code, output = invoke(
+        "add-key",
+        control_dtb,
+        "--key",
+        f"soft:{folder / 'dev.pem'}",
+        "--key-name-hint",
+        "dev",
+        "--required",
+        "conf",
+    )
     assert code == 0, output
     code, output = invoke("keys", control_dtb, "--json")
     assert code == 0, output
-    assert json.loads(output) == [{"node": "key-dev", "hint": "dev", "algo": "sha256,rsa2048",
-                                   "required": "conf", "key": "rsa-2048"}]
+    assert json.loads(output) == [
+        {
+            "node": "key-dev",
+            "hint": "dev",
+            "algo": "sha256,rsa2048",
+            "required": "conf",
+            "key": "rsa-2048",
+        }
+    ]
     # mkimage signing with the same key verifies against the key keyfab added
     image = make_fit(algo="sha256,rsa2048", hint="dev", keys=folder)
     assert invoke("verify", image, "--control", control_dtb)[0] == 0
 
 
-def test_boot_cli_build_and_sign_are_reproducible(built: Path, keydir: KeyMaker,
-                                                  control_dtb: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_boot_cli_build_and_sign_are_reproducible(
+    built: Path,
+    keydir: KeyMaker,
+    control_dtb: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     outputs = []
     for index in range(2):

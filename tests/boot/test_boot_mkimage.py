@@ -34,11 +34,23 @@ def _key_node(control: Path, hint: str) -> Node:
 @pytest.mark.parametrize("required", [True, False], ids=["required", "optional"])
 @pytest.mark.parametrize(("algo", "kind", "pss"), CASES, ids=["pkcs1", "pss", "rsa4096", "p256"])
 def test_boot_mkimage_signed_verifies_with_keyfab(
-        make_fit: ItsMaker, keydir: KeyMaker, control_dtb: Path,
-        algo: str, kind: str, pss: bool, required: bool) -> None:
+    make_fit: ItsMaker,
+    keydir: KeyMaker,
+    control_dtb: Path,
+    algo: str,
+    kind: str,
+    pss: bool,
+    required: bool,
+) -> None:
     hint = f"mk-{kind}"
-    image = make_fit(algo=algo, hint=hint, pss=pss, keys=keydir(hint, kind),
-                     control=control_dtb, required=required)
+    image = make_fit(
+        algo=algo,
+        hint=hint,
+        pss=pss,
+        keys=keydir(hint, kind),
+        control=control_dtb,
+        required=required,
+    )
     if kind.startswith("rsa"):  # mkimage 2023.01 writes no 'required' for ECDSA keys
         assert (_key_node(control_dtb, hint).prop("required") is not None) is required
     control = parse(control_dtb.read_bytes())
@@ -51,10 +63,12 @@ def test_boot_mkimage_signed_verifies_with_keyfab(
 
 
 def test_boot_mkimage_hashed_nodes_match_keyfab_node_list(
-        make_fit: ItsMaker, keydir: KeyMaker, control_dtb: Path) -> None:
+    make_fit: ItsMaker, keydir: KeyMaker, control_dtb: Path
+) -> None:
     """The nodes keyfab rebuilds from the configuration are the ones mkimage hashed."""
-    image = make_fit(algo="sha256,rsa2048", hint="dev", keys=keydir("dev", "rsa2048"),
-                     control=control_dtb)
+    image = make_fit(
+        algo="sha256,rsa2048", hint="dev", keys=keydir("dev", "rsa2048"), control=control_dtb
+    )
     fit = FitImage.load(image.read_bytes())
     config = fit.configuration(None)
     signature = config.child("signature-1")
@@ -62,14 +76,21 @@ def test_boot_mkimage_hashed_nodes_match_keyfab_node_list(
     assert signature.need("hashed-nodes").as_strings() == fit.signed_paths(config)
 
 
-@pytest.mark.parametrize(("options", "prop"), [(["-E"], "data-offset"),
-                                               (["-E", "-p", "0x4000"], "data-position")])
-def test_boot_mkimage_external_data_verifies(make_fit: ItsMaker, keydir: KeyMaker,
-                                             control_dtb: Path, tmp_path: Path,
-                                             options: list[str], prop: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "prop"), [(["-E"], "data-offset"), (["-E", "-p", "0x4000"], "data-position")]
+)
+def test_boot_mkimage_external_data_verifies(
+    make_fit: ItsMaker,
+    keydir: KeyMaker,
+    control_dtb: Path,
+    tmp_path: Path,
+    options: list[str],
+    prop: str,
+) -> None:
     folder = keydir("dev", "rsa2048")
-    image = make_fit(algo="sha256,rsa2048", hint="dev", keys=folder, control=control_dtb,
-                     required=True)
+    image = make_fit(
+        algo="sha256,rsa2048", hint="dev", keys=folder, control=control_dtb, required=True
+    )
     external = tmp_path / "external.itb"
     run("mkimage", *options, "-k", folder, "-f", image.with_suffix(".its"), external)
     fit = FitImage.load(external.read_bytes())
@@ -77,34 +98,52 @@ def test_boot_mkimage_external_data_verifies(make_fit: ItsMaker, keydir: KeyMake
     report = verify_fit(fit, parse(control_dtb.read_bytes()))
     assert report.ok, report.reason
     tampered = external.read_bytes().replace(b"KERNEL-END", b"KERNEL-ENE")
-    assert "bad hash value" in verify_fit(FitImage.load(tampered),
-                                          parse(control_dtb.read_bytes())).reason
+    assert (
+        "bad hash value"
+        in verify_fit(FitImage.load(tampered), parse(control_dtb.read_bytes())).reason
+    )
 
 
-def test_boot_mkimage_keyfab_key_node_matches_mkimage(make_fit: ItsMaker, keydir: KeyMaker,
-                                                      control_dtb: Path, tmp_path: Path) -> None:
+def test_boot_mkimage_keyfab_key_node_matches_mkimage(
+    make_fit: ItsMaker, keydir: KeyMaker, control_dtb: Path, tmp_path: Path
+) -> None:
     """The RSA key node keyfab writes has mkimage's properties, byte for byte."""
     folder = keydir("dev", "rsa2048")
     fresh = tmp_path / "fresh.dtb"
     fresh.write_bytes(control_dtb.read_bytes())
     make_fit(algo="sha256,rsa2048", hint="dev", keys=folder, control=control_dtb, required=True)
     plain = make_fit("plain")
-    result = CliRunner().invoke(app, [
-        "sign", str(plain), "--key", f"soft:{folder / 'dev.pem'}", "--key-name-hint", "dev",
-        "--control", str(fresh), "--required", "conf"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "sign",
+            str(plain),
+            "--key",
+            f"soft:{folder / 'dev.pem'}",
+            "--key-name-hint",
+            "dev",
+            "--control",
+            str(fresh),
+            "--required",
+            "conf",
+        ],
+    )
     assert result.exit_code == 0, result.output
     mine, theirs = _key_node(fresh, "dev"), _key_node(control_dtb, "dev")
     assert {p.name: bytes(p.value) for p in mine.props} == {
-        p.name: bytes(p.value) for p in theirs.props}
+        p.name: bytes(p.value) for p in theirs.props
+    }
 
 
-def test_boot_mkimage_lists_keyfab_signed_image(make_fit: ItsMaker, keydir: KeyMaker,
-                                                control_dtb: Path) -> None:
+def test_boot_mkimage_lists_keyfab_signed_image(
+    make_fit: ItsMaker, keydir: KeyMaker, control_dtb: Path
+) -> None:
     """mkimage -l reads what keyfab wrote, hashes and signature included."""
     folder = keydir("dev", "rsa2048")
     plain = make_fit("plain")
-    result = CliRunner().invoke(app, [
-        "sign", str(plain), "--key", f"soft:{folder / 'dev.pem'}", "--key-name-hint", "dev"])
+    result = CliRunner().invoke(
+        app, ["sign", str(plain), "--key", f"soft:{folder / 'dev.pem'}", "--key-name-hint", "dev"]
+    )
     assert result.exit_code == 0, result.output
     listing = run("mkimage", "-l", plain).stdout
     assert "Sign algo:    sha256,rsa2048:dev" in listing

@@ -29,8 +29,13 @@ from .uboot import PROMPT, UBOOT_BIN, UBoot, dump_machine_dtb
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning:keyfab.rot")]
 
-GOOD, KERNEL_BIT, HASHED_PROP, UNSIGNED, PARTIAL = (0x50000000, 0x51000000, 0x52000000,
-                                                   0x53000000, 0x54000000)
+GOOD, KERNEL_BIT, HASHED_PROP, UNSIGNED, PARTIAL = (
+    0x50000000,
+    0x51000000,
+    0x52000000,
+    0x53000000,
+    0x54000000,
+)
 REFUSED = (KERNEL_BIT, HASHED_PROP, UNSIGNED, PARTIAL)
 
 
@@ -77,15 +82,20 @@ def images(uboot_ready: None, make_fit: ItsMaker, keydir: KeyMaker, tmp_path: Pa
     sign_fit(fit, signer, ["conf-1"])
     good = fit.to_bytes()
     load = struct.pack(">I", 0x40400000)
-    partial = make_fit("partial", algo="sha256,rsa2048", keys=keydir("dev", "rsa2048"),
-                       sign_images='"kernel"')
-    return _write(tmp_path, key, {
-        GOOD: good,
-        KERNEL_BIT: _flip(good, b"KERNEL-END"),
-        HASHED_PROP: good.replace(load, struct.pack(">I", 0x40400001), 1),
-        UNSIGNED: make_fit("unsigned").read_bytes(),
-        PARTIAL: partial.read_bytes(),  # mkimage signed the kernel only
-    })
+    partial = make_fit(
+        "partial", algo="sha256,rsa2048", keys=keydir("dev", "rsa2048"), sign_images='"kernel"'
+    )
+    return _write(
+        tmp_path,
+        key,
+        {
+            GOOD: good,
+            KERNEL_BIT: _flip(good, b"KERNEL-END"),
+            HASHED_PROP: good.replace(load, struct.pack(">I", 0x40400001), 1),
+            UNSIGNED: make_fit("unsigned").read_bytes(),
+            PARTIAL: partial.read_bytes(),  # mkimage signed the kernel only
+        },
+    )
 
 
 def _keyfab_accepts(control_path: Path, image: Path) -> bool:
@@ -99,8 +109,9 @@ def test_boot_qemu_uboot_agrees_with_keyfab(images: Setup) -> None:
     uboot = UBoot(control_path, files)
     try:
         uboot.stop_autoboot()
-        refused = {a: uboot.run(f"bootm 0x{a:x}#conf-1", "Starting kernel", PROMPT)
-                   for a in REFUSED}
+        refused = {
+            a: uboot.run(f"bootm 0x{a:x}#conf-1", "Starting kernel", PROMPT) for a in REFUSED
+        }
         booted = uboot.run(f"bootm 0x{GOOD:x}#conf-1", "Starting kernel", PROMPT)
     finally:
         uboot.close()
@@ -119,7 +130,8 @@ def test_boot_qemu_uboot_agrees_with_keyfab(images: Setup) -> None:
 
 
 def test_boot_qemu_boots_keyfab_image_whose_sign_images_left_one_out(
-        uboot_ready: None, make_fit: ItsMaker, keydir: KeyMaker, tmp_path: Path) -> None:
+    uboot_ready: None, make_fit: ItsMaker, keydir: KeyMaker, tmp_path: Path
+) -> None:
     """keyfab warns about a partial sign-images list and signs every image, so U-Boot boots."""
     key, signer = _key(keydir)
     fit = FitImage.load(make_fit(algo="sha256,rsa2048", sign_images='"kernel"').read_bytes())
@@ -138,8 +150,9 @@ def test_boot_qemu_boots_keyfab_image_whose_sign_images_left_one_out(
 
 
 @pytest.mark.parametrize("mode", ["all", "any"])
-def test_boot_qemu_required_mode(uboot_ready: None, make_fit: ItsMaker, keydir: KeyMaker,
-                                 tmp_path: Path, mode: str) -> None:
+def test_boot_qemu_required_mode(
+    uboot_ready: None, make_fit: ItsMaker, keydir: KeyMaker, tmp_path: Path, mode: str
+) -> None:
     """Two required keys, image signed by one: U-Boot boots only with required-mode "any"."""
     key, signer = _key(keydir)
     other = load_key(f"soft:{keydir('other', 'rsa2048') / 'other'}.pem")

@@ -35,8 +35,9 @@ def _signer(keydir: KeyMaker, hint: str, kind: str, pss: bool = False) -> Signer
     return Signer(key, hint, algorithm, timestamp=1700000000)
 
 
-def _control(payloads: Path, *signers: Signer, required: str | None = "conf",
-             mode: str | None = None) -> Fdt:
+def _control(
+    payloads: Path, *signers: Signer, required: str | None = "conf", mode: str | None = None
+) -> Fdt:
     control = parse((payloads / "fdt.dtb").read_bytes())
     for signer in signers:
         add_key(control, signer.key.public_key(), signer.hint, signer.algorithm.name, required)
@@ -58,11 +59,13 @@ def _flip(blob: bytes, needle: bytes, bit: int = 0) -> bytes:
     return bytes(changed)
 
 
-@pytest.mark.parametrize(("kind", "pss"), [("rsa2048", False), ("rsa2048", True),
-                                           ("rsa3072", False), ("ec", False),
-                                           ("ec384", False)])
-def test_boot_sign_then_verify_each_algorithm(make_fit: ItsMaker, keydir: KeyMaker,
-                                              payloads: Path, kind: str, pss: bool) -> None:
+@pytest.mark.parametrize(
+    ("kind", "pss"),
+    [("rsa2048", False), ("rsa2048", True), ("rsa3072", False), ("ec", False), ("ec384", False)],
+)
+def test_boot_sign_then_verify_each_algorithm(
+    make_fit: ItsMaker, keydir: KeyMaker, payloads: Path, kind: str, pss: bool
+) -> None:
     signer = _signer(keydir, f"k-{kind}", kind, pss)
     blob = _signed(make_fit, signer)
     report = verify_fit(FitImage.load(blob), _control(payloads, signer))
@@ -72,8 +75,9 @@ def test_boot_sign_then_verify_each_algorithm(make_fit: ItsMaker, keydir: KeyMak
     assert ("/images/kernel/hash-1", "hash", True) in kinds
 
 
-def test_boot_sign_flipped_kernel_bit_fails_hash(make_fit: ItsMaker, keydir: KeyMaker,
-                                                 payloads: Path) -> None:
+def test_boot_sign_flipped_kernel_bit_fails_hash(
+    make_fit: ItsMaker, keydir: KeyMaker, payloads: Path
+) -> None:
     signer = _signer(keydir, "dev", "rsa2048")
     blob = _flip(_signed(make_fit, signer), b"KERNEL-END")
     report = verify_fit(FitImage.load(blob), _control(payloads, signer))
@@ -82,8 +86,9 @@ def test_boot_sign_flipped_kernel_bit_fails_hash(make_fit: ItsMaker, keydir: Key
     assert "bad hash value" in report.reason
 
 
-def test_boot_sign_flipped_hashed_property_fails_signature(make_fit: ItsMaker, keydir: KeyMaker,
-                                                           payloads: Path) -> None:
+def test_boot_sign_flipped_hashed_property_fails_signature(
+    make_fit: ItsMaker, keydir: KeyMaker, payloads: Path
+) -> None:
     signer = _signer(keydir, "dev", "rsa2048")
     blob = _signed(make_fit, signer)
     blob = blob.replace(struct.pack(">I", 0x40400000), struct.pack(">I", 0x40400001), 1)
@@ -93,15 +98,17 @@ def test_boot_sign_flipped_hashed_property_fails_signature(make_fit: ItsMaker, k
 
 
 def test_boot_sign_unsigned_configuration_refused_only_when_key_required(
-        make_fit: ItsMaker, keydir: KeyMaker, payloads: Path) -> None:
+    make_fit: ItsMaker, keydir: KeyMaker, payloads: Path
+) -> None:
     signer = _signer(keydir, "dev", "rsa2048")
     fit = FitImage.load(make_fit().read_bytes())
     assert not verify_fit(fit, _control(payloads, signer)).ok
     assert verify_fit(fit, _control(payloads, signer, required=None)).ok
 
 
-def test_boot_sign_required_mode_any_and_all(make_fit: ItsMaker, keydir: KeyMaker,
-                                             payloads: Path) -> None:
+def test_boot_sign_required_mode_any_and_all(
+    make_fit: ItsMaker, keydir: KeyMaker, payloads: Path
+) -> None:
     first, second = _signer(keydir, "dev", "rsa2048"), _signer(keydir, "other", "rsa2048")
     fit = FitImage.load(_signed(make_fit, first))
     assert not verify_fit(fit, _control(payloads, first, second)).ok
@@ -112,8 +119,9 @@ def test_boot_sign_required_mode_any_and_all(make_fit: ItsMaker, keydir: KeyMake
     assert sum(n.kind == "signature" and n.ok for n in report.nodes) == 2
 
 
-def test_boot_sign_covers_images_left_out_of_sign_images(make_fit: ItsMaker, keydir: KeyMaker,
-                                                         payloads: Path) -> None:
+def test_boot_sign_covers_images_left_out_of_sign_images(
+    make_fit: ItsMaker, keydir: KeyMaker, payloads: Path
+) -> None:
     signer = _signer(keydir, "dev", "rsa2048")
     fit = FitImage.load(make_fit().read_bytes())
     config = fit.configuration(None)
@@ -128,8 +136,9 @@ def test_boot_sign_covers_images_left_out_of_sign_images(make_fit: ItsMaker, key
     assert not verify_fit(FitImage.load(tampered), _control(payloads, signer)).ok
 
 
-def test_boot_sign_ignores_edited_hashed_nodes(make_fit: ItsMaker, keydir: KeyMaker,
-                                               payloads: Path) -> None:
+def test_boot_sign_ignores_edited_hashed_nodes(
+    make_fit: ItsMaker, keydir: KeyMaker, payloads: Path
+) -> None:
     """An attacker who shortens hashed-nodes must not get the fdt image out of the signature."""
     signer = _signer(keydir, "dev", "rsa2048")
     blob = _signed(make_fit, signer)
@@ -138,7 +147,8 @@ def test_boot_sign_ignores_edited_hashed_nodes(make_fit: ItsMaker, keydir: KeyMa
 
 
 def test_boot_sign_is_deterministic_with_source_date_epoch(
-        make_fit: ItsMaker, keydir: KeyMaker, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_fit: ItsMaker, keydir: KeyMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     key = load_key(f"soft:{keydir('dev', 'rsa2048') / 'dev'}.pem")
     outputs = set()
@@ -161,8 +171,9 @@ def test_boot_sign_rollback_index(make_fit: ItsMaker, keydir: KeyMaker, payloads
     assert "not covered by a verified signature" in report.reason
 
 
-def test_boot_sign_image_signatures_required(make_fit: ItsMaker, keydir: KeyMaker,
-                                             payloads: Path) -> None:
+def test_boot_sign_image_signatures_required(
+    make_fit: ItsMaker, keydir: KeyMaker, payloads: Path
+) -> None:
     signer = _signer(keydir, "dev", "rsa2048")
     fit = FitImage.load(make_fit().read_bytes())
     sign_fit(fit, signer, images=True)
@@ -195,7 +206,8 @@ def test_boot_sign_missing_image_reference(make_fit: ItsMaker, keydir: KeyMaker)
 
 
 def test_boot_sign_warns_when_a_new_signer_invalidates_an_old_signature(
-        make_fit: ItsMaker, keydir: KeyMaker, payloads: Path) -> None:
+    make_fit: ItsMaker, keydir: KeyMaker, payloads: Path
+) -> None:
     first, second = _signer(keydir, "dev", "rsa2048"), _signer(keydir, "other", "rsa2048")
     fit = FitImage.load(make_fit().read_bytes())
     sign_fit(fit, first)

@@ -31,8 +31,9 @@ class UBoot:
         args = ["qemu-system-aarch64", *MACHINE, "-bios", str(UBOOT_BIN), "-dtb", str(control)]
         for address, image in images.items():
             args += ["-device", f"loader,file={image},addr=0x{address:x},force-raw=on"]
-        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         self.log = ""
         self.position = 0
         """How much of ``log`` earlier reads consumed."""

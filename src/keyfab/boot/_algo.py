@@ -123,16 +123,20 @@ class SignatureAlgorithm:
         size = (self.key_bits + 7) // 8
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 
-    def verify(self, public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
-               digest: bytes, value: bytes) -> bool:
+    def verify(
+        self, public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, digest: bytes, value: bytes
+    ) -> bool:
         """True when ``value`` signs ``digest`` under ``public``; never raises on a bad one."""
         prehashed = utils.Prehashed(self.hash())
         try:
             if isinstance(public, rsa.RSAPublicKey):
                 if not self.is_rsa or public.key_size != self.key_bits:
                     return False
-                pad = (padding.PSS(padding.MGF1(self.hash()), padding.PSS.AUTO)
-                       if self.pss else padding.PKCS1v15())
+                pad = (
+                    padding.PSS(padding.MGF1(self.hash()), padding.PSS.AUTO)
+                    if self.pss
+                    else padding.PKCS1v15()
+                )
                 public.verify(value, digest, pad, prehashed)
                 return True
             size = (self.key_bits + 7) // 8

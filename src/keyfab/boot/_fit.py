@@ -129,8 +129,9 @@ class FitImage:
                 raise FitError(f"image {image.name!r} has no hash node")
             paths.append(base)
             paths.extend(f"{base}/{c.name}" for c in hashes)
-            paths.extend(f"{base}/{c.name}" for c in image.children
-                         if c.name in ("cipher", "dm-verity"))
+            paths.extend(
+                f"{base}/{c.name}" for c in image.children if c.name in ("cipher", "dm-verity")
+            )
         return list(dict.fromkeys(paths))
 
     def chunks(self) -> list[Bytes]:

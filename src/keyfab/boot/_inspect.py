@@ -9,12 +9,42 @@ from keyfab.boot._errors import FdtError
 from keyfab.boot._fdt import Node, Prop
 from keyfab.boot._fit import FitImage
 
-_STRINGS = frozenset({"description", "type", "arch", "os", "compression", "algo",
-                      "key-name-hint", "padding", "signer-name", "signer-version", "default",
-                      "kernel", "fdt", "ramdisk", "loadables", "firmware", "sign-images",
-                      "hashed-nodes", "compatible", "required"})
-_CELLS = frozenset({"load", "entry", "data-size", "data-offset", "data-position",
-                    "rollback-index", "timestamp", "#address-cells"})
+_STRINGS = frozenset(
+    {
+        "description",
+        "type",
+        "arch",
+        "os",
+        "compression",
+        "algo",
+        "key-name-hint",
+        "padding",
+        "signer-name",
+        "signer-version",
+        "default",
+        "kernel",
+        "fdt",
+        "ramdisk",
+        "loadables",
+        "firmware",
+        "sign-images",
+        "hashed-nodes",
+        "compatible",
+        "required",
+    }
+)
+_CELLS = frozenset(
+    {
+        "load",
+        "entry",
+        "data-size",
+        "data-offset",
+        "data-position",
+        "rollback-index",
+        "timestamp",
+        "#address-cells",
+    }
+)
 
 
 def _value(prop: Prop) -> Any:

@@ -47,8 +47,9 @@ def check_hint(hint: str) -> str:
     return hint
 
 
-def add_key(control: Fdt, public: PublicKey, hint: str, algo: str,
-            required: str | None = None) -> Node:
+def add_key(
+    control: Fdt, public: PublicKey, hint: str, algo: str, required: str | None = None
+) -> Node:
     """Write (or overwrite) ``/signature/key-<hint>`` like mkimage -K does."""
     if required not in (None, "conf", "image"):
         raise FitError(f"required must be 'conf' or 'image', not {required!r}")
@@ -108,6 +109,7 @@ def read_keys(control: Fdt) -> list[ControlKey]:
 
 def read_key(node: Node) -> ControlKey:
     """One key node, with its RSA constants cross-checked."""
+
     def text(name: str) -> str | None:
         prop = node.prop(name)
         return prop.as_str() if prop is not None else None
@@ -128,8 +130,10 @@ def _read_rsa(node: Node) -> rsa.RSAPublicKey:
     if bits not in (1024, 2048, 3072, 4096) or n.bit_length() != bits:
         raise FdtError(f"rsa,num-bits {bits} does not match the modulus")
     n0_inverse, r_squared = _rsa_constants(n, bits)
-    if (node.need("rsa,n0-inverse").as_u32() != n0_inverse
-            or node.need("rsa,r-squared").as_int() != r_squared):
+    if (
+        node.need("rsa,n0-inverse").as_u32() != n0_inverse
+        or node.need("rsa,r-squared").as_int() != r_squared
+    ):
         raise FdtError("rsa,n0-inverse or rsa,r-squared do not match the modulus")
     return rsa.RSAPublicNumbers(e, n).public_key()
 

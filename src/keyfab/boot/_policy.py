@@ -66,8 +66,9 @@ class VerifyReport:
 Checker = Callable[[Node, ControlKey], str | None]
 
 
-def _try_signatures(report: VerifyReport, base: str, sigs: list[Node],
-                    keys: list[ControlKey], check: Checker) -> set[str]:
+def _try_signatures(
+    report: VerifyReport, base: str, sigs: list[Node], keys: list[ControlKey], check: Checker
+) -> set[str]:
     """Try every signature node with every key, as U-Boot does key by key.
 
     Returns the names of the keys that verified at least one node. The report
@@ -90,8 +91,9 @@ def _try_signatures(report: VerifyReport, base: str, sigs: list[Node],
     return verified
 
 
-def _apply_required(report: VerifyReport, required: list[ControlKey], verified: set[str],
-                    what: str, any_mode: bool) -> None:
+def _apply_required(
+    report: VerifyReport, required: list[ControlKey], verified: set[str], what: str, any_mode: bool
+) -> None:
     passed = [k for k in required if k.node_name in verified]
     if any_mode and required and not passed:
         report.fail(f"{what}: none of the required keys verified a signature")
@@ -108,8 +110,9 @@ def _image_checker(fit: FitImage, image: Node) -> Checker:
     return check
 
 
-def _check_images(report: VerifyReport, fit: FitImage, config: Node,
-                  keys: list[ControlKey], any_mode: bool) -> None:
+def _check_images(
+    report: VerifyReport, fit: FitImage, config: Node, keys: list[ControlKey], any_mode: bool
+) -> None:
     required = [k for k in keys if k.required == "image"]
     seen: set[str] = set()
     for _, image in fit.references(config):
@@ -122,17 +125,18 @@ def _check_images(report: VerifyReport, fit: FitImage, config: Node,
             report.fail(f"image {image.name!r} has no hash node")
         for node in hashes:
             reason = check_hash(fit, image, node)
-            report.nodes.append(NodeResult(f"{base}/{node.name}", "hash", reason is None,
-                                           reason or "ok"))
+            report.nodes.append(
+                NodeResult(f"{base}/{node.name}", "hash", reason is None, reason or "ok")
+            )
             if reason:
                 report.fail(f"image {image.name!r} {node.name}: {reason}")
-        verified = _try_signatures(report, base, sub_nodes(image, SIGNATURE_PREFIX), keys,
-                                   _image_checker(fit, image))
+        verified = _try_signatures(
+            report, base, sub_nodes(image, SIGNATURE_PREFIX), keys, _image_checker(fit, image)
+        )
         _apply_required(report, required, verified, f"image {image.name!r}", any_mode)
 
 
-def _check_rollback(report: VerifyReport, config: Node, min_version: int,
-                    signed: bool) -> None:
+def _check_rollback(report: VerifyReport, config: Node, min_version: int, signed: bool) -> None:
     prop = config.prop(ROLLBACK_PROPERTY)
     path = f"{CONFIGS_PATH}/{config.name}"
     try:
@@ -148,13 +152,22 @@ def _check_rollback(report: VerifyReport, config: Node, min_version: int,
         report.fail(f"rollback: {ROLLBACK_PROPERTY} {version} is below the minimum {min_version}")
     else:
         report.rollback_index = version
-    report.nodes.append(NodeResult(f"{path}:{ROLLBACK_PROPERTY}", "rollback",
-                                   bool(version is not None and signed and version >= min_version),
-                                   f"{version} (minimum {min_version})"))
+    report.nodes.append(
+        NodeResult(
+            f"{path}:{ROLLBACK_PROPERTY}",
+            "rollback",
+            bool(version is not None and signed and version >= min_version),
+            f"{version} (minimum {min_version})",
+        )
+    )
 
 
-def verify_fit(fit: FitImage, control: Fdt | None, config_name: str | None = None,
-               min_version: int | None = None) -> VerifyReport:
+def verify_fit(
+    fit: FitImage,
+    control: Fdt | None,
+    config_name: str | None = None,
+    min_version: int | None = None,
+) -> VerifyReport:
     """Give U-Boot's verdict on booting ``config_name`` (default config) of ``fit``."""
     config = fit.configuration(config_name)
     report = VerifyReport(config.name)
@@ -169,7 +182,10 @@ def verify_fit(fit: FitImage, control: Fdt | None, config_name: str | None = Non
         report.fail(f"configuration {config.name!r}: {error}")
     else:
         verified = _try_signatures(
-            report, f"{CONFIGS_PATH}/{config.name}", sub_nodes(config, SIGNATURE_PREFIX), keys,
+            report,
+            f"{CONFIGS_PATH}/{config.name}",
+            sub_nodes(config, SIGNATURE_PREFIX),
+            keys,
             lambda sig, key: check_config_signature(fit, regions, sig, key),
         )
     required = [k for k in keys if k.required == "conf"]

@@ -56,8 +56,9 @@ def config_digest(fit: FitImage, regions: list[Region], sig: Node) -> bytes:
     return algorithm.digest(fit.source[start : start + size] for start, size in regions)
 
 
-def check_config_signature(fit: FitImage, regions: list[Region], sig: Node,
-                           key: ControlKey) -> str | None:
+def check_config_signature(
+    fit: FitImage, regions: list[Region], sig: Node, key: ControlKey
+) -> str | None:
     """Does ``sig`` verify, under ``key``, the configuration ``regions`` were found for?"""
     try:
         algorithm = _algorithm(sig)

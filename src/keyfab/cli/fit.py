@@ -29,8 +29,9 @@ from keyfab.cli._output import JSON_OPTION, console, emit_json, fail, table
 from keyfab.errors import KeyfabError
 from keyfab.rot import KeyAlgorithm, load_key, open_rot
 
-app = typer.Typer(help="U-Boot verified boot: FIT images and control-DTB keys.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="U-Boot verified boot: FIT images and control-DTB keys.", no_args_is_help=True
+)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -41,6 +42,7 @@ def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
     The main ``keyfab`` entry point does this too; doing it here keeps this
     sub-app usable on its own (``python -m keyfab.cli.fit``, CliRunner).
     """
+
     @wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
@@ -68,8 +70,7 @@ def sign(
 ) -> None:
     """Add hashes, sign configurations (and images) and write the key into the control DTB."""
     private = load_key(key)
-    algorithm = SignatureAlgorithm.parse(algo or SignatureAlgorithm.for_key(private).name,
-                                         padding)
+    algorithm = SignatureAlgorithm.parse(algo or SignatureAlgorithm.for_key(private).name, padding)
     fit = load_fit(image)
     dtb = load_dtb(control) if control is not None else None
     if dtb is not None:  # before writing anything: a bad --required stops here
@@ -83,8 +84,11 @@ def sign(
 
 def _print_report(report: VerifyReport) -> None:
     labels = {True: "ok", False: "FAILED", None: "unchecked"}
-    table(f"configuration {report.config}", ["node", "kind", "result", "detail"],
-          [[n.path, n.kind, labels[n.ok], n.detail] for n in report.nodes])
+    table(
+        f"configuration {report.config}",
+        ["node", "kind", "result", "detail"],
+        [[n.path, n.kind, labels[n.ok], n.detail] for n in report.nodes],
+    )
 
 
 @app.command()
@@ -118,8 +122,14 @@ def verify(
         finally:
             rot.close()
     if as_json:
-        emit_json({"config": report.config, "ok": report.ok, "reason": report.reason,
-                   "nodes": [vars(n) for n in report.nodes]})
+        emit_json(
+            {
+                "config": report.config,
+                "ok": report.ok,
+                "reason": report.reason,
+                "nodes": [vars(n) for n in report.nodes],
+            }
+        )
     else:
         _print_report(report)
     if not report.ok:
@@ -187,13 +197,24 @@ def keys(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List the verification keys of a control DTB as U-Boot reads them."""
-    rows = [{"node": k.node_name, "hint": k.hint, "algo": k.algo, "required": k.required,
-             "key": KeyAlgorithm.of(k.public_key).value} for k in read_keys(load_dtb(control))]
+    rows = [
+        {
+            "node": k.node_name,
+            "hint": k.hint,
+            "algo": k.algo,
+            "required": k.required,
+            "key": KeyAlgorithm.of(k.public_key).value,
+        }
+        for k in read_keys(load_dtb(control))
+    ]
     if as_json:
         emit_json(rows)
     else:
-        table(f"keys in {control.name}", ["node", "hint", "algo", "key", "required"],
-              [[r["node"], r["hint"], r["algo"], r["key"], r["required"]] for r in rows])
+        table(
+            f"keys in {control.name}",
+            ["node", "hint", "algo", "key", "required"],
+            [[r["node"], r["hint"], r["algo"], r["key"], r["required"]] for r in rows],
+        )
 
 
 if __name__ == "__main__":
