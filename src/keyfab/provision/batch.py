@@ -350,6 +350,7 @@ def _outcomes(
 def _finish(
     workspace: Workspace, batch_name: str, failures: tuple[tuple[str, str], ...]
 ) -> Summary:
+    ca = workspace.authority()  # before the transaction: it reads the registry too
     registry = workspace.registry()
     try:
         with registry.transaction() as session:
@@ -371,6 +372,7 @@ def _finish(
                     batch_name,
                     {"provisioned": provisioned, "failed": failed},
                 )
+                audit.sign_checkpoint(session, ca.key, ca.certificate)  # auditors get a signed head
         return Summary(batch_name, batch.count, provisioned, failed, failures)
     finally:
         registry.dispose()
