@@ -71,23 +71,32 @@ class Pki:
         return [cert, self.intermediate]
 
     def element(self, unique_id: str) -> Any:
-        return device_element(unique_id, [("0", self.device_chain(unique_id))],
-                              T0 + datetime.timedelta(days=1), "KF-SE", "KF-SE-1", ORG, "7")
+        return device_element(
+            unique_id,
+            [("0", self.device_chain(unique_id))],
+            T0 + datetime.timedelta(days=1),
+            "KF-SE",
+            "KF-SE-1",
+            ORG,
+            "7",
+        )
 
     def entry_signer(self) -> EntrySigner:
         return EntrySigner(self.signer_key, self.signer)
 
     def write(self, path: Path, count: int, prefix: str = "01") -> Path:
         with path.open("wb") as out:
-            write_manifest((self.element(f"{prefix}{n:016x}") for n in range(count)),
-                           self.entry_signer(), out)
+            write_manifest(
+                (self.element(f"{prefix}{n:016x}") for n in range(count)), self.entry_signer(), out
+            )
         return path
 
     def signers_dir(self, tmp_path: Path) -> Path:
         folder = tmp_path / "signers"
         folder.mkdir(exist_ok=True)
         (folder / "keyfab-signer.pem").write_bytes(
-            self.signer.public_bytes(serialization.Encoding.PEM))
+            self.signer.public_bytes(serialization.Encoding.PEM)
+        )
         return folder
 
     def roots_file(self, tmp_path: Path) -> Path:
@@ -95,22 +104,32 @@ class Pki:
         path.write_bytes(self.root.public_bytes(serialization.Encoding.PEM))
         return path
 
-    def raw_entry(self, header: dict[str, Any], payload: dict[str, Any] | bytes,
-                  unique_id: str = "0102") -> dict[str, Any]:
+    def raw_entry(
+        self, header: dict[str, Any], payload: dict[str, Any] | bytes, unique_id: str = "0102"
+    ) -> dict[str, Any]:
         """An entry with arbitrary header and payload, really signed by the signer."""
         protected = b64url(json.dumps(header).encode())
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         encoded = b64url(body)
         der = self.signer_key.sign(f"{protected}.{encoded}".encode(), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
-        return {"payload": encoded, "protected": protected, "header": {"uniqueId": unique_id},
-                "signature": b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))}
+        return {
+            "payload": encoded,
+            "protected": protected,
+            "header": {"uniqueId": unique_id},
+            "signature": b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big")),
+        }
 
     def header(self, **changes: Any) -> dict[str, Any]:
         ski = self.signer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        header = {"typ": "JWT", "alg": "ES256", "kid": b64url(ski.value.digest),
-                  "x5t#S256": b64url(hashlib.sha256(
-                      self.signer.public_bytes(serialization.Encoding.DER)).digest())}
+        header = {
+            "typ": "JWT",
+            "alg": "ES256",
+            "kid": b64url(ski.value.digest),
+            "x5t#S256": b64url(
+                hashlib.sha256(self.signer.public_bytes(serialization.Encoding.DER)).digest()
+            ),
+        }
         header.update(changes)
         return {k: v for k, v in header.items() if v is not None}
 
@@ -119,10 +138,15 @@ class Pki:
 def example_pki() -> Pki:
     """keyfab's own PKI: root, manufacturing CA and a manifest signer issued by it."""
     root = pki.CertificateAuthority.create_root(
-        pki.root_ca("Example", "Example Root CA"), ec.generate_private_key(ec.SECP256R1()), now=T0)
-    ca = root.create_subordinate(pki.manufacturing_ca("Example", "Example Manufacturing CA"),
-                                 ec.generate_private_key(ec.SECP256R1()), now=T0)
+        pki.root_ca("Example", "Example Root CA"), ec.generate_private_key(ec.SECP256R1()), now=T0
+    )
+    ca = root.create_subordinate(
+        pki.manufacturing_ca("Example", "Example Manufacturing CA"),
+        ec.generate_private_key(ec.SECP256R1()),
+        now=T0,
+    )
     signer_key = ec.generate_private_key(ec.SECP256R1())
-    signer = ca.issue(pki.manifest_signer("Example", "Example Manifest Signer"),
-                      signer_key.public_key(), now=T0)
+    signer = ca.issue(
+        pki.manifest_signer("Example", "Example Manifest Signer"), signer_key.public_key(), now=T0
+    )
     return Pki(root.certificate, ca, signer, signer_key)

@@ -33,30 +33,36 @@ def test_manifest_chain_explicit_path_needs_the_intermediate(pki: Pki) -> None:
 
 def test_manifest_chain_explicit_path_refuses_non_ca_issuer(pki: Pki) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    fake = pki.ca.issue(keyfab_pki.manifest_signer("Example", "Not a CA"), key.public_key(),
-                        now=T0)
+    fake = pki.ca.issue(keyfab_pki.manifest_signer("Example", "Not a CA"), key.public_key(), now=T0)
     leaf = keyfab_pki.CertificateAuthority(fake, key).issue(
         keyfab_pki.idevid(keyfab_pki.DeviceIdentity("X1", "1.2.3")),
-        ec.generate_private_key(ec.SECP256R1()).public_key(), now=T0)
+        ec.generate_private_key(ec.SECP256R1()).public_key(),
+        now=T0,
+    )
     with pytest.raises(VerificationError, match="an issuer is not a CA"):
         _explicit_path(leaf, [fake, pki.intermediate], [pki.root], NOW)
 
 
 def test_manifest_chain_explicit_path_checks_validity(pki: Pki) -> None:
     with pytest.raises(VerificationError, match="device certificate is not valid"):
-        _explicit_path(_device(pki), [pki.intermediate], [pki.root],
-                       T0 - datetime.timedelta(days=1))
-
+        _explicit_path(
+            _device(pki), [pki.intermediate], [pki.root], T0 - datetime.timedelta(days=1)
+        )
 
 
 def test_manifest_chain_explicit_path_refuses_weak_hash(pki: Pki) -> None:
     from cryptography.hazmat.primitives import hashes
 
     good = _device(pki)
-    builder = (x509.CertificateBuilder().subject_name(good.subject).issuer_name(good.issuer)
-               .public_key(good.public_key()).serial_number(good.serial_number)  # type: ignore[arg-type]
-               .not_valid_before(good.not_valid_before_utc)
-               .not_valid_after(good.not_valid_after_utc))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(good.subject)
+        .issuer_name(good.issuer)
+        .public_key(good.public_key())
+        .serial_number(good.serial_number)  # type: ignore[arg-type]
+        .not_valid_before(good.not_valid_before_utc)
+        .not_valid_after(good.not_valid_after_utc)
+    )
     for extension in good.extensions:
         builder = builder.add_extension(extension.value, extension.critical)
     weak = builder.sign(pki.ca.key, hashes.SHA224())

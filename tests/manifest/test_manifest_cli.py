@@ -15,8 +15,14 @@ runner = CliRunner()
 
 
 def _args(pki: Pki, tmp_path: Path, manifest: Path) -> list[str]:
-    return ["verify", str(manifest), "--signers", str(pki.signers_dir(tmp_path)),
-            "--roots", str(pki.roots_file(tmp_path))]
+    return [
+        "verify",
+        str(manifest),
+        "--signers",
+        str(pki.signers_dir(tmp_path)),
+        "--roots",
+        str(pki.roots_file(tmp_path)),
+    ]
 
 
 def test_manifest_cli_verify_ok(pki: Pki, tmp_path: Path) -> None:
@@ -35,8 +41,10 @@ def test_manifest_cli_verify_names_failing_entry(pki: Pki, tmp_path: Path) -> No
     assert result.exit_code == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["verified"] for line in lines] == [True, False, True]
-    assert (f"error: entry 1 ({raw[1]['header']['uniqueId']}): signature does not verify"
-            in result.stderr)
+    assert (
+        f"error: entry 1 ({raw[1]['header']['uniqueId']}): signature does not verify"
+        in result.stderr
+    )
 
 
 def test_manifest_cli_verify_not_json(pki: Pki, tmp_path: Path) -> None:
@@ -51,8 +59,17 @@ def test_manifest_cli_verify_missing_signers(pki: Pki, tmp_path: Path) -> None:
     manifest = pki.write(tmp_path / "m.json", 1)
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = runner.invoke(app, ["verify", str(manifest), "--signers", str(empty),
-                                 "--roots", str(pki.roots_file(tmp_path))])
+    result = runner.invoke(
+        app,
+        [
+            "verify",
+            str(manifest),
+            "--signers",
+            str(empty),
+            "--roots",
+            str(pki.roots_file(tmp_path)),
+        ],
+    )
     assert result.exit_code == 1
     assert "no certificates found in" in result.stderr
 

@@ -32,8 +32,9 @@ runner = CliRunner()
 
 # Microchip's unprotected header carries uniqueId; joserfc refuses header
 # parameters it does not know unless they are registered.
-REGISTRY = jws.JWSRegistry(header_registry={"uniqueId": HeaderParameter("device", "str")},
-                           algorithms=["ES256"])
+REGISTRY = jws.JWSRegistry(
+    header_registry={"uniqueId": HeaderParameter("device", "str")}, algorithms=["ES256"]
+)
 
 
 def _joserfc_payloads(manifest: Path, signer_pem: bytes) -> list[dict[str, object]]:
@@ -60,36 +61,57 @@ def test_manifest_export_in_memory_verified_by_joserfc(pki: Pki, tmp_path: Path)
 def test_manifest_export_tampered_rejected_by_joserfc(pki: Pki, tmp_path: Path) -> None:
     manifest = pki.write(tmp_path / "m.json", 1)
     raw = json.loads(manifest.read_bytes())
-    raw[0]["payload"] = raw[0]["payload"][:-2] + ("A" if raw[0]["payload"][-2] != "A" else "B") \
+    raw[0]["payload"] = (
+        raw[0]["payload"][:-2]
+        + ("A" if raw[0]["payload"][-2] != "A" else "B")
         + raw[0]["payload"][-1]
+    )
     manifest.write_text(json.dumps(raw))
     with pytest.raises(BadSignatureError):
         _joserfc_payloads(manifest, pki.signer.public_bytes(Encoding.PEM))
 
 
-def test_manifest_export_batch_round_trip(keyfab: Keyfab, recipe_file: Path, home: Path,
-                                          tmp_path: Path) -> None:
+def test_manifest_export_batch_round_trip(
+    keyfab: Keyfab, recipe_file: Path, home: Path, tmp_path: Path
+) -> None:
     assert keyfab("init", "--org", "Acme")[0] == 0
-    code, _, err = keyfab("provision", "--recipe", str(recipe_file), "--count", "6",
-                          "--batch", "b1", "--json")
+    code, _, err = keyfab(
+        "provision", "--recipe", str(recipe_file), "--count", "6", "--batch", "b1", "--json"
+    )
     assert code == 0, err
     space = Workspace(home)
     signer_pem = tmp_path / "signers" / "signer.pem"
     signer_pem.parent.mkdir()
     key_uri = f"soft:{tmp_path / 'signer-keys' / 'manifest.pem'}"
-    result = runner.invoke(app, ["signer", "--key", key_uri, "--new", "--out", str(signer_pem)],
-                           obj=space)
+    result = runner.invoke(
+        app, ["signer", "--key", key_uri, "--new", "--out", str(signer_pem)], obj=space
+    )
     assert result.exit_code == 0, result.output
     out = tmp_path / "b1.json"
-    result = runner.invoke(app, ["export", "--batch", "b1", "--signer", key_uri,
-                                 "--signer-cert", str(signer_pem), "--out", str(out)], obj=space)
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "--batch",
+            "b1",
+            "--signer",
+            key_uri,
+            "--signer-cert",
+            str(signer_pem),
+            "--out",
+            str(out),
+        ],
+        obj=space,
+    )
     assert result.exit_code == 0, result.output
     assert "6 entries written" in result.output
 
     roots = tmp_path / "root.pem"
     roots.write_bytes(space.root_certificate().public_bytes(Encoding.PEM))
-    result = runner.invoke(app, ["verify", str(out), "--signers", str(signer_pem.parent),
-                                 "--roots", str(roots), "--json"])
+    result = runner.invoke(
+        app,
+        ["verify", str(out), "--signers", str(signer_pem.parent), "--roots", str(roots), "--json"],
+    )
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["verified"] for line in result.stdout.splitlines()] == [True] * 6
 
@@ -97,8 +119,10 @@ def test_manifest_export_batch_round_trip(keyfab: Keyfab, recipe_file: Path, hom
     devices = json.loads(keyfab("devices", "list", "--batch", "b1", "--json")[1])
     assert [p["uniqueId"] for p in payloads] == [d["unique_id"] for d in devices]
     assert {p["partNumber"] for p in payloads} == {"acme-gateway"}
-    assert payloads[0]["provisioner"] == {"organizationName": "Acme",  # type: ignore[comparison-overlap]
-                                          "organizationalUnitName": "keyfab"}
+    assert payloads[0]["provisioner"] == {
+        "organizationName": "Acme",  # type: ignore[comparison-overlap]
+        "organizationalUnitName": "keyfab",
+    }
     registry = space.registry()
     try:
         with registry.transaction() as session:
@@ -108,17 +132,34 @@ def test_manifest_export_batch_round_trip(keyfab: Keyfab, recipe_file: Path, hom
     assert kinds[-2:] == ["manifest.signer_issued", "manifest.exported"]
 
 
-def test_manifest_export_unknown_batch(keyfab: Keyfab, home: Path, tmp_path: Path,
-                                       pki: Pki) -> None:
+def test_manifest_export_unknown_batch(
+    keyfab: Keyfab, home: Path, tmp_path: Path, pki: Pki
+) -> None:
     assert keyfab("init", "--org", "Acme")[0] == 0
     key_uri = f"soft:{tmp_path / 'signer-keys' / 'manifest.pem'}"
     signer_pem = tmp_path / "signer.pem"
     space = Workspace(home)
-    assert runner.invoke(app, ["signer", "--key", key_uri, "--new", "--out", str(signer_pem)],
-                         obj=space).exit_code == 0
-    result = runner.invoke(app, ["export", "--batch", "nope", "--signer", key_uri,
-                                 "--signer-cert", str(signer_pem), "--out",
-                                 str(tmp_path / "x.json")], obj=space)
+    assert (
+        runner.invoke(
+            app, ["signer", "--key", key_uri, "--new", "--out", str(signer_pem)], obj=space
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "--batch",
+            "nope",
+            "--signer",
+            key_uri,
+            "--signer-cert",
+            str(signer_pem),
+            "--out",
+            str(tmp_path / "x.json"),
+        ],
+        obj=space,
+    )
     assert result.exit_code == 1
     assert "no batch named 'nope'" in result.stderr
     assert not (tmp_path / "x.json").exists()

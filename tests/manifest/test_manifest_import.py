@@ -37,8 +37,11 @@ def _roots_dir(tmp_path: Path, microchip: Path) -> Path:
 
 
 def _import(space: Workspace, manifest: Path, signers: Path, roots: Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["import", str(manifest), "--signers", str(signers),
-                                 "--roots", str(roots), "--json"], obj=space)
+    result = runner.invoke(
+        app,
+        ["import", str(manifest), "--signers", str(signers), "--roots", str(roots), "--json"],
+        obj=space,
+    )
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -46,8 +49,10 @@ def _outcomes(stdout: str) -> list[str]:
     return [json.loads(line)["outcome"] for line in stdout.splitlines()]
 
 
-def _count(space: Workspace, table: type[Device] | type[Certificate] | type[AuditEvent],
-           ) -> int:
+def _count(
+    space: Workspace,
+    table: type[Device] | type[Certificate] | type[AuditEvent],
+) -> int:
     registry = space.registry()
     try:
         with registry.transaction() as session:
@@ -56,8 +61,9 @@ def _count(space: Workspace, table: type[Device] | type[Certificate] | type[Audi
         registry.dispose()
 
 
-def test_manifest_import_real_sample_twice(space: Workspace, keyfab: Keyfab, microchip: Path,
-                                           tmp_path: Path) -> None:
+def test_manifest_import_real_sample_twice(
+    space: Workspace, keyfab: Keyfab, microchip: Path, tmp_path: Path
+) -> None:
     roots = _roots_dir(tmp_path, microchip)
     code, out, err = _import(space, SAMPLE, microchip, roots)
     assert code == 0, err
@@ -75,22 +81,23 @@ def test_manifest_import_real_sample_twice(space: Workspace, keyfab: Keyfab, mic
     assert _count(space, Certificate) == 2
 
 
-def test_manifest_import_bad_entry_skipped_good_kept(space: Workspace, pki: Pki,
-                                                     tmp_path: Path) -> None:
+def test_manifest_import_bad_entry_skipped_good_kept(
+    space: Workspace, pki: Pki, tmp_path: Path
+) -> None:
     manifest = pki.write(tmp_path / "m.json", 3)
     raw = json.loads(manifest.read_bytes())
     raw[1]["signature"] = raw[0]["signature"]
     manifest.write_text(json.dumps(raw))
-    code, out, err = _import(space, manifest, pki.signers_dir(tmp_path),
-                             pki.roots_file(tmp_path))
+    code, out, err = _import(space, manifest, pki.signers_dir(tmp_path), pki.roots_file(tmp_path))
     assert code == 1
     assert _outcomes(out) == ["imported", "rejected", "imported"]
     assert f"error: entry 1 ({raw[1]['header']['uniqueId']}): signature does not verify" in err
     assert _count(space, Device) == 2
 
 
-def test_manifest_import_truncated_file_imports_nothing(space: Workspace, pki: Pki,
-                                                        tmp_path: Path) -> None:
+def test_manifest_import_truncated_file_imports_nothing(
+    space: Workspace, pki: Pki, tmp_path: Path
+) -> None:
     manifest = pki.write(tmp_path / "m.json", 3)
     manifest.write_bytes(manifest.read_bytes()[:-40])
     events = _count(space, AuditEvent)
@@ -101,8 +108,9 @@ def test_manifest_import_truncated_file_imports_nothing(space: Workspace, pki: P
     assert _count(space, AuditEvent) == events
 
 
-def test_manifest_import_conflicting_key_is_rejected(space: Workspace, pki: Pki,
-                                                     tmp_path: Path) -> None:
+def test_manifest_import_conflicting_key_is_rejected(
+    space: Workspace, pki: Pki, tmp_path: Path
+) -> None:
     first = pki.write(tmp_path / "a.json", 2)
     signers, roots = pki.signers_dir(tmp_path), pki.roots_file(tmp_path)
     assert _import(space, first, signers, roots)[0] == 0

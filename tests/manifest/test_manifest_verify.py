@@ -58,7 +58,7 @@ def _tampered(data: bytes, entry: int, member: str, position: int) -> bytes:
     at = position % len(text)
     pool = ALPHABET if member != "header" else "0123456789abcdef"
     swapped = pool[(pool.index(text[at]) + 1) % len(pool)]
-    changed = text[:at] + swapped + text[at + 1:]
+    changed = text[:at] + swapped + text[at + 1 :]
     if member == "header":
         raw[entry]["header"]["uniqueId"] = changed
     else:
@@ -67,8 +67,7 @@ def _tampered(data: bytes, entry: int, member: str, position: int) -> bytes:
 
 
 @pytest.mark.parametrize("member", ["payload", "protected", "signature", "header"])
-def test_manifest_verify_real_sample_detects_any_changed_byte(microchip: Path,
-                                                               member: str) -> None:
+def test_manifest_verify_real_sample_detects_any_changed_byte(microchip: Path, member: str) -> None:
     policy = microchip_policy(microchip)
     data = SAMPLE.read_bytes()
     size = len(json.loads(data)[0][member if member != "header" else "signature"])
@@ -78,10 +77,12 @@ def test_manifest_verify_real_sample_detects_any_changed_byte(microchip: Path,
             assert [ok for _, _, ok in result] == [entry != 0, entry != 1], (member, position)
 
 
-def test_manifest_verify_real_sample_wrong_signers(microchip: Path, tmp_path: Path,
-                                                   pki: Pki) -> None:
-    policy = VerificationPolicy(SignerSet.from_path(pki.signers_dir(tmp_path)),
-                                microchip_policy(microchip).roots)
+def test_manifest_verify_real_sample_wrong_signers(
+    microchip: Path, tmp_path: Path, pki: Pki
+) -> None:
+    policy = VerificationPolicy(
+        SignerSet.from_path(pki.signers_dir(tmp_path)), microchip_policy(microchip).roots
+    )
     result = list(verify_manifest(SAMPLE.open("rb"), policy))
     assert all(not r.ok and "no trusted signer has x5t#S256" in str(r.error) for r in result)
 
@@ -89,13 +90,15 @@ def test_manifest_verify_real_sample_wrong_signers(microchip: Path, tmp_path: Pa
 def test_manifest_verify_real_sample_wrong_roots(microchip: Path, pki: Pki) -> None:
     policy = VerificationPolicy(SignerSet.from_path(microchip), [pki.root])
     result = list(verify_manifest(SAMPLE.open("rb"), policy))
-    assert [r.error for r in result] == ["device certificate chain: candidates exhausted: "
-                                         "no path to a root"] * 2
+    assert [r.error for r in result] == [
+        "device certificate chain: candidates exhausted: no path to a root"
+    ] * 2
 
 
 def _policy(pki: Pki, tmp_path: Path) -> VerificationPolicy:
-    return VerificationPolicy(SignerSet.from_path(pki.signers_dir(tmp_path)),
-                              load_certificates(pki.roots_file(tmp_path)))
+    return VerificationPolicy(
+        SignerSet.from_path(pki.signers_dir(tmp_path)), load_certificates(pki.roots_file(tmp_path))
+    )
 
 
 def test_manifest_verify_keyfab_manifest(pki: Pki, tmp_path: Path) -> None:
@@ -104,7 +107,10 @@ def test_manifest_verify_keyfab_manifest(pki: Pki, tmp_path: Path) -> None:
     assert [r.ok for r in result] == [True] * 5
     assert result[0].verified is not None
     assert [c.subject for c in result[0].verified.chain] == [
-        result[0].verified.chain[0].subject, pki.intermediate.subject, pki.root.subject]
+        result[0].verified.chain[0].subject,
+        pki.intermediate.subject,
+        pki.root.subject,
+    ]
 
 
 def _with(pki: Pki, tmp_path: Path, extra: list[object]) -> bytes:
@@ -122,37 +128,66 @@ def _payload(pki: Pki, uid: str) -> dict[str, object]:
     ("make", "reason"),
     [
         (lambda p: "not an object", "is not a JSON object"),
-        (lambda p: {**p.raw_entry(p.header(), _payload(p, "0102")), "payload": 1},
-         "payload must be a string"),
-        (lambda p: {**p.raw_entry(p.header(), _payload(p, "0102")), "signature": [1]},
-         "signature must be a string"),
-        (lambda p: {**p.raw_entry(p.header(), _payload(p, "0102")), "extra": 1},
-         "unknown member 'extra'"),
-        (lambda p: {"payload": "", "protected": "", "header": {}, "signature": ""},
-         "protected header is not valid JSON"),
-        (lambda p: p.raw_entry(p.header(alg="HS256"), _payload(p, "0102")),
-         "unsupported alg 'HS256'"),
-        (lambda p: p.raw_entry(p.header(alg="none"), _payload(p, "0102")),
-         "unsupported alg 'none'"),
+        (
+            lambda p: {**p.raw_entry(p.header(), _payload(p, "0102")), "payload": 1},
+            "payload must be a string",
+        ),
+        (
+            lambda p: {**p.raw_entry(p.header(), _payload(p, "0102")), "signature": [1]},
+            "signature must be a string",
+        ),
+        (
+            lambda p: {**p.raw_entry(p.header(), _payload(p, "0102")), "extra": 1},
+            "unknown member 'extra'",
+        ),
+        (
+            lambda p: {"payload": "", "protected": "", "header": {}, "signature": ""},
+            "protected header is not valid JSON",
+        ),
+        (
+            lambda p: p.raw_entry(p.header(alg="HS256"), _payload(p, "0102")),
+            "unsupported alg 'HS256'",
+        ),
+        (
+            lambda p: p.raw_entry(p.header(alg="none"), _payload(p, "0102")),
+            "unsupported alg 'none'",
+        ),
         (lambda p: p.raw_entry(p.header(crit=["exp"]), _payload(p, "0102")), "crit"),
-        (lambda p: p.raw_entry(p.header(**{"x5t#S256": b64url(b"\0" * 32)}),
-                               _payload(p, "0102")), "no trusted signer"),
-        (lambda p: p.raw_entry(p.header(kid=b64url(b"other")), _payload(p, "0102")),
-         "kid is not the signer"),
+        (
+            lambda p: p.raw_entry(
+                p.header(**{"x5t#S256": b64url(b"\0" * 32)}), _payload(p, "0102")
+            ),
+            "no trusted signer",
+        ),
+        (
+            lambda p: p.raw_entry(p.header(kid=b64url(b"other")), _payload(p, "0102")),
+            "kid is not the signer",
+        ),
         (lambda p: p.raw_entry(p.header(), b"{not json"), "payload is not valid JSON"),
-        (lambda p: p.raw_entry(p.header(), {**_payload(p, "0102"), "version": 3}),
-         "unsupported payload version 3"),
-        (lambda p: p.raw_entry(p.header(), {**_payload(p, "0102"), "uniqueId": "ABCD"}),
-         "uniqueId must be lowercase hex"),
-        (lambda p: p.raw_entry(p.header(), _payload(p, "0102"), unique_id="0103"),
-         "header.uniqueId differs"),
-        (lambda p: p.raw_entry(p.header(), {**_payload(p, "0102"),
-                                            "provisioningTimestamp": "2030-01-01T00:00:00.000Z"}),
-         "outside the signer certificate's validity"),
+        (
+            lambda p: p.raw_entry(p.header(), {**_payload(p, "0102"), "version": 3}),
+            "unsupported payload version 3",
+        ),
+        (
+            lambda p: p.raw_entry(p.header(), {**_payload(p, "0102"), "uniqueId": "ABCD"}),
+            "uniqueId must be lowercase hex",
+        ),
+        (
+            lambda p: p.raw_entry(p.header(), _payload(p, "0102"), unique_id="0103"),
+            "header.uniqueId differs",
+        ),
+        (
+            lambda p: p.raw_entry(
+                p.header(),
+                {**_payload(p, "0102"), "provisioningTimestamp": "2030-01-01T00:00:00.000Z"},
+            ),
+            "outside the signer certificate's validity",
+        ),
     ],
 )
-def test_manifest_verify_bad_entry_is_named_and_others_pass(pki: Pki, tmp_path: Path,
-                                                            make: object, reason: str) -> None:
+def test_manifest_verify_bad_entry_is_named_and_others_pass(
+    pki: Pki, tmp_path: Path, make: object, reason: str
+) -> None:
     data = _with(pki, tmp_path, [make(pki)])  # type: ignore[operator]
     result = list(verify_manifest(io.BytesIO(data), _policy(pki, tmp_path)))
     assert [r.ok for r in result] == [True, False, True]
@@ -222,17 +257,22 @@ def test_manifest_verify_real_sample_checks_time(microchip: Path) -> None:
     assert all("is not valid at 2060-01-01" in str(r.error) for r in result)
 
 
-@given(entry=st.sampled_from([0, 1]), member=st.sampled_from(["payload", "protected",
-                                                              "signature"]),
-       position=st.integers(0, 4000), replacement=st.sampled_from(ALPHABET))
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_manifest_verify_real_sample_any_substitution(microchip: Path, entry: int, member: str,
-                                                      position: int, replacement: str) -> None:
+@given(
+    entry=st.sampled_from([0, 1]),
+    member=st.sampled_from(["payload", "protected", "signature"]),
+    position=st.integers(0, 4000),
+    replacement=st.sampled_from(ALPHABET),
+)
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_manifest_verify_real_sample_any_substitution(
+    microchip: Path, entry: int, member: str, position: int, replacement: str
+) -> None:
     raw = json.loads(SAMPLE.read_bytes())
     text = raw[entry][member]
     at = position % len(text)
     assume(text[at] != replacement)
-    raw[entry][member] = text[:at] + replacement + text[at + 1:]
+    raw[entry][member] = text[:at] + replacement + text[at + 1 :]
     result = reports(json.dumps(raw).encode(), microchip_policy(microchip))
     assert [ok for _, _, ok in result] == [entry != 0, entry != 1]

@@ -18,12 +18,12 @@ from keyfab.manifest import cloud_devices, write_aws, write_azure
 from keyfab.registry import Authority
 from keyfab.workspace import MANUFACTURING
 
-app = typer.Typer(help="Cloud registration files for the registry's devices.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Cloud registration files for the registry's devices.", no_args_is_help=True)
 
 Out = Annotated[Path, typer.Option("--out", help="Directory to write the files into.")]
-BatchOption = Annotated[str | None, typer.Option("--batch", help="Only this batch "
-                                                 "(default: every device).")]
+BatchOption = Annotated[
+    str | None, typer.Option("--batch", help="Only this batch (default: every device).")
+]
 
 
 def _say(line: str) -> None:
@@ -57,14 +57,24 @@ def aws_iot(
     ctx: typer.Context,
     out: Out,
     batch: BatchOption = None,
-    sni_only: Annotated[bool, typer.Option("--sni-only", help="Register certificates without "
-                                           "their CA (multi-account registration).")] = False,
-    policy: Annotated[str | None, typer.Option("--policy", help="Existing AWS IoT policy to "
-                                               "attach.")] = None,
+    sni_only: Annotated[
+        bool,
+        typer.Option(
+            "--sni-only",
+            help="Register certificates without their CA (multi-account registration).",
+        ),
+    ] = False,
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="Existing AWS IoT policy to attach.")
+    ] = None,
 ) -> None:
     """Provisioning template and bulk-registration file for StartThingRegistrationTask."""
-    _run(ctx, lambda session, skip: write_aws(cloud_devices(session, batch), out,
-                                              not sni_only, policy, skip))
+    _run(
+        ctx,
+        lambda session, skip: write_aws(
+            cloud_devices(session, batch), out, not sni_only, policy, skip
+        ),
+    )
 
 
 @app.command("azure-dps")
@@ -72,8 +82,9 @@ def azure_dps(
     ctx: typer.Context,
     out: Out,
     batch: BatchOption = None,
-    group_id: Annotated[str, typer.Option("--group-id", help="Enrollment group ID.")]
-    = "keyfab-manufacturing",
+    group_id: Annotated[
+        str, typer.Option("--group-id", help="Enrollment group ID.")
+    ] = "keyfab-manufacturing",
 ) -> None:
     """An enrollment group for the manufacturing CA and individual enrollments."""
 

@@ -35,15 +35,29 @@ from keyfab.registry import Authority
 from keyfab.rot import KeyAlgorithm, KeySpec, PrivateKey, load_key, open_rot, parse_key_uri
 from keyfab.workspace import MANUFACTURING, Workspace
 
-app = typer.Typer(help="Signed secure-element manifests (Microchip Trust Platform format).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Signed secure-element manifests (Microchip Trust Platform format).", no_args_is_help=True
+)
 
-ManifestFile = Annotated[Path, typer.Argument(help="Manifest JSON file.", exists=True,
-                                              dir_okay=False, readable=True)]
-Signers = Annotated[Path, typer.Option("--signers", help="Directory of trusted manifest-signer "
-                                       "certificates (picked by x5t#S256).", exists=True)]
-Roots = Annotated[Path, typer.Option("--roots", help="File or directory of root certificates "
-                                     "device chains must reach.", exists=True)]
+ManifestFile = Annotated[
+    Path, typer.Argument(help="Manifest JSON file.", exists=True, dir_okay=False, readable=True)
+]
+Signers = Annotated[
+    Path,
+    typer.Option(
+        "--signers",
+        help="Directory of trusted manifest-signer certificates (picked by x5t#S256).",
+        exists=True,
+    ),
+]
+Roots = Annotated[
+    Path,
+    typer.Option(
+        "--roots",
+        help="File or directory of root certificates device chains must reach.",
+        exists=True,
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="One JSON object per entry, for scripts.")]
 
 
@@ -74,13 +88,24 @@ def _policy(signers: Path, roots: Path) -> VerificationPolicy:
 def _print(reports: list[EntryReport], as_json: bool) -> None:
     if as_json:
         for report in reports:
-            typer.echo(json.dumps({"index": report.index, "uniqueId": report.unique_id,
-                                   "verified": report.ok, "error": report.error}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "index": report.index,
+                        "uniqueId": report.unique_id,
+                        "verified": report.ok,
+                        "error": report.error,
+                    }
+                )
+            )
         return
     table = Table("entry", "uniqueId", "result")
     for report in reports:
-        table.add_row(str(report.index), report.unique_id or "?",
-                      "verified" if report.ok else f"[red]{report.error}[/red]")
+        table.add_row(
+            str(report.index),
+            report.unique_id or "?",
+            "verified" if report.ok else f"[red]{report.error}[/red]",
+        )
     console.print(table)
 
 
@@ -154,15 +179,22 @@ def signer(
         authority = space.authority()
         private_key = _signer_key(key, new)
         organization = _organization(authority.certificate)
-        certificate = authority.issue(pki.manifest_signer(organization, name),
-                                      private_key.public_key())
+        certificate = authority.issue(
+            pki.manifest_signer(organization, name), private_key.public_key()
+        )
         out.write_bytes(certificate.public_bytes(Encoding.PEM))
         registry = space.registry()
         try:
             with registry.transaction() as session:
-                audit.append(session, "manifest.signer_issued", name,
-                             {"serial_number": format(certificate.serial_number, "x"),
-                              "key_uri": str(parse_key_uri(key))})
+                audit.append(
+                    session,
+                    "manifest.signer_issued",
+                    name,
+                    {
+                        "serial_number": format(certificate.serial_number, "x"),
+                        "key_uri": str(parse_key_uri(key)),
+                    },
+                )
         finally:
             registry.dispose()
     except KeyfabError as error:
@@ -175,12 +207,15 @@ def export_manifest(
     ctx: typer.Context,
     batch: Annotated[str, typer.Option("--batch", help="Batch to export.")],
     signer_key: Annotated[str, typer.Option("--signer", help="URI of the manifest-signer key.")],
-    signer_cert: Annotated[Path, typer.Option("--signer-cert", exists=True, dir_okay=False,
-                                              help="Its certificate (PEM).")],
+    signer_cert: Annotated[
+        Path,
+        typer.Option("--signer-cert", exists=True, dir_okay=False, help="Its certificate (PEM)."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Manifest file to write.")],
     model: Annotated[str | None, typer.Option(help="Model (default: the product).")] = None,
-    part_number: Annotated[str | None, typer.Option(help="Part number (default: the product).")]
-    = None,
+    part_number: Annotated[
+        str | None, typer.Option(help="Part number (default: the product).")
+    ] = None,
     group_id: Annotated[str | None, typer.Option(help="groupId for the entries.")] = None,
 ) -> None:
     """Write a signed manifest of a batch's provisioned devices (Microchip format)."""
@@ -192,8 +227,9 @@ def export_manifest(
             raise ConfigError("the manifest signer key must be a P-256 EC key")
         entry_signer = EntrySigner(key, certificate)
         authority_cert = _manufacturing_certificate(space)
-        description = ExportDescription(Organization(_organization(authority_cert), "keyfab"),
-                                        model, part_number, group_id)
+        description = ExportDescription(
+            Organization(_organization(authority_cert), "keyfab"), model, part_number, group_id
+        )
         registry = space.registry()
         try:
             count = export_batch(registry, batch, description, entry_signer, out)
@@ -205,8 +241,9 @@ def export_manifest(
 
 
 @app.command("import")
-def import_entries(ctx: typer.Context, file: ManifestFile, signers: Signers, roots: Roots,
-                   as_json: AsJson = False) -> None:
+def import_entries(
+    ctx: typer.Context, file: ManifestFile, signers: Signers, roots: Roots, as_json: AsJson = False
+) -> None:
     """Verified entries become pre-provisioned devices; bad entries are skipped and named.
 
     One transaction per file: an unreadable file imports nothing. Re-importing
@@ -215,8 +252,16 @@ def import_entries(ctx: typer.Context, file: ManifestFile, signers: Signers, roo
 
     def show(report: EntryReport, outcome: Outcome, reason: str | None) -> None:
         if as_json:
-            typer.echo(json.dumps({"index": report.index, "uniqueId": report.unique_id,
-                                   "outcome": outcome.value, "error": reason}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "index": report.index,
+                        "uniqueId": report.unique_id,
+                        "outcome": outcome.value,
+                        "error": reason,
+                    }
+                )
+            )
         if outcome is Outcome.REJECTED:
             _say(f"error: {report.name}: {reason}")
 
@@ -232,8 +277,9 @@ def import_entries(ctx: typer.Context, file: ManifestFile, signers: Signers, roo
     except KeyfabError as error:
         raise fail(error) from None
     if not as_json:
-        typer.echo(f"{summary.imported} imported, {summary.present} already present, "
-                   f"{summary.rejected} rejected")
+        typer.echo(
+            f"{summary.imported} imported, {summary.present} already present, "
+            f"{summary.rejected} rejected"
+        )
     if summary.rejected:
         raise typer.Exit(1)
-

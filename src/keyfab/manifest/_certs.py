@@ -24,8 +24,11 @@ _SUFFIXES = (".crt", ".pem", ".cer", ".der")
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
     """Every certificate in a PEM/DER file, or in the files of a directory."""
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES) \
-        if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES)
+        if path.is_dir()
+        else [path]
+    )
     certificates: list[x509.Certificate] = []
     for file in files:
         certificates.extend(_load_file(file))

@@ -31,27 +31,33 @@ MAX_DEPTH = 4
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 _TIME_ENCODING = "must be UtcTime"
 _STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
-_UNDERSTOOD = frozenset({
-    x509.oid.ExtensionOID.BASIC_CONSTRAINTS,
-    x509.oid.ExtensionOID.KEY_USAGE,
-    x509.oid.ExtensionOID.EXTENDED_KEY_USAGE,
-    x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
-    x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
-    x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
-})
+_UNDERSTOOD = frozenset(
+    {
+        x509.oid.ExtensionOID.BASIC_CONSTRAINTS,
+        x509.oid.ExtensionOID.KEY_USAGE,
+        x509.oid.ExtensionOID.EXTENDED_KEY_USAGE,
+        x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    }
+)
 
 
-def verify_device_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
-                        roots: Sequence[x509.Certificate],
-                        at: datetime.datetime) -> list[x509.Certificate]:
+def verify_device_chain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    at: datetime.datetime,
+) -> list[x509.Certificate]:
     """The validated chain from ``leaf`` to a root, or VerificationError."""
     verifier = (
         xv.PolicyBuilder()
         .store(xv.Store(list(roots)))
         .time(at)
         .max_chain_depth(MAX_DEPTH)
-        .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(),
-                            ee_policy=pki.device_policy())
+        .extension_policies(
+            ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(), ee_policy=pki.device_policy()
+        )
         .build_client_verifier()
     )
     try:
@@ -66,9 +72,12 @@ def _short(error: Exception) -> str:
     return str(error).split(" (encountered", 1)[0].removeprefix("validation failed: ")
 
 
-def _explicit_path(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
-                   roots: Sequence[x509.Certificate],
-                   at: datetime.datetime) -> list[x509.Certificate]:
+def _explicit_path(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    at: datetime.datetime,
+) -> list[x509.Certificate]:
     """The same path checks for chains the verifier refuses only for time encoding."""
     _check_leaf(leaf, at)
     chain = [leaf]
@@ -86,11 +95,13 @@ def _explicit_path(leaf: x509.Certificate, intermediates: Sequence[x509.Certific
     raise VerificationError("device certificate chain: candidates exhausted: no path to a root")
 
 
-def _issuer_in(child: x509.Certificate,
-               candidates: Sequence[x509.Certificate]) -> x509.Certificate | None:
+def _issuer_in(
+    child: x509.Certificate, candidates: Sequence[x509.Certificate]
+) -> x509.Certificate | None:
     if not isinstance(child.signature_hash_algorithm, _STRONG_HASHES):
-        raise VerificationError("device certificate chain: a certificate is signed with a "
-                                "weak or unknown hash")
+        raise VerificationError(
+            "device certificate chain: a certificate is signed with a weak or unknown hash"
+        )
     for candidate in candidates:
         try:
             child.verify_directly_issued_by(candidate)
@@ -118,8 +129,9 @@ def _check_leaf(leaf: x509.Certificate, at: datetime.datetime) -> None:
     except x509.ExtensionNotFound:
         raise VerificationError("device certificate chain: no key usage") from None
     if not usage.critical or not usage.value.digital_signature:
-        raise VerificationError("device certificate chain: key usage must be critical "
-                                "and allow digitalSignature")
+        raise VerificationError(
+            "device certificate chain: key usage must be critical and allow digitalSignature"
+        )
     constraints = _extension(leaf, x509.BasicConstraints)
     if constraints is not None and constraints.ca:
         raise VerificationError("device certificate chain: device certificate is a CA")

@@ -62,10 +62,18 @@ Skipped = Callable[[str, str], None]
 
 def cloud_devices(session: Session, batch: str | None) -> Iterator[CloudDevice]:
     """Provisioned and pre-provisioned devices with their identity certificate."""
-    issuers = {c.subject: c for c in (x509.load_der_x509_certificate(a.certificate)
-                                      for a in session.scalars(select(Authority)))}
-    query = (select(Device, Certificate).join(Certificate, Certificate.device_id == Device.id)
-             .where(Device.state.in_(EXPORTED_STATES), Certificate.revoked_at.is_(None)))
+    issuers = {
+        c.subject: c
+        for c in (
+            x509.load_der_x509_certificate(a.certificate)
+            for a in session.scalars(select(Authority))
+        )
+    }
+    query = (
+        select(Device, Certificate)
+        .join(Certificate, Certificate.device_id == Device.id)
+        .where(Device.state.in_(EXPORTED_STATES), Certificate.revoked_at.is_(None))
+    )
     if batch is not None:
         row = session.scalars(select(Batch).where(Batch.name == batch)).one_or_none()
         if row is None:
@@ -96,20 +104,25 @@ def _pem(certificate: x509.Certificate) -> str:
 
 def aws_template(register_with_ca: bool, policy: str | None) -> dict[str, Any]:
     """The provisioning template for StartThingRegistrationTask."""
-    parameters: dict[str, Any] = {"ThingName": {"Type": "String"},
-                                  "SerialNumber": {"Type": "String"},
-                                  "CertificatePem": {"Type": "String"}}
-    certificate: dict[str, Any] = {"CertificatePem": {"Ref": "CertificatePem"},
-                                   "Status": "ACTIVE"}
+    parameters: dict[str, Any] = {
+        "ThingName": {"Type": "String"},
+        "SerialNumber": {"Type": "String"},
+        "CertificatePem": {"Type": "String"},
+    }
+    certificate: dict[str, Any] = {"CertificatePem": {"Ref": "CertificatePem"}, "Status": "ACTIVE"}
     if register_with_ca:
         parameters["CACertificatePem"] = {"Type": "String"}
         certificate["CACertificatePem"] = {"Ref": "CACertificatePem"}
     else:
         certificate["CertificateMode"] = "SNI_ONLY"
     resources: dict[str, Any] = {
-        "thing": {"Type": "AWS::IoT::Thing",
-                  "Properties": {"ThingName": {"Ref": "ThingName"},
-                                 "AttributePayload": {"serialNumber": {"Ref": "SerialNumber"}}}},
+        "thing": {
+            "Type": "AWS::IoT::Thing",
+            "Properties": {
+                "ThingName": {"Ref": "ThingName"},
+                "AttributePayload": {"serialNumber": {"Ref": "SerialNumber"}},
+            },
+        },
         "certificate": {"Type": "AWS::IoT::Certificate", "Properties": certificate},
     }
     if policy is not None:
@@ -136,12 +149,18 @@ class _Seen:
         self._db.close()
 
 
-def write_aws(devices: Iterable[CloudDevice], out: Path, register_with_ca: bool,
-              policy: str | None, skipped: Skipped) -> int:
+def write_aws(
+    devices: Iterable[CloudDevice],
+    out: Path,
+    register_with_ca: bool,
+    policy: str | None,
+    skipped: Skipped,
+) -> int:
     """``provisioning-template.json``, ``bulk-registration.jsonl``, ``ca-certificates.pem``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "provisioning-template.json").write_text(
-        json.dumps(aws_template(register_with_ca, policy), indent=2) + "\n")
+        json.dumps(aws_template(register_with_ca, policy), indent=2) + "\n"
+    )
     issuers: dict[bytes, str] = {}
     count = 0
     with (out / "bulk-registration.jsonl").open("w") as lines:
@@ -149,15 +168,19 @@ def write_aws(devices: Iterable[CloudDevice], out: Path, register_with_ca: bool,
             if not _THING_NAME.fullmatch(device.serial):
                 skipped(device.serial, "serial is not a valid AWS IoT thing name")
                 continue
-            line = {"ThingName": device.serial, "SerialNumber": device.serial,
-                    "CertificatePem": _pem(device.certificate)}
+            line = {
+                "ThingName": device.serial,
+                "SerialNumber": device.serial,
+                "CertificatePem": _pem(device.certificate),
+            }
             if register_with_ca:
                 if device.issuer is None:
                     skipped(device.serial, "issuing CA certificate is unknown")
                     continue
                 line["CACertificatePem"] = _pem(device.issuer)
-                issuers.setdefault(device.issuer.public_bytes(Encoding.DER), line[
-                    "CACertificatePem"])
+                issuers.setdefault(
+                    device.issuer.public_bytes(Encoding.DER), line["CACertificatePem"]
+                )
             lines.write(json.dumps(line) + "\n")
             count += 1
     (out / "ca-certificates.pem").write_text("".join(issuers.values()))
@@ -177,8 +200,10 @@ def azure_group(group_id: str, ca: x509.Certificate) -> dict[str, Any]:
     """An enrollment group whose devices prove themselves with certificates from ``ca``."""
     return {
         "enrollmentGroupId": group_id,
-        "attestation": {"type": "x509",
-                        "x509": {"signingCertificates": {"primary": {"certificate": _pem(ca)}}}},
+        "attestation": {
+            "type": "x509",
+            "x509": {"signingCertificates": {"primary": {"certificate": _pem(ca)}}},
+        },
         "provisioningStatus": "enabled",
     }
 
@@ -188,18 +213,26 @@ def azure_enrollment(registration: str, device: CloudDevice) -> dict[str, Any]:
     return {
         "registrationId": registration,
         "deviceId": device.serial,
-        "attestation": {"type": "x509", "x509": {"clientCertificates": {
-            "primary": {"certificate": _pem(device.certificate)}}}},
+        "attestation": {
+            "type": "x509",
+            "x509": {"clientCertificates": {"primary": {"certificate": _pem(device.certificate)}}},
+        },
         "provisioningStatus": "enabled",
     }
 
 
-def write_azure(devices: Iterable[CloudDevice], out: Path, group_id: str,
-                group_ca: x509.Certificate, skipped: Skipped) -> int:
+def write_azure(
+    devices: Iterable[CloudDevice],
+    out: Path,
+    group_id: str,
+    group_ca: x509.Certificate,
+    skipped: Skipped,
+) -> int:
     """``enrollment-group.json`` and ``individual-enrollments.jsonl`` (one per line)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "enrollment-group.json").write_text(
-        json.dumps(azure_group(group_id, group_ca), indent=2) + "\n")
+        json.dumps(azure_group(group_id, group_ca), indent=2) + "\n"
+    )
     seen = _Seen()
     count = 0
     try:
@@ -209,8 +242,9 @@ def write_azure(devices: Iterable[CloudDevice], out: Path, group_id: str,
                 if registration is None:
                     skipped(device.serial, "certificate CN is not a valid DPS registration ID")
                 elif not seen.add(registration):
-                    skipped(device.serial, f"registration ID {registration!r} (the CN) is "
-                                           "not unique")
+                    skipped(
+                        device.serial, f"registration ID {registration!r} (the CN) is not unique"
+                    )
                 else:
                     lines.write(json.dumps(azure_enrollment(registration, device)) + "\n")
                     count += 1

@@ -44,10 +44,18 @@ def device_element(
     certificate. keyfab is manufacturer and provisioner; there is no distributor.
     """
     jwks = tuple(_jwk(unique_id, kid, chain) for kid, chain in keys)
-    return SecureElement(version=1, model=model, part_number=part_number,
-                         manufacturer=provisioner, provisioner=provisioner, distributor=None,
-                         group_id=group_id, provisioned_at=provisioned_at,
-                         unique_id=unique_id, keys=jwks)
+    return SecureElement(
+        version=1,
+        model=model,
+        part_number=part_number,
+        manufacturer=provisioner,
+        provisioner=provisioner,
+        distributor=None,
+        group_id=group_id,
+        provisioned_at=provisioned_at,
+        unique_id=unique_id,
+        keys=jwks,
+    )
 
 
 def _jwk(unique_id: str, kid: str, chain: Sequence[x509.Certificate]) -> EcJwk:
@@ -57,9 +65,13 @@ def _jwk(unique_id: str, kid: str, chain: Sequence[x509.Certificate]) -> EcJwk:
     crv = _CURVE_NAMES[key.curve.name]
     size = CURVES[crv][1]
     numbers = key.public_numbers()
-    return EcJwk(kid=kid, crv=crv, x=numbers.x.to_bytes(size, "big"),
-                 y=numbers.y.to_bytes(size, "big"),
-                 x5c=tuple(c.public_bytes(serialization.Encoding.DER) for c in chain))
+    return EcJwk(
+        kid=kid,
+        crv=crv,
+        x=numbers.x.to_bytes(size, "big"),
+        y=numbers.y.to_bytes(size, "big"),
+        x5c=tuple(c.public_bytes(serialization.Encoding.DER) for c in chain),
+    )
 
 
 class EntrySigner:
@@ -75,8 +87,9 @@ class EntrySigner:
             raise ConfigError("the signer certificate has no subject key identifier")
         self._key = key
         self.thumbprint_b64 = b64url_encode(thumbprint(certificate))
-        header = ProtectedHeader(alg="ES256", x5t_s256=thumbprint(certificate),
-                                 kid=b64url_encode(key_id), typ="JWT")
+        header = ProtectedHeader(
+            alg="ES256", x5t_s256=thumbprint(certificate), kid=b64url_encode(key_id), typ="JWT"
+        )
         self._protected = b64url_encode(dumps_compact(header_json(header)))
 
     def sign(self, element: SecureElement) -> dict[str, Any]:
@@ -107,8 +120,12 @@ class ManifestWriter:
         self._out.write(dumps_compact(entry))
         self.count += 1
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         # On an error the array stays open: a reader then refuses the file
         # instead of taking a truncated manifest for a complete one.
         if kind is None:

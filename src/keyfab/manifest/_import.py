@@ -76,8 +76,13 @@ class ImportSummary:
 Listener = Callable[[EntryReport, Outcome, str | None], None]
 
 
-def import_manifest(registry: Registry, stream: BinaryIO, policy: VerificationPolicy,
-                    source: str, listener: Listener | None = None) -> ImportSummary:
+def import_manifest(
+    registry: Registry,
+    stream: BinaryIO,
+    policy: VerificationPolicy,
+    source: str,
+    listener: Listener | None = None,
+) -> ImportSummary:
     """Verify and import every entry of ``stream``; ManifestError rolls all back."""
     summary = ImportSummary()
 
@@ -94,9 +99,16 @@ def import_manifest(registry: Registry, stream: BinaryIO, policy: VerificationPo
                 _write_chunk(session, pending, tell)
                 pending = []
         _write_chunk(session, pending, tell)
-        audit.append(session, "manifest.imported", source,
-                     {"imported": summary.imported, "present": summary.present,
-                      "rejected": summary.rejected})
+        audit.append(
+            session,
+            "manifest.imported",
+            source,
+            {
+                "imported": summary.imported,
+                "present": summary.present,
+                "rejected": summary.rejected,
+            },
+        )
     return summary
 
 
@@ -105,11 +117,18 @@ def _write_chunk(session: Session, reports: list[EntryReport], tell: Listener) -
     if not reports:
         return
     ids = [r.unique_id for r in reports if r.ok]
-    existing = {uid: key for uid, key in session.execute(
-        select(Device.unique_id, Device.public_key).where(Device.unique_id.in_(ids)))}
+    existing = {
+        uid: key
+        for uid, key in session.execute(
+            select(Device.unique_id, Device.public_key).where(Device.unique_id.in_(ids))
+        )
+    }
     serials = _certificate_serials(reports)
-    taken = set(session.scalars(select(Certificate.serial_number).where(
-        Certificate.serial_number.in_(serials))))
+    taken = set(
+        session.scalars(
+            select(Certificate.serial_number).where(Certificate.serial_number.in_(serials))
+        )
+    )
     fresh: list[VerifiedEntry] = []
     for report in reports:
         if report.verified is None:
@@ -118,15 +137,20 @@ def _write_chunk(session: Session, reports: list[EntryReport], tell: Listener) -
         outcome, reason = _classify(report.verified, existing, taken)
         if outcome is Outcome.IMPORTED:
             fresh.append(report.verified)
-            taken.update(format(c.serial_number, "x") for c in _device_certificates(
-                report.verified))
+            taken.update(
+                format(c.serial_number, "x") for c in _device_certificates(report.verified)
+            )
         tell(report, outcome, reason)
     _insert(session, fresh)
 
 
 def _certificate_serials(reports: Iterable[EntryReport]) -> list[str]:
-    return [format(cert.serial_number, "x") for r in reports if r.verified is not None
-            for cert in _device_certificates(r.verified)]
+    return [
+        format(cert.serial_number, "x")
+        for r in reports
+        if r.verified is not None
+        for cert in _device_certificates(r.verified)
+    ]
 
 
 def _device_certificates(verified: VerifiedEntry) -> list[x509.Certificate]:
@@ -135,12 +159,14 @@ def _device_certificates(verified: VerifiedEntry) -> list[x509.Certificate]:
 
 def _identity_spki(verified: VerifiedEntry) -> bytes | None:
     identity = verified.entry.element.identity_key() or next(
-        iter(verified.entry.element.keys), None)
+        iter(verified.entry.element.keys), None
+    )
     return None if identity is None else identity.public_key().public_bytes(*_SPKI)
 
 
-def _classify(verified: VerifiedEntry, existing: dict[str | None, bytes | None],
-              taken: set[str]) -> tuple[Outcome, str | None]:
+def _classify(
+    verified: VerifiedEntry, existing: dict[str | None, bytes | None], taken: set[str]
+) -> tuple[Outcome, str | None]:
     unique_id = verified.entry.element.unique_id
     if unique_id in existing:
         known, ours = existing[unique_id] or b"", _identity_spki(verified) or b""
@@ -158,19 +184,35 @@ def _insert(session: Session, entries: list[VerifiedEntry]) -> None:
         return
     now = utc_now()
     session.execute(insert(Device), [_device_row(v, now) for v in entries])
-    ids = {uid: device_id for uid, device_id in session.execute(
-        select(Device.unique_id, Device.id).where(
-            Device.unique_id.in_([v.entry.element.unique_id for v in entries])))}
-    rows = [_certificate_row(ids[v.entry.element.unique_id], kid, cert)
-            for v in entries for kid, cert in _labelled_certificates(v)]
+    ids = {
+        uid: device_id
+        for uid, device_id in session.execute(
+            select(Device.unique_id, Device.id).where(
+                Device.unique_id.in_([v.entry.element.unique_id for v in entries])
+            )
+        )
+    }
+    rows = [
+        _certificate_row(ids[v.entry.element.unique_id], kid, cert)
+        for v in entries
+        for kid, cert in _labelled_certificates(v)
+    ]
     if rows:
         session.execute(insert(Certificate), rows)
-    audit.append_many(session, [
-        audit.Entry("device.imported", SERIAL_PREFIX + v.entry.element.unique_id,
-                    {"signer_x5t": b64url_encode(v.signer.thumbprint),
-                     "part_number": v.entry.element.part_number})
-        for v in entries
-    ])
+    audit.append_many(
+        session,
+        [
+            audit.Entry(
+                "device.imported",
+                SERIAL_PREFIX + v.entry.element.unique_id,
+                {
+                    "signer_x5t": b64url_encode(v.signer.thumbprint),
+                    "part_number": v.entry.element.part_number,
+                },
+            )
+            for v in entries
+        ],
+    )
 
 
 def _labelled_certificates(verified: VerifiedEntry) -> list[tuple[str, x509.Certificate]]:

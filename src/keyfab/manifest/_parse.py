@@ -102,8 +102,9 @@ def _entry(raw: object) -> SignedEntry:
     _members(raw, ENTRY_MEMBERS, ENTRY_MEMBERS, "entry")
     header = _protected(_string(raw, "protected", (MAX_HEADER * 4 + 2) // 3))
     payload_b64 = _string(raw, "payload", (MAX_PAYLOAD * 4 + 2) // 3)
-    element = parse_payload(loads_object(b64url_decode(payload_b64, "payload", MAX_PAYLOAD),
-                                         "payload"))
+    element = parse_payload(
+        loads_object(b64url_decode(payload_b64, "payload", MAX_PAYLOAD), "payload")
+    )
     signature = b64url_decode(raw["signature"], "signature", 132)
     unprotected = raw["header"]
     if not isinstance(unprotected, dict):
@@ -114,8 +115,9 @@ def _entry(raw: object) -> SignedEntry:
     return SignedEntry(raw["protected"], payload_b64, signature, header, element)
 
 
-def _members(obj: Mapping[str, Any], required: frozenset[str], allowed: frozenset[str],
-             what: str) -> None:
+def _members(
+    obj: Mapping[str, Any], required: frozenset[str], allowed: frozenset[str], what: str
+) -> None:
     missing = sorted(required - obj.keys())
     if missing:
         raise _InvalidMemberError(f"{what} lacks {', '.join(missing)}")
@@ -124,8 +126,9 @@ def _members(obj: Mapping[str, Any], required: frozenset[str], allowed: frozense
         raise _InvalidMemberError(f"{what} has unknown member {unknown[0]!r}")
 
 
-def _string(obj: Mapping[str, Any], name: str, max_len: int = MAX_TEXT,
-            what: str | None = None) -> str:
+def _string(
+    obj: Mapping[str, Any], name: str, max_len: int = MAX_TEXT, what: str | None = None
+) -> str:
     value = obj.get(name)
     label = what or name
     if not isinstance(value, str):

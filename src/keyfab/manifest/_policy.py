@@ -50,8 +50,12 @@ class VerifiedEntry:
 class VerificationPolicy:
     """The trusted signers and device roots, and the time chains are checked at."""
 
-    def __init__(self, signers: SignerSet, roots: Sequence[x509.Certificate],
-                 now: datetime.datetime | None = None) -> None:
+    def __init__(
+        self,
+        signers: SignerSet,
+        roots: Sequence[x509.Certificate],
+        now: datetime.datetime | None = None,
+    ) -> None:
         self.signers = signers
         self.roots = list(roots)
         self.now = now or utc_now()
@@ -111,6 +115,7 @@ def _check_same_key(jwk: EcJwk, certificate: x509.Certificate) -> None:
         raise VerificationError("the device certificate's key is not an EC key")
     if cert_key.curve.name != jwk.public_key().curve.name:
         raise VerificationError("the JWK's curve differs from the device certificate's")
-    if not hmac.compare_digest(cert_key.public_bytes(*_POINT),
-                               jwk.public_key().public_bytes(*_POINT)):
+    if not hmac.compare_digest(
+        cert_key.public_bytes(*_POINT), jwk.public_key().public_bytes(*_POINT)
+    ):
         raise VerificationError("the JWK is not the device certificate's public key")

@@ -41,20 +41,27 @@ class ExportDescription:
     group_id: str | None = None
 
 
-def batch_elements(session: Session, batch: str,
-                   description: ExportDescription) -> Iterator[SecureElement]:
+def batch_elements(
+    session: Session, batch: str, description: ExportDescription
+) -> Iterator[SecureElement]:
     """One payload per provisioned device of ``batch``, in provisioning order."""
     row = session.scalars(select(Batch).where(Batch.name == batch)).one_or_none()
     if row is None:
         raise ConfigError(f"no batch named {batch!r}")
     issuers = {cert.subject: cert for cert in _authorities(session)}
-    description = dataclasses.replace(description, model=description.model or row.product,
-                                      part_number=description.part_number or row.product)
+    description = dataclasses.replace(
+        description,
+        model=description.model or row.product,
+        part_number=description.part_number or row.product,
+    )
     query = (
         select(Device, Certificate)
         .join(Certificate, Certificate.device_id == Device.id)
-        .where(Device.batch_id == row.id, Device.state == DeviceState.PROVISIONED.value,
-               Certificate.revoked_at.is_(None))
+        .where(
+            Device.batch_id == row.id,
+            Device.state == DeviceState.PROVISIONED.value,
+            Certificate.revoked_at.is_(None),
+        )
         .order_by(Device.id, Certificate.id)
         .execution_options(yield_per=ROWS_PER_FETCH)
     )
@@ -64,30 +71,43 @@ def batch_elements(session: Session, batch: str,
 
 
 def _authorities(session: Session) -> list[x509.Certificate]:
-    return [x509.load_der_x509_certificate(a.certificate) for a in session.scalars(
-        select(Authority))]
+    return [
+        x509.load_der_x509_certificate(a.certificate) for a in session.scalars(select(Authority))
+    ]
 
 
-def _element(device: Device, certificates: list[Certificate],
-             issuers: dict[x509.Name, x509.Certificate],
-             description: ExportDescription) -> SecureElement:
+def _element(
+    device: Device,
+    certificates: list[Certificate],
+    issuers: dict[x509.Name, x509.Certificate],
+    description: ExportDescription,
+) -> SecureElement:
     unique_id = device.unique_id or ""
     if not _HEX_ID.fullmatch(unique_id):
-        raise ConfigError(f"device {device.serial}: unique id {unique_id!r} is not lowercase "
-                          "hex, which the manifest format requires")
+        raise ConfigError(
+            f"device {device.serial}: unique id {unique_id!r} is not lowercase "
+            "hex, which the manifest format requires"
+        )
     keys = []
     for row in certificates:
         cert = x509.load_der_x509_certificate(row.der)
         issuer = issuers.get(cert.issuer)
         keys.append((row.key_label, [cert] if issuer is None else [cert, issuer]))
     moment = device.provisioned_at or device.created_at
-    return device_element(unique_id, keys, moment, description.model or "",
-                          description.part_number or "", description.provisioner,
-                          description.group_id)
+    return device_element(
+        unique_id,
+        keys,
+        moment,
+        description.model or "",
+        description.part_number or "",
+        description.provisioner,
+        description.group_id,
+    )
 
 
-def export_batch(registry: Registry, batch: str, description: ExportDescription,
-                 signer: EntrySigner, out: Path) -> int:
+def export_batch(
+    registry: Registry, batch: str, description: ExportDescription, signer: EntrySigner, out: Path
+) -> int:
     """Write ``batch``'s manifest to ``out``; returns the number of entries.
 
     The file appears under its name only when complete (written beside it, then
@@ -105,7 +125,15 @@ def export_batch(registry: Registry, batch: str, description: ExportDescription,
     finally:
         partial.unlink(missing_ok=True)
     with registry.transaction() as session:
-        audit.append(session, "manifest.exported", batch,
-                     {"entries": count, "file": out.name, "sha256": digest,
-                      "signer_x5t": signer.thumbprint_b64})
+        audit.append(
+            session,
+            "manifest.exported",
+            batch,
+            {
+                "entries": count,
+                "file": out.name,
+                "sha256": digest,
+                "signer_x5t": signer.thumbprint_b64,
+            },
+        )
     return count

@@ -65,8 +65,9 @@ class _SeenIds:
         self._db.close()
 
 
-def verify_manifest(stream: BinaryIO, policy: VerificationPolicy,
-                    max_entry_bytes: int = MAX_ENTRY_BYTES) -> Iterator[EntryReport]:
+def verify_manifest(
+    stream: BinaryIO, policy: VerificationPolicy, max_entry_bytes: int = MAX_ENTRY_BYTES
+) -> Iterator[EntryReport]:
     """One report per entry, in file order; ManifestError if the file is not an array."""
     seen = _SeenIds()
     try:
@@ -80,8 +81,7 @@ def verify_manifest(stream: BinaryIO, policy: VerificationPolicy,
         seen.close()
 
 
-def _verify_one(data: bytes, index: int, policy: VerificationPolicy,
-                seen: _SeenIds) -> EntryReport:
+def _verify_one(data: bytes, index: int, policy: VerificationPolicy, seen: _SeenIds) -> EntryReport:
     try:
         entry = parse_entry_bytes(data, index)
     except EntryError as error:

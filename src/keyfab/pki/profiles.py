@@ -106,11 +106,16 @@ def idevid(device: DeviceIdentity) -> Template:
 
     keyUsage is digitalSignature only, critical; no extended key usage (802.1AR
     leaves it out so the identity is not limited to one protocol); it never
-    expires (99991231235959Z).
+    expires (99991231235959Z). The common name is the serial too: cloud
+    registries (Azure DPS, for one) take the CN as the device's registration id,
+    so it must differ per device; the product goes in organizationalUnitName.
     """
-    attributes = [x509.NameAttribute(NameOID.SERIAL_NUMBER, device.serial)]
+    attributes = [
+        x509.NameAttribute(NameOID.COMMON_NAME, device.serial),
+        x509.NameAttribute(NameOID.SERIAL_NUMBER, device.serial),
+    ]
     if device.product:
-        attributes.insert(0, x509.NameAttribute(NameOID.COMMON_NAME, device.product))
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, device.product))
     if device.organization:
         attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, device.organization))
     usage = x509.KeyUsage(
