@@ -12,6 +12,7 @@ from keyfab.pki.profiles import (
     DeviceIdentity,
     Template,
     idevid,
+    manifest_signer,
     manufacturing_ca,
     root_ca,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "check_csr",
     "device_policy",
     "idevid",
+    "manifest_signer",
     "manufacturing_ca",
     "new_serial_number",
     "parse_hardware_module_name",
