@@ -123,5 +123,17 @@ def test_pkcs11_device_options_are_checked(softhsm: SoftHsm) -> None:
         open_device({"module": softhsm.module, "token": "absent-3", "pin": softhsm.pin}, 3)
     with pytest.raises(ConfigError, match="initialize must be true or false"):
         open_device({"module": softhsm.module, "token": "absent-5", "initialize": "yes"}, 5)
+    with pytest.raises(ConfigError, match="drop serial ="):
+        open_device(
+            {
+                "module": softhsm.module,
+                "token": "a",
+                "serial": "1",
+                "initialize": True,
+                "pin": "1",
+                "so_pin": "2",
+            },
+            6,
+        )
     with pytest.raises(ConfigError, match="initialize = true needs"):
         open_device({"module": softhsm.module, "token": "absent-4", "initialize": True}, 4)

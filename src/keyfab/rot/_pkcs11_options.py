@@ -51,6 +51,8 @@ class DeviceOptions:
         )
         if initialize and (parsed.so_pin is None or parsed.pin is None or "token" not in selector):
             raise ConfigError("pkcs11: initialize = true needs token, pin and so_pin (or *_file)")
+        if initialize and "serial" in selector:
+            raise ConfigError("pkcs11: initialize = true finds tokens by label: drop serial =")
         return parsed
 
     def initial_pins(self) -> tuple[str, str] | None:
