@@ -1,0 +1,111 @@
+"""The TPM side of attestation: certify, quote and credential activation.
+
+Each function returns the TPM's raw marshalled structures untouched: the
+verifier (keyfab.attest) parses and checks them itself and trusts nothing the
+driver could have reinterpreted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE
+from tpm2_pytss.types import (
+    TPM2B_ENCRYPTED_SECRET,
+    TPM2B_ID_OBJECT,
+    TPML_PCR_SELECTION,
+    TPMS_PCR_SELECTION,
+    TPMT_SIG_SCHEME,
+    TPMT_SYM_DEF,
+)
+
+from keyfab.errors import ConfigError
+from keyfab.rot._tpm2_device import PASSWORD, TpmConnection
+from keyfab.rot._tpm2_ek import EndorsementKey, load_ek
+from keyfab.rot._tpm2_sign import HASHES
+
+MAX_NONCE = 64  # TPM2B_DATA holds at most a TPMT_HA; 64 bytes is SHA-512
+_PCR_COUNT = 24
+
+
+def check_nonce(nonce: bytes) -> bytes:
+    if not 8 <= len(nonce) <= MAX_NONCE:
+        raise ConfigError(f"tpm2: nonce must be 8 to {MAX_NONCE} bytes, not {len(nonce)}")
+    return nonce
+
+
+def certify(tpm: TpmConnection, key: ESYS_TR, iak: ESYS_TR, nonce: bytes) -> tuple[bytes, bytes]:
+    """TPM2_Certify of ``key`` by ``iak`` over ``nonce``: (TPMS_ATTEST, TPMT_SIGNATURE)."""
+    scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
+    attest, signature = tpm.call("Certify", tpm.esys.certify, key, iak, check_nonce(nonce), scheme)
+    return bytes(attest.attestationData), bytes(signature.marshal())
+
+
+def pcr_selection(pcrs: Sequence[int], bank: str) -> TPML_PCR_SELECTION:
+    if bank not in HASHES:
+        raise ConfigError(f"tpm2: unknown PCR bank {bank!r}")
+    if not pcrs or any(not 0 <= p < _PCR_COUNT for p in pcrs):
+        raise ConfigError(f"tpm2: PCRs must be 0 to {_PCR_COUNT - 1}")
+    bitmap = bytearray(3)
+    for p in pcrs:
+        bitmap[p // 8] |= 1 << (p % 8)
+    selection = TPMS_PCR_SELECTION(hash=HASHES[bank], sizeofSelect=3, pcrSelect=bytes(bitmap))
+    return TPML_PCR_SELECTION([selection])
+
+
+def quote(
+    tpm: TpmConnection, iak: ESYS_TR, pcrs: Sequence[int], bank: str, nonce: bytes
+) -> tuple[bytes, bytes, bytes]:
+    """TPM2_Quote by the IAK: (TPMS_ATTEST, TPMT_SIGNATURE, PCR values in index order)."""
+    selection = pcr_selection(sorted(set(pcrs)), bank)
+    scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
+    attest, signature = tpm.call(
+        "Quote", tpm.esys.quote, iak, selection, check_nonce(nonce), scheme
+    )
+    values = bytearray()
+    remaining = sorted(set(pcrs))
+    while remaining:  # PCR_Read returns at most 8 digests per call
+        batch, remaining = remaining[:8], remaining[8:]
+        _, _, digests = tpm.call("PCR_Read", tpm.esys.pcr_read, pcr_selection(batch, bank))
+        values += b"".join(bytes(d) for d in digests)
+    return bytes(attest.attestationData), bytes(signature.marshal()), bytes(values)
+
+
+def activate_credential(
+    tpm: TpmConnection, ek: EndorsementKey, iak: ESYS_TR, credential_blob: bytes, secret: bytes
+) -> bytes:
+    """TPM2_ActivateCredential: recover what the CA sealed to (EK, IAK name).
+
+    The EK's policy is PolicySecret(endorsement), so the EK is authorised by a
+    policy session; the IAK by its (empty) password.
+    """
+    ek_handle, flush_ek = load_ek(tpm, ek)
+    symmetric = TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL)
+    session = tpm.call(
+        "StartAuthSession",
+        tpm.esys.start_auth_session,
+        ESYS_TR.NONE,
+        ESYS_TR.NONE,
+        TPM2_SE.POLICY,
+        symmetric,
+        TPM2_ALG.SHA256,
+    )
+    try:
+        tpm.call("PolicySecret", tpm.esys.policy_secret, ESYS_TR.ENDORSEMENT, session)
+        recovered = tpm.call(
+            "ActivateCredential",
+            tpm.esys.activate_credential,
+            iak,
+            ek_handle,
+            TPM2B_ID_OBJECT(credential_blob),
+            TPM2B_ENCRYPTED_SECRET(secret),
+            PASSWORD,
+            session,
+        )
+        return bytes(recovered)
+    finally:
+        tpm.esys.flush_context(session)
+        if flush_ek:
+            tpm.esys.flush_context(ek_handle)
+        else:
+            tpm.esys.tr_close(ek_handle)

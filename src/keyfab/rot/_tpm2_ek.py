@@ -1,0 +1,126 @@
+"""The endorsement key: its certificate from NV, its public area, the match between them.
+
+The EK certificate sits in a TCG-defined NV index (EK Credential Profile):
+0x01C00002 RSA 2048, 0x01C0000A ECC P-256, 0x01C00016 ECC P-384. The EK itself
+is usually persisted (0x81010001, 0x81010002, 0x81010016); if not, the driver
+re-creates it from the standard template. Either way the public key must equal
+the certificate's, or the certificate is someone else's. Whether the certificate
+is trustworthy (chain, vendor) is the verifier's job (keyfab.attest), not ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from tpm2_pytss.constants import ESYS_TR, TPM2_HT
+
+from keyfab.errors import RotError, UnsupportedError
+from keyfab.rot._tpm2_device import TpmConnection
+from keyfab.rot._tpm2_templates import ek_template
+from keyfab.rot.base import KeyAlgorithm, PublicKey
+
+EK_CERT_INDICES = (
+    (0x01C00002, KeyAlgorithm.RSA_2048, 0x81010001),
+    (0x01C0000A, KeyAlgorithm.EC_P256, 0x81010002),
+    (0x01C00016, KeyAlgorithm.EC_P384, 0x81010016),
+)
+_MAX_CERT = 4096
+
+
+@dataclass(frozen=True)
+class EndorsementKey:
+    """The EK as found: its certificate (DER), public area (TPMT_PUBLIC) and where it lives."""
+
+    certificate: bytes
+    public_area: bytes
+    algorithm: KeyAlgorithm
+    persistent_handle: int | None
+
+
+def read_nv(tpm: TpmConnection, index: int, limit: int) -> bytes:
+    """The whole content of an NV index, read in chunks the TPM accepts."""
+    handle = tpm.call(f"reading NV {index:#010x}", tpm.esys.tr_from_tpmpublic, index)
+    try:
+        public, _ = tpm.call(f"NV_ReadPublic {index:#010x}", tpm.esys.nv_read_public, handle)
+        size = int(public.nvPublic.dataSize)
+        if size > limit:
+            raise RotError(f"tpm2: NV {index:#010x} holds {size} bytes, more than {limit}")
+        data = bytearray()
+        while len(data) < size:
+            chunk = min(1024, size - len(data))
+            part = tpm.call(
+                f"NV_Read {index:#010x}", tpm.esys.nv_read, handle, chunk, len(data), handle
+            )
+            data += bytes(part)
+        return bytes(data)
+    finally:
+        tpm.esys.tr_close(handle)
+
+
+def public_key_of(public_area: object) -> PublicKey:
+    """A ``cryptography`` public key from a TPMT_PUBLIC (pytss object)."""
+    der = public_area.to_der()  # type: ignore[attr-defined]
+    key = serialization.load_der_public_key(bytes(der))
+    if not isinstance(key, PublicKey):
+        raise UnsupportedError(f"tpm2: unsupported key type {type(key).__name__}")
+    return key
+
+
+def find_ek(tpm: TpmConnection) -> EndorsementKey:
+    """The first EK whose certificate is provisioned, with its matching public area."""
+    present = set(tpm.handles(TPM2_HT.NV_INDEX << 24 | 0xC00000))
+    for index, algorithm, persistent in EK_CERT_INDICES:
+        if index not in present:
+            continue
+        der = read_nv(tpm, index, _MAX_CERT)
+        try:
+            certificate = x509.load_der_x509_certificate(der)
+        except ValueError:
+            raise RotError(f"tpm2: EK certificate in NV {index:#010x} is not DER X.509") from None
+        public_area, handle = _ek_public(tpm, algorithm, persistent)
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        tpm_key = public_key_of(public_area).public_bytes(serialization.Encoding.DER, spki)
+        cert_key = certificate.public_key().public_bytes(serialization.Encoding.DER, spki)
+        if tpm_key != cert_key:
+            raise RotError(f"tpm2: EK certificate in NV {index:#010x} is not for this TPM's EK")
+        return EndorsementKey(der, bytes(public_area.marshal()), algorithm, handle)
+    raise RotError("tpm2: no EK certificate in NV (0x01c00002, 0x01c0000a, 0x01c00016)")
+
+
+def _ek_public(
+    tpm: TpmConnection, algorithm: KeyAlgorithm, persistent: int
+) -> tuple[Any, int | None]:
+    """The EK public area: from its persistent handle, or re-created from the template."""
+    if persistent in tpm.handles(persistent & 0xFF000000):
+        handle = tpm.call("loading the EK", tpm.esys.tr_from_tpmpublic, persistent)
+        try:
+            public, _, _ = tpm.call("ReadPublic EK", tpm.esys.read_public, handle)
+        finally:
+            tpm.esys.tr_close(handle)
+        return public.publicArea, persistent
+    created = tpm.call(
+        "CreatePrimary EK",
+        tpm.esys.create_primary,
+        None,
+        ek_template(algorithm),
+        ESYS_TR.ENDORSEMENT,
+    )
+    with tpm.transient(created[0]):
+        return created[1].publicArea, None
+
+
+def load_ek(tpm: TpmConnection, ek: EndorsementKey) -> tuple[ESYS_TR, bool]:
+    """An ESYS handle on the EK and whether the caller must flush it (transient)."""
+    if ek.persistent_handle is not None:
+        return tpm.call("loading the EK", tpm.esys.tr_from_tpmpublic, ek.persistent_handle), False
+    created = tpm.call(
+        "CreatePrimary EK",
+        tpm.esys.create_primary,
+        None,
+        ek_template(ek.algorithm),
+        ESYS_TR.ENDORSEMENT,
+    )
+    return created[0], True

@@ -1,0 +1,300 @@
+"""The ``tpm2`` root of trust: a TPM 2.0 through tpm2-pytss (ESAPI), IDevID/IAK per TCG.
+
+``tpm2:tcti=swtpm:host=127.0.0.1,port=2321`` or
+``tpm2:tcti=device:/dev/tpmrm0;persistent=0x81020001``.
+
+What the TPM gives keyfab:
+
+* identity: the EK certificate from its TCG NV index, checked against the EK
+  public key; the device's unique id is the SHA-256 of the EK's public key;
+* keys made inside the TPM (fixedTPM, fixedParent, sensitiveDataOrigin) in the
+  endorsement hierarchy and persisted at recipe-chosen handles; the key labelled
+  ``iak`` (configurable) is the restricted attestation key, made on first use;
+* evidence: TPM2_Certify by the IAK over a key with the verifier's nonce, plus
+  the EK certificate and public areas; ``activate_credential`` answers the CA's
+  MakeCredential challenge that binds the IAK to the EK; ``quote`` for PCRs;
+* objects in NV indices, counters in NV counter indices.
+
+The private keys never leave the TPM; every transient handle is flushed at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
+
+from keyfab.errors import ConfigError, KeyExistsError, KeyNotFoundError, RotLockedError
+from keyfab.rot import _tpm2_attest, _tpm2_nv
+from keyfab.rot._tpm2_config import Tcti, Tpm2Options
+from keyfab.rot._tpm2_device import TpmConnection
+from keyfab.rot._tpm2_ek import EndorsementKey, find_ek, public_key_of
+from keyfab.rot._tpm2_sign import wrap_key
+from keyfab.rot._tpm2_templates import key_template
+from keyfab.rot.base import (
+    Capability,
+    Evidence,
+    KeySpec,
+    MonotonicCounter,
+    PrivateKey,
+    RotInfo,
+    check_label,
+)
+from keyfab.rot.uri import KeyUri
+
+__all__ = ["CERTIFY_FORMAT", "QUOTE_FORMAT", "Tpm2RootOfTrust", "open_device", "open_uri"]
+
+CERTIFY_FORMAT = "tpm2-certify"
+QUOTE_FORMAT = "tpm2-quote"
+_MAX_RANDOM = 1 << 16
+_PT_MANUFACTURER = 0x105
+_PT_VENDOR_STRING_1 = 0x106
+
+
+class Tpm2RootOfTrust:
+    """One TPM. Open with ``open_uri`` / ``open_device``; close it to release the TCTI."""
+
+    def __init__(self, options: Tpm2Options):
+        self.options = options
+        self._tpm = TpmConnection(options.tcti)
+        self._handles: dict[int, ESYS_TR] = {}
+        self._written: set[int] = set()
+        self._locked = False
+        try:
+            self.ek: EndorsementKey = find_ek(self._tpm)
+            self.info = self._read_info()
+        except BaseException:
+            self._tpm.close()
+            raise
+
+    def _read_info(self) -> RotInfo:
+        ek_key = public_key_of_bytes(self.ek.public_area)
+        spki = ek_key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        props = self._properties(_PT_MANUFACTURER, 5)
+        vendor = _ascii(props[0])
+        model = "".join(_ascii(p) for p in props[1:]).strip() or "TPM 2.0"
+        return RotInfo(
+            kind="tpm2",
+            vendor=vendor,
+            model=model,
+            unique_id=hashlib.sha256(spki).hexdigest(),
+            capabilities=frozenset(
+                {
+                    Capability.KEY_ATTESTATION,
+                    Capability.MONOTONIC_COUNTER,
+                    Capability.LOCK,
+                    Capability.HARDWARE,
+                }
+            ),
+        )
+
+    def _properties(self, first: int, count: int) -> list[int]:
+        from tpm2_pytss.constants import TPM2_CAP
+
+        _, data = self._tpm.call(
+            "GetCapability", self._tpm.esys.get_capability, TPM2_CAP.TPM_PROPERTIES, first, count
+        )
+        return [int(p.value) for p in data.data.tpmProperties]
+
+    # keys -----------------------------------------------------------------
+
+    def _esys(self, handle: int) -> ESYS_TR:
+        if handle not in self._handles:
+            self._handles[handle] = self._tpm.call(
+                f"key at {handle:#010x}", self._tpm.esys.tr_from_tpmpublic, handle
+            )
+        return self._handles[handle]
+
+    def _exists(self, handle: int) -> bool:
+        return handle in self._tpm.handles(handle & 0xFFFF0000)
+
+    def _check_unlocked(self) -> None:
+        if self._locked:
+            raise RotLockedError(f"tpm2 root of trust {self.info.unique_id[:16]} is locked")
+
+    def generate_key(self, label: str, spec: KeySpec) -> PrivateKey:
+        """CreatePrimary in the endorsement hierarchy, EvictControl to the label's handle."""
+        check_label(label)
+        self._check_unlocked()
+        handle = self.options.key_handle(label)
+        if self._exists(handle):
+            raise KeyExistsError(f"tpm2: key {label!r} already exists at {handle:#010x}")
+        template = key_template(spec.algorithm, restricted=label == self.options.iak_label)
+        tpm = self._tpm
+        created = tpm.call(
+            "CreatePrimary", tpm.esys.create_primary, None, template, ESYS_TR.ENDORSEMENT
+        )
+        with tpm.transient(created[0]) as transient:
+            persisted = tpm.call(
+                "EvictControl", tpm.esys.evict_control, ESYS_TR.OWNER, transient, handle
+            )
+        self._handles[handle] = persisted
+        return self.key(label)
+
+    def key(self, label: str) -> PrivateKey:
+        """The key persisted at the label's handle (or at ``0x81...`` given as the label)."""
+        handle = self.options.key_handle(check_label(label))
+        if not self._exists(handle):
+            raise KeyNotFoundError(f"tpm2: no key {label!r} at {handle:#010x}")
+        area = self.public_area(label)
+        attributes = int(area.objectAttributes)
+        if not attributes & TPMA_OBJECT.SIGN_ENCRYPT:
+            raise KeyNotFoundError(f"tpm2: the object at {handle:#010x} is not a signing key")
+        restricted = bool(attributes & TPMA_OBJECT.RESTRICTED)
+        return wrap_key(
+            self._tpm, label, lambda: self._esys(handle), public_key_of(area), restricted
+        )
+
+    def public_area(self, label: str) -> Any:
+        """The TPMT_PUBLIC (pytss object) of a persisted key."""
+        handle = self.options.key_handle(check_label(label))
+        public, _, _ = self._tpm.call("ReadPublic", self._tpm.esys.read_public, self._esys(handle))
+        return public.publicArea
+
+    def delete_key(self, label: str) -> None:
+        """Evict a persisted key (re-provisioning a device): EvictControl on its handle."""
+        self._check_unlocked()
+        handle = self.options.key_handle(check_label(label))
+        if not self._exists(handle):
+            raise KeyNotFoundError(f"tpm2: no key {label!r} at {handle:#010x}")
+        esys = self._handles.pop(handle, None) or self._esys(handle)
+        self._handles.pop(handle, None)
+        self._tpm.call("EvictControl", self._tpm.esys.evict_control, ESYS_TR.OWNER, esys, handle)
+
+    def random(self, n: int) -> bytes:
+        if not 0 <= n <= _MAX_RANDOM:
+            raise ConfigError(f"random: ask for 0 to {_MAX_RANDOM} bytes, not {n}")
+        out = bytearray()
+        while len(out) < n:
+            out += bytes(
+                self._tpm.call("GetRandom", self._tpm.esys.get_random, min(32, n - len(out)))
+            )
+        return bytes(out[:n])
+
+    # objects and counters -------------------------------------------------
+
+    def store_object(self, label: str, data: bytes) -> None:
+        self._check_unlocked()
+        index = self.options.nv_index(check_label(label))
+        _tpm2_nv.write_object(self._tpm, index, data)
+        self._written.add(index)
+
+    def load_object(self, label: str) -> bytes:
+        return _tpm2_nv.read_object(self._tpm, self.options.nv_index(check_label(label)), label)
+
+    def delete_object(self, label: str) -> None:
+        """Undefine an object's NV index."""
+        self._check_unlocked()
+        index = self.options.nv_index(check_label(label))
+        if not _tpm2_nv.exists(self._tpm, index):
+            raise KeyNotFoundError(f"tpm2: no object {label!r} (NV {index:#010x})")
+        _tpm2_nv.undefine(self._tpm, index)
+        self._written.discard(index)
+
+    def counter(self, name: str) -> MonotonicCounter:
+        return _tpm2_nv.NvCounter(self._tpm, check_label(name), self.options.counter_index(name))
+
+    def lock(self) -> None:
+        """Write-lock every object written in this session and every mapped one.
+
+        A TPM has no "provisioning done" switch an owner can set; what keyfab
+        can freeze is its NV objects (TPM2_NV_WriteLock on WRITEDEFINE indices).
+        """
+        if self._locked:
+            return
+        present = set(self._tpm.handles(0x01000000))
+        for index in sorted(self._written | set(self.options.nv.values())):
+            if index in present:
+                _tpm2_nv.write_lock(self._tpm, index)
+        self._locked = True
+
+    # attestation ----------------------------------------------------------
+
+    def _iak(self) -> ESYS_TR:
+        """The IAK's handle; the IAK is created on first use."""
+        label = self.options.iak_label
+        handle = self.options.key_handle(label)
+        if not self._exists(handle):
+            self.generate_key(label, KeySpec(self.options.iak_algorithm))
+        return self._esys(handle)
+
+    def certify(self, label: str, nonce: bytes) -> Evidence:
+        """TPM2_Certify of key ``label`` by the IAK over ``nonce``, with the EK's proof."""
+        iak = self._iak()
+        key_handle = self._esys(self.options.key_handle(check_label(label)))
+        attest, signature = _tpm2_attest.certify(self._tpm, key_handle, iak, nonce)
+        return Evidence(
+            format=CERTIFY_FORMAT,
+            parts={
+                "attest": attest,
+                "signature": signature,
+                "public": bytes(self.public_area(label).marshal()),
+                "iak_public": bytes(self.public_area(self.options.iak_label).marshal()),
+                "ek_public": self.ek.public_area,
+                "ek_certificate": self.ek.certificate,
+            },
+        )
+
+    def activate_credential(self, credential_blob: bytes, secret: bytes) -> bytes:
+        """Answer a MakeCredential challenge bound to this TPM's EK and IAK."""
+        return _tpm2_attest.activate_credential(
+            self._tpm, self.ek, self._iak(), credential_blob, secret
+        )
+
+    def quote(self, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256") -> Evidence:
+        """TPM2_Quote of ``pcrs`` by the IAK over ``nonce``, with the PCR values."""
+        attest, signature, values = _tpm2_attest.quote(self._tpm, self._iak(), pcrs, bank, nonce)
+        return Evidence(
+            format=QUOTE_FORMAT,
+            parts={
+                "attest": attest,
+                "signature": signature,
+                "pcr_values": values,
+                "iak_public": bytes(self.public_area(self.options.iak_label).marshal()),
+            },
+        )
+
+    def transient_count(self) -> int:
+        """Transient objects loaded in the TPM right now (zero between calls)."""
+        return self._tpm.transient_count()
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            self._tpm.esys.tr_close(handle)
+        self._handles.clear()
+        self._tpm.close()
+
+    def __enter__(self) -> Tpm2RootOfTrust:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def public_key_of_bytes(public_area: bytes) -> Any:
+    """A ``cryptography`` public key from a marshalled TPMT_PUBLIC."""
+    from tpm2_pytss.types import TPMT_PUBLIC
+
+    area, _ = TPMT_PUBLIC.unmarshal(public_area)
+    return public_key_of(area)
+
+
+def _ascii(value: int) -> str:
+    return value.to_bytes(4, "big").decode("ascii", "replace").strip("\x00 ")
+
+
+def open_uri(uri: KeyUri) -> Tpm2RootOfTrust:
+    """``tpm2:tcti=...`` (required) opens the TPM behind that TCTI."""
+    if "tcti" not in uri.attributes:
+        raise ConfigError("tpm2: key URI needs tcti=..., e.g. tpm2:tcti=device:/dev/tpmrm0")
+    return Tpm2RootOfTrust(Tpm2Options(tcti=Tcti.parse(uri.attributes["tcti"])))
+
+
+def open_device(options: Mapping[str, Any], slot: int) -> Tpm2RootOfTrust:
+    """Provisioning's entry point: the recipe's ``[rot]`` table, formatted for this slot."""
+    return Tpm2RootOfTrust(Tpm2Options.from_mapping(options))
