@@ -210,6 +210,11 @@ def rot(swtpm: Swtpm) -> Iterator[Tpm2RootOfTrust]:
     yield device
     device.close()
     with swtpm.open() as cleaner:
-        for label in ("idevid", "iak", "other"):
-            with contextlib.suppress(KeyNotFoundError):
-                cleaner.delete_key(label)
+        wipe(cleaner)
+
+
+def wipe(device: Tpm2RootOfTrust) -> None:
+    """Evict the keys tests make, whichever exist."""
+    for label in ("idevid", "iak", "other"):
+        with contextlib.suppress(KeyNotFoundError):
+            device.delete_key(label)

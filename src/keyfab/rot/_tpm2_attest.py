@@ -7,9 +7,10 @@ driver could have reinterpreted.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE, TPMA_OBJECT
 from tpm2_pytss.types import (
     TPM2B_ENCRYPTED_SECRET,
     TPM2B_ID_OBJECT,
@@ -76,22 +77,13 @@ def activate_credential(
 ) -> bytes:
     """TPM2_ActivateCredential: recover what the CA sealed to (EK, IAK name).
 
-    The EK's policy is PolicySecret(endorsement), so the EK is authorised by a
-    policy session; the IAK by its (empty) password.
+    The IAK is authorised by its (empty) password. The EK by its password too
+    when it has userWithAuth (swtpm's high-range EKs), else by a policy session
+    satisfying the EK Credential Profile's PolicySecret(TPM_RH_ENDORSEMENT).
     """
     ek_handle, flush_ek = load_ek(tpm, ek)
-    symmetric = TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL)
-    session = tpm.call(
-        "StartAuthSession",
-        tpm.esys.start_auth_session,
-        ESYS_TR.NONE,
-        ESYS_TR.NONE,
-        TPM2_SE.POLICY,
-        symmetric,
-        TPM2_ALG.SHA256,
-    )
+    session = PASSWORD if _user_with_auth(ek.public_area) else _endorsement_policy(tpm, ek)
     try:
-        tpm.call("PolicySecret", tpm.esys.policy_secret, ESYS_TR.ENDORSEMENT, session)
         recovered = tpm.call(
             "ActivateCredential",
             tpm.esys.activate_credential,
@@ -104,8 +96,34 @@ def activate_credential(
         )
         return bytes(recovered)
     finally:
-        tpm.esys.flush_context(session)
+        if session != PASSWORD:
+            tpm.esys.flush_context(session)
         if flush_ek:
             tpm.esys.flush_context(ek_handle)
         else:
             tpm.esys.tr_close(ek_handle)
+
+
+def _user_with_auth(public_area: bytes) -> bool:
+    (attributes,) = struct.unpack_from(">I", public_area, 4)  # after type, nameAlg
+    return bool(attributes & TPMA_OBJECT.USERWITHAUTH)
+
+
+def _endorsement_policy(tpm: TpmConnection, ek: EndorsementKey) -> ESYS_TR:
+    """A policy session (in the EK's name algorithm) that ran PolicySecret(endorsement)."""
+    (name_alg,) = struct.unpack_from(">H", ek.public_area, 2)
+    session = tpm.call(
+        "StartAuthSession",
+        tpm.esys.start_auth_session,
+        ESYS_TR.NONE,
+        ESYS_TR.NONE,
+        TPM2_SE.POLICY,
+        TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+        name_alg,
+    )
+    try:
+        tpm.call("PolicySecret", tpm.esys.policy_secret, ESYS_TR.ENDORSEMENT, session)
+    except BaseException:
+        tpm.esys.flush_context(session)
+        raise
+    return session

@@ -32,7 +32,7 @@ _DERIVED_NV_SPAN = 0x100000
 _DERIVED_COUNTER_BASE = 0x01200000
 
 _KNOWN_OPTIONS = frozenset(
-    {"tcti", "handles", "nv", "counters", "iak", "iak_algorithm", "ek_roots"}
+    {"tcti", "handles", "nv", "counters", "iak", "iak_algorithm", "ek", "ek_roots"}
 )
 
 
@@ -83,6 +83,7 @@ class Tpm2Options:
     counters: Mapping[str, int] = field(default_factory=dict)
     iak_label: str = "iak"
     iak_algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256
+    ek: KeyAlgorithm | None = None  # which EK to use; None: the first with a certificate
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Tpm2Options:
@@ -98,10 +99,8 @@ class Tpm2Options:
         handles.update(
             _handle_map(options.get("handles", {}), PERSISTENT_FIRST, PERSISTENT_LAST, "handle")
         )
-        try:
-            iak_algorithm = KeyAlgorithm(str(options.get("iak_algorithm", "ec-p256")))
-        except ValueError:
-            raise ConfigError(f"tpm2: unknown iak_algorithm {options['iak_algorithm']!r}") from None
+        iak_algorithm = _algorithm(options.get("iak_algorithm", "ec-p256"), "iak_algorithm")
+        ek = _algorithm(options["ek"], "ek") if "ek" in options else None
         return cls(
             tcti=Tcti.parse(options["tcti"]),
             handles=handles,
@@ -109,6 +108,7 @@ class Tpm2Options:
             counters=_handle_map(options.get("counters", {}), NV_FIRST, NV_LAST, "counter index"),
             iak_label=check_label(str(options.get("iak", "iak"))),
             iak_algorithm=iak_algorithm,
+            ek=ek,
         )
 
     def key_handle(self, label: str) -> int:
@@ -139,3 +139,10 @@ def _handle_map(value: object, first: int, last: int, what: str) -> dict[str, in
         check_label(str(k)): parse_handle(v, first, last, f"{what} of {k!r}")
         for k, v in value.items()
     }
+
+
+def _algorithm(value: object, what: str) -> KeyAlgorithm:
+    try:
+        return KeyAlgorithm(str(value))
+    except ValueError:
+        raise ConfigError(f"tpm2: unknown {what} {value!r}") from None

@@ -69,11 +69,11 @@ def public_key_of(public_area: object) -> PublicKey:
     return key
 
 
-def find_ek(tpm: TpmConnection) -> EndorsementKey:
-    """The first EK whose certificate is provisioned, with its matching public area."""
+def find_ek(tpm: TpmConnection, wanted: KeyAlgorithm | None = None) -> EndorsementKey:
+    """The first EK (of ``wanted`` type) whose certificate is provisioned, checked against it."""
     present = set(tpm.handles(TPM2_HT.NV_INDEX << 24 | 0xC00000))
     for index, algorithm, persistent in EK_CERT_INDICES:
-        if index not in present:
+        if index not in present or wanted not in (None, algorithm):
             continue
         der = read_nv(tpm, index, _MAX_CERT)
         try:
@@ -87,7 +87,8 @@ def find_ek(tpm: TpmConnection) -> EndorsementKey:
         if tpm_key != cert_key:
             raise RotError(f"tpm2: EK certificate in NV {index:#010x} is not for this TPM's EK")
         return EndorsementKey(der, bytes(public_area.marshal()), algorithm, handle)
-    raise RotError("tpm2: no EK certificate in NV (0x01c00002, 0x01c0000a, 0x01c00016)")
+    kind = f"{wanted.value} " if wanted else ""
+    raise RotError(f"tpm2: no {kind}EK certificate in NV (0x01c00002, 0x01c0000a, 0x01c00016)")
 
 
 def _ek_public(

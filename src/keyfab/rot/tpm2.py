@@ -64,7 +64,7 @@ class Tpm2RootOfTrust:
         self._written: set[int] = set()
         self._locked = False
         try:
-            self.ek: EndorsementKey = find_ek(self._tpm)
+            self.ek: EndorsementKey = find_ek(self._tpm, options.ek)
             self.info = self._read_info()
         except BaseException:
             self._tpm.close()
