@@ -7,6 +7,7 @@ driver could have reinterpreted.
 
 from __future__ import annotations
 
+import secrets
 import struct
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ from keyfab.rot._tpm2_sign import HASHES
 
 MAX_NONCE = 64  # TPM2B_DATA holds at most a TPMT_HA; 64 bytes is SHA-512
 _PCR_COUNT = 24
+_DIGEST_SIZES = {int(TPM2_ALG.SHA256): 32, int(TPM2_ALG.SHA384): 48, int(TPM2_ALG.SHA512): 64}
 
 
 def check_nonce(nonce: bytes) -> bytes:
@@ -73,7 +75,12 @@ def quote(
 
 
 def activate_credential(
-    tpm: TpmConnection, ek: EndorsementKey, iak: ESYS_TR, credential_blob: bytes, secret: bytes
+    tpm: TpmConnection,
+    ek: EndorsementKey,
+    ek_handle: ESYS_TR | None,
+    iak: ESYS_TR,
+    credential_blob: bytes,
+    secret: bytes,
 ) -> bytes:
     """TPM2_ActivateCredential: recover what the CA sealed to (EK, IAK name).
 
@@ -81,7 +88,9 @@ def activate_credential(
     when it has userWithAuth (swtpm's high-range EKs), else by a policy session
     satisfying the EK Credential Profile's PolicySecret(TPM_RH_ENDORSEMENT).
     """
-    ek_handle, flush_ek = load_ek(tpm, ek)
+    flush_ek = ek_handle is None
+    if ek_handle is None:
+        ek_handle = load_ek(tpm, ek)
     session = PASSWORD if _user_with_auth(ek.public_area) else _endorsement_policy(tpm, ek)
     try:
         recovered = tpm.call(
@@ -100,8 +109,6 @@ def activate_credential(
             tpm.esys.flush_context(session)
         if flush_ek:
             tpm.esys.flush_context(ek_handle)
-        else:
-            tpm.esys.tr_close(ek_handle)
 
 
 def _user_with_auth(public_area: bytes) -> bool:
@@ -120,6 +127,8 @@ def _endorsement_policy(tpm: TpmConnection, ek: EndorsementKey) -> ESYS_TR:
         TPM2_SE.POLICY,
         TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
         name_alg,
+        # ESYS makes its own caller nonce slowly (~3 ms of host time here); ours is free.
+        secrets.token_bytes(_DIGEST_SIZES.get(name_alg, 32)),
     )
     try:
         tpm.call("PolicySecret", tpm.esys.policy_secret, ESYS_TR.ENDORSEMENT, session)

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from tpm2_pytss.constants import ESYS_TR, TPM2_HT
 
-from keyfab.errors import RotError, UnsupportedError
+from keyfab.errors import KeyNotFoundError, RotError, UnsupportedError
 from keyfab.rot._tpm2_device import TpmConnection
 from keyfab.rot._tpm2_templates import ek_template
 from keyfab.rot.base import KeyAlgorithm, PublicKey
@@ -95,8 +95,11 @@ def _ek_public(
     tpm: TpmConnection, algorithm: KeyAlgorithm, persistent: int
 ) -> tuple[Any, int | None]:
     """The EK public area: from its persistent handle, or re-created from the template."""
-    if persistent in tpm.handles(persistent & 0xFF000000):
+    try:
         handle = tpm.call("loading the EK", tpm.esys.tr_from_tpmpublic, persistent)
+    except KeyNotFoundError:
+        handle = None
+    if handle is not None:
         try:
             public, _, _ = tpm.call("ReadPublic EK", tpm.esys.read_public, handle)
         finally:
@@ -113,10 +116,8 @@ def _ek_public(
         return created[1].publicArea, None
 
 
-def load_ek(tpm: TpmConnection, ek: EndorsementKey) -> tuple[ESYS_TR, bool]:
-    """An ESYS handle on the EK and whether the caller must flush it (transient)."""
-    if ek.persistent_handle is not None:
-        return tpm.call("loading the EK", tpm.esys.tr_from_tpmpublic, ek.persistent_handle), False
+def load_ek(tpm: TpmConnection, ek: EndorsementKey) -> ESYS_TR:
+    """A transient EK re-created from its template (when nobody persisted it); flush it."""
     created = tpm.call(
         "CreatePrimary EK",
         tpm.esys.create_primary,
@@ -124,4 +125,4 @@ def load_ek(tpm: TpmConnection, ek: EndorsementKey) -> tuple[ESYS_TR, bool]:
         ek_template(ek.algorithm),
         ESYS_TR.ENDORSEMENT,
     )
-    return created[0], True
+    return created[0]

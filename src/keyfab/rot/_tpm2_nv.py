@@ -63,9 +63,10 @@ def write_object(tpm: TpmConnection, index: int, data: bytes) -> None:
 
 
 def read_object(tpm: TpmConnection, index: int, label: str) -> bytes:
-    if not exists(tpm, index):
-        raise KeyNotFoundError(f"tpm2: no object {label!r} (NV {index:#010x})")
-    return read_nv(tpm, index, MAX_OBJECT)
+    try:
+        return read_nv(tpm, index, MAX_OBJECT)
+    except KeyNotFoundError:
+        raise KeyNotFoundError(f"tpm2: no object {label!r} (NV {index:#010x})") from None
 
 
 def write_lock(tpm: TpmConnection, index: int) -> None:

@@ -61,6 +61,9 @@ class Tpm2RootOfTrust:
         self.options = options
         self._tpm = TpmConnection(options.tcti)
         self._handles: dict[int, ESYS_TR] = {}
+        # Public areas of keys this connection made or read: a TPM command each
+        # saved, and swtpm answers in ~0.3 ms, so round trips are the cost that counts.
+        self._public: dict[int, Any] = {}
         self._written: set[int] = set()
         self._locked = False
         try:
@@ -111,7 +114,7 @@ class Tpm2RootOfTrust:
         return self._handles[handle]
 
     def _exists(self, handle: int) -> bool:
-        return handle in self._tpm.handles(handle & 0xFFFF0000)
+        return handle in self._public or handle in self._tpm.handles(handle & 0xFFFF0000)
 
     def _check_unlocked(self) -> None:
         if self._locked:
@@ -134,14 +137,16 @@ class Tpm2RootOfTrust:
                 "EvictControl", tpm.esys.evict_control, ESYS_TR.OWNER, transient, handle
             )
         self._handles[handle] = persisted
+        self._public[handle] = created[1].publicArea
         return self.key(label)
 
     def key(self, label: str) -> PrivateKey:
         """The key persisted at the label's handle (or at ``0x81...`` given as the label)."""
         handle = self.options.key_handle(check_label(label))
-        if not self._exists(handle):
-            raise KeyNotFoundError(f"tpm2: no key {label!r} at {handle:#010x}")
-        area = self.public_area(label)
+        try:
+            area = self.public_area(label)
+        except KeyNotFoundError:
+            raise KeyNotFoundError(f"tpm2: no key {label!r} at {handle:#010x}") from None
         attributes = int(area.objectAttributes)
         if not attributes & TPMA_OBJECT.SIGN_ENCRYPT:
             raise KeyNotFoundError(f"tpm2: the object at {handle:#010x} is not a signing key")
@@ -153,8 +158,11 @@ class Tpm2RootOfTrust:
     def public_area(self, label: str) -> Any:
         """The TPMT_PUBLIC (pytss object) of a persisted key."""
         handle = self.options.key_handle(check_label(label))
-        public, _, _ = self._tpm.call("ReadPublic", self._tpm.esys.read_public, self._esys(handle))
-        return public.publicArea
+        if handle not in self._public:
+            esys = self._esys(handle)
+            public, _, _ = self._tpm.call("ReadPublic", self._tpm.esys.read_public, esys)
+            self._public[handle] = public.publicArea
+        return self._public[handle]
 
     def delete_key(self, label: str) -> None:
         """Evict a persisted key (re-provisioning a device): EvictControl on its handle."""
@@ -162,8 +170,9 @@ class Tpm2RootOfTrust:
         handle = self.options.key_handle(check_label(label))
         if not self._exists(handle):
             raise KeyNotFoundError(f"tpm2: no key {label!r} at {handle:#010x}")
-        esys = self._handles.pop(handle, None) or self._esys(handle)
+        esys = self._esys(handle)
         self._handles.pop(handle, None)
+        self._public.pop(handle, None)
         self._tpm.call("EvictControl", self._tpm.esys.evict_control, ESYS_TR.OWNER, esys, handle)
 
     def random(self, n: int) -> bytes:
@@ -223,6 +232,11 @@ class Tpm2RootOfTrust:
             self.generate_key(label, KeySpec(self.options.iak_algorithm))
         return self._esys(handle)
 
+    def _ek_esys(self) -> ESYS_TR | None:
+        """The persisted EK's handle, kept for the connection; None if it must be re-created."""
+        persistent = self.ek.persistent_handle
+        return None if persistent is None else self._esys(persistent)
+
     def certify(self, label: str, nonce: bytes) -> Evidence:
         """TPM2_Certify of key ``label`` by the IAK over ``nonce``, with the EK's proof."""
         iak = self._iak()
@@ -243,7 +257,7 @@ class Tpm2RootOfTrust:
     def activate_credential(self, credential_blob: bytes, secret: bytes) -> bytes:
         """Answer a MakeCredential challenge bound to this TPM's EK and IAK."""
         return _tpm2_attest.activate_credential(
-            self._tpm, self.ek, self._iak(), credential_blob, secret
+            self._tpm, self.ek, self._ek_esys(), self._iak(), credential_blob, secret
         )
 
     def quote(self, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256") -> Evidence:
