@@ -4,17 +4,22 @@ For development, tests and simulated devices only. A file can be copied, so a
 soft key is no device identity; keyfab says so with a SoftRotWarning. The layout
 of a soft root of trust directory::
 
-    rot.json        unique id, counters, locked flag
-    <label>.pem     private keys (PKCS#8, mode 0600)
-    <label>.obj     data objects (certificates, chains)
+    <label>.pem     private keys (PKCS#8, mode 0600), written when generated
+    rot.json        unique id, counters, locked flag and data objects (base64)
+
+Like a device committing its configuration, ``rot.json`` is written atomically
+when the first key is made and at ``lock()`` and ``close()``, not on every
+change: file creation dominates the cost of a simulated device.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +62,24 @@ def _warn() -> None:
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the first byte on; never overwrite."""
+    """Create ``path`` with mode 0600 from the first byte on, whole or not at all.
+
+    The bytes go to a private temporary file that is then linked into place, so
+    a crash never leaves a half-written key, and an existing key is never
+    overwritten.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.link(temporary, path)
     except FileExistsError:
         raise KeyExistsError(f"{path.name} already exists") from None
     except OSError as error:
         raise RotError(f"cannot write {path}: {error.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -114,7 +128,7 @@ class _Counter:
             raise ConfigError(f"counter {self.name!r} cannot go below zero")
         new = max(self.read(), value)
         self._rot._state["counters"][self.name] = new
-        self._rot._save_state()
+        self._rot._changed()
         return new
 
 
@@ -125,7 +139,7 @@ class SoftRootOfTrust:
         _warn()
         self._directory = directory
         self._keys: dict[str, _SoftKey] = {}
-        self._objects: dict[str, bytes] = {}
+        self._dirty = False
         self._state: dict[str, Any] = self._load_state()
         self.info = RotInfo(
             kind="soft",
@@ -140,22 +154,26 @@ class SoftRootOfTrust:
         return bool(self._state["locked"])
 
     def _load_state(self) -> dict[str, Any]:
-        fresh = {"unique_id": secrets.token_hex(16), "counters": {}, "locked": False}
+        fresh = {"unique_id": secrets.token_hex(16), "counters": {}, "locked": False, "objects": {}}
         if self._directory is None:
             return fresh
         try:
             self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             return dict(json.loads((self._directory / "rot.json").read_bytes()))
         except FileNotFoundError:
-            self._state = fresh
-            self._save_state()
+            self._dirty = True  # a new device: its identity is saved with the first flush
             return fresh
         except (OSError, ValueError) as error:
             raise RotError(f"soft root of trust {self._directory} is unreadable: {error}") from None
 
-    def _save_state(self) -> None:
-        if self._directory is not None:
+    def _changed(self) -> None:
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Write the state and objects, atomically, if anything changed."""
+        if self._dirty and self._directory is not None:
             _replace_file(self._directory / "rot.json", json.dumps(self._state).encode())
+        self._dirty = False
 
     def _file(self, label: str, suffix: str) -> Path:
         assert self._directory is not None
@@ -179,6 +197,7 @@ class SoftRootOfTrust:
             )
             write_secret(self._file(label, ".pem"), pem)
         self._keys[label] = key
+        self.flush()  # the device's identity is on disk with its first key
         return _wrap(label, key)
 
     def key(self, label: str) -> PrivateKey:
@@ -208,20 +227,15 @@ class SoftRootOfTrust:
     def store_object(self, label: str, data: bytes) -> None:
         check_label(label)
         self._check_unlocked()
-        self._objects[label] = data
-        if self._directory is not None:
-            _replace_file(self._file(label, ".obj"), data)
+        self._state["objects"][label] = base64.b64encode(data).decode()
+        self._changed()
 
     def load_object(self, label: str) -> bytes:
         check_label(label)
-        if label in self._objects:
-            return self._objects[label]
-        if self._directory is not None:
-            try:
-                return self._file(label, ".obj").read_bytes()
-            except FileNotFoundError:
-                pass
-        raise KeyNotFoundError(f"no object {label!r}")
+        try:
+            return base64.b64decode(self._state["objects"][label])
+        except KeyError:
+            raise KeyNotFoundError(f"no object {label!r}") from None
 
     def certify(self, label: str, nonce: bytes) -> Evidence | None:
         return None
@@ -232,10 +246,21 @@ class SoftRootOfTrust:
     def lock(self) -> None:
         if not self.locked:
             self._state["locked"] = True
-            self._save_state()
+            self._changed()
+        self.flush()
 
     def close(self) -> None:
+        self.flush()
         self._keys.clear()
+
+
+def open_device(options: Mapping[str, Any], slot: int) -> SoftRootOfTrust:
+    """One simulated device: ``path`` is its directory; without it, memory only."""
+    unknown = set(options) - {"path"}
+    if unknown:
+        raise ConfigError(f"soft driver: unknown option(s) {', '.join(sorted(unknown))}")
+    path = options.get("path")
+    return SoftRootOfTrust(Path(str(path)) if path else None)
 
 
 def open_uri(uri: KeyUri) -> SoftRootOfTrust:

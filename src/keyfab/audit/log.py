@@ -1,0 +1,131 @@
+"""An append-only, hash-chained audit log kept in the registry.
+
+Each event's hash covers the previous event's hash and the event's own fields
+as stored, so changing, deleting, inserting or reordering any row breaks the
+chain from that row on. The ``audit_head`` row holds the newest link: it is
+locked for every append (serialising writers across processes and engines) and
+lets verification notice a log whose tail was cut off.
+
+Events are appended in the same transaction as the change they record: a
+certificate never exists in the registry without its issuance event.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from keyfab._time import utc_now
+from keyfab.errors import AuditError
+from keyfab.registry.models import AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+JSON = Mapping[str, Any]
+
+
+def canonical_json(data: JSON) -> str:
+    """One spelling for the same data: sorted keys, no spaces, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def link_hash(
+    prev_hash: str, seq: int, at: datetime.datetime, kind: str, subject: str, data: str
+) -> str:
+    """The hash of one link, over the previous hash and the fields as stored."""
+    fields = canonical_json(
+        {"seq": seq, "at": at.isoformat(), "kind": kind, "subject": subject, "data": data}
+    )
+    return hashlib.sha256(bytes.fromhex(prev_hash) + fields.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An event to append: what happened (``kind``), to whom, and the details."""
+
+    kind: str
+    subject: str
+    data: JSON
+
+
+def append(session: Session, kind: str, subject: str, data: JSON) -> int:
+    """Append one event in the caller's transaction; returns its sequence number."""
+    return append_many(session, [Entry(kind, subject, data)])
+
+
+def append_many(session: Session, entries: Sequence[Entry]) -> int:
+    """Append events in order in the caller's transaction; returns the last seq."""
+    head = session.execute(
+        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+    ).one_or_none()
+    if head is None:
+        raise AuditError("the audit log has no head row: the registry is damaged")
+    seq, prev = head
+    at = utc_now()
+    rows = []
+    for entry in entries:
+        seq += 1
+        data = canonical_json(entry.data)
+        digest = link_hash(prev, seq, at, entry.kind, entry.subject, data)
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "kind": entry.kind,
+                "subject": entry.subject,
+                "data": data,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+    if rows:
+        session.execute(insert(AuditEvent), rows)
+        session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    return int(seq)
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of checking the chain: how far it holds and where it breaks."""
+
+    events: int
+    head_hash: str
+    broken_at: int | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_at is None
+
+
+def verify(session: Session, batch_size: int = 5000) -> Report:
+    """Recompute the chain from the first event; name the first broken link."""
+    rows: Iterable[AuditEvent] = session.scalars(
+        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=batch_size)
+    )
+    expected_seq, prev, count = 1, GENESIS, 0
+    for event in rows:
+        if event.seq != expected_seq:
+            return Report(count, prev, expected_seq, f"event {expected_seq} is missing")
+        if not hmac.compare_digest(event.prev_hash, prev):
+            return Report(
+                count, prev, event.seq, f"event {event.seq} does not follow event {event.seq - 1}"
+            )
+        digest = link_hash(prev, event.seq, event.at, event.kind, event.subject, event.data)
+        if not hmac.compare_digest(digest, event.hash):
+            return Report(count, prev, event.seq, f"event {event.seq} was altered")
+        prev, expected_seq, count = event.hash, expected_seq + 1, count + 1
+    head = session.get(AuditHead, 1)
+    if head is None or head.seq != count or not hmac.compare_digest(head.hash, prev):
+        return Report(
+            count, prev, count + 1, "events after the last one were removed (head mismatch)"
+        )
+    return Report(count, prev)

@@ -1,0 +1,174 @@
+"""``keyfab devices``: list, show, export and revoke provisioned devices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from keyfab import audit
+from keyfab._time import utc_now
+from keyfab.cli._context import workspace
+from keyfab.cli._output import JSON_OPTION, console, emit_json, fields, table
+from keyfab.errors import ConfigError
+from keyfab.registry import DeviceState, queries
+
+app = typer.Typer(help="Devices in the registry.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_devices(
+    ctx: typer.Context,
+    batch: str = typer.Option(None, "--batch", "-b", help="Only this batch."),
+    state: DeviceState = typer.Option(None, "--state", help="Only devices in this state."),
+    limit: int = typer.Option(50, "--limit", min=1, max=100_000, help="At most this many."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many first."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Devices, oldest first."""
+    registry = workspace(ctx).registry()
+    try:
+        with registry.transaction() as session:
+            rows = [
+                {
+                    "serial": d.serial,
+                    "state": d.state,
+                    "batch": name,
+                    "slot": d.slot,
+                    "rot": d.rot_kind,
+                    "unique_id": d.unique_id,
+                    "provisioned_at": d.provisioned_at.isoformat() if d.provisioned_at else None,
+                }
+                for d, name in queries.devices(
+                    session, batch=batch, state=state, limit=limit, offset=offset
+                )
+            ]
+    finally:
+        registry.dispose()
+    if as_json:
+        emit_json(rows)
+    else:
+        table(
+            f"devices ({len(rows)})",
+            ["serial", "state", "batch", "rot", "unique id"],
+            [[r["serial"], r["state"], r["batch"], r["rot"], r["unique_id"]] for r in rows],
+        )
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    serial: str = typer.Argument(..., help="Device serial number."),
+    pem: bool = typer.Option(False, "--pem", help="Print the device's certificates as PEM."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """One device and its certificates."""
+    registry = workspace(ctx).registry()
+    try:
+        with registry.transaction() as session:
+            device = queries.device(session, serial)
+            certs = queries.certificates_of(session, device.id)
+    finally:
+        registry.dispose()
+    if pem:
+        for cert in certs:
+            typer.echo(
+                x509.load_der_x509_certificate(cert.der).public_bytes(Encoding.PEM).decode(),
+                nl=False,
+            )
+        return
+    info = {
+        "serial": device.serial,
+        "state": device.state,
+        "rot": device.rot_kind,
+        "unique_id": device.unique_id,
+        "created_at": device.created_at.isoformat(),
+        "provisioned_at": device.provisioned_at.isoformat() if device.provisioned_at else None,
+        "evidence": json.loads(device.evidence) if device.evidence else None,
+        "certificates": [
+            {
+                "key": c.key_label,
+                "profile": c.profile,
+                "serial_number": c.serial_number,
+                "subject": c.subject,
+                "not_after": c.not_after.isoformat(),
+                "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+            }
+            for c in certs
+        ],
+    }
+    if as_json:
+        emit_json(info)
+        return
+    fields(
+        f"device {serial}", {k: v for k, v in info.items() if k not in ("evidence", "certificates")}
+    )
+    table(
+        "certificates",
+        ["key", "profile", "serial number", "subject", "revoked"],
+        [[c.key_label, c.profile, c.serial_number, c.subject, c.revoked_at] for c in certs],
+    )
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    batch: str = typer.Option(None, "--batch", "-b", help="Only this batch."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write here [default: stdout]."),
+    fmt: str = typer.Option("pem", "--format", help="pem (a bundle) or json."),
+) -> None:
+    """Device certificates for import elsewhere (a PEM bundle or JSON lines)."""
+    if fmt not in ("pem", "json"):
+        raise typer.BadParameter("pem or json", param_hint="--format")
+    registry = workspace(ctx).registry()
+    try:
+        with registry.transaction() as session:
+            rows = queries.batch_certificates(session, batch)
+    finally:
+        registry.dispose()
+    chunks = []
+    for serial, cert in rows:
+        pem = x509.load_der_x509_certificate(cert.der).public_bytes(Encoding.PEM).decode()
+        chunks.append(
+            pem
+            if fmt == "pem"
+            else json.dumps({"serial": serial, "key": cert.key_label, "certificate": pem}) + "\n"
+        )
+    text = "".join(chunks)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        console.print(f"{len(rows)} certificate(s) written to {out}")
+
+
+@app.command()
+def revoke(
+    ctx: typer.Context,
+    serial: str = typer.Argument(..., help="Device serial number."),
+    reason: str = typer.Option("unspecified", "--reason", help="Why (kept in the audit log)."),
+) -> None:
+    """Revoke every certificate of a device; the next 'keyfab ca crl' lists them."""
+    registry = workspace(ctx).registry()
+    try:
+        with registry.transaction() as session:
+            device = queries.device(session, serial)
+            if device.state == DeviceState.REVOKED:
+                raise ConfigError(f"device {serial} is already revoked")
+            now = utc_now()
+            certs = queries.certificates_of(session, device.id)
+            for cert in certs:
+                cert.revoked_at, cert.revocation_reason = now, reason[:32]
+            device.state = DeviceState.REVOKED
+            audit.append(
+                session,
+                "device.revoked",
+                serial,
+                {"reason": reason, "certificates": [c.serial_number for c in certs]},
+            )
+    finally:
+        registry.dispose()
+    console.print(f"revoked {serial} ({len(certs)} certificate(s))")

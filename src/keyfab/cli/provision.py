@@ -1,0 +1,128 @@
+"""``keyfab provision``: run a batch, or resume one after a crash."""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from pathlib import Path
+
+import tomli_w
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from keyfab._time import utc_now
+from keyfab.cli._context import workspace
+from keyfab.cli._output import JSON_OPTION, console, emit_json, errors
+from keyfab.errors import ProvisionError
+from keyfab.provision import Summary, create_batch, load_recipe, outstanding, run_batch
+from keyfab.workspace import Workspace
+
+app = typer.Typer(
+    help="Provision devices in batches.", invoke_without_command=True, no_args_is_help=False
+)
+
+_BACKENDS = ("soft", "pkcs11", "tpm2", "puf")
+
+
+@app.callback()
+def provision(
+    ctx: typer.Context,
+    recipe: Path = typer.Option(None, "--recipe", "-r", help="The product recipe (TOML)."),
+    count: int = typer.Option(None, "--count", "-n", help="How many devices."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Parallel worker processes."),
+    batch: str = typer.Option(
+        None, "--batch", "-b", help="Batch name [default: <product>-<UTC time>]."
+    ),
+    backend: str = typer.Option(
+        None, "--backend", help="Override the recipe's [rot] driver: soft, pkcs11, tpm2, puf."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Provision COUNT devices following RECIPE, with a progress bar."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if recipe is None or count is None:
+        raise typer.BadParameter("give --recipe and --count (or use 'provision resume BATCH')")
+    space = workspace(ctx)
+    parsed, text = load_recipe(recipe)
+    if backend is not None:
+        if backend not in _BACKENDS:
+            raise typer.BadParameter(f"one of {', '.join(_BACKENDS)}", param_hint="--backend")
+        text = _override_driver(text, backend)
+    name = batch or f"{parsed.product.name}-{utc_now():%Y%m%dT%H%M%SZ}"
+    create_batch(space, text, recipe.parent, name, count)
+    _run(space, name, count, workers, as_json)
+
+
+def _override_driver(text: str, backend: str) -> str:
+    """The recipe with ``[rot] driver`` replaced; stored so a resume uses the same."""
+    data = tomllib.loads(text)
+    data.setdefault("rot", {})["driver"] = backend
+    return tomli_w.dumps(data)
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    batch: str = typer.Argument(..., help="The batch to finish."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Parallel worker processes."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Finish a batch that was interrupted: no device is provisioned twice."""
+    space = workspace(ctx)
+    _run(space, batch, len(outstanding(space, batch)), workers, as_json)
+
+
+def _run(space: Workspace, batch: str, todo: int, workers: int, as_json: bool) -> Summary:
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=errors,
+        disable=as_json,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(batch, total=todo, rate="")
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            done = progress.tasks[0].completed
+            progress.update(
+                task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} dev/s"
+            )
+
+        summary = run_batch(space, batch, workers, advance)
+    elapsed = time.perf_counter() - started
+    report(summary, elapsed, todo, as_json)
+    if summary.failed:
+        raise ProvisionError(
+            f"{summary.failed} device(s) failed in batch {batch}: "
+            "see 'keyfab devices list --state failed'"
+        )
+    return summary
+
+
+def report(summary: Summary, elapsed: float, todo: int, as_json: bool) -> None:
+    rate = todo / elapsed if elapsed > 0 else 0.0
+    if as_json:
+        emit_json(
+            {
+                "batch": summary.batch,
+                "count": summary.count,
+                "provisioned": summary.provisioned,
+                "failed": summary.failed,
+                "seconds": round(elapsed, 3),
+                "devices_per_second": round(rate, 1),
+                "failures": [{"serial": s, "reason": r} for s, r in summary.failures],
+            }
+        )
+        return
+    for serial, reason in summary.failures[:10]:
+        errors.print(f"[red]failed[/] {serial}: {reason}", highlight=False)
+    console.print(
+        f"batch [bold]{summary.batch}[/]: {summary.provisioned}/{summary.count} provisioned, "
+        f"{summary.failed} failed, {todo} this run in {elapsed:.2f}s ({rate:,.0f} devices/s)"
+    )

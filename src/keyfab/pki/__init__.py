@@ -1,0 +1,35 @@
+"""The manufacturing PKI: certificate authorities, profiles, CRLs, chain checks."""
+
+from keyfab.pki._der import HARDWARE_MODULE_NAME, parse_hardware_module_name
+from keyfab.pki.ca import (
+    CertificateAuthority,
+    check_csr,
+    new_serial_number,
+    signature_hash,
+)
+from keyfab.pki.profiles import (
+    IDEVID_NOT_AFTER,
+    DeviceIdentity,
+    Template,
+    idevid,
+    manufacturing_ca,
+    root_ca,
+)
+from keyfab.pki.verify import device_policy, verify_device_chain
+
+__all__ = [
+    "HARDWARE_MODULE_NAME",
+    "IDEVID_NOT_AFTER",
+    "CertificateAuthority",
+    "DeviceIdentity",
+    "Template",
+    "check_csr",
+    "device_policy",
+    "idevid",
+    "manufacturing_ca",
+    "new_serial_number",
+    "parse_hardware_module_name",
+    "root_ca",
+    "signature_hash",
+    "verify_device_chain",
+]

@@ -1,0 +1,137 @@
+"""Certificate profiles: what goes into each kind of certificate keyfab issues.
+
+A profile is a template (subject, extensions, validity) with no keys in it; the
+certificate authority adds serial number, key identifiers and signs. Keeping the
+two apart means a reviewer can read every profile on one page.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from keyfab._time import UTC
+from keyfab.errors import ConfigError
+from keyfab.pki._der import hardware_module_name
+
+IDEVID_NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+"""IEEE 802.1AR: an IDevID with no well-defined expiry uses 99991231235959Z."""
+
+
+@dataclass(frozen=True)
+class Template:
+    """Everything about a certificate except its key, serial number and issuer."""
+
+    profile: str
+    subject: x509.Name
+    extensions: tuple[tuple[x509.ExtensionType, bool], ...]
+    not_after: datetime.datetime | None = None
+    validity: datetime.timedelta | None = None
+
+    def expiry(self, not_before: datetime.datetime) -> datetime.datetime:
+        if self.not_after is not None:
+            return self.not_after
+        assert self.validity is not None
+        return not_before + self.validity
+
+
+def _name(organization: str, common_name: str) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
+
+
+def _ca_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def root_ca(organization: str, common_name: str, years: int = 25) -> Template:
+    """A self-signed root: the manufacturer's trust anchor, kept offline."""
+    return Template(
+        profile="root-ca",
+        subject=_name(organization, common_name),
+        extensions=(
+            (x509.BasicConstraints(ca=True, path_length=1), True),
+            (_ca_usage(), True),
+        ),
+        validity=datetime.timedelta(days=365 * years),
+    )
+
+
+def manufacturing_ca(organization: str, common_name: str, years: int = 20) -> Template:
+    """The intermediate that signs device certificates on the factory floor."""
+    return Template(
+        profile="manufacturing-ca",
+        subject=_name(organization, common_name),
+        extensions=(
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (_ca_usage(), True),
+        ),
+        validity=datetime.timedelta(days=365 * years),
+    )
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """Who a device is: its serial number and the product's hwType OID."""
+
+    serial: str
+    hw_type: str
+    organization: str = ""
+    product: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.serial or len(self.serial) > 64:
+            raise ConfigError("device serial must be 1-64 characters")
+        try:
+            x509.ObjectIdentifier(self.hw_type)
+        except ValueError:
+            raise ConfigError(f"hw_type {self.hw_type!r} is not an object identifier") from None
+
+
+def idevid(device: DeviceIdentity) -> Template:
+    """IEEE 802.1AR IDevID: serialNumber in the subject, hardwareModuleName in the SAN.
+
+    keyUsage is digitalSignature only, critical; no extended key usage (802.1AR
+    leaves it out so the identity is not limited to one protocol); it never
+    expires (99991231235959Z).
+    """
+    attributes = [x509.NameAttribute(NameOID.SERIAL_NUMBER, device.serial)]
+    if device.product:
+        attributes.insert(0, x509.NameAttribute(NameOID.COMMON_NAME, device.product))
+    if device.organization:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, device.organization))
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    san = x509.SubjectAlternativeName(
+        [hardware_module_name(device.hw_type, device.serial.encode())]
+    )
+    return Template(
+        profile="idevid",
+        subject=x509.Name(attributes),
+        extensions=((usage, True), (san, False)),
+        not_after=IDEVID_NOT_AFTER,
+    )

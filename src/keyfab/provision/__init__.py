@@ -1,0 +1,18 @@
+"""Provisioning: recipes, the per-device flow, and resumable parallel batches."""
+
+from keyfab.provision.batch import Summary, create_batch, outstanding, run_batch
+from keyfab.provision.flow import certificate_label, issue_device, write_back
+from keyfab.provision.recipe import Recipe, load_recipe, parse_recipe
+
+__all__ = [
+    "Recipe",
+    "Summary",
+    "certificate_label",
+    "create_batch",
+    "issue_device",
+    "load_recipe",
+    "outstanding",
+    "parse_recipe",
+    "run_batch",
+    "write_back",
+]

@@ -1,0 +1,379 @@
+"""Batches: the provisioning flow over many devices, in parallel, resumable.
+
+A batch is created in one transaction that reserves a serial number per device
+slot (from the database, never from a counter in memory). Workers then take
+chunks of slots. Per chunk: steps 1-5 for each device, ONE transaction that
+records every certificate with its issuance event, then steps 6-7 (write back,
+lock) and one more transaction marking the devices provisioned. A crash at any
+point leaves devices ``pending`` (nothing issued), ``issued`` (certificate
+recorded, write-back to redo) or ``provisioned``; ``resume`` finishes the first
+two kinds, so every slot ends provisioned exactly once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import json
+import multiprocessing
+import signal
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from keyfab import audit
+from keyfab._time import utc_now
+from keyfab.errors import ConfigError, KeyfabError, ProvisionError
+from keyfab.pki import CertificateAuthority
+from keyfab.provision.devices import open_device
+from keyfab.provision.flow import Issuance, IssuedCertificate, issue_device, write_back
+from keyfab.provision.recipe import Recipe, load_objects, parse_recipe
+from keyfab.registry import Batch, Certificate, Device, DeviceState
+from keyfab.rot import RootOfTrust
+from keyfab.workspace import Workspace
+
+CHUNK = 32
+MAX_BATCH = 10_000_000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one chunk did: devices provisioned, and (serial, reason) per failure."""
+
+    provisioned: int
+    failures: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Summary:
+    batch: str
+    count: int
+    provisioned: int
+    failed: int
+    failures: tuple[tuple[str, str], ...]
+
+
+def create_batch(
+    workspace: Workspace, recipe_text: str, recipe_dir: Path, name: str, count: int
+) -> Recipe:
+    """Record the batch and reserve one device row and serial per slot."""
+    if not 1 <= count <= MAX_BATCH:
+        raise ConfigError(f"--count must be 1 to {MAX_BATCH}")
+    recipe = parse_recipe(recipe_text)
+    load_objects(recipe, recipe_dir)  # fail now, not on device 1
+    registry = workspace.registry()
+    try:
+        with registry.transaction() as session:
+            if session.scalar(select(Batch.id).where(Batch.name == name)) is not None:
+                raise ConfigError(f"batch {name!r} exists: use 'keyfab provision resume {name}'")
+            now = utc_now()
+            batch = Batch(
+                name=name,
+                product=recipe.product.name,
+                recipe=recipe_text,
+                recipe_dir=str(recipe_dir.resolve()),
+                count=count,
+                state="running",
+                created_at=now,
+            )
+            session.add(batch)
+            session.flush()
+            first = registry.allocate(session, "device", count)
+            serials = [recipe.serial(first + slot, slot, name) for slot in range(count)]
+            if len(set(serials)) != count:
+                raise ConfigError("the serial template gives the same serial to two devices")
+            session.execute(
+                insert(Device),
+                [
+                    {
+                        "serial": s,
+                        "batch_id": batch.id,
+                        "slot": slot,
+                        "state": DeviceState.PENDING,
+                        "created_at": now,
+                    }
+                    for slot, s in enumerate(serials)
+                ],
+            )
+            audit.append(
+                session,
+                "batch.started",
+                name,
+                {
+                    "product": recipe.product.name,
+                    "count": count,
+                    "first_serial": serials[0],
+                    "last_serial": serials[-1],
+                },
+            )
+    except IntegrityError:
+        raise ConfigError(
+            "a serial in this batch is already in use: change product.serial"
+        ) from None
+    finally:
+        registry.dispose()
+    return recipe
+
+
+class Station:
+    """Everything a worker process needs, opened once per process."""
+
+    def __init__(self, workspace: Workspace, batch_name: str):
+        self.workspace = workspace
+        self.registry = workspace.registry()
+        with self.registry.transaction() as session:
+            batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one_or_none()
+            if batch is None:
+                raise ConfigError(f"no batch {batch_name!r}")
+            self.batch_id, self.batch_name = batch.id, batch.name
+            self.recipe = parse_recipe(batch.recipe, f"batch {batch_name} recipe")
+            self.objects = load_objects(self.recipe, Path(batch.recipe_dir))
+        self.ca: CertificateAuthority = workspace.authority()
+        self.chain = [c.public_bytes(Encoding.DER) for c in self.ca.full_chain()]
+
+    def run(self, device_ids: Sequence[int]) -> Outcome:
+        """Provision the devices of one chunk (in whatever state a crash left them)."""
+        with self.registry.transaction() as session:
+            devices = session.execute(
+                select(Device.id, Device.serial, Device.slot, Device.state).where(
+                    Device.id.in_(device_ids)
+                )
+            ).all()
+        issued: list[Issuance] = []
+        failures: list[tuple[str, str]] = []
+        rots: dict[int, RootOfTrust] = {}
+        for device_id, serial, slot, state in devices:
+            assert slot is not None  # every device of a batch has its slot
+            try:
+                rot = rots[device_id] = self._open(slot)
+                if state == DeviceState.PENDING:
+                    issued.append(issue_device(rot, device_id, serial, self.recipe, self.ca))
+            except KeyfabError as error:
+                failures.append((serial, str(error)))
+        self._record(issued, failures)
+        done = self._write_back(rots, failures)
+        for rot in rots.values():
+            rot.close()
+        return Outcome(done, tuple(failures))
+
+    def _open(self, slot: int) -> RootOfTrust:
+        settings = self.recipe.rot
+        return open_device(
+            settings.driver, settings.options(), slot, self.batch_name, str(self.workspace.home)
+        )
+
+    def _record(self, issued: list[Issuance], failures: list[tuple[str, str]]) -> None:
+        """Step 8: certificates, device rows and their events in one transaction."""
+        now = utc_now()
+        with self.registry.transaction() as session:
+            events: list[audit.Entry] = []
+            rows = []
+            for item in issued:
+                for cert in item.certificates:
+                    row = _certificate_row(item.device_id, cert, now)
+                    rows.append(row)
+                    details = {
+                        "serial_number": row["serial_number"],
+                        "device_unique_id": item.unique_id,
+                        "profile": cert.profile,
+                        "key": cert.key_label,
+                        "batch": self.batch_name,
+                    }
+                    events.append(audit.Entry("certificate.issued", row["subject"], details))
+            if rows:
+                session.execute(insert(Certificate), rows)
+            if issued:
+                session.execute(
+                    update(Device),
+                    [
+                        {
+                            "id": i.device_id,
+                            "state": DeviceState.ISSUED,
+                            "unique_id": i.unique_id,
+                            "rot_kind": i.rot_kind,
+                            "public_key": i.public_key,
+                            "evidence": json.dumps(i.evidence) if i.evidence else None,
+                        }
+                        for i in issued
+                    ],
+                )
+            if failures:
+                session.execute(
+                    update(Device)
+                    .where(Device.serial.in_([s for s, _ in failures]))
+                    .values(state=DeviceState.FAILED)
+                )
+                events += [
+                    audit.Entry("device.failed", s, {"reason": r, "batch": self.batch_name})
+                    for s, r in failures
+                ]
+            audit.append_many(session, events)
+
+    def _write_back(self, rots: dict[int, RootOfTrust], failures: list[tuple[str, str]]) -> int:
+        """Steps 6-7 for every device whose certificates are recorded; then mark them."""
+        failed = {s for s, _ in failures}
+        with self.registry.transaction() as session:
+            rows = session.execute(
+                select(Device.id, Device.serial, Certificate.key_label, Certificate.der)
+                .join(Certificate, Certificate.device_id == Device.id)
+                .where(Device.id.in_(list(rots)), Device.state == DeviceState.ISSUED)
+            ).all()
+        certificates: dict[int, list[tuple[str, bytes]]] = {}
+        serials: dict[int, str] = {}
+        for device_id, serial, label, der in rows:
+            certificates.setdefault(device_id, []).append((label, der))
+            serials[device_id] = serial
+        done = []
+        for device_id, certs in certificates.items():
+            if serials[device_id] in failed:
+                continue
+            try:
+                write_back(rots[device_id], certs, self.chain, self.recipe, self.objects)
+                done.append(device_id)
+            except KeyfabError as error:
+                failures.append((serials[device_id], f"write-back failed: {error}"))
+        if done:
+            with self.registry.transaction() as session:
+                session.execute(
+                    update(Device)
+                    .where(Device.id.in_(done))
+                    .values(state=DeviceState.PROVISIONED, provisioned_at=utc_now())
+                )
+        return len(done)
+
+    def close(self) -> None:
+        self.registry.dispose()
+
+
+def _certificate_row(
+    device_id: int, issued: IssuedCertificate, now: datetime.datetime
+) -> dict[str, Any]:
+    """A certificates-table row for one issued certificate."""
+    certificate = issued.certificate
+    return {
+        "serial_number": format(certificate.serial_number, "x"),
+        "device_id": device_id,
+        "key_label": issued.key_label,
+        "profile": issued.profile,
+        "subject": certificate.subject.rfc4514_string(),
+        "not_before": certificate.not_valid_before_utc,
+        "not_after": certificate.not_valid_after_utc,
+        "der": certificate.public_bytes(Encoding.DER),
+        "issued_at": now,
+    }
+
+
+def outstanding(workspace: Workspace, batch_name: str) -> list[int]:
+    """Device ids of the batch still to provision (pending, or issued but not written)."""
+    registry = workspace.registry()
+    try:
+        with registry.transaction() as session:
+            batch_id = session.scalar(select(Batch.id).where(Batch.name == batch_name))
+            if batch_id is None:
+                raise ConfigError(f"no batch {batch_name!r}")
+            return list(
+                session.scalars(
+                    select(Device.id)
+                    .where(
+                        Device.batch_id == batch_id,
+                        Device.state.in_([DeviceState.PENDING, DeviceState.ISSUED]),
+                    )
+                    .order_by(Device.slot)
+                )
+            )
+    finally:
+        registry.dispose()
+
+
+_station: Station | None = None
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the station process dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _start_worker(home: str, batch_name: str) -> None:
+    global _station
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _station = Station(Workspace(Path(home)), batch_name)
+
+
+def _run_chunk(device_ids: list[int]) -> Outcome:
+    assert _station is not None
+    return _station.run(device_ids)
+
+
+def run_batch(
+    workspace: Workspace,
+    batch_name: str,
+    workers: int = 1,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> Summary:
+    """Provision every outstanding device of a batch; safe to call again after a crash."""
+    if not 1 <= workers <= 256:
+        raise ConfigError("--workers must be 1 to 256")
+    todo = outstanding(workspace, batch_name)
+    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    failures: list[tuple[str, str]] = []
+    for outcome in _outcomes(workspace, batch_name, chunks, workers):
+        failures += outcome.failures
+        on_progress(outcome.provisioned + len(outcome.failures))
+    return _finish(workspace, batch_name, tuple(failures))
+
+
+def _outcomes(
+    workspace: Workspace, batch_name: str, chunks: list[list[int]], workers: int
+) -> Iterable[Outcome]:
+    if workers == 1 or len(chunks) <= 1:
+        station = Station(workspace, batch_name)
+        try:
+            yield from map(station.run, chunks)
+        finally:
+            station.close()
+        return
+    context = multiprocessing.get_context("fork")
+    with context.Pool(workers, _start_worker, (str(workspace.home), batch_name)) as pool:
+        yield from pool.imap_unordered(_run_chunk, chunks)
+
+
+def _finish(
+    workspace: Workspace, batch_name: str, failures: tuple[tuple[str, str], ...]
+) -> Summary:
+    registry = workspace.registry()
+    try:
+        with registry.transaction() as session:
+            batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
+            counts = dict(
+                session.execute(
+                    select(Device.state, func.count())
+                    .where(Device.batch_id == batch.id)
+                    .group_by(Device.state)
+                ).all()
+            )
+            provisioned = counts.get(DeviceState.PROVISIONED, 0)
+            failed = counts.get(DeviceState.FAILED, 0)
+            if provisioned + failed == batch.count and batch.state != "finished":
+                batch.state, batch.finished_at = "finished", utc_now()
+                audit.append(
+                    session,
+                    "batch.finished",
+                    batch_name,
+                    {"provisioned": provisioned, "failed": failed},
+                )
+        return Summary(batch_name, batch.count, provisioned, failed, failures)
+    finally:
+        registry.dispose()
+
+
+__all__ = ["ProvisionError", "Summary", "create_batch", "outstanding", "run_batch"]

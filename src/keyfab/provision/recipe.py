@@ -1,0 +1,152 @@
+"""Recipes: what a product gets at the factory, read from TOML and validated.
+
+Unknown keys are errors (a typo must not silently drop a lock or a counter).
+The ``[rot]`` table is the exception: besides ``driver`` it holds the driver's
+own options, which the driver checks when it opens a device.
+"""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from keyfab.errors import ConfigError
+from keyfab.rot import KeyAlgorithm, check_label
+
+MAX_RECIPE_BYTES = 1 << 20
+MAX_OBJECT_BYTES = 1 << 20
+_SERIAL_FIELDS = frozenset({"seq", "slot", "batch", "product"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Product(_Strict):
+    name: str = Field(min_length=1, max_length=128)
+    hw_type: str = Field(pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$", description="hwType OID")
+    serial: str = "{product}-{seq:08d}"
+    organization: str = Field("", max_length=128)
+
+    @field_validator("serial")
+    @classmethod
+    def _serial_template(cls, template: str) -> str:
+        """Only plain fields, so a recipe cannot reach attributes through format()."""
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as error:
+            raise ValueError(f"bad serial template: {error}") from None
+        unknown = set(fields) - _SERIAL_FIELDS
+        if unknown or "seq" not in fields:
+            raise ValueError(f"serial template must use {{seq}} and only {sorted(_SERIAL_FIELDS)}")
+        return template
+
+
+class RotSettings(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    driver: Literal["soft", "pkcs11", "tpm2", "puf"] = "soft"
+
+    def options(self) -> dict[str, Any]:
+        """The driver's own options: everything in ``[rot]`` except ``driver``."""
+        return dict(self.model_extra or {})
+
+
+class KeyEntry(_Strict):
+    label: str
+    algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256
+    profile: Literal["idevid"] | None = "idevid"
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, label: str) -> str:
+        return check_label(label)
+
+
+class ObjectEntry(_Strict):
+    label: str
+    file: Path
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, label: str) -> str:
+        return check_label(label)
+
+
+class Finish(_Strict):
+    lock: bool = True
+
+
+class Recipe(_Strict):
+    product: Product
+    rot: RotSettings = RotSettings()
+    keys: list[KeyEntry] = Field(min_length=1, max_length=16)
+    objects: list[ObjectEntry] = Field(default_factory=list, max_length=64)
+    counters: dict[str, int] = Field(default_factory=dict)
+    finish: Finish = Finish()
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> Recipe:
+        for kind, labels in (
+            ("key", [k.label for k in self.keys]),
+            ("object", [o.label for o in self.objects]),
+        ):
+            if len(labels) != len(set(labels)):
+                raise ValueError(f"{kind} labels must be unique")
+        for name, value in self.counters.items():
+            check_label(name)
+            if value < 0:
+                raise ValueError(f"counter {name!r} cannot start below zero")
+        return self
+
+    def serial(self, seq: int, slot: int, batch: str) -> str:
+        return self.product.serial.format(
+            seq=seq, slot=slot, batch=batch, product=self.product.name
+        )
+
+
+def parse_recipe(source: str, origin: str = "recipe") -> Recipe:
+    """A validated Recipe from TOML text, or ConfigError naming the first problem."""
+    if len(source.encode()) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{origin}: larger than {MAX_RECIPE_BYTES} bytes")
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{origin}: not valid TOML: {error}") from None
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "recipe"
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        raise ConfigError(f"{origin}: {where}: {first['msg']}{more}") from None
+
+
+def load_recipe(path: Path) -> tuple[Recipe, str]:
+    """Read and validate a recipe file; returns the recipe and its text."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read recipe {path}: {error}") from None
+    return parse_recipe(source, str(path)), source
+
+
+def load_objects(recipe: Recipe, base: Path) -> dict[str, bytes]:
+    """The data objects a recipe writes into every device, read once per batch."""
+    objects: dict[str, bytes] = {}
+    for entry in recipe.objects:
+        path = entry.file if entry.file.is_absolute() else base / entry.file
+        try:
+            if path.stat().st_size > MAX_OBJECT_BYTES:
+                raise ConfigError(
+                    f"object {entry.label!r}: {path} is over {MAX_OBJECT_BYTES} bytes"
+                )
+            objects[entry.label] = path.read_bytes()
+        except OSError as error:
+            raise ConfigError(
+                f"object {entry.label!r}: cannot read {path}: {error.strerror}"
+            ) from None
+    return objects

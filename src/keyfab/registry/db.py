@@ -1,0 +1,125 @@
+"""Opening the registry: engines, schema migrations, transactions, serial blocks.
+
+SQLite (a file in the workspace) by default; any SQLAlchemy URL, in particular
+``postgresql+psycopg://``, through ``KEYFAB_DATABASE_URL``. Every write
+transaction on SQLite starts with ``BEGIN IMMEDIATE`` so that two station
+processes never both read the audit head and then race to extend it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from keyfab.errors import RegistryError
+from keyfab.registry.models import Sequence
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _alembic(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let us issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "foreign_keys=ON",
+            "busy_timeout=60000",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Registry:
+    """The database of devices, certificates, batches and audit events."""
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            self.engine = create_engine(url)
+        except (SQLAlchemyError, ImportError, ValueError) as error:
+            raise RegistryError(f"cannot use database URL: {error}") from None
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_setup(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, create: bool = False) -> Registry:
+        """Open and bring the schema up to date; refuse a schema newer than this keyfab."""
+        registry = cls(url)
+        registry.migrate(create=create)
+        return registry
+
+    def migrate(self, *, create: bool = False) -> None:
+        script = ScriptDirectory.from_config(_alembic())
+        head = script.get_current_head()
+        try:
+            with self.engine.begin() as connection:
+                current = _revision(connection)
+                if current is None and not create:
+                    raise RegistryError(
+                        f"no keyfab registry at {self.display_url}: run 'keyfab init'"
+                    )
+                if current is not None and current not in {
+                    r.revision for r in script.walk_revisions()
+                }:
+                    raise RegistryError(
+                        f"the registry schema ({current}) is newer than this keyfab knows "
+                        f"(up to {head}): upgrade keyfab"
+                    )
+                if current != head:
+                    command.upgrade(_alembic(connection), "head")
+        except OperationalError as error:
+            raise RegistryError(f"cannot open registry {self.display_url}: {error.orig}") from None
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session that commits when the block ends and rolls back on any error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def allocate(self, session: Session, name: str, count: int) -> int:
+        """Reserve ``count`` consecutive numbers of sequence ``name``; return the first."""
+        last = session.execute(
+            update(Sequence)
+            .where(Sequence.name == name)
+            .values(value=Sequence.value + count)
+            .returning(Sequence.value)
+        ).scalar_one()
+        return int(last) - count + 1
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _revision(connection: Connection) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()

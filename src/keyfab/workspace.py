@@ -1,0 +1,138 @@
+"""A keyfab workspace: the home directory, its registry and its CAs.
+
+``KEYFAB_HOME`` (or ``--home``) chooses the directory; ``KEYFAB_DATABASE_URL``
+moves the registry off the default SQLite file. The CA certificates and the URIs
+of their keys live in the registry, so every station sharing a database issues
+from the same CA; the keys themselves stay in their roots of trust.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import select
+
+from keyfab import audit, pki
+from keyfab._time import utc_now
+from keyfab.errors import ConfigError, KeyfabError
+from keyfab.registry import Authority, Registry
+from keyfab.rot import KeyAlgorithm, KeySpec, load_key, open_rot, parse_key_uri
+
+ROOT, MANUFACTURING = "root", "manufacturing"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("KEYFAB_HOME") or Path.home() / ".keyfab")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    home: Path
+
+    @property
+    def database_url(self) -> str:
+        return os.environ.get("KEYFAB_DATABASE_URL") or f"sqlite:///{self.home / 'keyfab.db'}"
+
+    @property
+    def uses_default_database(self) -> bool:
+        return not os.environ.get("KEYFAB_DATABASE_URL")
+
+    def registry(self) -> Registry:
+        """The workspace's registry; it must have been made by ``keyfab init``."""
+        if self.uses_default_database and not (self.home / "keyfab.db").is_file():
+            raise ConfigError(
+                f"{self.home} is not a keyfab workspace: run 'keyfab init --home {self.home}'"
+            )
+        return Registry.open(self.database_url)
+
+    def make_home(self) -> None:
+        """Create the home directory (0700), or say plainly why it cannot be used."""
+        try:
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = self.home / ".keyfab-write-test"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            raise ConfigError(f"cannot use {self.home} as keyfab home: {error.strerror}") from None
+
+    def authority(self) -> pki.CertificateAuthority:
+        """The manufacturing CA, with its key opened in its root of trust."""
+        registry = self.registry()
+        try:
+            with registry.transaction() as session:
+                rows = {a.name: a for a in session.scalars(select(Authority))}
+        finally:
+            registry.dispose()
+        if MANUFACTURING not in rows or ROOT not in rows:
+            raise ConfigError(f"no manufacturing CA in {self.home}: run 'keyfab init'")
+        certificate = x509.load_der_x509_certificate(rows[MANUFACTURING].certificate)
+        root = x509.load_der_x509_certificate(rows[ROOT].certificate)
+        key = load_key(rows[MANUFACTURING].key_uri)
+        return pki.CertificateAuthority(certificate, key, (root,))
+
+    def root_certificate(self) -> x509.Certificate:
+        return self.authority().chain[-1]
+
+    def initialise(
+        self,
+        organization: str,
+        algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256,
+        root_key: str | None = None,
+        ca_key: str | None = None,
+    ) -> pki.CertificateAuthority:
+        """Create the root and manufacturing CAs, their keys and the registry."""
+        self.make_home()
+        registry = Registry.open(self.database_url, create=True)
+        try:
+            with registry.transaction() as session:
+                if session.scalars(select(Authority)).first() is not None:
+                    raise ConfigError(f"{self.home} is already initialised")
+            root_uri = root_key or f"soft:{self.home / 'ca' / 'root-ca.pem'}"
+            ca_uri = ca_key or f"soft:{self.home / 'ca' / 'manufacturing-ca.pem'}"
+            spec = KeySpec(algorithm)
+            name = organization or "keyfab"
+            root = pki.CertificateAuthority.create_root(
+                pki.root_ca(organization, f"{name} Root CA"), _new_key(root_uri, spec)
+            )
+            manufacturing = root.create_subordinate(
+                pki.manufacturing_ca(organization, f"{name} Manufacturing CA"),
+                _new_key(ca_uri, spec),
+            )
+            with registry.transaction() as session:
+                for label, ca, uri in (
+                    (ROOT, root, root_uri),
+                    (MANUFACTURING, manufacturing, ca_uri),
+                ):
+                    der = ca.certificate.public_bytes(Encoding.DER)
+                    session.add(
+                        Authority(name=label, certificate=der, key_uri=uri, created_at=utc_now())
+                    )
+                    audit.append(
+                        session,
+                        "ca.created",
+                        label,
+                        {
+                            "subject": ca.certificate.subject.rfc4514_string(),
+                            "serial_number": format(ca.certificate.serial_number, "x"),
+                            "sha256": ca.certificate.fingerprint(hashes.SHA256()).hex(),
+                            "key_uri": str(parse_key_uri(uri)),
+                        },
+                    )
+            return manufacturing
+        finally:
+            registry.dispose()
+
+
+def _new_key(uri: str, spec: KeySpec) -> pki.ca.CAKey:
+    parsed = parse_key_uri(uri)
+    if parsed.label is None:
+        raise ConfigError(f"key URI {parsed} does not name a key")
+    try:
+        return open_rot(parsed).generate_key(parsed.label, spec)
+    except KeyfabError as error:
+        raise ConfigError(f"cannot create CA key {parsed}: {error}") from None

@@ -1,0 +1,160 @@
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from keyfab.rot.soft import SoftRootOfTrust
+
+from .conftest import RECIPE, Keyfab
+
+
+def test_init_provision_inspect_and_openssl_verify(
+    keyfab: Keyfab, recipe_file: Path, tmp_path: Path
+) -> None:
+    assert keyfab("init", "--org", "Acme")[0] == 0
+    code, out, _ = keyfab("ca", "show", "--json")
+    chain = json.loads(out)
+    assert code == 0
+    assert [c["role"] for c in chain] == ["manufacturing", "root"]
+
+    code, out, err = keyfab(
+        "provision",
+        "--recipe",
+        str(recipe_file),
+        "--count",
+        "40",
+        "--workers",
+        "2",
+        "--batch",
+        "b1",
+        "--json",
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["provisioned"], summary["failed"]) == (40, 0)
+
+    devices = json.loads(keyfab("devices", "list", "--batch", "b1", "--limit", "100", "--json")[1])
+    assert len(devices) == 40
+    assert {d["state"] for d in devices} == {"provisioned"}
+    assert len({d["unique_id"] for d in devices}) == 40
+    shown = json.loads(keyfab("devices", "show", devices[0]["serial"], "--json")[1])
+    assert shown["certificates"][0]["profile"] == "idevid"
+
+    (tmp_path / "chain.pem").write_text(keyfab("ca", "show", "--pem")[1])
+    root_pem = "-----BEGIN" + (tmp_path / "chain.pem").read_text().split("-----BEGIN")[2]
+    (tmp_path / "root.pem").write_text(root_pem)
+    (tmp_path / "dev.pem").write_text(keyfab("devices", "show", devices[0]["serial"], "--pem")[1])
+    result = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            tmp_path / "root.pem",
+            "-untrusted",
+            tmp_path / "chain.pem",
+            tmp_path / "dev.pem",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+    bundle = keyfab("devices", "export", "--batch", "b1")[1]
+    assert len(x509.load_pem_x509_certificates(bundle.encode())) == 40
+    code, out, _ = keyfab("audit", "verify", "--json")
+    assert code == 0
+    assert json.loads(out)["events"] == 2 + 40 + 2
+
+
+def test_device_written_back_and_locked(keyfab: Keyfab, recipe_file: Path, home: Path) -> None:
+    keyfab("init")
+    assert keyfab("provision", "-r", str(recipe_file), "-n", "1", "-b", "one")[0] == 0
+    device_dir = home / "devices" / "one" / "000000"
+    state = json.loads((device_dir / "rot.json").read_text())
+    assert state["locked"] is True
+    assert state["counters"] == {"rollback": 3}
+    cert = x509.load_der_x509_certificate(SoftRootOfTrust(device_dir).load_object("idevid-cert"))
+    serial = json.loads(keyfab("devices", "list", "--json")[1])[0]["serial"]
+    assert keyfab("devices", "show", serial, "--pem")[1] == cert.public_bytes(Encoding.PEM).decode()
+
+
+def test_revoke_then_crl(keyfab: Keyfab, recipe_file: Path, tmp_path: Path) -> None:
+    keyfab("init")
+    keyfab("provision", "-r", str(recipe_file), "-n", "2", "-b", "r")
+    serial = json.loads(keyfab("devices", "list", "--json")[1])[0]["serial"]
+    assert keyfab("devices", "revoke", serial, "--reason", "keyCompromise")[0] == 0
+    assert keyfab("devices", "revoke", serial)[0] == 1
+    assert keyfab("ca", "crl", "--out", str(tmp_path / "crl.pem"))[0] == 0
+    crl = x509.load_pem_x509_crl((tmp_path / "crl.pem").read_bytes())
+    assert len(list(crl)) == 1
+
+
+def test_bad_input_one_line_nothing_written(
+    keyfab: Keyfab, recipe_file: Path, tmp_path: Path, home: Path
+) -> None:
+    code, _, err = keyfab("provision", "-r", str(recipe_file), "-n", "3")
+    assert code == 1
+    assert "not a keyfab workspace" in err
+    assert not home.exists()
+
+    keyfab("init")
+    code, _, err = keyfab("init")
+    assert code == 1
+    assert "already initialised" in err
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(RECIPE + "\n[finish]\nlok = true\n")
+    code, _, err = keyfab("provision", "-r", str(bad), "-n", "3")
+    assert code == 1
+    assert "finish.lok" in err
+    assert len(err.strip().splitlines()) == 1
+    bad.write_text(RECIPE.replace('"ec-p256"', "256"))
+    assert keyfab("provision", "-r", str(bad), "-n", "3")[0] == 1
+    assert json.loads(keyfab("devices", "list", "--json")[1]) == []
+
+    assert keyfab("provision", "-r", str(recipe_file), "-n", "0")[0] == 1
+    assert keyfab("provision", "-r", str(tmp_path / "missing.toml"), "-n", "1")[0] == 1
+    assert keyfab("provision", "resume", "no-such-batch")[0] == 1
+    assert keyfab("devices", "show", "NOPE")[0] == 1
+    code, _, err = keyfab("audit", "verify")
+    assert code == 0
+
+
+def test_non_writable_home(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = Keyfab(blocker / "home")("init")
+    assert code == 1
+    assert "cannot use" in err
+
+
+def test_wrong_ca_key_type_is_refused(keyfab: Keyfab) -> None:
+    code, _, _err = keyfab("init", "--algorithm", "rsa-2048")
+    assert code != 0
+    assert keyfab("devices", "list")[0] == 1  # nothing was initialised
+
+
+def test_broken_audit_log_fails_verify(keyfab: Keyfab, recipe_file: Path, home: Path) -> None:
+    import sqlite3
+
+    keyfab("init")
+    keyfab("provision", "-r", str(recipe_file), "-n", "3", "-b", "a")
+    with sqlite3.connect(home / "keyfab.db") as db:
+        db.execute("UPDATE audit_events SET subject = 'forged' WHERE seq = 4")
+    code, _, err = keyfab("audit", "verify")
+    assert code == 1
+    assert "event 4" in err
+
+
+@pytest.mark.slow
+def test_demo_runs_twice(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    for _ in range(2):
+        code, out, err = Keyfab(home)("demo", "--count", "30", "--workers", "2")
+        assert code == 0, err
+        assert "30 of 30" in out

@@ -1,0 +1,74 @@
+import datetime
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from keyfab.errors import RegistryError
+from keyfab.registry import Base, Batch, Registry
+
+
+def test_migrations_build_exactly_the_models(tmp_path: Path) -> None:
+    registry = Registry.open(f"sqlite:///{tmp_path / 'r.db'}", create=True)
+    with registry.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_missing_and_newer_schema_refused(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="keyfab init"):
+        Registry.open(f"sqlite:///{tmp_path / 'none.db'}")
+    Registry.open(f"sqlite:///{tmp_path / 'r.db'}", create=True).dispose()
+    with sqlite3.connect(tmp_path / "r.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(RegistryError, match=r"schema \(9999\) is newer"):
+        Registry.open(f"sqlite:///{tmp_path / 'r.db'}")
+
+
+def test_serial_blocks_do_not_overlap(tmp_path: Path) -> None:
+    registry = Registry.open(f"sqlite:///{tmp_path / 'r.db'}", create=True)
+    with registry.transaction() as session:
+        assert registry.allocate(session, "device", 10) == 1
+        assert registry.allocate(session, "device", 5) == 11
+    with registry.transaction() as session:
+        assert registry.allocate(session, "device", 1) == 16
+
+
+def test_times_are_aware_utc_and_naive_refused(tmp_path: Path) -> None:
+    registry = Registry.open(f"sqlite:///{tmp_path / 'r.db'}", create=True)
+    moment = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    with registry.transaction() as session:
+        session.add(
+            Batch(
+                name="b",
+                product="p",
+                recipe="",
+                recipe_dir="/",
+                count=1,
+                state="running",
+                created_at=moment,
+            )
+        )
+    with registry.transaction() as session:
+        batch = session.query(Batch).one()
+        assert batch.created_at == moment
+        assert batch.created_at.tzinfo is not None
+    with pytest.raises(Exception, match="naive"), registry.transaction() as session:
+        session.add(
+            Batch(
+                name="c",
+                product="p",
+                recipe="",
+                recipe_dir="/",
+                count=1,
+                state="running",
+                created_at=datetime.datetime(2026, 1, 1),
+            )
+        )
+
+
+def test_bad_url_is_one_clear_error() -> None:
+    with pytest.raises(RegistryError, match="cannot use database URL"):
+        Registry("nosuchdialect://x")
