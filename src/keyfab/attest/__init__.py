@@ -8,8 +8,9 @@ from keyfab.attest._tpm2_wire import (
     parse_public,
     parse_signature,
 )
-from keyfab.attest.policy import Tpm2Policy
+from keyfab.attest.policy import Tpm2Policy, policy_from_options
 from keyfab.attest.tpm2 import (
+    AttestingRot,
     CertifiedKey,
     VerifiedQuote,
     attest_key,
@@ -20,6 +21,7 @@ from keyfab.attest.tpm2 import (
 )
 
 __all__ = [
+    "AttestingRot",
     "CertifiedKey",
     "Credential",
     "Tpm2Policy",
@@ -33,6 +35,7 @@ __all__ = [
     "parse_attest",
     "parse_public",
     "parse_signature",
+    "policy_from_options",
     "verify_certify",
     "verify_quote",
 ]

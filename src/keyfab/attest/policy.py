@@ -11,9 +11,10 @@ vendor root; optionally only listed TPM manufacturers (TCG vendor ids such as
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -89,3 +90,13 @@ def _load_all(paths: Iterable[str | Path]) -> list[x509.Certificate]:
             except (OSError, ValueError) as error:
                 raise ConfigError(f"cannot read EK root {file}: {error}") from None
     return certificates
+
+
+def policy_from_options(options: Mapping[str, Any], base: Path) -> Tpm2Policy:
+    """The policy a recipe's ``[rot]`` table asks for: ``ek_roots`` (paths from ``base``)."""
+    roots = options.get("ek_roots")
+    if isinstance(roots, str):
+        roots = [roots]
+    if not roots or not isinstance(roots, list):
+        raise ConfigError('tpm2: [rot] needs ek_roots = ["ek-roots/"] to check EK certificates')
+    return Tpm2Policy.from_paths([p if Path(p).is_absolute() else base / p for p in roots])

@@ -14,7 +14,7 @@ import hmac
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives import serialization
 
@@ -127,6 +127,7 @@ def check_answer(challenge: crypto.Credential, answer: bytes) -> None:
         )
 
 
+@runtime_checkable
 class AttestingRot(Protocol):
     """What ``attest_key`` needs from a root of trust (the tpm2 driver has it)."""
 
@@ -135,9 +136,11 @@ class AttestingRot(Protocol):
     def activate_credential(self, credential_blob: bytes, secret: bytes) -> bytes: ...
 
 
-def attest_key(rot: AttestingRot, label: str, policy: Tpm2Policy) -> tuple[CertifiedKey, Evidence]:
+def attest_key(
+    rot: AttestingRot, label: str, policy: Tpm2Policy, nonce: bytes | None = None
+) -> tuple[CertifiedKey, Evidence]:
     """The CA-side exchange: certify with a fresh nonce, verify, then credential activation."""
-    nonce = secrets.token_bytes(32)
+    nonce = nonce if nonce is not None else secrets.token_bytes(32)
     evidence = rot.certify(label, nonce)
     if evidence is None:
         raise VerificationError("the root of trust gave no evidence for its key")

@@ -86,12 +86,21 @@ class Tpm2Options:
     ek: KeyAlgorithm | None = None  # which EK to use; None: the first with a certificate
 
     @classmethod
-    def from_mapping(cls, options: Mapping[str, Any]) -> Tpm2Options:
-        """Read a recipe's ``[rot]`` table (``driver`` already removed)."""
+    def from_mapping(cls, options: Mapping[str, Any], slot: int = 0) -> Tpm2Options:
+        """Read a recipe's ``[rot]`` table (``driver`` already removed).
+
+        ``tcti`` is one TCTI, or a list with one per slot: a station with a
+        socket (or a swtpm) per device under test.
+        """
         unknown = set(options) - _KNOWN_OPTIONS
         if unknown:
             raise ConfigError(f"tpm2: unknown [rot] option(s): {', '.join(sorted(unknown))}")
-        if not isinstance(options.get("tcti"), str):
+        tcti = options.get("tcti")
+        if isinstance(tcti, list):
+            if not 0 <= slot < len(tcti):
+                raise ConfigError(f"tpm2: slot {slot} has no TCTI ({len(tcti)} listed in tcti)")
+            tcti = tcti[slot]
+        if not isinstance(tcti, str):
             raise ConfigError(
                 'tpm2: [rot] needs tcti = "swtpm:host=...,port=..." or "device:/dev/tpmrm0"'
             )
@@ -102,7 +111,7 @@ class Tpm2Options:
         iak_algorithm = _algorithm(options.get("iak_algorithm", "ec-p256"), "iak_algorithm")
         ek = _algorithm(options["ek"], "ek") if "ek" in options else None
         return cls(
-            tcti=Tcti.parse(options["tcti"]),
+            tcti=Tcti.parse(tcti),
             handles=handles,
             nv=_handle_map(options.get("nv", {}), NV_FIRST, NV_LAST, "NV index"),
             counters=_handle_map(options.get("counters", {}), NV_FIRST, NV_LAST, "counter index"),

@@ -311,4 +311,4 @@ def open_uri(uri: KeyUri) -> Tpm2RootOfTrust:
 
 def open_device(options: Mapping[str, Any], slot: int) -> Tpm2RootOfTrust:
     """Provisioning's entry point: the recipe's ``[rot]`` table, formatted for this slot."""
-    return Tpm2RootOfTrust(Tpm2Options.from_mapping(options))
+    return Tpm2RootOfTrust(Tpm2Options.from_mapping(options, slot))
