@@ -83,6 +83,7 @@ class TssClock:
 
     seconds = 0.0
     original = _tpm2_device.TpmConnection.call
+    original_transact = _tpm2_device.TpmConnection.transact
 
     @staticmethod
     def install() -> None:
@@ -93,7 +94,15 @@ class TssClock:
             finally:
                 TssClock.seconds += time.perf_counter() - start
 
+        def timed_transact(self: Any, command: bytes) -> bytes:  # raw commands, no ESAPI
+            start = time.perf_counter()
+            try:
+                return TssClock.original_transact(self, command)
+            finally:
+                TssClock.seconds += time.perf_counter() - start
+
         _tpm2_device.TpmConnection.call = timed  # type: ignore[method-assign]
+        _tpm2_device.TpmConnection.transact = timed_transact  # type: ignore[method-assign]
 
 
 def provision_one(options: dict[str, object], algorithm: KeyAlgorithm, policy: object) -> None:

@@ -164,6 +164,24 @@ def test_tpm2_attest_with_the_ecc_ek(swtpm: Swtpm, local_ca: LocalCa) -> None:
             device.delete_key("iak")
 
 
+def test_tpm2_attest_when_nobody_persisted_the_ek(
+    swtpm_factory: SwtpmFactory, local_ca: LocalCa
+) -> None:
+    """Many real TPMs ship without a persisted EK: it is re-created from the L-1 template,
+    must match the certificate, and activation goes through ESAPI with a transient EK."""
+    tpm = swtpm_factory(local_ca)
+    with tpm.open() as device:
+        esys = device._tpm.esys
+        esys.evict_control(ESYS_TR.OWNER, esys.tr_from_tpmpublic(0x81010001), 0x81010001)
+    with tpm.open(ek="rsa-2048") as device:
+        assert device.ek.persistent_handle is None
+        device.generate_key("idevid", EC)
+        certified, _ = attest_key(device, "idevid", local_ca.policy())
+        assert certified.ek_public.type == 0x0001
+        assert device.transient_count() == 0
+        wipe(device)
+
+
 def test_tpm2_quote_verifies_and_detects_changed_pcrs(rot: Tpm2RootOfTrust) -> None:
     nonce = os.urandom(20)
     quote = rot.quote([0, 1, 7, 16], nonce)

@@ -8,10 +8,9 @@ driver could have reinterpreted.
 from __future__ import annotations
 
 import secrets
-import struct
 from collections.abc import Sequence
 
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE, TPMA_OBJECT
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE
 from tpm2_pytss.types import (
     TPM2B_ENCRYPTED_SECRET,
     TPM2B_ID_OBJECT,
@@ -23,12 +22,11 @@ from tpm2_pytss.types import (
 
 from keyfab.errors import ConfigError
 from keyfab.rot._tpm2_device import PASSWORD, TpmConnection
-from keyfab.rot._tpm2_ek import EndorsementKey, load_ek
+from keyfab.rot._tpm2_ek import EndorsementKey, ek_policy, load_ek
 from keyfab.rot._tpm2_sign import HASHES
 
 MAX_NONCE = 64  # TPM2B_DATA holds at most a TPMT_HA; 64 bytes is SHA-512
 _PCR_COUNT = 24
-_DIGEST_SIZES = {int(TPM2_ALG.SHA256): 32, int(TPM2_ALG.SHA384): 48, int(TPM2_ALG.SHA512): 64}
 
 
 def check_nonce(nonce: bytes) -> bytes:
@@ -77,21 +75,19 @@ def quote(
 def activate_credential(
     tpm: TpmConnection,
     ek: EndorsementKey,
-    ek_handle: ESYS_TR | None,
     iak: ESYS_TR,
     credential_blob: bytes,
     secret: bytes,
 ) -> bytes:
-    """TPM2_ActivateCredential: recover what the CA sealed to (EK, IAK name).
+    """TPM2_ActivateCredential through ESAPI, for an EK nobody persisted.
 
-    The IAK is authorised by its (empty) password. The EK by its password too
-    when it has userWithAuth (swtpm's high-range EKs), else by a policy session
-    satisfying the EK Credential Profile's PolicySecret(TPM_RH_ENDORSEMENT).
+    The EK is re-created from its template for the command and flushed after.
+    (A persisted EK goes through keyfab.rot._tpm2_raw, which is faster.) The IAK
+    is authorised by its (empty) password, the EK as ``ek_policy`` says.
     """
-    flush_ek = ek_handle is None
-    if ek_handle is None:
-        ek_handle = load_ek(tpm, ek)
-    session = PASSWORD if _user_with_auth(ek.public_area) else _endorsement_policy(tpm, ek)
+    ek_handle = load_ek(tpm, ek)
+    policy = ek_policy(ek.public_area)
+    session = PASSWORD if policy is None else _endorsement_policy(tpm, *policy)
     try:
         recovered = tpm.call(
             "ActivateCredential",
@@ -107,18 +103,11 @@ def activate_credential(
     finally:
         if session != PASSWORD:
             tpm.esys.flush_context(session)
-        if flush_ek:
-            tpm.esys.flush_context(ek_handle)
+        tpm.esys.flush_context(ek_handle)
 
 
-def _user_with_auth(public_area: bytes) -> bool:
-    (attributes,) = struct.unpack_from(">I", public_area, 4)  # after type, nameAlg
-    return bool(attributes & TPMA_OBJECT.USERWITHAUTH)
-
-
-def _endorsement_policy(tpm: TpmConnection, ek: EndorsementKey) -> ESYS_TR:
+def _endorsement_policy(tpm: TpmConnection, name_alg: int, digest_size: int) -> ESYS_TR:
     """A policy session (in the EK's name algorithm) that ran PolicySecret(endorsement)."""
-    (name_alg,) = struct.unpack_from(">H", ek.public_area, 2)
     session = tpm.call(
         "StartAuthSession",
         tpm.esys.start_auth_session,
@@ -128,7 +117,7 @@ def _endorsement_policy(tpm: TpmConnection, ek: EndorsementKey) -> ESYS_TR:
         TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
         name_alg,
         # ESYS makes its own caller nonce slowly (~3 ms of host time here); ours is free.
-        secrets.token_bytes(_DIGEST_SIZES.get(name_alg, 32)),
+        secrets.token_bytes(digest_size),
     )
     try:
         tpm.call("PolicySecret", tpm.esys.policy_secret, ESYS_TR.ENDORSEMENT, session)

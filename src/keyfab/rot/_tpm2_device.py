@@ -85,13 +85,13 @@ class TpmConnection:
         """
         for first in (_TRANSIENT, *_SESSION_RANGES):
             for handle in self._raw_handles(first):
-                self._raw(struct.pack(">HIII", _ST_NO_SESSIONS, 14, _CC_FLUSH_CONTEXT, handle))
+                self.transact(struct.pack(">HIII", _ST_NO_SESSIONS, 14, _CC_FLUSH_CONTEXT, handle))
 
     def _raw_handles(self, first: int) -> list[int]:
         command = struct.pack(
             ">HIIIII", _ST_NO_SESSIONS, 22, 0x17A, int(TPM2_CAP.HANDLES), first, _MAX_HANDLES
         )
-        response = self._raw(command)
+        response = self.transact(command)
         # header(10) moreData(1) capability(4) count(4) handles(4 each)
         if len(response) < 19:
             return []
@@ -100,7 +100,8 @@ class TpmConnection:
         handles = struct.unpack_from(f">{count}I", response, 19)
         return [h for h in handles if (h >> 24) == (first >> 24)]
 
-    def _raw(self, command: bytes) -> bytes:
+    def transact(self, command: bytes) -> bytes:
+        """Send one marshalled command straight to the TPM and return its response."""
         try:
             self._tcti.transmit(command)
             response: bytes = bytes(self._tcti.receive())

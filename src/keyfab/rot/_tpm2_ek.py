@@ -10,6 +10,7 @@ is trustworthy (chain, vendor) is the verifier's job (keyfab.attest), not ours.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,3 +127,18 @@ def load_ek(tpm: TpmConnection, ek: EndorsementKey) -> ESYS_TR:
         ESYS_TR.ENDORSEMENT,
     )
     return created[0]
+
+
+_DIGEST_SIZES = {0x000B: 32, 0x000C: 48, 0x000D: 64}  # SHA-256, SHA-384, SHA-512
+_USER_WITH_AUTH = 0x00000040
+
+
+def ek_policy(public_area: bytes) -> tuple[int, int] | None:
+    """How the EK is authorised for use: None if by its (empty) password (userWithAuth),
+    else (nameAlg, digest size) of the PolicySecret(endorsement) session it needs."""
+    name_alg, attributes = struct.unpack_from(">HI", public_area, 2)  # after type
+    if attributes & _USER_WITH_AUTH:
+        return None
+    if name_alg not in _DIGEST_SIZES:
+        raise UnsupportedError(f"tpm2: EK name algorithm {name_alg:#06x} is not supported")
+    return name_alg, _DIGEST_SIZES[name_alg]

@@ -27,11 +27,16 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
 
-from keyfab.errors import ConfigError, KeyExistsError, KeyNotFoundError, RotLockedError
-from keyfab.rot import _tpm2_attest, _tpm2_nv
+from keyfab.errors import (
+    ConfigError,
+    KeyExistsError,
+    KeyNotFoundError,
+    RotLockedError,
+)
+from keyfab.rot import _tpm2_attest, _tpm2_nv, _tpm2_raw
 from keyfab.rot._tpm2_config import Tcti, Tpm2Options
 from keyfab.rot._tpm2_device import TpmConnection
-from keyfab.rot._tpm2_ek import EndorsementKey, find_ek, public_key_of
+from keyfab.rot._tpm2_ek import EndorsementKey, ek_policy, find_ek, public_key_of
 from keyfab.rot._tpm2_sign import wrap_key
 from keyfab.rot._tpm2_templates import key_template
 from keyfab.rot.base import (
@@ -232,11 +237,6 @@ class Tpm2RootOfTrust:
             self.generate_key(label, KeySpec(self.options.iak_algorithm))
         return self._esys(handle)
 
-    def _ek_esys(self) -> ESYS_TR | None:
-        """The persisted EK's handle, kept for the connection; None if it must be re-created."""
-        persistent = self.ek.persistent_handle
-        return None if persistent is None else self._esys(persistent)
-
     def certify(self, label: str, nonce: bytes) -> Evidence:
         """TPM2_Certify of key ``label`` by the IAK over ``nonce``, with the EK's proof."""
         iak = self._iak()
@@ -256,9 +256,13 @@ class Tpm2RootOfTrust:
 
     def activate_credential(self, credential_blob: bytes, secret: bytes) -> bytes:
         """Answer a MakeCredential challenge bound to this TPM's EK and IAK."""
-        return _tpm2_attest.activate_credential(
-            self._tpm, self.ek, self._ek_esys(), self._iak(), credential_blob, secret
-        )
+        iak = self._iak()
+        if self.ek.persistent_handle is not None:
+            handles = (self.options.key_handle(self.options.iak_label), self.ek.persistent_handle)
+            return _tpm2_raw.activate_credential(
+                self._tpm.transact, handles, ek_policy(self.ek.public_area), credential_blob, secret
+            )
+        return _tpm2_attest.activate_credential(self._tpm, self.ek, iak, credential_blob, secret)
 
     def quote(self, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256") -> Evidence:
         """TPM2_Quote of ``pcrs`` by the IAK over ``nonce``, with the PCR values."""
