@@ -28,8 +28,14 @@ _SESSION_RANGES = (0x02000000, 0x03000000)
 _CC_FLUSH_CONTEXT = 0x00000165
 _ST_NO_SESSIONS = 0x8001
 _MAX_HANDLES = 64
-# TPM_RC_HANDLE with its handle/parameter number bits masked: "no such handle".
+# TPM_RC_HANDLE, a format-one code (bit 7) whose bits 6 and 8-11 say which handle.
 _RC_HANDLE = 0x08B
+_RC_FMT1_MASK = 0xFFFF00BF  # keep the TSS layer, format bit and error number
+
+
+def is_missing_handle(rc: int) -> bool:
+    """True for the TPM's TPM_RC_HANDLE: the key or NV index asked for does not exist."""
+    return (rc & _RC_FMT1_MASK) == _RC_HANDLE
 
 
 class TpmConnection:
@@ -53,8 +59,8 @@ class TpmConnection:
         try:
             return function(*args, **kwargs)
         except TSS2_Exception as error:
-            if (int(error.rc) & 0xFFF) == _RC_HANDLE or "handle" in str(error).lower():
-                raise KeyNotFoundError(f"tpm2: {what}: {error}") from None
+            if is_missing_handle(int(error.rc)):
+                raise KeyNotFoundError(f"tpm2: {what}: no such handle") from None
             raise RotError(f"tpm2: {what} failed: {error}") from None
 
     def handles(self, first: int) -> list[int]:

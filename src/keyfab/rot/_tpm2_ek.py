@@ -39,6 +39,7 @@ class EndorsementKey:
     public_area: bytes
     algorithm: KeyAlgorithm
     persistent_handle: int | None
+    spki: bytes  # SubjectPublicKeyInfo DER, equal in the certificate and the TPM
 
 
 def read_nv(tpm: TpmConnection, index: int, limit: int) -> bytes:
@@ -87,7 +88,7 @@ def find_ek(tpm: TpmConnection, wanted: KeyAlgorithm | None = None) -> Endorseme
         cert_key = certificate.public_key().public_bytes(serialization.Encoding.DER, spki)
         if tpm_key != cert_key:
             raise RotError(f"tpm2: EK certificate in NV {index:#010x} is not for this TPM's EK")
-        return EndorsementKey(der, bytes(public_area.marshal()), algorithm, handle)
+        return EndorsementKey(der, bytes(public_area.marshal()), algorithm, handle, tpm_key)
     kind = f"{wanted.value} " if wanted else ""
     raise RotError(f"tpm2: no {kind}EK certificate in NV (0x01c00002, 0x01c0000a, 0x01c00016)")
 

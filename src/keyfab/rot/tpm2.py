@@ -24,8 +24,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
+from tpm2_pytss.constants import ESYS_TR, TPM2_CAP, TPMA_OBJECT
 
 from keyfab.errors import (
     ConfigError,
@@ -56,7 +55,6 @@ CERTIFY_FORMAT = "tpm2-certify"
 QUOTE_FORMAT = "tpm2-quote"
 _MAX_RANDOM = 1 << 16
 _PT_MANUFACTURER = 0x105
-_PT_VENDOR_STRING_1 = 0x106
 
 
 class Tpm2RootOfTrust:
@@ -79,10 +77,6 @@ class Tpm2RootOfTrust:
             raise
 
     def _read_info(self) -> RotInfo:
-        ek_key = public_key_of_bytes(self.ek.public_area)
-        spki = ek_key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
         props = self._properties(_PT_MANUFACTURER, 5)
         vendor = _ascii(props[0])
         model = "".join(_ascii(p) for p in props[1:]).strip() or "TPM 2.0"
@@ -90,7 +84,7 @@ class Tpm2RootOfTrust:
             kind="tpm2",
             vendor=vendor,
             model=model,
-            unique_id=hashlib.sha256(spki).hexdigest(),
+            unique_id=hashlib.sha256(self.ek.spki).hexdigest(),
             capabilities=frozenset(
                 {
                     Capability.KEY_ATTESTATION,
@@ -102,8 +96,6 @@ class Tpm2RootOfTrust:
         )
 
     def _properties(self, first: int, count: int) -> list[int]:
-        from tpm2_pytss.constants import TPM2_CAP
-
         _, data = self._tpm.call(
             "GetCapability", self._tpm.esys.get_capability, TPM2_CAP.TPM_PROPERTIES, first, count
         )
@@ -292,14 +284,6 @@ class Tpm2RootOfTrust:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def public_key_of_bytes(public_area: bytes) -> Any:
-    """A ``cryptography`` public key from a marshalled TPMT_PUBLIC."""
-    from tpm2_pytss.types import TPMT_PUBLIC
-
-    area, _ = TPMT_PUBLIC.unmarshal(public_area)
-    return public_key_of(area)
 
 
 def _ascii(value: int) -> str:
