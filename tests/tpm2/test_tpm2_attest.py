@@ -94,6 +94,15 @@ def test_tpm2_attest_idevid_not_fixed_tpm(rot: Tpm2RootOfTrust, local_ca: LocalC
         verify_certify(evidence, NONCE, local_ca.policy())
 
 
+def test_tpm2_attest_ek_must_be_a_restricted_decryption_key(
+    evidence: Evidence, local_ca: LocalCa
+) -> None:
+    ek = bytearray(evidence.parts["ek_public"])
+    ek[4:8] = (int.from_bytes(ek[4:8], "big") & ~0x00010000).to_bytes(4, "big")  # not restricted
+    with pytest.raises(VerificationError, match="EK is not restricted"):
+        verify_certify(_with(evidence, ek_public=bytes(ek)), NONCE, local_ca.policy())
+
+
 def test_tpm2_attest_iak_must_be_restricted(evidence: Evidence, local_ca: LocalCa) -> None:
     # the certified IDevID is unrestricted: presented as the IAK it must fail
     fake = _with(evidence, iak_public=evidence.parts["public"])

@@ -40,6 +40,7 @@ ATTRIBUTE_NAMES = {
 KEY_REQUIRED = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | SIGN
 IAK_REQUIRED = KEY_REQUIRED | RESTRICTED
 IAK_FORBIDDEN = DECRYPT
+EK_REQUIRED = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | DECRYPT
 
 
 def missing_attributes(attributes: int, required: int) -> list[str]:
@@ -59,6 +60,7 @@ class Tpm2Policy:
     key_required: int = KEY_REQUIRED
     iak_required: int = IAK_REQUIRED
     iak_forbidden: int = IAK_FORBIDDEN
+    ek_required: int = EK_REQUIRED
     now: datetime.datetime = field(default_factory=utc_now)
 
     def __post_init__(self) -> None:

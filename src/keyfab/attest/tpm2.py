@@ -90,6 +90,9 @@ def verify_certify(evidence: Evidence, nonce: bytes, policy: Tpm2Policy) -> Cert
         raise VerificationError(f"evidence format {evidence.format!r} is not {CERTIFY_FORMAT}")
     parts = {name: _part(evidence.parts, name) for name in _CERTIFY_PARTS}
     ek_public = parse_public(parts["ek_public"])
+    missing = missing_attributes(ek_public.attributes, policy.ek_required)
+    if missing:
+        raise VerificationError(f"EK is not {', '.join(missing)}")
     manufacturer = verify_ek_certificate(
         parts["ek_certificate"], _spki(crypto.public_key(ek_public)), policy
     )
