@@ -14,7 +14,7 @@ from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console, fields
-from keyfab.cli.provision import _run
+from keyfab.cli.provision import run_with_progress
 from keyfab.errors import AuditError, VerificationError
 from keyfab.provision import create_batch, load_recipe
 from keyfab.registry import queries
@@ -117,7 +117,7 @@ def demo(
     batch = f"demo-{utc_now():%Y%m%dT%H%M%SZ}-{time.monotonic_ns() % 10_000:04d}"
     create_batch(space, text, recipe.parent, batch, count)
     started = time.perf_counter()
-    summary = _run(space, batch, count, workers, as_json=False)
+    summary = run_with_progress(space, batch, count, workers, as_json=False)
     elapsed = time.perf_counter() - started
     checked = _check_chains(space, batch)
     fields(

@@ -60,30 +60,28 @@ def _ca_usage() -> x509.KeyUsage:
     )
 
 
-def root_ca(organization: str, common_name: str, years: int = 25) -> Template:
-    """A self-signed root: the manufacturer's trust anchor, kept offline."""
+def _ca(
+    profile: str, organization: str, common_name: str, path_length: int, years: int
+) -> Template:
     return Template(
-        profile="root-ca",
+        profile=profile,
         subject=_name(organization, common_name),
         extensions=(
-            (x509.BasicConstraints(ca=True, path_length=1), True),
+            (x509.BasicConstraints(ca=True, path_length=path_length), True),
             (_ca_usage(), True),
         ),
         validity=datetime.timedelta(days=365 * years),
     )
+
+
+def root_ca(organization: str, common_name: str, years: int = 25) -> Template:
+    """A self-signed root: the manufacturer's trust anchor, kept offline."""
+    return _ca("root-ca", organization, common_name, path_length=1, years=years)
 
 
 def manufacturing_ca(organization: str, common_name: str, years: int = 20) -> Template:
     """The intermediate that signs device certificates on the factory floor."""
-    return Template(
-        profile="manufacturing-ca",
-        subject=_name(organization, common_name),
-        extensions=(
-            (x509.BasicConstraints(ca=True, path_length=0), True),
-            (_ca_usage(), True),
-        ),
-        validity=datetime.timedelta(days=365 * years),
-    )
+    return _ca("manufacturing-ca", organization, common_name, path_length=0, years=years)
 
 
 @dataclass(frozen=True)

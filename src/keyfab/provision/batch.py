@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from keyfab import audit
 from keyfab._time import utc_now
 from keyfab.attest import Tpm2Policy, policy_from_options
-from keyfab.errors import ConfigError, KeyfabError, ProvisionError
+from keyfab.errors import ConfigError, KeyfabError
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
 from keyfab.provision.flow import Issuance, IssuedCertificate, issue_device, write_back
@@ -361,6 +361,7 @@ def _outcomes(
 def _finish(
     workspace: Workspace, batch_name: str, failures: tuple[tuple[str, str], ...]
 ) -> Summary:
+    ca = workspace.authority()  # before the transaction: it reads the registry too
     registry = workspace.registry()
     try:
         with registry.transaction() as session:
@@ -382,9 +383,10 @@ def _finish(
                     batch_name,
                     {"provisioned": provisioned, "failed": failed},
                 )
+                audit.sign_checkpoint(session, ca.key, ca.certificate)  # auditors get a signed head
         return Summary(batch_name, batch.count, provisioned, failed, failures)
     finally:
         registry.dispose()
 
 
-__all__ = ["ProvisionError", "Summary", "create_batch", "outstanding", "run_batch"]
+__all__ = ["Summary", "create_batch", "outstanding", "run_batch"]
