@@ -1,4 +1,7 @@
-"""The TPM side of attestation: certify, quote and credential activation.
+"""The ESAPI side of attestation: quotes, and credential activation for an unpersisted EK.
+
+(TPM2_Certify and activation with a persisted EK are raw commands, see
+keyfab.rot._tpm2_commands.)
 
 Each function returns the TPM's raw marshalled structures untouched: the
 verifier (keyfab.attest) parses and checks them itself and trusts nothing the
@@ -33,13 +36,6 @@ def check_nonce(nonce: bytes) -> bytes:
     if not 8 <= len(nonce) <= MAX_NONCE:
         raise ConfigError(f"tpm2: nonce must be 8 to {MAX_NONCE} bytes, not {len(nonce)}")
     return nonce
-
-
-def certify(tpm: TpmConnection, key: ESYS_TR, iak: ESYS_TR, nonce: bytes) -> tuple[bytes, bytes]:
-    """TPM2_Certify of ``key`` by ``iak`` over ``nonce``: (TPMS_ATTEST, TPMT_SIGNATURE)."""
-    scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
-    attest, signature = tpm.call("Certify", tpm.esys.certify, key, iak, check_nonce(nonce), scheme)
-    return bytes(attest.attestationData), bytes(signature.marshal())
 
 
 def pcr_selection(pcrs: Sequence[int], bank: str) -> TPML_PCR_SELECTION:
@@ -82,7 +78,7 @@ def activate_credential(
     """TPM2_ActivateCredential through ESAPI, for an EK nobody persisted.
 
     The EK is re-created from its template for the command and flushed after.
-    (A persisted EK goes through keyfab.rot._tpm2_raw, which is faster.) The IAK
+    (A persisted EK goes through keyfab.rot._tpm2_commands, which is faster.) The IAK
     is authorised by its (empty) password, the EK as ``ek_policy`` says.
     """
     ek_handle = load_ek(tpm, ek)

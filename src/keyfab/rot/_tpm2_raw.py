@@ -1,121 +1,94 @@
-"""Credential activation as raw TPM commands, for persisted keys.
+"""Raw TPM 2.0 commands: framing, password and policy sessions (TPM 2.0 Part 1/3).
 
-Why not ESAPI: tpm2-tss 3.x with OpenSSL 3 creates and frees a whole OpenSSL
-library context for every caller nonce it makes (esys_crypto_ossl.c), about
-3 ms each here, and it makes one per policy-session command. Activation is the
-one exchange that needs a policy session (the EK's PolicySecret), so building
-its three commands by hand (TPM 2.0 Part 3: StartAuthSession, PolicySecret,
-ActivateCredential) takes ~6 ms off every device. Only persistent handles are
-used, so ESAPI's view of the TPM stays true.
+Why not ESAPI for everything: tpm2-tss 3.x with OpenSSL 3 creates and frees a
+whole OpenSSL library context for every caller nonce it makes
+(esys_crypto_ossl.c), about 3 ms each here, and ESAPI's generic object
+bookkeeping costs ~0.5-1 ms a command more; swtpm answers most commands in
+well under 1 ms. The per-device hot path (make a key, persist it, sign,
+certify, activate a credential) therefore builds its commands here, on
+persistent handles only, so ESAPI's view of the TPM stays true. Responses are
+size-checked before use; a TPM error is one RotError line with its code.
 """
 
 from __future__ import annotations
 
-import secrets
 import struct
 from collections.abc import Callable
 
-from keyfab.errors import RotError
+from keyfab.errors import KeyNotFoundError, RotError
 
-_ST_NO_SESSIONS, _ST_SESSIONS = 0x8001, 0x8002
-_CC_START_AUTH_SESSION, _CC_POLICY_SECRET, _CC_ACTIVATE = 0x176, 0x151, 0x147
+ST_NO_SESSIONS, ST_SESSIONS = 0x8001, 0x8002
+RH_OWNER, RH_NULL, RH_ENDORSEMENT, RS_PW = 0x40000001, 0x40000007, 0x4000000B, 0x40000009
+PASSWORD_AUTH = struct.pack(">IHBH", RS_PW, 0, 0, 0)  # empty password, no attributes
 _CC_FLUSH_CONTEXT = 0x165
-_RH_NULL, _RH_ENDORSEMENT, _RS_PW = 0x40000007, 0x4000000B, 0x40000009
-_SE_POLICY, _ALG_NULL = 0x01, 0x0010
-_PASSWORD_AUTH = struct.pack(">IHBH", _RS_PW, 0, 0, 0)  # empty password, no attributes
 _HEADER = 10
+# TPM_RC_HANDLE, a format-one code (bit 7) whose bits 6 and 8-11 say which handle.
+_RC_HANDLE = 0x08B
+_RC_FMT1_MASK = 0xFFFF00BF
+
+# TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: "send the same command again"
+# (swtpm answers RETRY right after writing its NV state, as ESAPI knows too).
+_TRY_AGAIN = frozenset({0x922, 0x908, 0x90A})
+_MAX_RETRIES = 16
 
 Transport = Callable[[bytes], bytes]
 
 
-def _b(data: bytes) -> bytes:
+def is_missing_handle(rc: int) -> bool:
+    """True for the TPM's TPM_RC_HANDLE: the key or NV index asked for does not exist."""
+    return (rc & _RC_FMT1_MASK) == _RC_HANDLE
+
+
+def b(data: bytes) -> bytes:
+    """A TPM2B: 16-bit size, then the bytes."""
     return struct.pack(">H", len(data)) + data
 
 
-def _command(tag: int, code: int, handles: bytes, auths: bytes, params: bytes) -> bytes:
-    body = (
-        handles + (struct.pack(">I", len(auths)) + auths if tag == _ST_SESSIONS else b"") + params
-    )
+def command(tag: int, code: int, handles: bytes, auths: bytes, params: bytes) -> bytes:
+    body = handles + (struct.pack(">I", len(auths)) + auths if tag == ST_SESSIONS else b"")
+    body += params
     return struct.pack(">HII", tag, _HEADER + len(body), code) + body
 
 
-def _run(transport: Transport, what: str, command: bytes) -> bytes:
-    response = transport(command)
-    if len(response) < _HEADER:
-        raise RotError(f"tpm2: {what}: short response from the TPM")
-    _, size, rc = struct.unpack_from(">HII", response)
+def run(transport: Transport, what: str, request: bytes) -> bytes:
+    """Send ``request``; return the response after its header, or raise with the TPM's code."""
+    for _ in range(_MAX_RETRIES):
+        response = transport(request)
+        if len(response) < _HEADER:
+            raise RotError(f"tpm2: {what}: short response from the TPM")
+        _, size, rc = struct.unpack_from(">HII", response)
+        if rc not in _TRY_AGAIN:
+            break
     if rc != 0:
+        if is_missing_handle(rc):
+            raise KeyNotFoundError(f"tpm2: {what}: no such handle")
         raise RotError(f"tpm2: {what} failed: TPM response code {rc:#x}")
     if size != len(response):
         raise RotError(f"tpm2: {what}: response size mismatch")
     return response[_HEADER:]
 
 
-def _flush(transport: Transport, handle: int) -> None:
-    transport(struct.pack(">HIII", _ST_NO_SESSIONS, 14, _CC_FLUSH_CONTEXT, handle))
+def parameters(body: bytes, handles: int, what: str) -> bytes:
+    """The response parameters of a command sent with sessions (after ``handles`` handles)."""
+    at = 4 * handles
+    if len(body) < at + 4:
+        raise RotError(f"tpm2: {what}: truncated response")
+    (size,) = struct.unpack_from(">I", body, at)
+    if at + 4 + size > len(body):
+        raise RotError(f"tpm2: {what}: truncated response")
+    return body[at + 4 : at + 4 + size]
 
 
-def activate_credential(
-    transport: Transport,
-    handles: tuple[int, int],
-    ek_policy: tuple[int, int] | None,
-    blob: bytes,
-    secret: bytes,
-) -> bytes:
-    """ActivateCredential on (IAK, EK) persistent ``handles``.
-
-    ``ek_policy`` is (nameAlg, digest size) when the EK is authorised by
-    PolicySecret(endorsement), the EK Credential Profile default; None when the
-    EK takes its (empty) password (userWithAuth, as swtpm's high-range EKs).
-    """
-    if ek_policy is None:
-        command = _activate(handles, _PASSWORD_AUTH + _PASSWORD_AUTH, blob, secret)
-        return _cert_info(_run(transport, "ActivateCredential", command))
-    session = _policy_session(transport, *ek_policy)
-    # not continued: the TPM flushes the session itself when the command succeeds
-    policy_auth = (
-        struct.pack(">I", session) + _b(secrets.token_bytes(ek_policy[1])) + b"\x00" + _b(b"")
-    )
-    try:
-        command = _activate(handles, _PASSWORD_AUTH + policy_auth, blob, secret)
-        return _cert_info(_run(transport, "ActivateCredential", command))
-    except RotError:
-        _flush(transport, session)
-        raise
+def sized(data: bytes, at: int, what: str) -> tuple[bytes, int]:
+    """The TPM2B at ``at`` in ``data`` and the offset after it."""
+    if at + 2 > len(data):
+        raise RotError(f"tpm2: {what}: truncated response")
+    (size,) = struct.unpack_from(">H", data, at)
+    if at + 2 + size > len(data):
+        raise RotError(f"tpm2: {what}: truncated response")
+    return data[at + 2 : at + 2 + size], at + 2 + size
 
 
-def _activate(handles: tuple[int, int], auths: bytes, blob: bytes, secret: bytes) -> bytes:
-    return _command(
-        _ST_SESSIONS, _CC_ACTIVATE, struct.pack(">II", *handles), auths, _b(blob) + _b(secret)
-    )
-
-
-def _policy_session(transport: Transport, name_alg: int, digest_size: int) -> int:
-    """A policy session in ``name_alg`` that has run PolicySecret(TPM_RH_ENDORSEMENT)."""
-    params = _b(secrets.token_bytes(digest_size)) + _b(b"")
-    params += struct.pack(">BHH", _SE_POLICY, _ALG_NULL, name_alg)
-    null_handles = struct.pack(">II", _RH_NULL, _RH_NULL)
-    command = _command(_ST_NO_SESSIONS, _CC_START_AUTH_SESSION, null_handles, b"", params)
-    started = _run(transport, "StartAuthSession", command)
-    if len(started) < 4:
-        raise RotError("tpm2: StartAuthSession: truncated response")
-    session = int.from_bytes(started[:4], "big")
-    secret_params = _b(b"") + _b(b"") + _b(b"") + struct.pack(">i", 0)
-    handles = struct.pack(">II", _RH_ENDORSEMENT, session)
-    try:
-        command = _command(_ST_SESSIONS, _CC_POLICY_SECRET, handles, _PASSWORD_AUTH, secret_params)
-        _run(transport, "PolicySecret", command)
-    except RotError:
-        _flush(transport, session)
-        raise
-    return session
-
-
-def _cert_info(parameters: bytes) -> bytes:
-    """certInfo (a TPM2B_DIGEST) from ActivateCredential's response parameters."""
-    if len(parameters) < 6:
-        raise RotError("tpm2: ActivateCredential: truncated response")
-    (size,) = struct.unpack_from(">H", parameters, 4)  # after parameterSize
-    if 6 + size > len(parameters):
-        raise RotError("tpm2: ActivateCredential: truncated response")
-    return parameters[6 : 6 + size]
+def flush(transport: Transport, handle: int) -> None:
+    """TPM2_FlushContext, ignoring the answer (the handle may already be gone)."""
+    transport(struct.pack(">HIII", ST_NO_SESSIONS, 14, _CC_FLUSH_CONTEXT, handle))

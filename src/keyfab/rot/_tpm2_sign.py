@@ -8,16 +8,16 @@ refused here with a clear reason instead of a TPM error code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RH, TPM2_ST
-from tpm2_pytss.types import TPMT_SIG_SCHEME, TPMT_TK_HASHCHECK
+from tpm2_pytss.constants import TPM2_ALG
 
-from keyfab.errors import UnsupportedError
+from keyfab.errors import RotError, UnsupportedError
 from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
-from keyfab.rot._tpm2_device import TpmConnection
+from keyfab.rot._tpm2_commands import sign
+from keyfab.rot._tpm2_raw import Transport, sized
 from keyfab.rot.base import PrivateKey, PublicKey
 
 HASHES = {"sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384, "sha512": TPM2_ALG.SHA512}
@@ -27,16 +27,6 @@ def hash_alg(algorithm: hashes.HashAlgorithm) -> int:
     if algorithm.name not in HASHES:
         raise UnsupportedError(f"tpm2: cannot sign {algorithm.name} digests")
     return int(HASHES[algorithm.name])
-
-
-def _scheme(scheme: int, algorithm: hashes.HashAlgorithm) -> TPMT_SIG_SCHEME:
-    result = TPMT_SIG_SCHEME(scheme=scheme)
-    result.details.any.hashAlg = hash_alg(algorithm)
-    return result
-
-
-def _null_ticket() -> TPMT_TK_HASHCHECK:
-    return TPMT_TK_HASHCHECK(tag=TPM2_ST.HASHCHECK, hierarchy=TPM2_RH.NULL)
 
 
 def _rsa_scheme(pad: padding.AsymmetricPadding, algorithm: hashes.HashAlgorithm) -> int:
@@ -50,14 +40,26 @@ def _rsa_scheme(pad: padding.AsymmetricPadding, algorithm: hashes.HashAlgorithm)
     raise UnsupportedError(f"tpm2: unsupported RSA padding {pad.name}")
 
 
+def _signature_values(signature: bytes) -> tuple[int, list[bytes]]:
+    """(sigAlg, [r, s] or [sig]) from a marshalled TPMT_SIGNATURE."""
+    if len(signature) < 4:
+        raise RotError("tpm2: Sign: truncated signature")
+    (algorithm,) = struct.unpack_from(">H", signature)
+    values, at = [], 4  # after sigAlg and hash
+    for _ in range(2 if algorithm == TPM2_ALG.ECDSA else 1):
+        value, at = sized(signature, at, "Sign")
+        values.append(value)
+    return algorithm, values
+
+
 def wrap_key(
-    tpm: TpmConnection,
+    transport: Transport,
     label: str,
-    handle: Callable[[], ESYS_TR],
+    handle: int,
     public_key: PublicKey,
     restricted: bool,
 ) -> PrivateKey:
-    """A ``cryptography`` private key whose ``sign()`` is TPM2_Sign on ``handle()``."""
+    """A ``cryptography`` private key whose ``sign()`` is TPM2_Sign on persistent ``handle``."""
 
     def refuse() -> None:
         if restricted:
@@ -69,11 +71,9 @@ def wrap_key(
 
         def sign_ec(digest: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
             refuse()
-            scheme = _scheme(TPM2_ALG.ECDSA, algorithm)
-            sig = tpm.call("Sign", tpm.esys.sign, handle(), digest, scheme, _null_ticket())
-            r = int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big")
-            s = int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big")
-            return utils.encode_dss_signature(r, s)
+            raw = sign(transport, handle, digest, TPM2_ALG.ECDSA, hash_alg(algorithm))
+            _, (r, s) = _signature_values(raw)
+            return utils.encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
 
         return HardwareECPrivateKey(label, public_key, sign_ec)
 
@@ -83,10 +83,7 @@ def wrap_key(
         digest: bytes, algorithm: hashes.HashAlgorithm, pad: padding.AsymmetricPadding
     ) -> bytes:
         refuse()
-        scheme = _scheme(_rsa_scheme(pad, algorithm), algorithm)
-        sig = tpm.call("Sign", tpm.esys.sign, handle(), digest, scheme, _null_ticket())
-        if int(sig.sigAlg) == TPM2_ALG.RSAPSS:
-            return bytes(sig.signature.rsapss.sig)
-        return bytes(sig.signature.rsassa.sig)
+        raw = sign(transport, handle, digest, _rsa_scheme(pad, algorithm), hash_alg(algorithm))
+        return _signature_values(raw)[1][0]
 
     return HardwareRSAPrivateKey(label, public_key, sign_rsa)

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tpm2_pytss.constants import ESYS_TR, TPM2_CAP, TPMA_OBJECT
+from tpm2_pytss.types import TPMT_PUBLIC
 
 from keyfab.errors import (
     ConfigError,
@@ -32,7 +33,8 @@ from keyfab.errors import (
     KeyNotFoundError,
     RotLockedError,
 )
-from keyfab.rot import _tpm2_attest, _tpm2_nv, _tpm2_raw
+from keyfab.rot import _tpm2_attest, _tpm2_commands, _tpm2_nv
+from keyfab.rot._tpm2_attest import check_nonce
 from keyfab.rot._tpm2_config import Tcti, Tpm2Options
 from keyfab.rot._tpm2_device import TpmConnection
 from keyfab.rot._tpm2_ek import EndorsementKey, ek_policy, find_ek, public_key_of
@@ -66,7 +68,7 @@ class Tpm2RootOfTrust:
         self._handles: dict[int, ESYS_TR] = {}
         # Public areas of keys this connection made or read: a TPM command each
         # saved, and swtpm answers in ~0.3 ms, so round trips are the cost that counts.
-        self._public: dict[int, Any] = {}
+        self._public: dict[int, bytes] = {}  # marshalled TPMT_PUBLIC per persistent handle
         self._written: set[int] = set()
         self._locked = False
         try:
@@ -125,16 +127,9 @@ class Tpm2RootOfTrust:
         if self._exists(handle):
             raise KeyExistsError(f"tpm2: key {label!r} already exists at {handle:#010x}")
         template = key_template(spec.algorithm, restricted=label == self.options.iak_label)
-        tpm = self._tpm
-        created = tpm.call(
-            "CreatePrimary", tpm.esys.create_primary, None, template, ESYS_TR.ENDORSEMENT
+        self._public[handle] = _tpm2_commands.create_persistent(
+            self._tpm.transact, bytes(template.marshal()), handle
         )
-        with tpm.transient(created[0]) as transient:
-            persisted = tpm.call(
-                "EvictControl", tpm.esys.evict_control, ESYS_TR.OWNER, transient, handle
-            )
-        self._handles[handle] = persisted
-        self._public[handle] = created[1].publicArea
         return self.key(label)
 
     def key(self, label: str) -> PrivateKey:
@@ -148,18 +143,19 @@ class Tpm2RootOfTrust:
         if not attributes & TPMA_OBJECT.SIGN_ENCRYPT:
             raise KeyNotFoundError(f"tpm2: the object at {handle:#010x} is not a signing key")
         restricted = bool(attributes & TPMA_OBJECT.RESTRICTED)
-        return wrap_key(
-            self._tpm, label, lambda: self._esys(handle), public_key_of(area), restricted
-        )
+        return wrap_key(self._tpm.transact, label, handle, public_key_of(area), restricted)
+
+    def public_bytes(self, label: str) -> bytes:
+        """The marshalled TPMT_PUBLIC of a persisted key (read once per connection)."""
+        handle = self.options.key_handle(check_label(label))
+        if handle not in self._public:
+            self._public[handle] = _tpm2_commands.read_public(self._tpm.transact, handle)
+        return self._public[handle]
 
     def public_area(self, label: str) -> Any:
         """The TPMT_PUBLIC (pytss object) of a persisted key."""
-        handle = self.options.key_handle(check_label(label))
-        if handle not in self._public:
-            esys = self._esys(handle)
-            public, _, _ = self._tpm.call("ReadPublic", self._tpm.esys.read_public, esys)
-            self._public[handle] = public.publicArea
-        return self._public[handle]
+        area, _ = TPMT_PUBLIC.unmarshal(self.public_bytes(label))
+        return area
 
     def delete_key(self, label: str) -> None:
         """Evict a persisted key (re-provisioning a device): EvictControl on its handle."""
@@ -167,10 +163,11 @@ class Tpm2RootOfTrust:
         handle = self.options.key_handle(check_label(label))
         if not self._exists(handle):
             raise KeyNotFoundError(f"tpm2: no key {label!r} at {handle:#010x}")
-        esys = self._esys(handle)
-        self._handles.pop(handle, None)
+        esys = self._handles.pop(handle, None)
+        if esys is not None:
+            self._tpm.esys.tr_close(esys)
         self._public.pop(handle, None)
-        self._tpm.call("EvictControl", self._tpm.esys.evict_control, ESYS_TR.OWNER, esys, handle)
+        _tpm2_commands.evict(self._tpm.transact, handle)
 
     def random(self, n: int) -> bytes:
         if not 0 <= n <= _MAX_RANDOM:
@@ -221,26 +218,28 @@ class Tpm2RootOfTrust:
 
     # attestation ----------------------------------------------------------
 
-    def _iak(self) -> ESYS_TR:
-        """The IAK's handle; the IAK is created on first use."""
+    def _iak(self) -> int:
+        """The IAK's persistent handle; the IAK is created on first use."""
         label = self.options.iak_label
         handle = self.options.key_handle(label)
         if not self._exists(handle):
             self.generate_key(label, KeySpec(self.options.iak_algorithm))
-        return self._esys(handle)
+        return handle
 
     def certify(self, label: str, nonce: bytes) -> Evidence:
         """TPM2_Certify of key ``label`` by the IAK over ``nonce``, with the EK's proof."""
         iak = self._iak()
-        key_handle = self._esys(self.options.key_handle(check_label(label)))
-        attest, signature = _tpm2_attest.certify(self._tpm, key_handle, iak, nonce)
+        key_handle = self.options.key_handle(check_label(label))
+        attest, signature = _tpm2_commands.certify(
+            self._tpm.transact, key_handle, iak, check_nonce(nonce)
+        )
         return Evidence(
             format=CERTIFY_FORMAT,
             parts={
                 "attest": attest,
                 "signature": signature,
-                "public": bytes(self.public_area(label).marshal()),
-                "iak_public": bytes(self.public_area(self.options.iak_label).marshal()),
+                "public": self.public_bytes(label),
+                "iak_public": self.public_bytes(self.options.iak_label),
                 "ek_public": self.ek.public_area,
                 "ek_certificate": self.ek.certificate,
             },
@@ -250,22 +249,25 @@ class Tpm2RootOfTrust:
         """Answer a MakeCredential challenge bound to this TPM's EK and IAK."""
         iak = self._iak()
         if self.ek.persistent_handle is not None:
-            handles = (self.options.key_handle(self.options.iak_label), self.ek.persistent_handle)
-            return _tpm2_raw.activate_credential(
+            handles = (iak, self.ek.persistent_handle)
+            return _tpm2_commands.activate_credential(
                 self._tpm.transact, handles, ek_policy(self.ek.public_area), credential_blob, secret
             )
-        return _tpm2_attest.activate_credential(self._tpm, self.ek, iak, credential_blob, secret)
+        return _tpm2_attest.activate_credential(
+            self._tpm, self.ek, self._esys(iak), credential_blob, secret
+        )
 
     def quote(self, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256") -> Evidence:
         """TPM2_Quote of ``pcrs`` by the IAK over ``nonce``, with the PCR values."""
-        attest, signature, values = _tpm2_attest.quote(self._tpm, self._iak(), pcrs, bank, nonce)
+        iak = self._esys(self._iak())
+        attest, signature, values = _tpm2_attest.quote(self._tpm, iak, pcrs, bank, nonce)
         return Evidence(
             format=QUOTE_FORMAT,
             parts={
                 "attest": attest,
                 "signature": signature,
                 "pcr_values": values,
-                "iak_public": bytes(self.public_area(self.options.iak_label).marshal()),
+                "iak_public": self.public_bytes(self.options.iak_label),
             },
         )
 
