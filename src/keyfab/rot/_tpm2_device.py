@@ -19,23 +19,15 @@ from tpm2_pytss.constants import ESYS_TR, TPM2_CAP
 
 from keyfab.errors import KeyNotFoundError, RotError
 from keyfab.rot._tpm2_config import Tcti
+from keyfab.rot._tpm2_raw import ST_NO_SESSIONS, command, flush, is_missing_handle, run
 
 _T = TypeVar("_T")
 
 # Handle ranges (TPM 2.0 Part 2, TPM_HT): transient objects, loaded and saved sessions.
 _TRANSIENT = 0x80000000
 _SESSION_RANGES = (0x02000000, 0x03000000)
-_CC_FLUSH_CONTEXT = 0x00000165
-_ST_NO_SESSIONS = 0x8001
+_CC_GET_CAPABILITY = 0x17A
 _MAX_HANDLES = 64
-# TPM_RC_HANDLE, a format-one code (bit 7) whose bits 6 and 8-11 say which handle.
-_RC_HANDLE = 0x08B
-_RC_FMT1_MASK = 0xFFFF00BF  # keep the TSS layer, format bit and error number
-
-
-def is_missing_handle(rc: int) -> bool:
-    """True for the TPM's TPM_RC_HANDLE: the key or NV index asked for does not exist."""
-    return (rc & _RC_FMT1_MASK) == _RC_HANDLE
 
 
 class TpmConnection:
@@ -64,11 +56,21 @@ class TpmConnection:
             raise RotError(f"tpm2: {what} failed: {error}") from None
 
     def handles(self, first: int) -> list[int]:
-        """TPM handles currently in the range that starts at ``first``."""
-        _, data = self.call(
-            "GetCapability", self.esys.get_capability, TPM2_CAP.HANDLES, first, _MAX_HANDLES
+        """TPM handles currently in the range that starts at ``first`` (TPM2_GetCapability)."""
+        params = struct.pack(">III", int(TPM2_CAP.HANDLES), first, _MAX_HANDLES)
+        body = run(
+            self.transact,
+            "GetCapability",
+            command(ST_NO_SESSIONS, _CC_GET_CAPABILITY, b"", b"", params),
         )
-        return [int(h) for h in data.data.handles if (int(h) >> 24) == (first >> 24)]
+        # moreData(1) capability(4) count(4) handles(4 each)
+        if len(body) < 9:
+            raise RotError("tpm2: GetCapability: truncated response")
+        (count,) = struct.unpack_from(">I", body, 5)
+        if 9 + 4 * count > len(body):
+            raise RotError("tpm2: GetCapability: truncated response")
+        handles = struct.unpack_from(f">{count}I", body, 9)
+        return [h for h in handles if (h >> 24) == (first >> 24)]
 
     def transient_count(self) -> int:
         """How many transient objects are loaded: zero between operations."""
@@ -90,21 +92,8 @@ class TpmConnection:
         resource manager (``/dev/tpmrm0``) this sees only our own handles.
         """
         for first in (_TRANSIENT, *_SESSION_RANGES):
-            for handle in self._raw_handles(first):
-                self.transact(struct.pack(">HIII", _ST_NO_SESSIONS, 14, _CC_FLUSH_CONTEXT, handle))
-
-    def _raw_handles(self, first: int) -> list[int]:
-        command = struct.pack(
-            ">HIIIII", _ST_NO_SESSIONS, 22, 0x17A, int(TPM2_CAP.HANDLES), first, _MAX_HANDLES
-        )
-        response = self.transact(command)
-        # header(10) moreData(1) capability(4) count(4) handles(4 each)
-        if len(response) < 19:
-            return []
-        (count,) = struct.unpack_from(">I", response, 15)
-        count = min(count, (len(response) - 19) // 4)
-        handles = struct.unpack_from(f">{count}I", response, 19)
-        return [h for h in handles if (h >> 24) == (first >> 24)]
+            for handle in self.handles(first):
+                flush(self.transact, handle)
 
     def transact(self, command: bytes) -> bytes:
         """Send one marshalled command straight to the TPM and return its response."""

@@ -20,6 +20,7 @@ from tpm2_pytss.constants import ESYS_TR, TPM2_HT
 
 from keyfab.errors import KeyNotFoundError, RotError, UnsupportedError
 from keyfab.rot._tpm2_device import TpmConnection
+from keyfab.rot._tpm2_nv import read_nv
 from keyfab.rot._tpm2_templates import ek_template
 from keyfab.rot.base import KeyAlgorithm, PublicKey
 
@@ -40,26 +41,6 @@ class EndorsementKey:
     algorithm: KeyAlgorithm
     persistent_handle: int | None
     spki: bytes  # SubjectPublicKeyInfo DER, equal in the certificate and the TPM
-
-
-def read_nv(tpm: TpmConnection, index: int, limit: int) -> bytes:
-    """The whole content of an NV index, read in chunks the TPM accepts."""
-    handle = tpm.call(f"reading NV {index:#010x}", tpm.esys.tr_from_tpmpublic, index)
-    try:
-        public, _ = tpm.call(f"NV_ReadPublic {index:#010x}", tpm.esys.nv_read_public, handle)
-        size = int(public.nvPublic.dataSize)
-        if size > limit:
-            raise RotError(f"tpm2: NV {index:#010x} holds {size} bytes, more than {limit}")
-        data = bytearray()
-        while len(data) < size:
-            chunk = min(1024, size - len(data))
-            part = tpm.call(
-                f"NV_Read {index:#010x}", tpm.esys.nv_read, handle, chunk, len(data), handle
-            )
-            data += bytes(part)
-        return bytes(data)
-    finally:
-        tpm.esys.tr_close(handle)
 
 
 def public_key_of(public_area: object) -> PublicKey:

@@ -1,45 +1,94 @@
-"""Data objects and monotonic counters in TPM NV indices.
+"""Data objects and monotonic counters in TPM NV indices, as raw TPM commands.
 
 An object is stored as its raw bytes, so ``tpm2_nvread`` returns exactly the
 certificate keyfab wrote. Indices are owner-authorised (empty owner auth, as
 during manufacturing) and readable with the index's own (empty) auth too.
 WRITEDEFINE lets ``lock()`` freeze an object with TPM2_NV_WriteLock.
 Counters are TPM_NT_COUNTER indices: the TPM itself refuses to lower them.
+Raw commands rather than ESAPI for the reason given in keyfab.rot._tpm2_raw.
 """
 
 from __future__ import annotations
 
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_NT, TPMA_NV
-from tpm2_pytss.types import TPM2B_NV_PUBLIC, TPMS_NV_PUBLIC
+import struct
 
 from keyfab.errors import ConfigError, KeyNotFoundError, RotError, UnsupportedError
 from keyfab.rot._tpm2_device import TpmConnection
-from keyfab.rot._tpm2_ek import read_nv
+from keyfab.rot._tpm2_raw import (
+    PASSWORD_AUTH,
+    RH_OWNER,
+    ST_NO_SESSIONS,
+    ST_SESSIONS,
+    b,
+    command,
+    parameters,
+    run,
+    sized,
+)
 
 MAX_OBJECT = 2048
 _CHUNK = 1024
 _MAX_COUNTER_STEPS = 4096
-_ACCESS = (
-    TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.AUTHREAD | TPMA_NV.AUTHWRITE | TPMA_NV.NO_DA
-)
-
-
-def _public(index: int, size: int, kind: int, extra: int = 0) -> TPM2B_NV_PUBLIC:
-    attributes = _ACCESS | extra | (kind << TPMA_NV.TPM2_NT_SHIFT)
-    return TPM2B_NV_PUBLIC(
-        nvPublic=TPMS_NV_PUBLIC(
-            nvIndex=index, nameAlg=TPM2_ALG.SHA256, attributes=attributes, dataSize=size
-        )
-    )
+_CC_NV_DEFINE, _CC_NV_UNDEFINE, _CC_NV_WRITE, _CC_NV_READ = 0x12A, 0x122, 0x137, 0x14E
+_CC_NV_READ_PUBLIC, _CC_NV_WRITE_LOCK, _CC_NV_INCREMENT = 0x169, 0x138, 0x134
+_ALG_SHA256 = 0x000B
+# TPMA_NV: OWNERWRITE, AUTHWRITE, WRITEDEFINE, OWNERREAD, AUTHREAD, NO_DA; TPM_NT in bits 4-7
+_OWNERWRITE, _AUTHWRITE, _WRITEDEFINE = 0x00000002, 0x00000004, 0x00002000
+_OWNERREAD, _AUTHREAD, _NO_DA = 0x00020000, 0x00040000, 0x02000000
+_ACCESS = _OWNERWRITE | _AUTHWRITE | _OWNERREAD | _AUTHREAD | _NO_DA
+_NT_ORDINARY, _NT_COUNTER = 0x0, 0x1
 
 
 def exists(tpm: TpmConnection, index: int) -> bool:
     return index in tpm.handles(index & 0xFFFF0000)
 
 
+def _owner_command(tpm: TpmConnection, code: int, index: int, params: bytes, what: str) -> bytes:
+    """A command on NV ``index`` authorised by the (empty) owner password."""
+    handles = struct.pack(">II", RH_OWNER, index)
+    request = command(ST_SESSIONS, code, handles, PASSWORD_AUTH, params)
+    return run(tpm.transact, f"{what} {index:#010x}", request)
+
+
+def _define(tpm: TpmConnection, index: int, size: int, kind: int, extra: int = 0) -> None:
+    attributes = _ACCESS | extra | kind << 4
+    public = struct.pack(">IHI", index, _ALG_SHA256, attributes) + b(b"") + struct.pack(">H", size)
+    handles = struct.pack(">I", RH_OWNER)
+    request = command(ST_SESSIONS, _CC_NV_DEFINE, handles, PASSWORD_AUTH, b(b"") + b(public))
+    run(tpm.transact, f"NV_DefineSpace {index:#010x}", request)
+
+
 def undefine(tpm: TpmConnection, index: int) -> None:
-    handle = tpm.call(f"NV {index:#010x}", tpm.esys.tr_from_tpmpublic, index)
-    tpm.call(f"NV_UndefineSpace {index:#010x}", tpm.esys.nv_undefine_space, handle, ESYS_TR.OWNER)
+    _owner_command(tpm, _CC_NV_UNDEFINE, index, b"", "NV_UndefineSpace")
+
+
+def data_size(tpm: TpmConnection, index: int) -> int:
+    """The size of NV ``index`` from TPM2_NV_ReadPublic; KeyNotFoundError if undefined."""
+    request = command(ST_NO_SESSIONS, _CC_NV_READ_PUBLIC, struct.pack(">I", index), b"", b"")
+    public, _ = sized(run(tpm.transact, f"NV_ReadPublic {index:#010x}", request), 0, "NV")
+    # nvIndex(4) nameAlg(2) attributes(4) authPolicy(TPM2B) dataSize(2)
+    _, at = sized(public, 10, "NV_ReadPublic")
+    if at + 2 != len(public):
+        raise RotError(f"tpm2: NV_ReadPublic {index:#010x}: malformed public area")
+    return int.from_bytes(public[at:], "big")
+
+
+def read_nv(tpm: TpmConnection, index: int, limit: int) -> bytes:
+    """The whole content of an NV index (read with its own auth), in chunks."""
+    size = data_size(tpm, index)
+    if size > limit:
+        raise RotError(f"tpm2: NV {index:#010x} holds {size} bytes, more than {limit}")
+    data = bytearray()
+    handles = struct.pack(">II", index, index)
+    while len(data) < size:
+        params = struct.pack(">HH", min(_CHUNK, size - len(data)), len(data))
+        request = command(ST_SESSIONS, _CC_NV_READ, handles, PASSWORD_AUTH, params)
+        body = run(tpm.transact, f"NV_Read {index:#010x}", request)
+        chunk, _ = sized(parameters(body, 0, "NV_Read"), 0, "NV_Read")
+        if not chunk:
+            raise RotError(f"tpm2: NV_Read {index:#010x} returned nothing")
+        data += chunk
+    return bytes(data[:size])
 
 
 def write_object(tpm: TpmConnection, index: int, data: bytes) -> None:
@@ -48,18 +97,10 @@ def write_object(tpm: TpmConnection, index: int, data: bytes) -> None:
         raise UnsupportedError(f"tpm2: objects must be 1 to {MAX_OBJECT} bytes, not {len(data)}")
     if exists(tpm, index):
         undefine(tpm, index)
-    public = _public(index, len(data), TPM2_NT.ORDINARY, TPMA_NV.WRITEDEFINE)
-    handle = tpm.call(
-        f"NV_DefineSpace {index:#010x}", tpm.esys.nv_define_space, None, public, ESYS_TR.OWNER
-    )
-    try:
-        for offset in range(0, len(data), _CHUNK):
-            chunk = data[offset : offset + _CHUNK]
-            tpm.call(
-                f"NV_Write {index:#010x}", tpm.esys.nv_write, handle, chunk, offset, ESYS_TR.OWNER
-            )
-    finally:
-        tpm.esys.tr_close(handle)
+    _define(tpm, index, len(data), _NT_ORDINARY, _WRITEDEFINE)
+    for offset in range(0, len(data), _CHUNK):
+        params = b(data[offset : offset + _CHUNK]) + struct.pack(">H", offset)
+        _owner_command(tpm, _CC_NV_WRITE, index, params, "NV_Write")
 
 
 def read_object(tpm: TpmConnection, index: int, label: str) -> bytes:
@@ -71,11 +112,7 @@ def read_object(tpm: TpmConnection, index: int, label: str) -> bytes:
 
 def write_lock(tpm: TpmConnection, index: int) -> None:
     """Refuse further writes to ``index`` until it is undefined (TPM2_NV_WriteLock)."""
-    handle = tpm.call(f"NV {index:#010x}", tpm.esys.tr_from_tpmpublic, index)
-    try:
-        tpm.call(f"NV_WriteLock {index:#010x}", tpm.esys.nv_write_lock, handle, ESYS_TR.OWNER)
-    finally:
-        tpm.esys.tr_close(handle)
+    _owner_command(tpm, _CC_NV_WRITE_LOCK, index, b"", "NV_WriteLock")
 
 
 class NvCounter:
@@ -91,21 +128,11 @@ class NvCounter:
         self._tpm = tpm
         self._index = index
         if not exists(tpm, index):
-            public = _public(index, 8, TPM2_NT.COUNTER)
-            handle = tpm.call(
-                f"NV_DefineSpace {index:#010x}", tpm.esys.nv_define_space, None, public
-            )
-            tpm.esys.tr_close(handle)
+            _define(tpm, index, 8, _NT_COUNTER)
             self._increment()
 
     def _increment(self) -> None:
-        handle = self._tpm.call(
-            f"NV {self._index:#010x}", self._tpm.esys.tr_from_tpmpublic, self._index
-        )
-        try:
-            self._tpm.call("NV_Increment", self._tpm.esys.nv_increment, handle, ESYS_TR.OWNER)
-        finally:
-            self._tpm.esys.tr_close(handle)
+        _owner_command(self._tpm, _CC_NV_INCREMENT, self._index, b"", "NV_Increment")
 
     def read(self) -> int:
         return int.from_bytes(read_nv(self._tpm, self._index, 8), "big")
