@@ -39,12 +39,18 @@ class TpmConnection:
             self._tcti = TCTILdr(tcti.name, tcti.conf)
         except (TSS2_Exception, RuntimeError, OSError) as error:
             raise RotError(f"tpm2: cannot open TCTI {tcti}: {error}") from None
+        self._esys: Any = None
         self.flush_leftovers()
-        try:
-            self.esys = ESAPI(self._tcti)
-        except TSS2_Exception as error:
-            self._tcti.finalize()
-            raise RotError(f"tpm2: cannot start ESAPI on {tcti}: {error}") from None
+
+    @property
+    def esys(self) -> Any:
+        """The ESAPI context, started on first use: the per-device path needs none."""
+        if self._esys is None:
+            try:
+                self._esys = ESAPI(self._tcti)
+            except TSS2_Exception as error:
+                raise RotError(f"tpm2: cannot start ESAPI on {self.tcti_spec}: {error}") from None
+        return self._esys
 
     def call(self, what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run an ESAPI call; a TSS error becomes one RotError line naming the command."""
@@ -55,21 +61,30 @@ class TpmConnection:
                 raise KeyNotFoundError(f"tpm2: {what}: no such handle") from None
             raise RotError(f"tpm2: {what} failed: {error}") from None
 
-    def handles(self, first: int) -> list[int]:
-        """TPM handles currently in the range that starts at ``first`` (TPM2_GetCapability)."""
-        params = struct.pack(">III", int(TPM2_CAP.HANDLES), first, _MAX_HANDLES)
-        body = run(
-            self.transact,
-            "GetCapability",
-            command(ST_NO_SESSIONS, _CC_GET_CAPABILITY, b"", b"", params),
-        )
-        # moreData(1) capability(4) count(4) handles(4 each)
+    def properties(self, first: int, count: int) -> list[int]:
+        """Values of ``count`` TPM properties from ``first`` (TPM2_GetCapability)."""
+        body = self._capability(int(TPM2_CAP.TPM_PROPERTIES), first, count)
+        values = struct.unpack_from(f">{2 * len(body) // 8}I", body)
+        return list(values[1::2])
+
+    def _capability(self, capability: int, first: int, count: int) -> bytes:
+        """The list part of TPM2_GetCapability's answer: ``n`` items of 4 or 8 bytes."""
+        params = struct.pack(">III", capability, first, count)
+        request = command(ST_NO_SESSIONS, _CC_GET_CAPABILITY, b"", b"", params)
+        body = run(self.transact, "GetCapability", request)
+        # moreData(1) capability(4) count(4) items
         if len(body) < 9:
             raise RotError("tpm2: GetCapability: truncated response")
-        (count,) = struct.unpack_from(">I", body, 5)
-        if 9 + 4 * count > len(body):
+        (n,) = struct.unpack_from(">I", body, 5)
+        size = 8 if capability == int(TPM2_CAP.TPM_PROPERTIES) else 4
+        if 9 + size * n > len(body):
             raise RotError("tpm2: GetCapability: truncated response")
-        handles = struct.unpack_from(f">{count}I", body, 9)
+        return body[9 : 9 + size * n]
+
+    def handles(self, first: int) -> list[int]:
+        """TPM handles currently in the range that starts at ``first`` (TPM2_GetCapability)."""
+        body = self._capability(int(TPM2_CAP.HANDLES), first, _MAX_HANDLES)
+        handles = struct.unpack_from(f">{len(body) // 4}I", body)
         return [h for h in handles if (h >> 24) == (first >> 24)]
 
     def transient_count(self) -> int:
@@ -106,10 +121,9 @@ class TpmConnection:
 
     def close(self) -> None:
         """Close ESAPI and the TCTI; safe to call twice."""
-        esys = getattr(self, "esys", None)
-        if esys is not None:
-            esys.close()
-            self.esys = None
+        if self._esys is not None:
+            self._esys.close()
+            self._esys = None
         if self._tcti is not None:
             self._tcti.finalize()
             self._tcti = None

@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tpm2_pytss.constants import ESYS_TR, TPM2_CAP, TPMA_OBJECT
+from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
 from tpm2_pytss.types import TPMT_PUBLIC
 
 from keyfab.errors import (
@@ -79,7 +79,7 @@ class Tpm2RootOfTrust:
             raise
 
     def _read_info(self) -> RotInfo:
-        props = self._properties(_PT_MANUFACTURER, 5)
+        props = self._tpm.properties(_PT_MANUFACTURER, 5)
         vendor = _ascii(props[0])
         model = "".join(_ascii(p) for p in props[1:]).strip() or "TPM 2.0"
         return RotInfo(
@@ -96,12 +96,6 @@ class Tpm2RootOfTrust:
                 }
             ),
         )
-
-    def _properties(self, first: int, count: int) -> list[int]:
-        _, data = self._tpm.call(
-            "GetCapability", self._tpm.esys.get_capability, TPM2_CAP.TPM_PROPERTIES, first, count
-        )
-        return [int(p.value) for p in data.data.tpmProperties]
 
     # keys -----------------------------------------------------------------
 
