@@ -22,7 +22,8 @@ from keyfab.attest import (
 )
 from keyfab.errors import RotError, VerificationError
 from keyfab.rot import Evidence, KeyAlgorithm, KeySpec
-from keyfab.rot._tpm2_templates import key_template
+from keyfab.rot._tpm2_commands import create_persistent
+from keyfab.rot._tpm2_templates import KEY_ATTRIBUTES, key_template
 from keyfab.rot.tpm2 import Tpm2RootOfTrust
 
 EC = KeySpec(KeyAlgorithm.EC_P256)
@@ -83,12 +84,9 @@ def test_tpm2_attest_swapped_public_area(
 
 def test_tpm2_attest_idevid_not_fixed_tpm(rot: Tpm2RootOfTrust, local_ca: LocalCa) -> None:
     """A key the TPM really made, but one that may be duplicated out of it: refused."""
-    template = key_template(KeyAlgorithm.EC_P256, restricted=False)
-    template.publicArea.objectAttributes &= ~(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT)
-    esys = rot._tpm.esys
-    handle = esys.create_primary(None, template, ESYS_TR.ENDORSEMENT)[0]
-    esys.evict_control(ESYS_TR.OWNER, handle, rot.options.key_handle("idevid"))
-    esys.flush_context(handle)
+    weak = int(KEY_ATTRIBUTES) & ~int(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT)
+    template = key_template(KeyAlgorithm.EC_P256, restricted=False, attributes=weak)
+    create_persistent(rot._tpm.transact, template, rot.options.key_handle("idevid"))
     evidence = rot.certify("idevid", NONCE)
     with pytest.raises(VerificationError, match="certified key is not fixedTPM, fixedParent"):
         verify_certify(evidence, NONCE, local_ca.policy())

@@ -163,10 +163,11 @@ _CRASHING_CLIENT = """
 import os, sys
 from tpm2_pytss import ESAPI, TCTILdr
 from tpm2_pytss.constants import ESYS_TR
+from tpm2_pytss.types import TPM2B_PUBLIC
 from keyfab.rot._tpm2_templates import key_template
 from keyfab.rot.base import KeyAlgorithm
 esys = ESAPI(TCTILdr("swtpm", sys.argv[1]))
-template = key_template(KeyAlgorithm.EC_P256, restricted=False)
+template, _ = TPM2B_PUBLIC.unmarshal(key_template(KeyAlgorithm.EC_P256, restricted=False))
 for _ in range(3):
     esys.create_primary(None, template, ESYS_TR.ENDORSEMENT)
 os._exit(0)

@@ -11,7 +11,7 @@ import pytest
 from conftest import LocalCa, Swtpm, SwtpmFactory
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
+from tpm2_pytss.constants import TPMA_OBJECT
 
 from keyfab.attest import parse_public
 from keyfab.attest._tpm2_crypto import public_key
@@ -20,7 +20,8 @@ from keyfab.pki import HARDWARE_MODULE_NAME, CertificateAuthority
 from keyfab.provision.flow import issue_device
 from keyfab.provision.recipe import parse_recipe
 from keyfab.rot import Evidence, KeyAlgorithm
-from keyfab.rot._tpm2_templates import key_template
+from keyfab.rot._tpm2_commands import create_persistent
+from keyfab.rot._tpm2_templates import KEY_ATTRIBUTES, key_template
 from keyfab.rot.tpm2 import Tpm2RootOfTrust
 from tests.conftest import Keyfab
 
@@ -54,13 +55,10 @@ def _recipe(tmp_path: Path, tpms: list[Swtpm], ca: LocalCa) -> Path:
 
 def _plant_duplicable_idevid(tpm: Swtpm) -> None:
     """A P-256 key the TPM made but that is not fixedTPM, where the IDevID goes."""
+    weak = int(KEY_ATTRIBUTES) & ~int(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT)
+    template = key_template(KeyAlgorithm.EC_P256, restricted=False, attributes=weak)
     with tpm.open() as device:
-        template = key_template(KeyAlgorithm.EC_P256, restricted=False)
-        template.publicArea.objectAttributes &= ~(TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT)
-        esys = device._tpm.esys
-        handle = esys.create_primary(None, template, ESYS_TR.ENDORSEMENT)[0]
-        esys.evict_control(ESYS_TR.OWNER, handle, device.options.key_handle("idevid"))
-        esys.flush_context(handle)
+        create_persistent(device._tpm.transact, template, device.options.key_handle("idevid"))
 
 
 def test_tpm2_provision_batch_over_swtpms(

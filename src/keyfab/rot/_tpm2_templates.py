@@ -12,6 +12,7 @@ TPMs where nobody persisted it.
 from __future__ import annotations
 
 import secrets
+import struct
 
 from tpm2_pytss.constants import TPM2_ALG, TPM2_ECC, TPMA_OBJECT
 from tpm2_pytss.types import (
@@ -44,45 +45,41 @@ EK_ATTRIBUTES = (
 # PolicySecret(TPM_RH_ENDORSEMENT): the EK Credential Profile's default EK policy.
 EK_POLICY = bytes.fromhex("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa")
 
-_CURVES = {KeyAlgorithm.EC_P256: TPM2_ECC.NIST_P256, KeyAlgorithm.EC_P384: TPM2_ECC.NIST_P384}
-_HASH_OF = {KeyAlgorithm.EC_P256: TPM2_ALG.SHA256, KeyAlgorithm.EC_P384: TPM2_ALG.SHA384}
+_ALG_RSA, _ALG_ECC, _ALG_SHA256, _ALG_SHA384 = 0x0001, 0x0023, 0x000B, 0x000C
+_ALG_RSASSA, _ALG_ECDSA = 0x0014, 0x0018
+_NULL = struct.pack(">H", 0x0010)  # TPM_ALG_NULL: no symmetric, scheme or KDF
+_EC = {KeyAlgorithm.EC_P256: (_ALG_SHA256, 0x0003), KeyAlgorithm.EC_P384: (_ALG_SHA384, 0x0004)}
 
 
-def key_template(algorithm: KeyAlgorithm, *, restricted: bool) -> TPM2B_PUBLIC:
+def key_template(
+    algorithm: KeyAlgorithm, *, restricted: bool, attributes: int | None = None
+) -> bytes:
     """An identity (IDevID) or attestation (IAK, ``restricted``) key template.
 
-    The unique field gets fresh random bytes: a primary key is derived from the
-    hierarchy seed and its template, so without them two IDevIDs made from the
-    same template would be the same key.
+    Returned marshalled (a TPM2B_PUBLIC, TPM 2.0 Part 2 12.2.4), ready for a raw
+    CreatePrimary. The unique field gets fresh random bytes: a primary key is
+    derived from the hierarchy seed and its template, so without them two
+    IDevIDs made from the same template would be the same key. ``attributes``
+    overrides the TPMA_OBJECT bits (tests make deliberately weak keys with it).
     """
-    public = TPMT_PUBLIC(
-        nameAlg=TPM2_ALG.SHA256,
-        objectAttributes=IAK_ATTRIBUTES if restricted else KEY_ATTRIBUTES,
-    )
+    if attributes is None:
+        attributes = int(IAK_ATTRIBUTES if restricted else KEY_ATTRIBUTES)
+    head = struct.pack(">HHI", _ALG_ECC if algorithm.is_ec else _ALG_RSA, _ALG_SHA256, attributes)
+    head += struct.pack(">H", 0)  # no authPolicy
     if algorithm.is_ec:
-        public.type = TPM2_ALG.ECC
-        params = TPMS_ECC_PARMS(curveID=_CURVES[algorithm])
-        params.symmetric.algorithm = TPM2_ALG.NULL
-        params.kdf.scheme = TPM2_ALG.NULL
-        if restricted:
-            params.scheme.scheme = TPM2_ALG.ECDSA
-            params.scheme.details.ecdsa.hashAlg = _HASH_OF[algorithm]
-        else:
-            params.scheme.scheme = TPM2_ALG.NULL
-        public.parameters.eccDetail = params
-        public.unique.ecc.x = secrets.token_bytes(32)
+        hash_alg, curve = _EC[algorithm]
+        scheme = struct.pack(">HH", _ALG_ECDSA, hash_alg) if restricted else _NULL
+        params = _NULL + scheme + struct.pack(">H", curve) + _NULL
+        unique = _sized(secrets.token_bytes(32)) + _sized(b"")
     else:
-        public.type = TPM2_ALG.RSA
-        rsa_params = TPMS_RSA_PARMS(keyBits=algorithm.rsa_bits, exponent=0)
-        rsa_params.symmetric.algorithm = TPM2_ALG.NULL
-        if restricted:
-            rsa_params.scheme.scheme = TPM2_ALG.RSASSA
-            rsa_params.scheme.details.rsassa.hashAlg = TPM2_ALG.SHA256
-        else:
-            rsa_params.scheme.scheme = TPM2_ALG.NULL
-        public.parameters.rsaDetail = rsa_params
-        public.unique.rsa = secrets.token_bytes(32)
-    return TPM2B_PUBLIC(publicArea=public)
+        scheme = struct.pack(">HH", _ALG_RSASSA, _ALG_SHA256) if restricted else _NULL
+        params = _NULL + scheme + struct.pack(">HI", algorithm.rsa_bits, 0)
+        unique = _sized(secrets.token_bytes(32))
+    return _sized(head + params + unique)
+
+
+def _sized(data: bytes) -> bytes:
+    return struct.pack(">H", len(data)) + data
 
 
 def ek_template(algorithm: KeyAlgorithm) -> TPM2B_PUBLIC:

@@ -122,7 +122,7 @@ class Tpm2RootOfTrust:
             raise KeyExistsError(f"tpm2: key {label!r} already exists at {handle:#010x}")
         template = key_template(spec.algorithm, restricted=label == self.options.iak_label)
         self._public[handle] = _tpm2_commands.create_persistent(
-            self._tpm.transact, bytes(template.marshal()), handle
+            self._tpm.transact, template, handle
         )
         return self.key(label)
 
