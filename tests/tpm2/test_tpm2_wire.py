@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from keyfab.attest import parse_attest, parse_public, parse_signature
 from keyfab.attest._tpm2_crypto import kdf_a
-from keyfab.errors import VerificationError
+from keyfab.errors import RotError, VerificationError
+from keyfab.rot._tpm2_public import decode_public
 
 
 def _attest(extra: bytes, name: bytes) -> bytes:
@@ -54,3 +55,20 @@ def test_tpm2_kdfa_is_counter_mode_hmac() -> None:
     assert len(out) == 48
     assert out[:32] != out[32:]
     assert kdf_a(0x000B, b"k" * 32, b"STORAGE", b"u", b"v", 128) != out[:16]  # bits are hashed in
+
+
+@given(st.binary(max_size=400))
+def test_tpm2_driver_public_decoder_rejects_garbage_cleanly(data: bytes) -> None:
+    with contextlib.suppress(RotError):  # UnsupportedError is a RotError
+        decode_public(data)
+
+
+def test_tpm2_driver_public_decoder_reads_an_rsa_area() -> None:
+    modulus = (1 << 2047) | 0x10001  # odd, full size: cryptography accepts the numbers
+    area = struct.pack(">HHIH", 0x0001, 0x000B, 0x00060072, 0) + struct.pack(
+        ">HHHI", 0x10, 0x10, 2048, 0
+    )
+    area += struct.pack(">H", 256) + modulus.to_bytes(256, "big")
+    attributes, key = decode_public(area)
+    assert attributes == 0x00060072
+    assert key.public_numbers().n == modulus  # type: ignore[union-attr]

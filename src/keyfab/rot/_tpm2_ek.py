@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from tpm2_pytss.constants import ESYS_TR, TPM2_HT
 
 from keyfab.errors import KeyNotFoundError, RotError, UnsupportedError
+from keyfab.rot._tpm2_commands import read_public
 from keyfab.rot._tpm2_device import TpmConnection
 from keyfab.rot._tpm2_nv import read_nv
+from keyfab.rot._tpm2_public import decode_public
 from keyfab.rot._tpm2_templates import ek_template
-from keyfab.rot.base import KeyAlgorithm, PublicKey
+from keyfab.rot.base import KeyAlgorithm
 
 EK_CERT_INDICES = (
     (0x01C00002, KeyAlgorithm.RSA_2048, 0x81010001),
@@ -43,15 +44,6 @@ class EndorsementKey:
     spki: bytes  # SubjectPublicKeyInfo DER, equal in the certificate and the TPM
 
 
-def public_key_of(public_area: object) -> PublicKey:
-    """A ``cryptography`` public key from a TPMT_PUBLIC (pytss object)."""
-    der = public_area.to_der()  # type: ignore[attr-defined]
-    key = serialization.load_der_public_key(bytes(der))
-    if not isinstance(key, PublicKey):
-        raise UnsupportedError(f"tpm2: unsupported key type {type(key).__name__}")
-    return key
-
-
 def find_ek(tpm: TpmConnection, wanted: KeyAlgorithm | None = None) -> EndorsementKey:
     """The first EK (of ``wanted`` type) whose certificate is provisioned, checked against it."""
     present = set(tpm.handles(TPM2_HT.NV_INDEX << 24 | 0xC00000))
@@ -65,29 +57,24 @@ def find_ek(tpm: TpmConnection, wanted: KeyAlgorithm | None = None) -> Endorseme
             raise RotError(f"tpm2: EK certificate in NV {index:#010x} is not DER X.509") from None
         public_area, handle = _ek_public(tpm, algorithm, persistent)
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
-        tpm_key = public_key_of(public_area).public_bytes(serialization.Encoding.DER, spki)
+        _, ek_key = decode_public(public_area)
+        tpm_key = ek_key.public_bytes(serialization.Encoding.DER, spki)
         cert_key = certificate.public_key().public_bytes(serialization.Encoding.DER, spki)
         if tpm_key != cert_key:
             raise RotError(f"tpm2: EK certificate in NV {index:#010x} is not for this TPM's EK")
-        return EndorsementKey(der, bytes(public_area.marshal()), algorithm, handle, tpm_key)
+        return EndorsementKey(der, public_area, algorithm, handle, tpm_key)
     kind = f"{wanted.value} " if wanted else ""
     raise RotError(f"tpm2: no {kind}EK certificate in NV (0x01c00002, 0x01c0000a, 0x01c00016)")
 
 
 def _ek_public(
     tpm: TpmConnection, algorithm: KeyAlgorithm, persistent: int
-) -> tuple[Any, int | None]:
-    """The EK public area: from its persistent handle, or re-created from the template."""
+) -> tuple[bytes, int | None]:
+    """The EK's TPMT_PUBLIC: from its persistent handle, or re-created from the template."""
     try:
-        handle = tpm.call("loading the EK", tpm.esys.tr_from_tpmpublic, persistent)
+        return read_public(tpm.transact, persistent), persistent
     except KeyNotFoundError:
-        handle = None
-    if handle is not None:
-        try:
-            public, _, _ = tpm.call("ReadPublic EK", tpm.esys.read_public, handle)
-        finally:
-            tpm.esys.tr_close(handle)
-        return public.publicArea, persistent
+        pass
     created = tpm.call(
         "CreatePrimary EK",
         tpm.esys.create_primary,
@@ -96,7 +83,7 @@ def _ek_public(
         ESYS_TR.ENDORSEMENT,
     )
     with tpm.transient(created[0]):
-        return created[1].publicArea, None
+        return bytes(created[1].publicArea.marshal()), None
 
 
 def load_ek(tpm: TpmConnection, ek: EndorsementKey) -> ESYS_TR:

@@ -37,7 +37,8 @@ from keyfab.rot import _tpm2_attest, _tpm2_commands, _tpm2_nv
 from keyfab.rot._tpm2_attest import check_nonce
 from keyfab.rot._tpm2_config import Tcti, Tpm2Options
 from keyfab.rot._tpm2_device import TpmConnection
-from keyfab.rot._tpm2_ek import EndorsementKey, ek_policy, find_ek, public_key_of
+from keyfab.rot._tpm2_ek import EndorsementKey, ek_policy, find_ek
+from keyfab.rot._tpm2_public import decode_public
 from keyfab.rot._tpm2_sign import wrap_key
 from keyfab.rot._tpm2_templates import key_template
 from keyfab.rot.base import (
@@ -130,14 +131,13 @@ class Tpm2RootOfTrust:
         """The key persisted at the label's handle (or at ``0x81...`` given as the label)."""
         handle = self.options.key_handle(check_label(label))
         try:
-            area = self.public_area(label)
+            attributes, public_key = decode_public(self.public_bytes(label))
         except KeyNotFoundError:
             raise KeyNotFoundError(f"tpm2: no key {label!r} at {handle:#010x}") from None
-        attributes = int(area.objectAttributes)
         if not attributes & TPMA_OBJECT.SIGN_ENCRYPT:
             raise KeyNotFoundError(f"tpm2: the object at {handle:#010x} is not a signing key")
         restricted = bool(attributes & TPMA_OBJECT.RESTRICTED)
-        return wrap_key(self._tpm.transact, label, handle, public_key_of(area), restricted)
+        return wrap_key(self._tpm.transact, label, handle, public_key, restricted)
 
     def public_bytes(self, label: str) -> bytes:
         """The marshalled TPMT_PUBLIC of a persisted key (read once per connection)."""
