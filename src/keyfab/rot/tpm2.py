@@ -1,4 +1,4 @@
-"""The ``tpm2`` root of trust: a TPM 2.0 through tpm2-pytss (ESAPI), IDevID/IAK per TCG.
+"""The ``tpm2`` root of trust: a TPM 2.0, IDevID/IAK per the TCG device identity spec.
 
 ``tpm2:tcti=swtpm:host=127.0.0.1,port=2321`` or
 ``tpm2:tcti=device:/dev/tpmrm0;persistent=0x81020001``.
@@ -16,6 +16,10 @@ What the TPM gives keyfab:
 * objects in NV indices, counters in NV counter indices.
 
 The private keys never leave the TPM; every transient handle is flushed at once.
+tpm2-pytss loads the TCTI (swtpm, device, tabrmd, mssim). The per-device
+commands are marshalled by keyfab itself on persistent handles
+(keyfab.rot._tpm2_commands, _tpm2_nv: ESAPI's overhead there was as large as
+the TPM's own time); ESAPI serves quotes and an EK nobody persisted.
 """
 
 from __future__ import annotations
