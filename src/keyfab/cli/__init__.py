@@ -11,7 +11,7 @@ from typing import TextIO
 import typer
 
 from keyfab import __version__
-from keyfab.cli import audit, ca, demo, devices, init, provision
+from keyfab.cli import audit, ca, demo, devices, export, fit, init, manifest, provision
 from keyfab.cli._output import errors, fail
 from keyfab.errors import KeyfabError
 from keyfab.workspace import Workspace, default_home
@@ -28,6 +28,9 @@ app.add_typer(ca.app, name="ca")
 app.add_typer(provision.app, name="provision")
 app.add_typer(devices.app, name="devices")
 app.add_typer(audit.app, name="audit")
+app.add_typer(fit.app, name="fit")
+app.add_typer(manifest.app, name="manifest")
+app.add_typer(export.app, name="export")
 app.command("demo")(demo.demo)
 
 

@@ -13,6 +13,7 @@ from keyfab.pki.profiles import (
     Template,
     iak,
     idevid,
+    manifest_signer,
     manufacturing_ca,
     root_ca,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "device_policy",
     "iak",
     "idevid",
+    "manifest_signer",
     "manufacturing_ca",
     "new_serial_number",
     "parse_hardware_module_name",

@@ -107,11 +107,16 @@ def idevid(device: DeviceIdentity) -> Template:
 
     keyUsage is digitalSignature only, critical; no extended key usage (802.1AR
     leaves it out so the identity is not limited to one protocol); it never
-    expires (99991231235959Z).
+    expires (99991231235959Z). The common name is the serial too: cloud
+    registries (Azure DPS, for one) take the CN as the device's registration id,
+    so it must differ per device; the product goes in organizationalUnitName.
     """
-    attributes = [x509.NameAttribute(NameOID.SERIAL_NUMBER, device.serial)]
+    attributes = [
+        x509.NameAttribute(NameOID.COMMON_NAME, device.serial),
+        x509.NameAttribute(NameOID.SERIAL_NUMBER, device.serial),
+    ]
     if device.product:
-        attributes.insert(0, x509.NameAttribute(NameOID.COMMON_NAME, device.product))
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, device.product))
     if device.organization:
         attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, device.organization))
     usage = x509.KeyUsage(
@@ -133,6 +138,34 @@ def idevid(device: DeviceIdentity) -> Template:
         subject=x509.Name(attributes),
         extensions=((usage, True), (san, False)),
         not_after=IDEVID_NOT_AFTER,
+    )
+
+
+def manifest_signer(organization: str, common_name: str, years: int = 3) -> Template:
+    """The key that signs secure-element manifests (Microchip Trust Platform format).
+
+    It signs JWS entries and nothing else: an end entity with digitalSignature
+    only, critical, and no EKU (Microchip's manifest signers carry none and no
+    registered EKU means "manifest signing"). Manifests name the signer by its
+    subjectKeyIdentifier (``kid``), which the CA adds to every certificate.
+    ES256 needs a P-256 key; ``keyfab.manifest`` checks that when it signs.
+    """
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    return Template(
+        profile="manifest-signer",
+        subject=_name(organization, common_name),
+        extensions=((x509.BasicConstraints(ca=False, path_length=None), True), (usage, True)),
+        validity=datetime.timedelta(days=365 * years),
     )
 
 
