@@ -7,6 +7,7 @@ two apart means a reviewer can read every profile on one page.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 
@@ -166,3 +167,14 @@ def manifest_signer(organization: str, common_name: str, years: int = 3) -> Temp
         extensions=((x509.BasicConstraints(ca=False, path_length=None), True), (usage, True)),
         validity=datetime.timedelta(days=365 * years),
     )
+
+
+def iak(device: DeviceIdentity) -> Template:
+    """TCG IAK certificate: the attestation key of the device's TPM.
+
+    Issued only after the CA verified that the IAK lives in the TPM whose EK
+    certificate it saw (TPM2_Certify + credential activation). Same subject and
+    hardwareModuleName as the device's IDevID, so a verifier ties the two
+    together; digitalSignature only, as the IAK signs TPM-made attestations.
+    """
+    return dataclasses.replace(idevid(device), profile="iak")
