@@ -46,6 +46,20 @@ def _name(organization: str, common_name: str) -> x509.Name:
     return x509.Name(attributes)
 
 
+_SIGN_ONLY = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+"""keyUsage of every end entity keyfab issues: it signs, nothing else."""
+
+
 def _ca_usage() -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
@@ -119,17 +133,7 @@ def idevid(device: DeviceIdentity) -> Template:
         attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, device.product))
     if device.organization:
         attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, device.organization))
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usage = _SIGN_ONLY
     san = x509.SubjectAlternativeName(
         [hardware_module_name(device.hw_type, device.serial.encode())]
     )
@@ -150,17 +154,7 @@ def manifest_signer(organization: str, common_name: str, years: int = 3) -> Temp
     subjectKeyIdentifier (``kid``), which the CA adds to every certificate.
     ES256 needs a P-256 key; ``keyfab.manifest`` checks that when it signs.
     """
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usage = _SIGN_ONLY
     return Template(
         profile="manifest-signer",
         subject=_name(organization, common_name),
