@@ -16,7 +16,10 @@ def workspace(ctx: typer.Context) -> Workspace:
     from keyfab.cli._softhsm import use_workspace_softhsm
     from keyfab.workspace import Workspace, default_home
 
-    home = ctx.find_root().obj
-    space = Workspace(Path(home or default_home()).expanduser().absolute())
+    given = ctx.find_root().obj  # a home path from --home, or a Workspace when embedded
+    if isinstance(given, Workspace):
+        space = given
+    else:
+        space = Workspace(Path(given or default_home()).expanduser().absolute())
     use_workspace_softhsm(space.home)  # CA keys in the workspace's SoftHSM2 token, if any
     return space
