@@ -1,9 +1,13 @@
+import datetime
+import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from keyfab import audit
+from keyfab.errors import AuditError
 from keyfab.registry import Registry
 
 
@@ -82,3 +86,65 @@ def test_rewritten_chain_without_head_is_detected(db: tuple[Registry, Path]) -> 
         for i in range(1, 6):
             audit.append(session, "test.event", f"subject-{i}", {"i": i * 10})
     assert _verify(registry).head_hash != good_head
+
+
+def _rebuild_chain(path: Path) -> None:
+    """What an attacker with database access does: recompute every link and the head."""
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute(
+            "SELECT seq, at, kind, subject, data FROM audit_events ORDER BY seq"
+        ).fetchall()
+        prev = audit.GENESIS
+        for seq, at, kind, subject, data in rows:
+            moment = datetime.datetime.fromisoformat(at).replace(tzinfo=datetime.UTC)
+            digest = audit.log.link_hash(prev, seq, moment, kind, subject, data)
+            connection.execute(
+                "UPDATE audit_events SET prev_hash=?, hash=? WHERE seq=?", (prev, digest, seq)
+            )
+            prev = digest
+        connection.execute("UPDATE audit_head SET hash=? WHERE id=1", (prev,))
+
+
+def test_checkpoint_catches_a_rebuilt_chain(db: tuple[Registry, Path], ca_pair: Any) -> None:
+    registry, path = db
+    _, mfg = ca_pair
+    with registry.transaction() as session:
+        audit.sign_checkpoint(session, mfg.key, mfg.certificate)
+        audit.append(session, "after", "x", {})
+    with registry.transaction() as session:
+        assert audit.verify_checkpoints(session, [mfg.certificate]).latest == 5
+    _sql(path, "UPDATE audit_events SET data = '{\"i\":666}' WHERE seq = 3")
+    _rebuild_chain(path)
+    with registry.transaction() as session:
+        assert audit.verify(session).ok  # the chain alone is fooled
+        with pytest.raises(AuditError, match="checkpoint 6 does not match event 5"):
+            audit.verify_checkpoints(session, [mfg.certificate])
+
+
+def test_checkpoint_signer_must_be_trusted(db: tuple[Registry, Path], ca_pair: Any) -> None:
+    registry, _ = db
+    root, mfg = ca_pair
+    with registry.transaction() as session:
+        audit.sign_checkpoint(session, mfg.key, mfg.certificate)
+    with registry.transaction() as session, pytest.raises(AuditError, match="untrusted"):
+        audit.verify_checkpoints(session, [root.certificate])
+
+
+def test_forged_checkpoint_signature(db: tuple[Registry, Path], ca_pair: Any) -> None:
+    registry, path = db
+    _, mfg = ca_pair
+    with registry.transaction() as session:
+        audit.sign_checkpoint(session, mfg.key, mfg.certificate)
+    with sqlite3.connect(path) as connection:
+        data = json.loads(
+            connection.execute("SELECT data FROM audit_events WHERE seq = 6").fetchone()[0]
+        )
+        data["seq"], data["head"] = (
+            4,
+            connection.execute("SELECT hash FROM audit_events WHERE seq=4").fetchone()[0],
+        )
+        connection.execute(
+            "UPDATE audit_events SET data=? WHERE seq=6", (audit.canonical_json(data),)
+        )
+    with registry.transaction() as session, pytest.raises(AuditError, match="bad signature"):
+        audit.verify_checkpoints(session, [mfg.certificate])

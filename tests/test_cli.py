@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyfab.rot.soft import SoftRootOfTrust
 
-from .conftest import RECIPE, Keyfab
+from .conftest import RECIPE, Keyfab, keyfab_process
 
 
 def test_init_provision_inspect_and_openssl_verify(
@@ -67,8 +67,10 @@ def test_init_provision_inspect_and_openssl_verify(
     bundle = keyfab("devices", "export", "--batch", "b1")[1]
     assert len(x509.load_pem_x509_certificates(bundle.encode())) == 40
     code, out, _ = keyfab("audit", "verify", "--json")
+    report = json.loads(out)
     assert code == 0
-    assert json.loads(out)["events"] == 2 + 40 + 2
+    assert report["events"] == 2 + 40 + 2 + 1  # two CAs, 40 issued, batch start/end, checkpoint
+    assert report["checkpoints"] == 1
 
 
 def test_device_written_back_and_locked(keyfab: Keyfab, recipe_file: Path, home: Path) -> None:
@@ -153,8 +155,42 @@ def test_broken_audit_log_fails_verify(keyfab: Keyfab, recipe_file: Path, home: 
 
 @pytest.mark.slow
 def test_demo_runs_twice(tmp_path: Path) -> None:
+    """The real command, in its own process: the demo sets up SoftHSM2 for itself."""
     home = tmp_path / "demo"
     for _ in range(2):
-        code, out, err = Keyfab(home)("demo", "--count", "30", "--workers", "2")
-        assert code == 0, err
+        process = keyfab_process(
+            home, "--home", str(home), "demo", "--count", "30", "--workers", "2"
+        )
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
         assert "30 of 30" in out
+
+
+def test_pin_value_is_never_stored(keyfab: Keyfab, home: Path) -> None:
+    code, _, err = keyfab("init", "--ca-key", "pkcs11:token=t;object=mfg?pin-value=1234")
+    assert code == 1
+    assert "pin-source" in err
+    assert "1234" not in err
+
+
+def test_failed_init_leaves_nothing_behind(keyfab: Keyfab, home: Path) -> None:
+    code, _, _err = keyfab("init", "--ca-key", f"soft:{home}/../not-a-dir/x/../../bad label.pem")
+    assert code == 1
+    assert list((home / "ca").glob("*.pem")) == []
+    assert keyfab("init")[0] == 0
+
+
+def test_checkpoint_and_verify_against_a_given_signer(keyfab: Keyfab, tmp_path: Path) -> None:
+    keyfab("init")
+    assert keyfab("audit", "checkpoint")[0] == 0
+    chain = tmp_path / "chain.pem"
+    chain.write_text(keyfab("ca", "show", "--pem")[1])
+    root = tmp_path / "root.pem"
+    root.write_text(keyfab("ca", "show", "--pem", "--root")[1])
+    code, out, _ = keyfab("audit", "verify", "--signer", str(chain), "--json")
+    assert code == 0
+    assert json.loads(out)["checkpoints"] == 1
+    code, _, err = keyfab("audit", "verify", "--signer", str(root))
+    assert code == 1
+    assert "untrusted" in err
+    assert keyfab("audit", "verify", "--signer", str(tmp_path / "missing.pem"))[0] == 1

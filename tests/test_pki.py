@@ -193,3 +193,12 @@ def test_hardware_module_name_round_trips(oid: str, serial: bytes) -> None:
 def test_hardware_module_name_parser_rejects_garbage_cleanly(data: bytes) -> None:
     with contextlib.suppress(PkiError):
         pki.parse_hardware_module_name(x509.OtherName(pki.HARDWARE_MODULE_NAME, data))
+
+
+def test_idevid_common_name_differs_per_device(ca_pair: CAS) -> None:
+    _, mfg = ca_pair
+    names = {
+        _device_cert(mfg, f"AGW-{i}").subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        for i in range(3)
+    }
+    assert names == {"AGW-0", "AGW-1", "AGW-2"}

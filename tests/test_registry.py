@@ -72,3 +72,15 @@ def test_times_are_aware_utc_and_naive_refused(tmp_path: Path) -> None:
 def test_bad_url_is_one_clear_error() -> None:
     with pytest.raises(RegistryError, match="cannot use database URL"):
         Registry("nosuchdialect://x")
+
+
+def test_known_revisions_match_the_migration_scripts() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from keyfab.registry.db import MIGRATIONS, REVISIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    scripts = [r.revision for r in ScriptDirectory.from_config(config).walk_revisions()]
+    assert tuple(reversed(scripts)) == REVISIONS

@@ -21,7 +21,7 @@ from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.errors import ConfigError, KeyfabError
 from keyfab.registry import Authority, Registry
-from keyfab.rot import KeyAlgorithm, KeySpec, load_key, open_rot, parse_key_uri
+from keyfab.rot import KeyAlgorithm, KeySpec, KeyUri, load_key, open_rot, parse_key_uri
 
 ROOT, MANUFACTURING = "root", "manufacturing"
 
@@ -75,6 +75,18 @@ class Workspace:
         key = load_key(rows[MANUFACTURING].key_uri)
         return pki.CertificateAuthority(certificate, key, (root,))
 
+    def authority_key_uri(self, name: str = MANUFACTURING) -> KeyUri:
+        """Where a CA's key lives (``root`` or ``manufacturing``), as recorded."""
+        registry = self.registry()
+        try:
+            with registry.transaction() as session:
+                uri = session.scalar(select(Authority.key_uri).where(Authority.name == name))
+        finally:
+            registry.dispose()
+        if uri is None:
+            raise ConfigError(f"no {name} CA in {self.home}: run 'keyfab init'")
+        return parse_key_uri(uri)
+
     def root_certificate(self) -> x509.Certificate:
         return self.authority().chain[-1]
 
@@ -94,15 +106,15 @@ class Workspace:
                     raise ConfigError(f"{self.home} is already initialised")
             root_uri = root_key or f"soft:{self.home / 'ca' / 'root-ca.pem'}"
             ca_uri = ca_key or f"soft:{self.home / 'ca' / 'manufacturing-ca.pem'}"
-            spec = KeySpec(algorithm)
-            name = organization or "keyfab"
-            root = pki.CertificateAuthority.create_root(
-                pki.root_ca(organization, f"{name} Root CA"), _new_key(root_uri, spec)
-            )
-            manufacturing = root.create_subordinate(
-                pki.manufacturing_ca(organization, f"{name} Manufacturing CA"),
-                _new_key(ca_uri, spec),
-            )
+            created: list[Path] = []
+            try:
+                root, manufacturing = _create_cas(
+                    organization, KeySpec(algorithm), root_uri, ca_uri, created
+                )
+            except KeyfabError:
+                for path in created:  # a failed init leaves no soft key behind to block the next
+                    path.unlink(missing_ok=True)
+                raise
             with registry.transaction() as session:
                 for label, ca, uri in (
                     (ROOT, root, root_uri),
@@ -128,11 +140,33 @@ class Workspace:
             registry.dispose()
 
 
-def _new_key(uri: str, spec: KeySpec) -> pki.ca.CAKey:
+def _create_cas(
+    organization: str, spec: KeySpec, root_uri: str, ca_uri: str, created: list[Path]
+) -> tuple[pki.CertificateAuthority, pki.CertificateAuthority]:
+    name = organization or "keyfab"
+    root = pki.CertificateAuthority.create_root(
+        pki.root_ca(organization, f"{name} Root CA"), _new_key(root_uri, spec, created)
+    )
+    manufacturing = root.create_subordinate(
+        pki.manufacturing_ca(organization, f"{name} Manufacturing CA"),
+        _new_key(ca_uri, spec, created),
+    )
+    return root, manufacturing
+
+
+def _new_key(uri: str, spec: KeySpec, created: list[Path]) -> pki.ca.CAKey:
+    """Generate a CA key where ``uri`` says; soft key files made are added to ``created``."""
     parsed = parse_key_uri(uri)
     if parsed.label is None:
         raise ConfigError(f"key URI {parsed} does not name a key")
+    if "pin-value" in parsed.query:
+        raise ConfigError(
+            "CA key URIs are kept in the registry: give the PIN by pin-source=file:..."
+        )
     try:
-        return open_rot(parsed).generate_key(parsed.label, spec)
+        key = open_rot(parsed).generate_key(parsed.label, spec)
     except KeyfabError as error:
         raise ConfigError(f"cannot create CA key {parsed}: {error}") from None
+    if parsed.scheme == "soft":
+        created.append(Path(parsed.path))
+    return key

@@ -1,7 +1,14 @@
-"""The ``keyfab`` command."""
+"""The ``keyfab`` command.
+
+Each subcommand lives in its own module and is imported only when it runs:
+``keyfab fit verify`` should not pay for the registry, SQLAlchemy and pydantic
+before it hashes a single byte. ``app`` (what tests and ``--help`` use) is the
+whole command with every subcommand loaded.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import warnings
@@ -11,27 +18,24 @@ from typing import TextIO
 import typer
 
 from keyfab import __version__
-from keyfab.cli import audit, ca, demo, devices, init, provision, serve, stations, tokens
 from keyfab.cli._output import errors, fail
 from keyfab.errors import KeyfabError
-from keyfab.workspace import Workspace, default_home
 
-app = typer.Typer(
-    name="keyfab",
-    help="Hardware root of trust and device provisioning: PKI, batches, audit.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.command("init")(init.init)
-app.add_typer(ca.app, name="ca")
-app.add_typer(provision.app, name="provision")
-app.add_typer(devices.app, name="devices")
-app.add_typer(audit.app, name="audit")
-app.command("demo")(demo.demo)
-app.command("serve")(serve.serve)
-app.add_typer(tokens.app, name="tokens")
-app.add_typer(stations.app, name="stations")
+# name: (module, attribute, is a group of commands)
+_SUBCOMMANDS = {
+    "init": ("keyfab.cli.init", "init", False),
+    "ca": ("keyfab.cli.ca", "app", True),
+    "provision": ("keyfab.cli.provision", "app", True),
+    "devices": ("keyfab.cli.devices", "app", True),
+    "audit": ("keyfab.cli.audit", "app", True),
+    "fit": ("keyfab.cli.fit", "app", True),
+    "manifest": ("keyfab.cli.manifest", "app", True),
+    "export": ("keyfab.cli.export", "app", True),
+    "demo": ("keyfab.cli.demo", "demo", False),
+    "serve": ("keyfab.cli.serve", "serve", False),
+    "tokens": ("keyfab.cli.tokens", "app", True),
+    "stations": ("keyfab.cli.stations", "app", True),
+}
 
 
 def _version(value: bool) -> None:
@@ -40,7 +44,6 @@ def _version(value: bool) -> None:
         raise typer.Exit
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
     home: Path = typer.Option(
@@ -55,7 +58,7 @@ def _root(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     ctx.meta["home_given"] = home is not None
-    ctx.obj = Workspace((home or default_home()).expanduser().absolute())
+    ctx.obj = home  # the workspace itself is opened by the commands that need one
 
 
 def _show_warning(
@@ -69,12 +72,49 @@ def _show_warning(
     errors.print(f"[yellow]warning:[/] {message}", highlight=False)
 
 
+def build_app(only: str | None = None) -> typer.Typer:
+    """The ``keyfab`` command with every subcommand, or just ``only``."""
+    command = typer.Typer(
+        name="keyfab",
+        help="Hardware root of trust and device provisioning: PKI, batches, audit.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    command.callback()(_root)
+    for name, (module, attribute, group) in _SUBCOMMANDS.items():
+        if only in (None, name):
+            target = getattr(importlib.import_module(module), attribute)
+            if group:
+                command.add_typer(target, name=name)
+            else:
+                command.command(name)(target)
+    return command
+
+
+def _invoked(arguments: list[str]) -> str | None:
+    """The subcommand named on the command line, if it is one we know."""
+    values = iter(arguments)
+    for argument in values:
+        if argument == "--home":
+            next(values, None)
+        elif not argument.startswith("-"):
+            return argument if argument in _SUBCOMMANDS else None
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
+
+
 def main() -> None:
     """Entry point: KeyfabError becomes one line on stderr and exit status 1."""
     warnings.simplefilter("once")
     warnings.showwarning = _show_warning
     try:
-        app()
+        build_app(_invoked(sys.argv[1:]))()
     except KeyfabError as error:
         fail(str(error))
         sys.exit(1)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
 
-from keyfab.workspace import Workspace
+if TYPE_CHECKING:
+    from keyfab.workspace import Workspace
 
 
 def workspace(ctx: typer.Context) -> Workspace:
-    obj = ctx.find_root().obj
-    assert isinstance(obj, Workspace)
-    return obj
+    """The workspace of this invocation (imported here: not every command needs one)."""
+    from keyfab.cli._softhsm import use_workspace_softhsm
+    from keyfab.workspace import Workspace, default_home
+
+    given = ctx.find_root().obj  # a home path from --home, or a Workspace when embedded
+    if isinstance(given, Workspace):
+        space = given
+    else:
+        space = Workspace(Path(given or default_home()).expanduser().absolute())
+    use_workspace_softhsm(space.home)  # CA keys in the workspace's SoftHSM2 token, if any
+    return space

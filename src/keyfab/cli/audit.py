@@ -2,38 +2,70 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from cryptography import x509
 
 from keyfab import audit as audit_log
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json
-from keyfab.errors import AuditError
+from keyfab.errors import AuditError, ConfigError
 
 app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 
 
 @app.command()
-def verify(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
-    """Recompute the chain; name the first broken link and exit 1 if there is one."""
-    registry = workspace(ctx).registry()
+def verify(
+    ctx: typer.Context,
+    signers: list[Path] = typer.Option(
+        None, "--signer", help="PEM certificate whose checkpoints you trust [default: this CA's]."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Recompute the chain and check signed checkpoints; exit 1 naming the first break."""
+    space = workspace(ctx)
+    trusted = _load_signers(signers) if signers else [space.authority().certificate]
+    registry = space.registry()
     try:
         with registry.transaction() as session:
             report = audit_log.verify(session)
+            points = audit_log.verify_checkpoints(session, trusted) if report.ok else None
     finally:
         registry.dispose()
     if as_json:
-        emit_json(
-            {
-                "ok": report.ok,
-                "events": report.events,
-                "head": report.head_hash,
-                "broken_at": report.broken_at,
-                "reason": report.reason,
-            }
-        )
-    elif report.ok:
-        console.print(
-            f"[green]audit log intact[/]: {report.events} events, head {report.head_hash[:16]}…"
-        )
+        emit_json({"ok": report.ok, "events": report.events, "head": report.head_hash,
+                   "broken_at": report.broken_at, "reason": report.reason,
+                   "checkpoints": points.checked if points else 0,
+                   "latest_checkpoint": points.latest if points else None})  # fmt: skip
     if not report.ok:
         raise AuditError(f"audit log broken at event {report.broken_at}: {report.reason}")
+    if not as_json and points is not None:
+        console.print(
+            f"[green]audit log intact[/]: {report.events} events, head {report.head_hash[:16]}…, "
+            f"{points.checked} signed checkpoint(s), newest covering event {points.latest}"
+        )
+
+
+@app.command()
+def checkpoint(ctx: typer.Context) -> None:
+    """Sign the current head of the chain with the manufacturing CA's key."""
+    space = workspace(ctx)
+    ca = space.authority()
+    registry = space.registry()
+    try:
+        with registry.transaction() as session:
+            seq = audit_log.sign_checkpoint(session, ca.key, ca.certificate)
+    finally:
+        registry.dispose()
+    console.print(f"checkpoint signed as event {seq}")
+
+
+def _load_signers(paths: list[Path]) -> list[x509.Certificate]:
+    certificates = []
+    for path in paths:
+        try:
+            certificates += x509.load_pem_x509_certificates(path.read_bytes())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read signer certificate {path}: {error}") from None
+    return certificates

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console, fields
-from keyfab.cli.provision import _run
+from keyfab.cli._softhsm import ca_key_uris, use_workspace_softhsm
+from keyfab.cli.provision import run_with_progress
 from keyfab.errors import AuditError, VerificationError
 from keyfab.provision import create_batch, load_recipe
 from keyfab.registry import queries
@@ -53,8 +55,15 @@ lock = true
 def _prepare(space: Workspace) -> Path:
     """Initialise the workspace and write the example recipe, unless already done."""
     if not (space.home / "keyfab.db").is_file():
-        space.initialise("Acme Devices")
+        space.make_home()
+        uris = ca_key_uris(space.home)
+        root_key, ca_key = uris if uris else (None, None)
+        space.initialise("Acme Devices", root_key=root_key, ca_key=ca_key)
+        where = "a SoftHSM2 token (PKCS#11)" if uris else "soft key files"
         console.print(f"[green]initialised[/] root and manufacturing CA in {space.home}")
+        console.print(f"  CA keys in {where}")
+    else:
+        use_workspace_softhsm(space.home)  # the CA keys may be in the workspace's SoftHSM2
     recipe = space.home / "recipe.toml"
     firmware_key = space.home / "keys" / "firmware.pub.pem"
     if not firmware_key.is_file():
@@ -101,6 +110,14 @@ def _check_chains(space: Workspace, batch: str) -> int:
     return len(rows)
 
 
+def _ca_key_location(space: Workspace) -> str:
+    uri = space.authority_key_uri()
+    if uri.scheme == "pkcs11":
+        conf = os.environ.get("SOFTHSM2_CONF", "")
+        return f"SoftHSM2 token {uri.attributes.get('token')} via PKCS#11 (SOFTHSM2_CONF={conf})"
+    return str(space.home / "ca") + " (soft: development only)"
+
+
 def demo(
     ctx: typer.Context,
     count: int = typer.Option(1000, "--count", "-n", help="How many simulated devices."),
@@ -117,7 +134,7 @@ def demo(
     batch = f"demo-{utc_now():%Y%m%dT%H%M%SZ}-{time.monotonic_ns() % 10_000:04d}"
     create_batch(space, text, recipe.parent, batch, count)
     started = time.perf_counter()
-    summary = _run(space, batch, count, workers, as_json=False)
+    summary = run_with_progress(space, batch, count, workers, as_json=False)
     elapsed = time.perf_counter() - started
     checked = _check_chains(space, batch)
     fields(
@@ -129,7 +146,7 @@ def demo(
             "audit log": "intact (hash chain recomputed)",
             "workspace": str(space.home),
             "database": space.database_url,
-            "CA keys": str(space.home / "ca") + " (soft: development only)",
+            "CA keys": _ca_key_location(space),
             "recipe": str(recipe),
             "try": f"keyfab --home {space.home} devices list",
         },

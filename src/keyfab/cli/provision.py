@@ -51,7 +51,7 @@ def provision(
         text = _override_driver(text, backend)
     name = batch or f"{parsed.product.name}-{utc_now():%Y%m%dT%H%M%SZ}"
     create_batch(space, text, recipe.parent, name, count)
-    _run(space, name, count, workers, as_json)
+    run_with_progress(space, name, count, workers, as_json)
 
 
 def _override_driver(text: str, backend: str) -> str:
@@ -70,10 +70,12 @@ def resume(
 ) -> None:
     """Finish a batch that was interrupted: no device is provisioned twice."""
     space = workspace(ctx)
-    _run(space, batch, len(outstanding(space, batch)), workers, as_json)
+    run_with_progress(space, batch, len(outstanding(space, batch)), workers, as_json)
 
 
-def _run(space: Workspace, batch: str, todo: int, workers: int, as_json: bool) -> Summary:
+def run_with_progress(
+    space: Workspace, batch: str, todo: int, workers: int, as_json: bool
+) -> Summary:
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"),

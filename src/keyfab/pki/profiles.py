@@ -7,6 +7,7 @@ two apart means a reviewer can read every profile on one page.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ipaddress
 from dataclasses import dataclass
@@ -46,6 +47,20 @@ def _name(organization: str, common_name: str) -> x509.Name:
     return x509.Name(attributes)
 
 
+_SIGN_ONLY = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+"""keyUsage of every end entity keyfab issues: it signs, nothing else."""
+
+
 def _ca_usage() -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
@@ -60,30 +75,28 @@ def _ca_usage() -> x509.KeyUsage:
     )
 
 
-def root_ca(organization: str, common_name: str, years: int = 25) -> Template:
-    """A self-signed root: the manufacturer's trust anchor, kept offline."""
+def _ca(
+    profile: str, organization: str, common_name: str, path_length: int, years: int
+) -> Template:
     return Template(
-        profile="root-ca",
+        profile=profile,
         subject=_name(organization, common_name),
         extensions=(
-            (x509.BasicConstraints(ca=True, path_length=1), True),
+            (x509.BasicConstraints(ca=True, path_length=path_length), True),
             (_ca_usage(), True),
         ),
         validity=datetime.timedelta(days=365 * years),
     )
+
+
+def root_ca(organization: str, common_name: str, years: int = 25) -> Template:
+    """A self-signed root: the manufacturer's trust anchor, kept offline."""
+    return _ca("root-ca", organization, common_name, path_length=1, years=years)
 
 
 def manufacturing_ca(organization: str, common_name: str, years: int = 20) -> Template:
     """The intermediate that signs device certificates on the factory floor."""
-    return Template(
-        profile="manufacturing-ca",
-        subject=_name(organization, common_name),
-        extensions=(
-            (x509.BasicConstraints(ca=True, path_length=0), True),
-            (_ca_usage(), True),
-        ),
-        validity=datetime.timedelta(days=365 * years),
-    )
+    return _ca("manufacturing-ca", organization, common_name, path_length=0, years=years)
 
 
 @dataclass(frozen=True)
@@ -109,24 +122,19 @@ def idevid(device: DeviceIdentity) -> Template:
 
     keyUsage is digitalSignature only, critical; no extended key usage (802.1AR
     leaves it out so the identity is not limited to one protocol); it never
-    expires (99991231235959Z).
+    expires (99991231235959Z). The common name is the serial too: cloud
+    registries (Azure DPS, for one) take the CN as the device's registration id,
+    so it must differ per device; the product goes in organizationalUnitName.
     """
-    attributes = [x509.NameAttribute(NameOID.SERIAL_NUMBER, device.serial)]
+    attributes = [
+        x509.NameAttribute(NameOID.COMMON_NAME, device.serial),
+        x509.NameAttribute(NameOID.SERIAL_NUMBER, device.serial),
+    ]
     if device.product:
-        attributes.insert(0, x509.NameAttribute(NameOID.COMMON_NAME, device.product))
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, device.product))
     if device.organization:
         attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, device.organization))
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    usage = _SIGN_ONLY
     san = x509.SubjectAlternativeName(
         [hardware_module_name(device.hw_type, device.serial.encode())]
     )
@@ -138,18 +146,33 @@ def idevid(device: DeviceIdentity) -> Template:
     )
 
 
-def _leaf_usage(*, key_encipherment: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=key_encipherment,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
+def manifest_signer(organization: str, common_name: str, years: int = 3) -> Template:
+    """The key that signs secure-element manifests (Microchip Trust Platform format).
+
+    It signs JWS entries and nothing else: an end entity with digitalSignature
+    only, critical, and no EKU (Microchip's manifest signers carry none and no
+    registered EKU means "manifest signing"). Manifests name the signer by its
+    subjectKeyIdentifier (``kid``), which the CA adds to every certificate.
+    ES256 needs a P-256 key; ``keyfab.manifest`` checks that when it signs.
+    """
+    usage = _SIGN_ONLY
+    return Template(
+        profile="manifest-signer",
+        subject=_name(organization, common_name),
+        extensions=((x509.BasicConstraints(ca=False, path_length=None), True), (usage, True)),
+        validity=datetime.timedelta(days=365 * years),
     )
+
+
+def iak(device: DeviceIdentity) -> Template:
+    """TCG IAK certificate: the attestation key of the device's TPM.
+
+    Issued only after the CA verified that the IAK lives in the TPM whose EK
+    certificate it saw (TPM2_Certify + credential activation). Same subject and
+    hardwareModuleName as the device's IDevID, so a verifier ties the two
+    together; digitalSignature only, as the IAK signs TPM-made attestations.
+    """
+    return dataclasses.replace(idevid(device), profile="iak")
 
 
 def _hostname(name: str) -> x509.GeneralName:
@@ -172,7 +195,7 @@ def tls_server(organization: str, hostnames: tuple[str, ...], days: int = 90) ->
         subject=_name(organization, hostnames[0]),
         extensions=(
             (x509.BasicConstraints(ca=False, path_length=None), True),
-            (_leaf_usage(key_encipherment=True), True),
+            (_SIGN_ONLY, True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
             (x509.SubjectAlternativeName([_hostname(h) for h in hostnames]), False),
         ),
@@ -193,7 +216,7 @@ def est_device(subject: x509.Name, days: int = 365) -> Template:
         subject=subject,
         extensions=(
             (x509.BasicConstraints(ca=False, path_length=None), True),
-            (_leaf_usage(), True),
+            (_SIGN_ONLY, True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
         ),
         validity=datetime.timedelta(days=days),
@@ -220,7 +243,7 @@ def station(organization: str, name: str, days: int = 365) -> Template:
         subject=x509.Name(attributes),
         extensions=(
             (x509.BasicConstraints(ca=False, path_length=None), True),
-            (_leaf_usage(), True),
+            (_SIGN_ONLY, True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
         ),
         validity=datetime.timedelta(days=days),

@@ -28,7 +28,8 @@ from sqlalchemy.exc import IntegrityError
 
 from keyfab import audit
 from keyfab._time import utc_now
-from keyfab.errors import ConfigError, KeyfabError, ProvisionError
+from keyfab.attest import Tpm2Policy, policy_from_options
+from keyfab.errors import ConfigError, KeyfabError
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
 from keyfab.provision.flow import Issuance, IssuedCertificate, issue_device, write_back
@@ -133,6 +134,7 @@ class Station:
             self.batch_id, self.batch_name = batch.id, batch.name
             self.recipe = parse_recipe(batch.recipe, f"batch {batch_name} recipe")
             self.objects = load_objects(self.recipe, Path(batch.recipe_dir))
+        self.attestation = _attestation_policy(self.recipe, Path(batch.recipe_dir))
         self.ca: CertificateAuthority = workspace.authority()
         self.chain = [c.public_bytes(Encoding.DER) for c in self.ca.full_chain()]
 
@@ -152,7 +154,9 @@ class Station:
             try:
                 rot = rots[device_id] = self._open(slot)
                 if state == DeviceState.PENDING:
-                    issued.append(issue_device(rot, device_id, serial, self.recipe, self.ca))
+                    issued.append(
+                        issue_device(rot, device_id, serial, self.recipe, self.ca, self.attestation)
+                    )
             except KeyfabError as error:
                 failures.append((serial, str(error)))
         self._record(issued, failures)
@@ -248,6 +252,13 @@ class Station:
 
     def close(self) -> None:
         self.registry.dispose()
+
+
+def _attestation_policy(recipe: Recipe, recipe_dir: Path) -> Tpm2Policy | None:
+    """TPM recipes name the EK roots the CA checks every device's evidence against."""
+    if recipe.rot.driver != "tpm2":
+        return None
+    return policy_from_options(recipe.rot.options(), recipe_dir)
 
 
 def _certificate_row(
@@ -350,6 +361,7 @@ def _outcomes(
 def _finish(
     workspace: Workspace, batch_name: str, failures: tuple[tuple[str, str], ...]
 ) -> Summary:
+    ca = workspace.authority()  # before the transaction: it reads the registry too
     registry = workspace.registry()
     try:
         with registry.transaction() as session:
@@ -371,9 +383,10 @@ def _finish(
                     batch_name,
                     {"provisioned": provisioned, "failed": failed},
                 )
+                audit.sign_checkpoint(session, ca.key, ca.certificate)  # auditors get a signed head
         return Summary(batch_name, batch.count, provisioned, failed, failures)
     finally:
         registry.dispose()
 
 
-__all__ = ["ProvisionError", "Summary", "create_batch", "outstanding", "run_batch"]
+__all__ = ["Summary", "create_batch", "outstanding", "run_batch"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping, Sequence
@@ -22,12 +23,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from keyfab.attest import AttestingRot, CertifiedKey, Tpm2Policy, attest_key
 from keyfab.errors import KeyNotFoundError, ProvisionError, RotLockedError, VerificationError
-from keyfab.pki import CertificateAuthority, DeviceIdentity, check_csr, idevid, signature_hash
+from keyfab.pki import CertificateAuthority, DeviceIdentity, check_csr, iak, idevid, signature_hash
 from keyfab.provision.recipe import Recipe
-from keyfab.rot import KeySpec, PrivateKey, RootOfTrust
+from keyfab.rot import Evidence, KeySpec, PrivateKey, PublicKey, RootOfTrust
 
 CHAIN_PREFIX = "ca-cert-"
+IAK_LABEL = "iak"  # the IAK certificate is written back as object "iak-cert"
 
 
 def certificate_label(key_label: str) -> str:
@@ -72,10 +75,52 @@ def _csr(key: PrivateKey, serial: str) -> x509.CertificateSigningRequest:
     )
 
 
+def _evidence_record(proof: Evidence, nonce: bytes) -> dict[str, Any]:
+    return {
+        "format": proof.format,
+        "nonce": nonce.hex(),
+        "parts": {k: base64.b64encode(v).decode() for k, v in proof.parts.items()},
+    }
+
+
+def _attest(
+    rot: RootOfTrust, label: str, attestation: Tpm2Policy | None
+) -> tuple[dict[str, Any] | None, CertifiedKey | None]:
+    """Step 3: the device's evidence for ``label``, checked by the CA when it can be.
+
+    With a TPM policy, the whole TCG exchange runs (certify with a fresh nonce,
+    verification, credential activation binding the IAK to the EK); a failure is
+    a VerificationError and the device gets no certificate.
+    """
+    nonce = secrets.token_bytes(32)
+    if attestation is not None and isinstance(rot, AttestingRot):
+        certified, proof = attest_key(rot, label, attestation, nonce)
+        record = _evidence_record(proof, nonce)
+        record["verified"] = {
+            "ek_manufacturer": certified.manufacturer,
+            "ek_certificate_sha256": hashlib.sha256(certified.ek_certificate).hexdigest(),
+            "credential_activation": True,
+        }
+        return record, certified
+    proof_or_none = rot.certify(label, nonce)
+    if proof_or_none is not None and attestation is not None:
+        raise VerificationError(f"no verifier for {proof_or_none.format!r} evidence")
+    return (None if proof_or_none is None else _evidence_record(proof_or_none, nonce)), None
+
+
 def issue_device(
-    rot: RootOfTrust, device_id: int, serial: str, recipe: Recipe, ca: CertificateAuthority
+    rot: RootOfTrust,
+    device_id: int,
+    serial: str,
+    recipe: Recipe,
+    ca: CertificateAuthority,
+    attestation: Tpm2Policy | None = None,
 ) -> Issuance:
-    """Steps 1-5 for one device. Raises VerificationError if the device's proof fails."""
+    """Steps 1-5 for one device. Raises VerificationError if the device's proof fails.
+
+    ``attestation`` (TPM devices) makes the CA verify the evidence before it
+    issues, then issue an IAK certificate beside the IDevID.
+    """
     info = rot.info
     identity = DeviceIdentity(
         serial, recipe.product.hw_type, recipe.product.organization, recipe.product.name
@@ -83,23 +128,23 @@ def issue_device(
     issued: list[IssuedCertificate] = []
     evidence: dict[str, Any] = {}
     first_public_key = b""
+    iak_key: PublicKey | None = None
     for entry in recipe.keys:
         spec = KeySpec(entry.algorithm)
         key = _key(rot, entry.label, spec)
-        nonce = secrets.token_bytes(32)
-        proof = rot.certify(entry.label, nonce)
-        if proof is not None:
-            evidence[entry.label] = {
-                "format": proof.format,
-                "nonce": nonce.hex(),
-                "parts": {k: base64.b64encode(v).decode() for k, v in proof.parts.items()},
-            }
+        record, certified = _attest(rot, entry.label, attestation)
+        if record is not None:
+            evidence[entry.label] = record
         csr = _csr(key, serial)
         public_key = check_csr(csr)
         if public_key != key.public_key() or not spec.matches(public_key):
             raise VerificationError(
                 f"CSR for {entry.label!r} does not carry the device's {spec.algorithm} key"
             )
+        if certified is not None:
+            if certified.public_key != public_key:
+                raise VerificationError(f"the TPM attested another key than {entry.label!r}")
+            iak_key = certified.iak_public_key
         if not first_public_key:
             first_public_key = public_key.public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -108,6 +153,8 @@ def issue_device(
             issued.append(
                 IssuedCertificate(entry.label, "idevid", ca.issue(idevid(identity), public_key))
             )
+    if iak_key is not None:
+        issued.append(IssuedCertificate(IAK_LABEL, "iak", ca.issue(iak(identity), iak_key)))
     return Issuance(
         device_id, info.unique_id, info.kind, first_public_key, tuple(issued), evidence or None
     )

@@ -11,11 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,10 +20,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from keyfab.errors import RegistryError
 from keyfab.registry.models import Sequence
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+REVISIONS = ("0001", "0002")
+"""Every schema revision this keyfab knows, oldest first (a test checks the scripts).
+
+Knowing them here means opening an up-to-date registry never imports Alembic.
+"""
 
 
 def _alembic(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -73,8 +80,7 @@ class Registry:
         return registry
 
     def migrate(self, *, create: bool = False) -> None:
-        script = ScriptDirectory.from_config(_alembic())
-        head = script.get_current_head()
+        head = REVISIONS[-1]
         try:
             with self.engine.begin() as connection:
                 current = _revision(connection)
@@ -82,14 +88,14 @@ class Registry:
                     raise RegistryError(
                         f"no keyfab registry at {self.display_url}: run 'keyfab init'"
                     )
-                if current is not None and current not in {
-                    r.revision for r in script.walk_revisions()
-                }:
+                if current is not None and current not in REVISIONS:
                     raise RegistryError(
                         f"the registry schema ({current}) is newer than this keyfab knows "
                         f"(up to {head}): upgrade keyfab"
                     )
                 if current != head:
+                    from alembic import command
+
                     command.upgrade(_alembic(connection), "head")
         except OperationalError as error:
             raise RegistryError(f"cannot open registry {self.display_url}: {error.orig}") from None

@@ -1,0 +1,56 @@
+"""Verified boot: U-Boot FIT images signed and verified byte-compatibly with mkimage.
+
+Format model (``Fdt``, ``FitImage``) apart from signing (``sign_fit``), signature
+mechanics (``SignatureAlgorithm``) apart from boot policy (``verify_fit``).
+"""
+
+from keyfab.boot._algo import SignatureAlgorithm, image_digest
+from keyfab.boot._build import build_fit, load_description
+from keyfab.boot._errors import FdtError, FitError, FitVerificationError
+from keyfab.boot._fdt import Fdt, Node, Prop, parse
+from keyfab.boot._files import load_dtb, load_fit, write_atomic
+from keyfab.boot._fit import FitImage
+from keyfab.boot._inspect import describe
+from keyfab.boot._keynode import ControlKey, add_key, read_keys
+from keyfab.boot._policy import NodeResult, VerifyReport, verify_fit
+from keyfab.boot._regions import find_regions
+from keyfab.boot._sign import (
+    Signer,
+    SignImagesWarning,
+    StaleSignatureWarning,
+    add_hashes,
+    sign_fit,
+    source_date,
+)
+
+__all__ = [
+    "ControlKey",
+    "Fdt",
+    "FdtError",
+    "FitError",
+    "FitImage",
+    "FitVerificationError",
+    "Node",
+    "NodeResult",
+    "Prop",
+    "SignImagesWarning",
+    "SignatureAlgorithm",
+    "Signer",
+    "StaleSignatureWarning",
+    "VerifyReport",
+    "add_hashes",
+    "add_key",
+    "build_fit",
+    "describe",
+    "find_regions",
+    "image_digest",
+    "load_description",
+    "load_dtb",
+    "load_fit",
+    "parse",
+    "read_keys",
+    "sign_fit",
+    "source_date",
+    "verify_fit",
+    "write_atomic",
+]

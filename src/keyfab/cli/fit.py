@@ -1,0 +1,221 @@
+"""``keyfab fit``: build, sign, verify and inspect U-Boot FIT images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.tree import Tree
+
+from keyfab.boot import (
+    FitVerificationError,
+    SignatureAlgorithm,
+    Signer,
+    VerifyReport,
+    add_key,
+    describe,
+    load_description,
+    load_dtb,
+    load_fit,
+    read_keys,
+    sign_fit,
+    verify_fit,
+    write_atomic,
+)
+from keyfab.cli._output import JSON_OPTION, console, emit_json, fail, table
+from keyfab.errors import KeyfabError
+from keyfab.rot import KeyAlgorithm, load_key, open_rot
+
+app = typer.Typer(
+    help="U-Boot verified boot: FIT images and control-DTB keys.", no_args_is_help=True
+)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """KeyfabError becomes one line on stderr and exit code 1, never a traceback.
+
+    The main ``keyfab`` entry point does this too; doing it here keeps this
+    sub-app usable on its own (``python -m keyfab.cli.fit``, CliRunner).
+    """
+
+    @wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except KeyfabError as error:
+            fail(str(error))
+            raise typer.Exit(1) from None
+
+    return run
+
+
+@app.command()
+@_one_line_errors
+def sign(
+    image: Annotated[Path, typer.Argument(help="FIT image (.itb) to sign in place")],
+    key: Annotated[str, typer.Option(help="signing key URI: soft:, pkcs11:, tpm2:")],
+    key_name_hint: Annotated[str, typer.Option(help="key name in the control DTB")],
+    algo: Annotated[str | None, typer.Option(help="sha256,rsa2048 ...; default: from key")] = None,
+    padding: Annotated[str | None, typer.Option(help="pss for RSA-PSS")] = None,
+    conf: Annotated[list[str] | None, typer.Option(help="configuration(s); default all")] = None,
+    required: Annotated[str | None, typer.Option(help="mark key required: conf|image")] = None,
+    control: Annotated[Path | None, typer.Option(help="control DTB to add the key to")] = None,
+    sign_images: Annotated[bool, typer.Option(help="also sign each image")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write here")] = None,
+) -> None:
+    """Add hashes, sign configurations (and images) and write the key into the control DTB."""
+    private = load_key(key)
+    algorithm = SignatureAlgorithm.parse(algo or SignatureAlgorithm.for_key(private).name, padding)
+    fit = load_fit(image)
+    dtb = load_dtb(control) if control is not None else None
+    if dtb is not None:  # before writing anything: a bad --required stops here
+        add_key(dtb, private.public_key(), key_name_hint, algorithm.name, required)
+    signed = sign_fit(fit, Signer(private, key_name_hint, algorithm), conf, images=sign_images)
+    write_atomic(output or image, fit.chunks())
+    if control is not None and dtb is not None:
+        write_atomic(control, dtb.chunks())
+    console.print(f"signed {', '.join(signed)} with {algorithm.name}:{key_name_hint}")
+
+
+def _print_report(report: VerifyReport) -> None:
+    labels = {True: "ok", False: "FAILED", None: "unchecked"}
+    table(
+        f"configuration {report.config}",
+        ["node", "kind", "result", "detail"],
+        [[n.path, n.kind, labels[n.ok], n.detail] for n in report.nodes],
+    )
+
+
+@app.command()
+@_one_line_errors
+def verify(
+    image: Annotated[Path, typer.Argument(help="FIT image (.itb)")],
+    control: Annotated[Path | None, typer.Option(help="U-Boot control DTB with keys")] = None,
+    conf: Annotated[str | None, typer.Option(help="configuration (default: default)")] = None,
+    min_version: Annotated[int | None, typer.Option(help="minimum rollback-index")] = None,
+    counter_rot: Annotated[str | None, typer.Option(help="rot URI holding a counter")] = None,
+    counter: Annotated[str, typer.Option(help="monotonic counter name")] = "rollback",
+    advance: Annotated[bool, typer.Option(help="raise the counter to the image's index")] = False,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Verify as U-Boot would: required keys, every signature node, every image hash.
+
+    With --counter-rot the minimum version is the root of trust's monotonic
+    counter; --advance then raises it to a verified image's rollback-index, so
+    older images are refused from now on.
+    """
+    fit, keys = load_fit(image), load_dtb(control) if control else None
+    if counter_rot is None:
+        report = verify_fit(fit, keys, conf, min_version)
+    else:
+        rot = open_rot(counter_rot)
+        try:
+            monotonic = rot.counter(counter)
+            report = verify_fit(fit, keys, conf, max(monotonic.read(), min_version or 0))
+            if advance and report.ok and report.rollback_index is not None:
+                monotonic.advance_to(report.rollback_index)
+        finally:
+            rot.close()
+    if as_json:
+        emit_json(
+            {
+                "config": report.config,
+                "ok": report.ok,
+                "reason": report.reason,
+                "nodes": [vars(n) for n in report.nodes],
+            }
+        )
+    else:
+        _print_report(report)
+    if not report.ok:
+        raise FitVerificationError(f"configuration {report.config!r}: {report.reason}")
+
+
+def _tree(label: str, content: dict[str, Any]) -> Tree:
+    tree = Tree(label)
+    for key, value in content.items():
+        if isinstance(value, dict):
+            tree.add(_tree(f"[bold]{key}[/]", value))
+        else:
+            tree.add(f"{key} = {value}")
+    return tree
+
+
+@app.command()
+@_one_line_errors
+def inspect(
+    image: Annotated[Path, typer.Argument(help="FIT image (.itb)")],
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show the images, configurations, hashes and signatures of a FIT."""
+    summary = describe(load_fit(image))
+    if as_json:
+        emit_json(summary)
+    else:
+        console.print(_tree(f"[bold]{image.name}[/]", summary))
+
+
+@app.command()
+@_one_line_errors
+def build(
+    description: Annotated[Path, typer.Argument(help="TOML description of the FIT")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the .itb to write")],
+) -> None:
+    """Build a FIT (with hash nodes) from a TOML description; sign it with `fit sign`."""
+    fit = load_description(description)
+    write_atomic(output, fit.chunks())
+    console.print(f"wrote {output} ({len(fit.images())} images)")
+
+
+@app.command("add-key")
+@_one_line_errors
+def add_key_command(
+    control: Annotated[Path, typer.Argument(help="U-Boot control DTB to add the key to")],
+    key: Annotated[str, typer.Option(help="key URI (only its public half is used)")],
+    key_name_hint: Annotated[str, typer.Option(help="key name in the control DTB")],
+    algo: Annotated[str | None, typer.Option(help="sha256,rsa2048 ...; default: from key")] = None,
+    required: Annotated[str | None, typer.Option(help="mark key required: conf|image")] = None,
+) -> None:
+    """Write a public key into a control DTB without signing anything."""
+    private = load_key(key)
+    algorithm = SignatureAlgorithm.parse(algo) if algo else SignatureAlgorithm.for_key(private)
+    dtb = load_dtb(control)
+    add_key(dtb, private.public_key(), key_name_hint, algorithm.name, required)
+    write_atomic(control, dtb.chunks())
+    console.print(f"added key-{key_name_hint} ({algorithm.name}) to {control}")
+
+
+@app.command()
+@_one_line_errors
+def keys(
+    control: Annotated[Path, typer.Argument(help="U-Boot control DTB")],
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List the verification keys of a control DTB as U-Boot reads them."""
+    rows = [
+        {
+            "node": k.node_name,
+            "hint": k.hint,
+            "algo": k.algo,
+            "required": k.required,
+            "key": KeyAlgorithm.of(k.public_key).value,
+        }
+        for k in read_keys(load_dtb(control))
+    ]
+    if as_json:
+        emit_json(rows)
+    else:
+        table(
+            f"keys in {control.name}",
+            ["node", "hint", "algo", "key", "required"],
+            [[r["node"], r["hint"], r["algo"], r["key"], r["required"]] for r in rows],
+        )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,156 @@
+"""Does a device certificate chain to one of the given roots? (policy, not format)
+
+The check runs in ``cryptography.x509.verification`` with keyfab's explicit
+device policy (``keyfab.pki.device_policy``): secure-element identity
+certificates lack the TLS EKU and SAN that the web-PKI defaults demand, so the
+end entity needs a critical key usage allowing ``digitalSignature`` and must not
+be a CA; CAs get the web-PKI defaults.
+
+Microchip's compressed device certificates encode a 2048 expiry as
+GeneralizedTime where RFC 5280 §4.1.2.5 wants UTCTime; the verifier refuses
+them for that encoding alone. Only for that refusal keyfab re-checks the same
+path explicitly (issuer names, signatures, validity, CA basic constraints, key
+usage, path length) so real Microchip parts verify without weakening the rest.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import TypeVar
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509 import verification as xv
+
+from keyfab import pki
+from keyfab.errors import VerificationError
+
+MAX_DEPTH = 4
+_Ext = TypeVar("_Ext", bound=x509.ExtensionType)
+_TIME_ENCODING = "must be UtcTime"
+_STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+_UNDERSTOOD = frozenset(
+    {
+        x509.oid.ExtensionOID.BASIC_CONSTRAINTS,
+        x509.oid.ExtensionOID.KEY_USAGE,
+        x509.oid.ExtensionOID.EXTENDED_KEY_USAGE,
+        x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    }
+)
+
+
+def verify_device_chain(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    at: datetime.datetime,
+) -> list[x509.Certificate]:
+    """The validated chain from ``leaf`` to a root, or VerificationError."""
+    verifier = (
+        xv.PolicyBuilder()
+        .store(xv.Store(list(roots)))
+        .time(at)
+        .max_chain_depth(MAX_DEPTH)
+        .extension_policies(
+            ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(), ee_policy=pki.device_policy()
+        )
+        .build_client_verifier()
+    )
+    try:
+        return list(verifier.verify(leaf, list(intermediates)).chain)
+    except xv.VerificationError as error:
+        if _TIME_ENCODING not in str(error):
+            raise VerificationError(f"device certificate chain: {_short(error)}") from None
+    return _explicit_path(leaf, intermediates, roots, at)
+
+
+def _short(error: Exception) -> str:
+    return str(error).split(" (encountered", 1)[0].removeprefix("validation failed: ")
+
+
+def _explicit_path(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    at: datetime.datetime,
+) -> list[x509.Certificate]:
+    """The same path checks for chains the verifier refuses only for time encoding."""
+    _check_leaf(leaf, at)
+    chain = [leaf]
+    for depth in range(MAX_DEPTH):
+        current = chain[-1]
+        root = _issuer_in(current, roots)
+        if root is not None:
+            _check_ca(root, depth, at, anchor=True)
+            return [*chain, root]
+        issuer = _issuer_in(current, intermediates)
+        if issuer is None or issuer in chain:
+            break
+        _check_ca(issuer, depth, at, anchor=False)
+        chain.append(issuer)
+    raise VerificationError("device certificate chain: candidates exhausted: no path to a root")
+
+
+def _issuer_in(
+    child: x509.Certificate, candidates: Sequence[x509.Certificate]
+) -> x509.Certificate | None:
+    if not isinstance(child.signature_hash_algorithm, _STRONG_HASHES):
+        raise VerificationError(
+            "device certificate chain: a certificate is signed with a weak or unknown hash"
+        )
+    for candidate in candidates:
+        try:
+            child.verify_directly_issued_by(candidate)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return candidate
+    return None
+
+
+def _check_common(cert: x509.Certificate, at: datetime.datetime, what: str) -> None:
+    if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+        raise VerificationError(f"device certificate chain: {what} is not valid at {at}")
+    for extension in cert.extensions:
+        if extension.critical and extension.oid not in _UNDERSTOOD:
+            raise VerificationError(
+                f"device certificate chain: {what} has unknown critical extension "
+                f"{extension.oid.dotted_string}"
+            )
+
+
+def _check_leaf(leaf: x509.Certificate, at: datetime.datetime) -> None:
+    _check_common(leaf, at, "device certificate")
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage)
+    except x509.ExtensionNotFound:
+        raise VerificationError("device certificate chain: no key usage") from None
+    if not usage.critical or not usage.value.digital_signature:
+        raise VerificationError(
+            "device certificate chain: key usage must be critical and allow digitalSignature"
+        )
+    constraints = _extension(leaf, x509.BasicConstraints)
+    if constraints is not None and constraints.ca:
+        raise VerificationError("device certificate chain: device certificate is a CA")
+
+
+def _extension(cert: x509.Certificate, kind: type[_Ext]) -> _Ext | None:
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _check_ca(ca: x509.Certificate, below: int, at: datetime.datetime, anchor: bool) -> None:
+    _check_common(ca, at, "trust anchor" if anchor else "intermediate CA")
+    constraints = _extension(ca, x509.BasicConstraints)
+    if constraints is None or not constraints.ca:
+        raise VerificationError("device certificate chain: an issuer is not a CA")
+    if constraints.path_length is not None and below > constraints.path_length:
+        raise VerificationError("device certificate chain: path length constraint exceeded")
+    usage = _extension(ca, x509.KeyUsage)
+    if usage is not None and not usage.key_cert_sign:
+        raise VerificationError("device certificate chain: an issuer may not sign certificates")

@@ -1,0 +1,85 @@
+"""The ``keyfab manifest`` commands, run through Typer's runner on real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from keyfab.cli.manifest import app
+
+from .conftest import Pki
+
+runner = CliRunner()
+
+
+def _args(pki: Pki, tmp_path: Path, manifest: Path) -> list[str]:
+    return [
+        "verify",
+        str(manifest),
+        "--signers",
+        str(pki.signers_dir(tmp_path)),
+        "--roots",
+        str(pki.roots_file(tmp_path)),
+    ]
+
+
+def test_manifest_cli_verify_ok(pki: Pki, tmp_path: Path) -> None:
+    manifest = pki.write(tmp_path / "m.json", 3)
+    result = runner.invoke(app, _args(pki, tmp_path, manifest))
+    assert result.exit_code == 0, result.output
+    assert "3 of 3 entries verified" in result.output
+
+
+def test_manifest_cli_verify_names_failing_entry(pki: Pki, tmp_path: Path) -> None:
+    manifest = pki.write(tmp_path / "m.json", 3)
+    raw = json.loads(manifest.read_bytes())
+    raw[1]["signature"] = raw[0]["signature"]
+    manifest.write_text(json.dumps(raw))
+    result = runner.invoke(app, [*_args(pki, tmp_path, manifest), "--json"])
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["verified"] for line in lines] == [True, False, True]
+    assert (
+        f"error: entry 1 ({raw[1]['header']['uniqueId']}): signature does not verify"
+        in result.stderr
+    )
+
+
+def test_manifest_cli_verify_not_json(pki: Pki, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.json"
+    manifest.write_text("hello")
+    result = runner.invoke(app, _args(pki, tmp_path, manifest))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: a manifest must be a JSON array (at byte 0)"
+
+
+def test_manifest_cli_verify_missing_signers(pki: Pki, tmp_path: Path) -> None:
+    manifest = pki.write(tmp_path / "m.json", 1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(
+        app,
+        [
+            "verify",
+            str(manifest),
+            "--signers",
+            str(empty),
+            "--roots",
+            str(pki.roots_file(tmp_path)),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "no certificates found in" in result.stderr
+
+
+def test_manifest_cli_verify_table_names_failure(pki: Pki, tmp_path: Path) -> None:
+    manifest = pki.write(tmp_path / "m.json", 2)
+    raw = json.loads(manifest.read_bytes())
+    raw[0]["protected"] = raw[0]["protected"][:-1]
+    manifest.write_text(json.dumps(raw))
+    result = runner.invoke(app, _args(pki, tmp_path, manifest))
+    assert result.exit_code == 1
+    assert "1 of 2 entries verified" in result.stdout
+    assert result.stderr.startswith("error: entry 0 (")
