@@ -85,7 +85,7 @@ def test_resume_after_a_crash_between_record_and_write_back(
     """Certificates recorded but never written: resume writes them, issues nothing new."""
     create_batch(workspace, RECIPE, tmp_path, "b", 4)
 
-    def crash(self: batch.Station, rots: Any, failures: Any) -> int:
+    def crash(self: batch.Station, *args: Any) -> int:
         raise ProvisionError("simulated crash after recording")
 
     monkeypatch.setattr(batch.Station, "_write_back", crash)

@@ -64,7 +64,7 @@ class Workspace:
         """The manufacturing CA, with its key opened in its root of trust."""
         registry = self.registry()
         try:
-            with registry.transaction() as session:
+            with registry.reading() as session:
                 rows = {a.name: a for a in session.scalars(select(Authority))}
         finally:
             registry.dispose()

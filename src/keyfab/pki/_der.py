@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from cryptography import x509
 
 from keyfab.errors import PkiError
@@ -26,7 +28,9 @@ def _tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag]) + _length(len(value)) + value
 
 
+@functools.lru_cache(maxsize=64)
 def _oid_body(dotted: str) -> bytes:
+    """DER body of an OID; cached, since a batch encodes its product's hwType per device."""
     arcs = [int(arc) for arc in dotted.split(".")]
     out = bytearray(_base128(40 * arcs[0] + arcs[1]))
     for arc in arcs[2:]:

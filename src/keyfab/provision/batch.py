@@ -140,7 +140,7 @@ class Station:
 
     def run(self, device_ids: Sequence[int]) -> Outcome:
         """Provision the devices of one chunk (in whatever state a crash left them)."""
-        with self.registry.transaction() as session:
+        with self.registry.reading() as session:
             devices = session.execute(
                 select(Device.id, Device.serial, Device.slot, Device.state).where(
                     Device.id.in_(device_ids)
@@ -149,6 +149,7 @@ class Station:
         issued: list[Issuance] = []
         failures: list[tuple[str, str]] = []
         rots: dict[int, RootOfTrust] = {}
+        serials = {device_id: serial for device_id, serial, _, _ in devices}
         for device_id, serial, slot, state in devices:
             assert slot is not None  # every device of a batch has its slot
             try:
@@ -159,8 +160,10 @@ class Station:
                     )
             except KeyfabError as error:
                 failures.append((serial, str(error)))
-        self._record(issued, failures)
-        done = self._write_back(rots, failures)
+        certificates = self._record(issued, failures)
+        resumed = [d for d, _, _, state in devices if state == DeviceState.ISSUED and d in rots]
+        certificates.update(self._recorded_certificates(resumed))
+        done = self._write_back(rots, certificates, serials, failures)
         for rot in rots.values():
             rot.close()
         return Outcome(done, tuple(failures))
@@ -171,8 +174,13 @@ class Station:
             settings.driver, settings.options(), slot, self.batch_name, str(self.workspace.home)
         )
 
-    def _record(self, issued: list[Issuance], failures: list[tuple[str, str]]) -> None:
-        """Step 8: certificates, device rows and their events in one transaction."""
+    def _record(
+        self, issued: list[Issuance], failures: list[tuple[str, str]]
+    ) -> dict[int, list[tuple[str, bytes]]]:
+        """Step 8: certificates, device rows and their events in one transaction.
+
+        Returns the (key label, DER) certificates recorded, per device id.
+        """
         now = utc_now()
         with self.registry.transaction() as session:
             events: list[audit.Entry] = []
@@ -217,25 +225,37 @@ class Station:
                     for s, r in failures
                 ]
             audit.append_many(session, events)
+        recorded: dict[int, list[tuple[str, bytes]]] = {}
+        for row in rows:
+            recorded.setdefault(row["device_id"], []).append((row["key_label"], row["der"]))
+        return recorded
 
-    def _write_back(self, rots: dict[int, RootOfTrust], failures: list[tuple[str, str]]) -> int:
-        """Steps 6-7 for every device whose certificates are recorded; then mark them."""
-        failed = {s for s, _ in failures}
-        with self.registry.transaction() as session:
+    def _recorded_certificates(self, device_ids: list[int]) -> dict[int, list[tuple[str, bytes]]]:
+        """Certificates recorded before a crash for devices still to be written back."""
+        if not device_ids:
+            return {}
+        with self.registry.reading() as session:
             rows = session.execute(
-                select(Device.id, Device.serial, Certificate.key_label, Certificate.der)
-                .join(Certificate, Certificate.device_id == Device.id)
-                .where(Device.id.in_(list(rots)), Device.state == DeviceState.ISSUED)
+                select(Certificate.device_id, Certificate.key_label, Certificate.der).where(
+                    Certificate.device_id.in_(device_ids)
+                )
             ).all()
-        certificates: dict[int, list[tuple[str, bytes]]] = {}
-        serials: dict[int, str] = {}
-        for device_id, serial, label, der in rows:
-            certificates.setdefault(device_id, []).append((label, der))
-            serials[device_id] = serial
+        recorded: dict[int, list[tuple[str, bytes]]] = {}
+        for device_id, label, der in rows:
+            assert device_id is not None
+            recorded.setdefault(device_id, []).append((label, der))
+        return recorded
+
+    def _write_back(
+        self,
+        rots: dict[int, RootOfTrust],
+        certificates: dict[int, list[tuple[str, bytes]]],
+        serials: dict[int, str],
+        failures: list[tuple[str, str]],
+    ) -> int:
+        """Steps 6-7 for every device whose certificates are recorded; then mark them."""
         done = []
         for device_id, certs in certificates.items():
-            if serials[device_id] in failed:
-                continue
             try:
                 write_back(rots[device_id], certs, self.chain, self.recipe, self.objects)
                 done.append(device_id)
@@ -283,7 +303,7 @@ def outstanding(workspace: Workspace, batch_name: str) -> list[int]:
     """Device ids of the batch still to provision (pending, or issued but not written)."""
     registry = workspace.registry()
     try:
-        with registry.transaction() as session:
+        with registry.reading() as session:
             batch_id = session.scalar(select(Batch.id).where(Batch.name == batch_name))
             if batch_id is None:
                 raise ConfigError(f"no batch {batch_name!r}")

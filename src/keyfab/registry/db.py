@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_READ_ONLY = "keyfab_read_only"
 REVISIONS = ("0001", "0002")
 """Every schema revision this keyfab knows, oldest first (a test checks the scripts).
 
@@ -56,7 +57,8 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Registry:
@@ -109,6 +111,13 @@ class Registry:
     def transaction(self) -> Iterator[Session]:
         """A session that commits when the block ends and rolls back on any error."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only: on SQLite it leaves the write lock to writers."""
+        with self._sessions() as session:
+            session.connection(execution_options={_READ_ONLY: True})
             yield session
 
     def allocate(self, session: Session, name: str, count: int) -> int:
