@@ -21,7 +21,7 @@ import re
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,9 @@ from keyfab.server.tokens import TokenRefusedError, consume
 
 _INSERT_DEVICE = insert(Device).returning(Device.id)
 _INSERT_CERTIFICATE = insert(Certificate)
+_LOCK_DEVICE = (
+    select(Device.id, Device.state).where(Device.serial == bindparam("serial")).with_for_update()
+)
 _SERIAL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _SUBJECT_ATTRIBUTES = frozenset(
     {
@@ -147,9 +150,7 @@ def _device(session: Session, serial: str, public_key: PublicKey, *, new_only: b
     may bring new devices in, but not get a certificate for a device keyfab
     already knows: that would let one leaked secret impersonate any device.
     """
-    found = session.execute(
-        select(Device.id, Device.state).where(Device.serial == serial).with_for_update()
-    ).one_or_none()
+    found = session.connection().execute(_LOCK_DEVICE, {"serial": serial}).one_or_none()
     if found is not None:
         if found.state == DeviceState.REVOKED:
             raise ProblemError(403, "device-revoked", f"device {serial} is revoked")
