@@ -12,7 +12,7 @@ import uvicorn
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console
 from keyfab.errors import ConfigError
-from keyfab.server import MAX_BODY, PeerCertH11Protocol, server_files
+from keyfab.server import MAX_BODY, PeerCertHttpToolsProtocol, server_files
 
 
 def _loopback(host: str) -> bool:
@@ -75,7 +75,8 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        http=PeerCertH11Protocol,
+        http=PeerCertHttpToolsProtocol,  # C parser: h11 cost more CPU than enrolment
+        loop="uvloop",
         log_level="warning",
         server_header=False,
         **tls,  # type: ignore[arg-type]

@@ -1,6 +1,6 @@
 """The keyfab service: REST API, EST enrolment (RFC 7030), tokens and roles."""
 
-from keyfab.server._peer import PeerCertH11Protocol
+from keyfab.server._peer import PeerCertH11Protocol, PeerCertHttpToolsProtocol
 from keyfab.server.app import MAX_BODY, create_app
 from keyfab.server.roles import Principal, Role
 from keyfab.server.tls import TlsFiles, server_files
@@ -8,6 +8,7 @@ from keyfab.server.tls import TlsFiles, server_files
 __all__ = [
     "MAX_BODY",
     "PeerCertH11Protocol",
+    "PeerCertHttpToolsProtocol",
     "Principal",
     "Role",
     "TlsFiles",

@@ -16,7 +16,9 @@ import ssl
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
+from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _TLS_UNIQUE_VERSIONS = frozenset({"TLSv1.2"})
 """tls-unique is defined up to TLS 1.2 only (RFC 9266 section 3); keyfab accepts 1.2+."""
@@ -53,22 +55,34 @@ def _no_delay(transport: asyncio.Transport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _with_tls(app: ASGI3Application, transport: asyncio.Transport) -> ASGI3Application:
+    """``app`` with this connection's TLS facts added to every request's scope."""
+    _no_delay(transport)
+    info = _tls_info(transport)
+    if info is None:
+        return app
+
+    async def with_tls(scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("extensions", {})["tls"] = info
+        await app(scope, receive, send)  # type: ignore[arg-type]
+
+    return with_tls  # type: ignore[return-value]
+
+
 class PeerCertH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus the ASGI ``tls`` scope extension."""
+    """uvicorn's h11 (pure Python) protocol plus the ASGI ``tls`` scope extension."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        _no_delay(transport)
-        info = _tls_info(transport)
-        if info is None:
-            return
-        inner = self.app
+        self.app = _with_tls(self.app, transport)
 
-        async def with_tls(scope: Scope, receive: Receive, send: Send) -> None:
-            scope.setdefault("extensions", {})["tls"] = info
-            await inner(scope, receive, send)
 
-        self.app = with_tls
+class PeerCertHttpToolsProtocol(HttpToolsProtocol):
+    """The same on uvicorn's httptools protocol, whose C parser costs a fraction of h11's."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.app = _with_tls(self.app, transport)
 
 
 def peer_certificate(scope: Scope) -> bytes | None:
