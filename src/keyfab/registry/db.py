@@ -120,6 +120,21 @@ class Registry:
             session.connection(execution_options={_READ_ONLY: True})
             yield session
 
+    @contextmanager
+    def lookup(self) -> Iterator[Connection]:
+        """A connection for a single-statement read, e.g. the token check of every request.
+
+        On a server database it runs in autocommit mode: one statement is its own
+        consistent snapshot, and the BEGIN and COMMIT round trips a transaction
+        would add cost more than the lookup itself. SQLite keeps a deferred
+        (read-only) transaction, which leaves the write lock to writers.
+        """
+        with self.engine.connect() as connection:
+            if self.engine.dialect.name == "sqlite":
+                yield connection.execution_options(**{_READ_ONLY: True})
+            else:
+                yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
     def allocate(self, session: Session, name: str, count: int) -> int:
         """Reserve ``count`` consecutive numbers of sequence ``name``; return the first."""
         last = session.execute(

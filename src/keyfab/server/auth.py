@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from cryptography import x509
 from fastapi import Request
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from keyfab.registry import Certificate, Device, DeviceState
@@ -44,20 +44,20 @@ def service(request: Request) -> Service:
     return found
 
 
-def _from_header(session: Session, header: str) -> Principal:
+def _from_header(connection: Connection, header: str) -> Principal:
     scheme, _, credentials = header.partition(" ")
     scheme = scheme.lower()
     try:
         if scheme == "bearer":
-            return authenticate(session, credentials.strip())
+            return authenticate(connection, credentials.strip())
         if scheme == "basic":
-            return _basic(session, credentials.strip())
+            return _basic(connection, credentials.strip())
     except TokenRefusedError as refused:
         raise unauthorized(str(refused)) from None
     raise unauthorized("unsupported authorization scheme: use Bearer or Basic")
 
 
-def _basic(session: Session, credentials: str) -> Principal:
+def _basic(connection: Connection, credentials: str) -> Principal:
     if len(credentials) > 512:
         raise TokenRefusedError("malformed Basic credentials")
     try:
@@ -66,7 +66,7 @@ def _basic(session: Session, credentials: str) -> Principal:
         raise TokenRefusedError("malformed Basic credentials") from None
     if not sep:
         raise TokenRefusedError("malformed Basic credentials")
-    principal = authenticate(session, password)
+    principal = authenticate(connection, password)
     if not hmac.compare_digest(user.encode(), principal.name.encode()):
         raise TokenRefusedError("unknown token")
     return principal
@@ -110,10 +110,12 @@ def identify(request: Request) -> Principal | None:
     peer = peer_certificate(request.scope)
     if header is None and peer is None:
         return None
-    with service(request).transaction() as session:
-        if header is not None:
-            return _from_header(session, header)
-        assert peer is not None
+    registry = service(request).registry
+    if header is not None:
+        with registry.lookup() as connection:
+            return _from_header(connection, header)
+    assert peer is not None
+    with registry.reading() as session:
         return _from_certificate(session, peer)
 
 

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -122,15 +122,18 @@ def revoke(registry: Registry, name: str) -> None:
         audit.append(session, "token.revoked", name, {"id": token.id})
 
 
-def authenticate(session: Session, presented: str) -> Principal:
-    """The principal a presented token stands for, or TokenRefusedError."""
+def authenticate(connection: Connection, presented: str) -> Principal:
+    """The principal a presented token stands for, or TokenRefusedError.
+
+    One SELECT by primary key: run it on ``Registry.lookup()``'s connection.
+    """
     if len(presented) > MAX_TOKEN_LENGTH:
         raise TokenRefusedError("malformed token")
     match = _TOKEN.fullmatch(presented)
     if match is None:
         raise TokenRefusedError("malformed token")
     token_id, secret = match.groups()
-    row = session.connection().execute(_LOOKUP, {"id": token_id}).one_or_none()
+    row = connection.execute(_LOOKUP, {"id": token_id}).one_or_none()
     # Compare against a digest even when the id is unknown, so timing says nothing.
     stored = row.digest if row is not None else _digest("")
     if not hmac.compare_digest(_digest(secret), stored) or row is None:
