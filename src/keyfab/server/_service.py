@@ -6,6 +6,7 @@ opening a database or loading the CA key.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from keyfab import pki
 from keyfab.errors import KeyfabError
 from keyfab.provision import run_batch
 from keyfab.registry import Registry
+from keyfab.server.est_messages import certs_only
 from keyfab.workspace import Workspace
 
 _log = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ class Service:
     @classmethod
     def open(cls, workspace: Workspace) -> Service:
         return cls(workspace, workspace.registry(), workspace.authority())
+
+    @functools.cached_property
+    def cacerts(self) -> bytes:
+        """The EST ``cacerts`` body, built once: the chain cannot change while serving."""
+        return certs_only(self.authority.full_chain())
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

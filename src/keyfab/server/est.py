@@ -65,7 +65,7 @@ async def _csr(request: Request) -> x509.CertificateSigningRequest:
 @router.get("/cacerts", responses=_CERTS_RESPONSE)
 def cacerts(request: Request) -> Response:
     """The CA chain (manufacturing CA and root) as a certs-only PKCS#7."""
-    return _pkcs7(list(service(request).authority.full_chain()))
+    return Response(service(request).cacerts, media_type=CERTS_ONLY, headers=_BASE64_HEADERS)
 
 
 @router.get("/csrattrs", responses=_CSRATTRS_RESPONSE)
