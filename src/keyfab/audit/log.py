@@ -28,6 +28,7 @@ from keyfab.errors import AuditError
 from keyfab.registry.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
+_EVENTS = AuditEvent.metadata.tables["audit_events"]
 JSON = Mapping[str, Any]
 
 
@@ -87,7 +88,7 @@ def append_many(session: Session, entries: Sequence[Entry]) -> int:
         )
         prev = digest
     if rows:
-        session.execute(insert(AuditEvent), rows)
+        session.execute(insert(_EVENTS), rows)  # Core executemany: no ORM work per row
         session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
     return int(seq)
 

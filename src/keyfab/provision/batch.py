@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from keyfab import audit
@@ -34,11 +34,26 @@ from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
 from keyfab.provision.flow import Issuance, IssuedCertificate, issue_device, write_back
 from keyfab.provision.recipe import Recipe, load_objects, parse_recipe
-from keyfab.registry import Batch, Certificate, Device, DeviceState
+from keyfab.registry import Base, Batch, Certificate, Device, DeviceState
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
 
 CHUNK = 32
+
+# Core statements for the hot path: plain executemany, no ORM bookkeeping per row.
+_CERTIFICATES = Base.metadata.tables["certificates"]
+_DEVICES = Base.metadata.tables["devices"]
+_ISSUE_DEVICE = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("device_id"))
+    .values(
+        state=bindparam("state"),
+        unique_id=bindparam("unique_id"),
+        rot_kind=bindparam("rot_kind"),
+        public_key=bindparam("public_key"),
+        evidence=bindparam("evidence"),
+    )
+)
 MAX_BATCH = 10_000_000
 
 
@@ -198,13 +213,13 @@ class Station:
                     }
                     events.append(audit.Entry("certificate.issued", row["subject"], details))
             if rows:
-                session.execute(insert(Certificate), rows)
+                session.execute(insert(_CERTIFICATES), rows)
             if issued:
                 session.execute(
-                    update(Device),
+                    _ISSUE_DEVICE,
                     [
                         {
-                            "id": i.device_id,
+                            "device_id": i.device_id,
                             "state": DeviceState.ISSUED,
                             "unique_id": i.unique_id,
                             "rot_kind": i.rot_kind,
