@@ -13,14 +13,12 @@ two kinds, so every slot ends provisioned exactly once.
 from __future__ import annotations
 
 import ctypes
-import datetime
 import json
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import bindparam, func, insert, select, update
@@ -32,9 +30,9 @@ from keyfab.attest import Tpm2Policy, policy_from_options
 from keyfab.errors import ConfigError, KeyfabError
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
-from keyfab.provision.flow import Issuance, IssuedCertificate, issue_device, write_back
+from keyfab.provision.flow import Issuance, issue_device, write_back
 from keyfab.provision.recipe import Recipe, load_objects, parse_recipe
-from keyfab.registry import Base, Batch, Certificate, Device, DeviceState
+from keyfab.registry import Base, Batch, Certificate, Device, DeviceState, certificate_row
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
 
@@ -202,7 +200,13 @@ class Station:
             rows = []
             for item in issued:
                 for cert in item.certificates:
-                    row = _certificate_row(item.device_id, cert, now)
+                    row = certificate_row(
+                        cert.certificate,
+                        device_id=item.device_id,
+                        key_label=cert.key_label,
+                        profile=cert.profile,
+                        issued_at=now,
+                    )
                     rows.append(row)
                     details = {
                         "serial_number": row["serial_number"],
@@ -294,24 +298,6 @@ def _attestation_policy(recipe: Recipe, recipe_dir: Path) -> Tpm2Policy | None:
     if recipe.rot.driver != "tpm2":
         return None
     return policy_from_options(recipe.rot.options(), recipe_dir)
-
-
-def _certificate_row(
-    device_id: int, issued: IssuedCertificate, now: datetime.datetime
-) -> dict[str, Any]:
-    """A certificates-table row for one issued certificate."""
-    certificate = issued.certificate
-    return {
-        "serial_number": format(certificate.serial_number, "x"),
-        "device_id": device_id,
-        "key_label": issued.key_label,
-        "profile": issued.profile,
-        "subject": certificate.subject.rfc4514_string(),
-        "not_before": certificate.not_valid_before_utc,
-        "not_after": certificate.not_valid_after_utc,
-        "der": certificate.public_bytes(Encoding.DER),
-        "issued_at": now,
-    }
 
 
 def outstanding(workspace: Workspace, batch_name: str) -> list[int]:
