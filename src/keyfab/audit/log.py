@@ -40,11 +40,17 @@ def canonical_json(data: JSON) -> str:
 def link_hash(
     prev_hash: str, seq: int, at: datetime.datetime, kind: str, subject: str, data: str
 ) -> str:
-    """The hash of one link, over the previous hash and the fields as stored."""
-    fields = canonical_json(
-        {"seq": seq, "at": at.isoformat(), "kind": kind, "subject": subject, "data": data}
-    )
-    return hashlib.sha256(bytes.fromhex(prev_hash) + fields.encode()).hexdigest()
+    """The hash of one link: the previous hash, then each field as stored, length-prefixed.
+
+    The 4-byte length before each UTF-8 field makes the encoding unambiguous
+    without escaping ``data``, which is already canonical JSON.
+    """
+    digest = hashlib.sha256(bytes.fromhex(prev_hash))
+    for field in (str(seq), at.isoformat(), kind, subject, data):
+        encoded = field.encode()
+        digest.update(len(encoded).to_bytes(4, "big"))
+        digest.update(encoded)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
