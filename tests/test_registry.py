@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import select
 
 from keyfab.errors import RegistryError
 from keyfab.registry import Base, Batch, Registry
@@ -84,3 +85,15 @@ def test_known_revisions_match_the_migration_scripts() -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     scripts = [r.revision for r in ScriptDirectory.from_config(config).walk_revisions()]
     assert tuple(reversed(scripts)) == REVISIONS
+
+
+def test_readers_leave_the_write_lock_to_writers(tmp_path: Path) -> None:
+    """A long read (audit verify, a listing) must not stall the stations' writes."""
+    registry = Registry.open(f"sqlite:///{tmp_path / 'r.db'}", create=True)
+    with registry.reading() as session:
+        session.scalars(select(Batch)).all()  # the read transaction is open now
+        with sqlite3.connect(tmp_path / "r.db", timeout=0.5) as writer:
+            writer.execute("BEGIN IMMEDIATE")  # raises 'database is locked' if the reader holds it
+            writer.execute("UPDATE sequences SET value = value + 1")
+    with registry.transaction() as session:
+        assert registry.allocate(session, "device", 1) == 2

@@ -15,9 +15,9 @@ from keyfab.workspace import Workspace
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import SoftHsm
-
     from tests.conftest import Keyfab
+
+    from .conftest import SoftHsm
 
 DEVICES = 34  # more than one chunk of 32, so two forked workers both provision tokens
 

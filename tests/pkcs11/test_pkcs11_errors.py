@@ -22,7 +22,7 @@ from keyfab.rot._pkcs11_errors import translate, translated
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import SoftHsm
+    from .conftest import SoftHsm
 
 WRONG_PIN = "wrong-9137"
 

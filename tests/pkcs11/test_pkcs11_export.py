@@ -14,7 +14,7 @@ from keyfab.errors import KeyNotExportableError
 from keyfab.rot import KeyAlgorithm, KeySpec, open_rot
 
 if TYPE_CHECKING:
-    from conftest import SoftHsm
+    from .conftest import SoftHsm
 
 ALGORITHMS = [KeyAlgorithm.EC_P256, KeyAlgorithm.EC_P384, KeyAlgorithm.RSA_2048]
 SECRET_ATTRIBUTES = {

@@ -19,7 +19,7 @@ from keyfab.rot import KeyAlgorithm, KeySpec, open_rot
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import MakeCertificate, SoftHsm
+    from .conftest import MakeCertificate, SoftHsm
 
 MESSAGE = b"signed by pkcs11-tool with a key keyfab made"
 

@@ -17,7 +17,7 @@ from keyfab.rot import KeyAlgorithm, KeySpec, load_key, open_rot
 from keyfab.rot.pkcs11 import Pkcs11RootOfTrust
 
 if TYPE_CHECKING:
-    from conftest import SoftHsm
+    from .conftest import SoftHsm
 
 MESSAGE = b"keyfab signs this inside the token"
 

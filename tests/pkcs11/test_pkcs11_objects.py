@@ -18,7 +18,7 @@ from keyfab.rot.pkcs11 import Pkcs11RootOfTrust, open_device
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import MakeCertificate, SoftHsm
+    from .conftest import MakeCertificate, SoftHsm
 
 PEM = serialization.Encoding.PEM
 

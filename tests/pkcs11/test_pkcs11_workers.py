@@ -19,7 +19,7 @@ from keyfab.rot.pkcs11 import open_device
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from conftest import SoftHsm
+    from .conftest import SoftHsm
 
 _inherited: PrivateKey | None = None
 

@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from conftest import LocalCa, Swtpm, SwtpmFactory, wipe
 from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
 
 from keyfab.attest import (
@@ -25,6 +24,8 @@ from keyfab.rot import Evidence, KeyAlgorithm, KeySpec
 from keyfab.rot._tpm2_commands import create_persistent
 from keyfab.rot._tpm2_templates import KEY_ATTRIBUTES, key_template
 from keyfab.rot.tpm2 import Tpm2RootOfTrust
+
+from .conftest import LocalCa, Swtpm, SwtpmFactory, wipe
 
 EC = KeySpec(KeyAlgorithm.EC_P256)
 NONCE = bytes(range(32))

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import Swtpm
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
@@ -25,6 +24,8 @@ from keyfab.errors import (
 )
 from keyfab.rot import Capability, KeyAlgorithm, KeySpec, _tpm2_nv, load_key, open_rot
 from keyfab.rot.tpm2 import Tpm2RootOfTrust
+
+from .conftest import Swtpm
 
 EC = KeySpec(KeyAlgorithm.EC_P256)
 

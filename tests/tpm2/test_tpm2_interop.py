@@ -12,12 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Swtpm, wipe
 from cryptography.hazmat.primitives import serialization
 
 from keyfab.attest import parse_public, verify_quote
 from keyfab.attest._tpm2_crypto import public_key
 from keyfab.rot import KeyAlgorithm, KeySpec
+
+from .conftest import Swtpm, wipe
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("tpm2_nvread"), reason="tpm2-tools not installed (scripts/system-packages.txt)"

@@ -8,7 +8,6 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import LocalCa, Swtpm, SwtpmFactory
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from tpm2_pytss.constants import TPMA_OBJECT
@@ -24,6 +23,8 @@ from keyfab.rot._tpm2_commands import create_persistent
 from keyfab.rot._tpm2_templates import KEY_ATTRIBUTES, key_template
 from keyfab.rot.tpm2 import Tpm2RootOfTrust
 from tests.conftest import Keyfab
+
+from .conftest import LocalCa, Swtpm, SwtpmFactory
 
 RECIPE = """\
 [product]

@@ -28,6 +28,7 @@ from keyfab.errors import AuditError
 from keyfab.registry.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
+_EVENTS = AuditEvent.metadata.tables["audit_events"]
 JSON = Mapping[str, Any]
 
 
@@ -39,11 +40,17 @@ def canonical_json(data: JSON) -> str:
 def link_hash(
     prev_hash: str, seq: int, at: datetime.datetime, kind: str, subject: str, data: str
 ) -> str:
-    """The hash of one link, over the previous hash and the fields as stored."""
-    fields = canonical_json(
-        {"seq": seq, "at": at.isoformat(), "kind": kind, "subject": subject, "data": data}
-    )
-    return hashlib.sha256(bytes.fromhex(prev_hash) + fields.encode()).hexdigest()
+    """The hash of one link: the previous hash, then each field as stored, length-prefixed.
+
+    The 4-byte length before each UTF-8 field makes the encoding unambiguous
+    without escaping ``data``, which is already canonical JSON.
+    """
+    digest = hashlib.sha256(bytes.fromhex(prev_hash))
+    for field in (str(seq), at.isoformat(), kind, subject, data):
+        encoded = field.encode()
+        digest.update(len(encoded).to_bytes(4, "big"))
+        digest.update(encoded)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def append(session: Session, kind: str, subject: str, data: JSON) -> int:
 
 
 _LOCK_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
-_INSERT_EVENTS = insert(AuditEvent)
+_INSERT_EVENTS = insert(_EVENTS)
 _MOVE_HEAD = update(AuditHead).where(AuditHead.id == 1)
 
 
@@ -97,7 +104,7 @@ def append_many(session: Session, entries: Sequence[Entry]) -> int:
         )
         prev = digest
     if rows:
-        connection.execute(_INSERT_EVENTS, rows)
+        connection.execute(_INSERT_EVENTS, rows)  # Core executemany: no ORM work per row
         connection.execute(_MOVE_HEAD, {"seq": seq, "hash": prev})
     return int(seq)
 

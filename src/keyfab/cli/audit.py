@@ -28,7 +28,7 @@ def verify(
     trusted = _load_signers(signers) if signers else [space.authority().certificate]
     registry = space.registry()
     try:
-        with registry.transaction() as session:
+        with registry.reading() as session:
             report = audit_log.verify(session)
             points = audit_log.verify_checkpoints(session, trusted) if report.ok else None
     finally:

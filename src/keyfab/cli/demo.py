@@ -92,7 +92,7 @@ def _check_chains(space: Workspace, batch: str) -> int:
     ca = space.authority()
     registry = space.registry()
     try:
-        with registry.transaction() as session:
+        with registry.reading() as session:
             rows = queries.batch_certificates(session, batch)
             report = audit.verify(session)
     finally:

@@ -31,7 +31,7 @@ def list_devices(
     """Devices, oldest first."""
     registry = workspace(ctx).registry()
     try:
-        with registry.transaction() as session:
+        with registry.reading() as session:
             rows = [
                 {
                     "serial": d.serial,
@@ -68,7 +68,7 @@ def show(
     """One device and its certificates."""
     registry = workspace(ctx).registry()
     try:
-        with registry.transaction() as session:
+        with registry.reading() as session:
             device = queries.device(session, serial)
             certs = queries.certificates_of(session, device.id)
     finally:
@@ -125,7 +125,7 @@ def export(
         raise typer.BadParameter("pem or json", param_hint="--format")
     registry = workspace(ctx).registry()
     try:
-        with registry.transaction() as session:
+        with registry.reading() as session:
             rows = queries.batch_certificates(session, batch)
     finally:
         registry.dispose()

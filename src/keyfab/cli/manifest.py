@@ -147,7 +147,7 @@ def _manufacturing_certificate(space: Workspace) -> x509.Certificate:
     """The manufacturing CA certificate, without opening its key."""
     registry = space.registry()
     try:
-        with registry.transaction() as session:
+        with registry.reading() as session:
             row = session.scalars(select(Authority).where(Authority.name == MANUFACTURING)).first()
     finally:
         registry.dispose()

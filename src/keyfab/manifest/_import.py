@@ -38,7 +38,7 @@ from keyfab.manifest._model import SecureElement
 from keyfab.manifest._policy import VerificationPolicy, VerifiedEntry
 from keyfab.manifest._serialize import format_timestamp
 from keyfab.manifest._verify import EntryReport, verify_manifest
-from keyfab.registry import Certificate, Device, DeviceState, Registry
+from keyfab.registry import Certificate, Device, DeviceState, Registry, certificate_row
 
 CHUNK = 500
 SERIAL_PREFIX = "se-"
@@ -254,14 +254,11 @@ def _issuers(element: SecureElement) -> tuple[bytes, ...]:
 
 
 def _certificate_row(device_id: int, kid: str, cert: x509.Certificate) -> dict[str, object]:
-    return {
-        "serial_number": format(cert.serial_number, "x"),
-        "device_id": device_id,
-        "key_label": kid[:64],
-        "profile": "vendor",
-        "subject": cert.subject.rfc4514_string()[:512],
-        "not_before": cert.not_valid_before_utc,
-        "not_after": cert.not_valid_after_utc,
-        "der": cert.public_bytes(serialization.Encoding.DER),
-        "issued_at": cert.not_valid_before_utc,
-    }
+    """A vendor certificate: "issued" when the vendor made it, as far as keyfab knows."""
+    return certificate_row(
+        cert,
+        device_id=device_id,
+        key_label=kid,
+        profile="vendor",
+        issued_at=cert.not_valid_before_utc,
+    )

@@ -13,17 +13,15 @@ two kinds, so every slot ends provisioned exactly once.
 from __future__ import annotations
 
 import ctypes
-import datetime
 import json
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from keyfab import audit
@@ -32,13 +30,28 @@ from keyfab.attest import Tpm2Policy, policy_from_options
 from keyfab.errors import ConfigError, KeyfabError
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
-from keyfab.provision.flow import Issuance, IssuedCertificate, issue_device, write_back
+from keyfab.provision.flow import Issuance, issue_device, write_back
 from keyfab.provision.recipe import Recipe, load_objects, parse_recipe
-from keyfab.registry import Batch, Certificate, Device, DeviceState
+from keyfab.registry import Base, Batch, Certificate, Device, DeviceState, certificate_row
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
 
 CHUNK = 32
+
+# Core statements for the hot path: plain executemany, no ORM bookkeeping per row.
+_CERTIFICATES = Base.metadata.tables["certificates"]
+_DEVICES = Base.metadata.tables["devices"]
+_ISSUE_DEVICE = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("device_id"))
+    .values(
+        state=bindparam("state"),
+        unique_id=bindparam("unique_id"),
+        rot_kind=bindparam("rot_kind"),
+        public_key=bindparam("public_key"),
+        evidence=bindparam("evidence"),
+    )
+)
 MAX_BATCH = 10_000_000
 
 
@@ -187,7 +200,13 @@ class Station:
             rows = []
             for item in issued:
                 for cert in item.certificates:
-                    row = _certificate_row(item.device_id, cert, now)
+                    row = certificate_row(
+                        cert.certificate,
+                        device_id=item.device_id,
+                        key_label=cert.key_label,
+                        profile=cert.profile,
+                        issued_at=now,
+                    )
                     rows.append(row)
                     details = {
                         "serial_number": row["serial_number"],
@@ -198,13 +217,13 @@ class Station:
                     }
                     events.append(audit.Entry("certificate.issued", row["subject"], details))
             if rows:
-                session.execute(insert(Certificate), rows)
+                session.execute(insert(_CERTIFICATES), rows)
             if issued:
                 session.execute(
-                    update(Device),
+                    _ISSUE_DEVICE,
                     [
                         {
-                            "id": i.device_id,
+                            "device_id": i.device_id,
                             "state": DeviceState.ISSUED,
                             "unique_id": i.unique_id,
                             "rot_kind": i.rot_kind,
@@ -279,24 +298,6 @@ def _attestation_policy(recipe: Recipe, recipe_dir: Path) -> Tpm2Policy | None:
     if recipe.rot.driver != "tpm2":
         return None
     return policy_from_options(recipe.rot.options(), recipe_dir)
-
-
-def _certificate_row(
-    device_id: int, issued: IssuedCertificate, now: datetime.datetime
-) -> dict[str, Any]:
-    """A certificates-table row for one issued certificate."""
-    certificate = issued.certificate
-    return {
-        "serial_number": format(certificate.serial_number, "x"),
-        "device_id": device_id,
-        "key_label": issued.key_label,
-        "profile": issued.profile,
-        "subject": certificate.subject.rfc4514_string(),
-        "not_before": certificate.not_valid_before_utc,
-        "not_after": certificate.not_valid_after_utc,
-        "der": certificate.public_bytes(Encoding.DER),
-        "issued_at": now,
-    }
 
 
 def outstanding(workspace: Workspace, batch_name: str) -> list[int]:

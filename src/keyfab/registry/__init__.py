@@ -12,6 +12,7 @@ from keyfab.registry.models import (
     Device,
     DeviceState,
 )
+from keyfab.registry.rows import certificate_row
 
 __all__ = [
     "ApiToken",
@@ -24,4 +25,5 @@ __all__ = [
     "Device",
     "DeviceState",
     "Registry",
+    "certificate_row",
 ]

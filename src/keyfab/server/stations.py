@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, update
 from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.errors import ConfigError
-from keyfab.registry import Certificate
+from keyfab.registry import Certificate, certificate_row
 from keyfab.workspace import Workspace
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
@@ -48,19 +48,14 @@ def issue(workspace: Workspace, name: str) -> StationIdentity:
     registry = workspace.registry()
     try:
         with registry.transaction() as session:
-            session.execute(
-                insert(Certificate).values(
-                    serial_number=number,
-                    device_id=None,
-                    key_label=f"{_label(name)}:{number[:16]}",
-                    profile="station",
-                    subject=certificate.subject.rfc4514_string(),
-                    not_before=certificate.not_valid_before_utc,
-                    not_after=certificate.not_valid_after_utc,
-                    der=certificate.public_bytes(serialization.Encoding.DER),
-                    issued_at=utc_now(),
-                )
+            row = certificate_row(
+                certificate,
+                device_id=None,
+                key_label=f"{_label(name)}:{number[:16]}",
+                profile="station",
+                issued_at=utc_now(),
             )
+            session.execute(insert(Certificate).values(**row))
             audit.append(session, "station.certified", name, {"serial_number": number})
     finally:
         registry.dispose()

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyfab import audit, pki
 from keyfab._time import utc_now
-from keyfab.registry import Certificate
+from keyfab.registry import Certificate, certificate_row
 from keyfab.workspace import Workspace
 
 _RENEW_BEFORE = datetime.timedelta(days=7)
@@ -102,19 +102,14 @@ def _record(workspace: Workspace, certificate: x509.Certificate) -> None:
     serial_number = format(certificate.serial_number, "x")
     try:
         with registry.transaction() as session:
-            session.add(
-                Certificate(
-                    serial_number=serial_number,
-                    device_id=None,
-                    key_label=f"tls-server:{serial_number[:16]}",
-                    profile="tls-server",
-                    subject=certificate.subject.rfc4514_string(),
-                    not_before=certificate.not_valid_before_utc,
-                    not_after=certificate.not_valid_after_utc,
-                    der=certificate.public_bytes(serialization.Encoding.DER),
-                    issued_at=now,
-                )
+            row = certificate_row(
+                certificate,
+                device_id=None,
+                key_label=f"tls-server:{serial_number[:16]}",
+                profile="tls-server",
+                issued_at=now,
             )
+            session.add(Certificate(**row))
             audit.append(
                 session,
                 "certificate.issued",

@@ -1,0 +1,34 @@
+"""Rows built from domain objects, so every writer stores them the same way."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+_SUBJECT_MAX = 512  # the certificates.subject column
+_LABEL_MAX = 64  # the certificates.key_label column
+
+
+def certificate_row(
+    certificate: x509.Certificate,
+    *,
+    device_id: int | None,
+    key_label: str,
+    profile: str,
+    issued_at: datetime.datetime,
+) -> dict[str, Any]:
+    """The ``certificates`` row for ``certificate`` (serial number as lowercase hex)."""
+    return {
+        "serial_number": format(certificate.serial_number, "x"),
+        "device_id": device_id,
+        "key_label": key_label[:_LABEL_MAX],
+        "profile": profile,
+        "subject": certificate.subject.rfc4514_string()[:_SUBJECT_MAX],
+        "not_before": certificate.not_valid_before_utc,
+        "not_after": certificate.not_valid_after_utc,
+        "der": certificate.public_bytes(Encoding.DER),
+        "issued_at": issued_at,
+    }
