@@ -29,7 +29,7 @@ from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.errors import VerificationError
 from keyfab.pki.ca import PublicKey
-from keyfab.registry import Certificate, Device, DeviceState
+from keyfab.registry import Certificate, Device, DeviceState, certificate_row
 from keyfab.server._service import Service
 from keyfab.server.est_messages import challenge_password
 from keyfab.server.problems import ProblemError
@@ -190,18 +190,14 @@ def _issue(
     """Sign, record the certificate and its two audit events, in the caller's transaction."""
     certificate = service.authority.issue(pki.est_device(subject), public_key)
     serial_number = format(certificate.serial_number, "x")
-    subject_text = certificate.subject.rfc4514_string()
-    row = {
-        "serial_number": serial_number,
-        "device_id": device[0],
-        "key_label": f"est:{serial_number[:16]}",
-        "profile": "est-device",
-        "subject": subject_text,
-        "not_before": certificate.not_valid_before_utc,
-        "not_after": certificate.not_valid_after_utc,
-        "der": certificate.public_bytes(Encoding.DER),
-        "issued_at": utc_now(),
-    }
+    row = certificate_row(
+        certificate,
+        device_id=device[0],
+        key_label=f"est:{serial_number[:16]}",
+        profile="est-device",
+        issued_at=utc_now(),
+    )
+    subject_text = row["subject"]
     session.connection().execute(_INSERT_CERTIFICATE, row)
     details = {"serial_number": serial_number, "profile": "est-device", "device": device[1]}
     kind = "est.reenrolled" if renew else "est.enrolled"
