@@ -47,6 +47,12 @@ class Service:
         with self.registry.transaction() as session:
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """For endpoints that only read: on SQLite they leave the write lock to stations."""
+        with self.registry.reading() as session:
+            yield session
+
     def start_batch(self, name: str) -> bool:
         """Run a batch's outstanding devices in a background thread; False if running here."""
         with self._lock:

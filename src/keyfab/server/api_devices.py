@@ -66,7 +66,7 @@ def list_devices(
         query = query.where(Batch.name == batch)
     if state is not None:
         query = query.where(Device.state == state.value)
-    with service(request).transaction() as session:
+    with service(request).reading() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.execute(query.order_by(Device.id).limit(limit).offset(offset)).all()
         items = [device_summary(device, name) for device, name in rows]
@@ -78,7 +78,7 @@ def show_device(
     request: Request, _: Reader, serial: Annotated[str, Path(pattern=SERIAL)]
 ) -> DeviceInfo:
     """One device and all its certificates."""
-    with service(request).transaction() as session:
+    with service(request).reading() as session:
         device, batch = _device(session, serial)
         certificates = [certificate_summary(c) for c in _certificates(session, device.id)]
         return DeviceInfo(**device_summary(device, batch).model_dump(), certificates=certificates)
@@ -129,7 +129,7 @@ def show_certificate(
     request: Request, _: Reader, serial_number: Annotated[str, Path(pattern=CERT_SERIAL)]
 ) -> CertificateInfo:
     """One certificate by its serial number (lower-case hex, as keyfab records it)."""
-    with service(request).transaction() as session:
+    with service(request).reading() as session:
         return certificate_info(*_certificate(session, serial_number))
 
 
@@ -150,7 +150,7 @@ def download_certificate(
     encoding: Annotated[str, Path(pattern=r"^(pem|der)$")],
 ) -> Response:
     """The certificate itself: ``pem`` or ``der``."""
-    with service(request).transaction() as session:
+    with service(request).reading() as session:
         certificate, _device_serial = _certificate(session, serial_number)
     if encoding == "der":
         return Response(certificate.der, media_type="application/pkix-cert")

@@ -25,7 +25,7 @@ PEM_CHAIN = "application/pem-certificate-chain"
 def health(request: Request) -> Health:
     """Liveness and database reachability; no authentication."""
     try:
-        with service(request).transaction() as session:
+        with service(request).reading() as session:
             session.execute(text("SELECT 1"))
     except SQLAlchemyError:
         raise ProblemError(
@@ -65,7 +65,7 @@ def ca_crl(
     number, and fetching a CRL writes nothing.
     """
     svc = service(request)
-    with svc.transaction() as session:
+    with svc.reading() as session:
         revoked = session.execute(
             select(Certificate.serial_number, Certificate.revoked_at).where(
                 Certificate.revoked_at.is_not(None)
@@ -83,7 +83,7 @@ def ca_crl(
 @router.get("/audit", response_model=AuditStatus, tags=["audit"])
 def audit_status(request: Request, _: Auditor) -> AuditStatus:
     """Recompute the audit hash chain now and say whether it holds."""
-    with service(request).transaction() as session:
+    with service(request).reading() as session:
         report = audit.verify(session)
     return AuditStatus(
         ok=report.ok,

@@ -107,7 +107,7 @@ def create(
 
 
 def listing(registry: Registry) -> Sequence[ApiToken]:
-    with registry.transaction() as session:
+    with registry.reading() as session:
         return session.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.name)).all()
 
 
