@@ -34,6 +34,17 @@ def check_label(label: str) -> str:
     return label
 
 
+MAX_RANDOM = 1 << 16
+"""The most bytes one ``random()`` call returns; more is a mistake, not a need."""
+
+
+def check_random_size(n: int) -> int:
+    """Every driver's bound on ``random(n)``, checked before anything is allocated."""
+    if not 0 <= n <= MAX_RANDOM:
+        raise ConfigError(f"random: ask for 0 to {MAX_RANDOM} bytes, not {n}")
+    return n
+
+
 class KeyAlgorithm(enum.StrEnum):
     """Key types keyfab asks roots of trust for."""
 

@@ -61,13 +61,13 @@ from keyfab.rot.base import (
     PrivateKey,
     RotInfo,
     check_label,
+    check_random_size,
 )
 from keyfab.rot.uri import KeyUri, read_pin
 
 __all__ = ["Pkcs11RootOfTrust", "find_module", "initialise_token", "open_device", "open_uri"]
 
 _LOCK_LABEL = "keyfab-locked"
-_MAX_RANDOM = 1 << 16
 _KEY_ID_BYTES = 16
 
 
@@ -250,8 +250,7 @@ class Pkcs11RootOfTrust:
     # -- the rest of the protocol --------------------------------------------
 
     def random(self, n: int) -> bytes:
-        if not 0 <= n <= _MAX_RANDOM:
-            raise ConfigError(f"random: ask for 0 to {_MAX_RANDOM} bytes, not {n}")
+        check_random_size(n)
         if n == 0:
             return b""
         with self._session("read random bytes") as lease:

@@ -42,11 +42,11 @@ from keyfab.rot.base import (
     PrivateKey,
     RotInfo,
     check_label,
+    check_random_size,
 )
 from keyfab.rot.uri import KeyUri
 
 _SoftKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-_MAX_RANDOM = 1 << 16
 
 
 class SoftRotWarning(UserWarning):
@@ -220,8 +220,7 @@ class SoftRootOfTrust:
         return key
 
     def random(self, n: int) -> bytes:
-        if not 0 <= n <= _MAX_RANDOM:
-            raise ConfigError(f"random: ask for 0 to {_MAX_RANDOM} bytes, not {n}")
+        check_random_size(n)
         return secrets.token_bytes(n)
 
     def store_object(self, label: str, data: bytes) -> None:

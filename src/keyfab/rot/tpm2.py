@@ -53,6 +53,7 @@ from keyfab.rot.base import (
     PrivateKey,
     RotInfo,
     check_label,
+    check_random_size,
 )
 from keyfab.rot.uri import KeyUri
 
@@ -60,7 +61,6 @@ __all__ = ["CERTIFY_FORMAT", "QUOTE_FORMAT", "Tpm2RootOfTrust", "open_device", "
 
 CERTIFY_FORMAT = "tpm2-certify"
 QUOTE_FORMAT = "tpm2-quote"
-_MAX_RANDOM = 1 << 16
 _PT_MANUFACTURER = 0x105
 
 
@@ -168,8 +168,7 @@ class Tpm2RootOfTrust:
         _tpm2_commands.evict(self._tpm.transact, handle)
 
     def random(self, n: int) -> bytes:
-        if not 0 <= n <= _MAX_RANDOM:
-            raise ConfigError(f"random: ask for 0 to {_MAX_RANDOM} bytes, not {n}")
+        check_random_size(n)
         out = bytearray()
         while len(out) < n:
             out += bytes(
