@@ -1,7 +1,7 @@
 """Does a device certificate chain to one of the given roots? (policy, not format)
 
 The check runs in ``cryptography.x509.verification`` with keyfab's explicit
-device policy (``keyfab.pki.device_policy``): secure-element identity
+device policy (``keyfab.pki.device_verifier``): secure-element identity
 certificates lack the TLS EKU and SAN that the web-PKI defaults demand, so the
 end entity needs a critical key usage allowing ``digitalSignature`` and must not
 be a CA; CAs get the web-PKI defaults.
@@ -50,16 +50,7 @@ def verify_device_chain(
     at: datetime.datetime,
 ) -> list[x509.Certificate]:
     """The validated chain from ``leaf`` to a root, or VerificationError."""
-    verifier = (
-        xv.PolicyBuilder()
-        .store(xv.Store(list(roots)))
-        .time(at)
-        .max_chain_depth(MAX_DEPTH)
-        .extension_policies(
-            ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(), ee_policy=pki.device_policy()
-        )
-        .build_client_verifier()
-    )
+    verifier = pki.device_verifier(roots, at=at, max_depth=MAX_DEPTH)
     try:
         return list(verifier.verify(leaf, list(intermediates)).chain)
     except xv.VerificationError as error:

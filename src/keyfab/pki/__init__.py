@@ -20,7 +20,7 @@ from keyfab.pki.profiles import (
     station,
     tls_server,
 )
-from keyfab.pki.verify import device_policy, verify_device_chain
+from keyfab.pki.verify import device_policy, device_verifier, verify_device_chain
 
 __all__ = [
     "HARDWARE_MODULE_NAME",
@@ -30,6 +30,7 @@ __all__ = [
     "Template",
     "check_csr",
     "device_policy",
+    "device_verifier",
     "est_device",
     "iak",
     "idevid",

@@ -44,6 +44,27 @@ def device_policy() -> verification.ExtensionPolicy:
     )
 
 
+def device_verifier(
+    roots: Sequence[x509.Certificate],
+    *,
+    at: datetime.datetime | None = None,
+    max_depth: int | None = None,
+) -> verification.ClientVerifier:
+    """A verifier for device certificates up to ``roots``: Web PKI CAs, the device policy."""
+    builder = (
+        verification.PolicyBuilder()
+        .store(verification.Store(list(roots)))
+        .time(at or utc_now())
+        .extension_policies(
+            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+            ee_policy=device_policy(),
+        )
+    )
+    if max_depth is not None:
+        builder = builder.max_chain_depth(max_depth)
+    return builder.build_client_verifier()
+
+
 def verify_device_chain(
     leaf: x509.Certificate,
     intermediates: Sequence[x509.Certificate],
@@ -52,16 +73,7 @@ def verify_device_chain(
     at: datetime.datetime | None = None,
 ) -> list[x509.Certificate]:
     """The verified chain from ``leaf`` to one of ``roots``, or VerificationError."""
-    verifier = (
-        verification.PolicyBuilder()
-        .store(verification.Store(list(roots)))
-        .time(at or utc_now())
-        .extension_policies(
-            ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
-            ee_policy=device_policy(),
-        )
-        .build_client_verifier()
-    )
+    verifier = device_verifier(roots, at=at)
     try:
         return list(verifier.verify(leaf, list(intermediates)).chain)
     except verification.VerificationError as error:
