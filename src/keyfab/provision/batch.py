@@ -32,7 +32,15 @@ from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
 from keyfab.provision.flow import Issuance, issue_device, write_back
 from keyfab.provision.recipe import Recipe, load_objects, parse_recipe
-from keyfab.registry import Base, Batch, Certificate, Device, DeviceState, certificate_row
+from keyfab.registry import (
+    Base,
+    Batch,
+    Certificate,
+    Device,
+    DeviceState,
+    Registry,
+    certificate_row,
+)
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
 
@@ -382,10 +390,9 @@ def _outcomes(
 def _finish(
     workspace: Workspace, batch_name: str, failures: tuple[tuple[str, str], ...]
 ) -> Summary:
-    ca = workspace.authority()  # before the transaction: it reads the registry too
     registry = workspace.registry()
     try:
-        with registry.transaction() as session:
+        with registry.reading() as session:
             batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
             counts = dict(
                 session.execute(
@@ -394,20 +401,29 @@ def _finish(
                     .group_by(Device.state)
                 ).all()
             )
-            provisioned = counts.get(DeviceState.PROVISIONED, 0)
-            failed = counts.get(DeviceState.FAILED, 0)
-            if provisioned + failed == batch.count and batch.state != "finished":
-                batch.state, batch.finished_at = "finished", utc_now()
-                audit.append(
-                    session,
-                    "batch.finished",
-                    batch_name,
-                    {"provisioned": provisioned, "failed": failed},
-                )
-                audit.sign_checkpoint(session, ca.key, ca.certificate)  # auditors get a signed head
+        provisioned = counts.get(DeviceState.PROVISIONED, 0)
+        failed = counts.get(DeviceState.FAILED, 0)
+        if provisioned + failed == batch.count and batch.state != "finished":
+            _close_batch(workspace, registry, batch_name, provisioned, failed)
         return Summary(batch_name, batch.count, provisioned, failed, failures)
     finally:
         registry.dispose()
+
+
+def _close_batch(
+    workspace: Workspace, registry: Registry, batch_name: str, provisioned: int, failed: int
+) -> None:
+    """Mark the batch finished and sign a checkpoint over the audit head."""
+    ca = workspace.authority()  # only now: opening the CA key may mean an HSM login
+    with registry.transaction() as session:
+        batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
+        if batch.state == "finished":  # another station finished it meanwhile
+            return
+        batch.state, batch.finished_at = "finished", utc_now()
+        audit.append(
+            session, "batch.finished", batch_name, {"provisioned": provisioned, "failed": failed}
+        )
+        audit.sign_checkpoint(session, ca.key, ca.certificate)  # auditors get a signed head
 
 
 __all__ = ["Summary", "create_batch", "outstanding", "run_batch"]
