@@ -56,3 +56,15 @@ class AuditError(KeyfabError):
 
 class ProvisionError(KeyfabError):
     """Provisioning a device or a batch failed."""
+
+
+class MissingExtraError(ConfigError):
+    """A command or driver needs an optional part of keyfab that is not installed.
+
+    The message names the extra to install, e.g. ``keyfab serve needs: pip
+    install 'keyfab[server]'``.
+    """
+
+    def __init__(self, what: str, extra: str):
+        super().__init__(f"{what} needs: pip install 'keyfab[{extra}]'")
+        self.extra = extra
