@@ -44,10 +44,10 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.server.postgres
 
+from keyfab.authority import Role, initialise
+from keyfab.authority import tokens as store
 from keyfab.registry import Registry
 from keyfab.rot.soft import SoftRotWarning
-from keyfab.server import Role
-from keyfab.server import tokens as store
 from keyfab.workspace import Workspace
 from tests.server.postgres import Cluster, binaries
 
@@ -224,7 +224,7 @@ def run_keyfab(
         home = folder / "keyfab"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SoftRotWarning)
-            Workspace(home).initialise("Acme")
+            initialise(Workspace(home), "Acme")
         registry = Registry.open(url)
         token = store.create(registry, "bench", Role.OPERATOR).secret
         registry.dispose()

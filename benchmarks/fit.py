@@ -70,15 +70,23 @@ def prepare(folder: Path) -> tuple[Path, Path]:
     kernel = folder / "kernel.bin"
     kernel.write_bytes(os.urandom(SIZE))
     key = rsa.generate_private_key(65537, 2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     (folder / "dev.pem").write_bytes(pem)
     (folder / "dev.key").write_bytes(pem)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     (folder / "dev.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     its = folder / "bench.its"
     its.write_text(ITS.format(kernel=kernel))
@@ -110,8 +118,19 @@ def main() -> None:
 
         def keyfab_sign_cli() -> None:
             shutil.copy(unsigned, work)
-            sh(sys.executable, "-W", "ignore", "-m", "keyfab.cli.fit", "sign", work,
-               "--key", f"soft:{folder / 'dev.pem'}", "--key-name-hint", "dev")
+            sh(
+                sys.executable,
+                "-W",
+                "ignore",
+                "-m",
+                "keyfab.cli.fit",
+                "sign",
+                work,
+                "--key",
+                f"soft:{folder / 'dev.pem'}",
+                "--key-name-hint",
+                "dev",
+            )
 
         copy_only = best(lambda: shutil.copy(unsigned, work))
         results = {
@@ -121,22 +140,29 @@ def main() -> None:
             "keyfab fit sign (CLI)": best(keyfab_sign_cli) - copy_only,
         }
         control = parse(_control(folder, key.public_key()))
-        results["keyfab verify (library)"] = best(
-            lambda: verify_fit(load_fit(work), control))
+        results["keyfab verify (library)"] = best(lambda: verify_fit(load_fit(work), control))
         control_path = folder / "control.dtb"
         write_atomic(control_path, control.chunks())
-        results["keyfab fit verify (CLI)"] = best(lambda: sh(
-            sys.executable, "-m", "keyfab.cli.fit", "verify", work, "--control", control_path))
-        results["CLI start-up alone"] = best(lambda: sh(
-            sys.executable, "-W", "ignore", "-c", "import keyfab.cli.fit"))
+        results["keyfab fit verify (CLI)"] = best(
+            lambda: sh(
+                sys.executable, "-m", "keyfab.cli.fit", "verify", work, "--control", control_path
+            )
+        )
+        results["CLI start-up alone"] = best(
+            lambda: sh(sys.executable, "-W", "ignore", "-c", "import keyfab.cli.fit")
+        )
         assert verify_fit(FitImage.load(work.read_bytes()), control).ok
         report(results)
 
 
 def _control(folder: Path, public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> bytes:
     dtb = folder / "empty.dtb"
-    subprocess.run(["dtc", "-I", "dts", "-O", "dtb", "-o", str(dtb), "-"],
-                   input=b"/dts-v1/;\n/ { };\n", check=True, capture_output=True)
+    subprocess.run(
+        ["dtc", "-I", "dts", "-O", "dtb", "-o", str(dtb), "-"],
+        input=b"/dts-v1/;\n/ { };\n",
+        check=True,
+        capture_output=True,
+    )
     control = load_dtb(dtb)
     add_key(control, public, "dev", "sha256,rsa2048", "conf")
     return control.to_bytes()
@@ -148,9 +174,11 @@ def report(results: dict[str, float]) -> None:
     base_hash = results["sha256sum kernel"]
     print(f"FIT benchmark: {mib:.0f} MiB kernel, best of {RUNS} runs")
     for name, seconds in results.items():
-        print(f"  {name:28s} {seconds * 1000:8.1f} ms  {mib / seconds:8.1f} MiB/s"
-              f"  x{seconds / base_sign:5.2f} mkimage-sign"
-              f"  {100 * base_hash / seconds:5.1f}% of sha256sum throughput")
+        print(
+            f"  {name:28s} {seconds * 1000:8.1f} ms  {mib / seconds:8.1f} MiB/s"
+            f"  x{seconds / base_sign:5.2f} mkimage-sign"
+            f"  {100 * base_hash / seconds:5.1f}% of sha256sum throughput"
+        )
 
 
 if __name__ == "__main__":

@@ -64,12 +64,13 @@ print(json.dumps({"count": count, "seconds": time.perf_counter() - start, "peak_
 
 def _pki(folder: Path) -> tuple[EntrySigner, pki.CertificateAuthority]:
     root = pki.CertificateAuthority.create_root(
-        pki.root_ca("Bench", "Bench Root"), ec.generate_private_key(ec.SECP256R1()), now=T0)
-    ca = root.create_subordinate(pki.manufacturing_ca("Bench", "Bench CA"),
-                                 ec.generate_private_key(ec.SECP256R1()), now=T0)
+        pki.root_ca("Bench", "Bench Root"), ec.generate_private_key(ec.SECP256R1()), now=T0
+    )
+    ca = root.create_subordinate(
+        pki.manufacturing_ca("Bench", "Bench CA"), ec.generate_private_key(ec.SECP256R1()), now=T0
+    )
     signer_key = ec.generate_private_key(ec.SECP256R1())
-    signer = ca.issue(pki.manifest_signer("Bench", "Bench Signer"), signer_key.public_key(),
-                      now=T0)
+    signer = ca.issue(pki.manifest_signer("Bench", "Bench Signer"), signer_key.public_key(), now=T0)
     (folder / "signers").mkdir()
     (folder / "signers" / "signer.pem").write_bytes(signer.public_bytes(Encoding.PEM))
     (folder / "root.pem").write_bytes(root.certificate.public_bytes(Encoding.PEM))
@@ -82,19 +83,33 @@ def _write(path: Path, count: int, signer: EntrySigner, ca: pki.CertificateAutho
     with path.open("wb") as out, ManifestWriter(out) as writer:
         for n in range(count):
             identity = pki.DeviceIdentity(f"B{n}", "1.3.6.1.4.1.99999.1.1")
-            chain = [ca.issue(pki.idevid(identity), keys[n % DISTINCT_KEYS], now=T0),
-                     ca.certificate]
-            element = device_element(f"{n:018x}", [("0", chain)],
-                                     T0 + datetime.timedelta(days=1), "B", "B-1", org)
+            chain = [
+                ca.issue(pki.idevid(identity), keys[n % DISTINCT_KEYS], now=T0),
+                ca.certificate,
+            ]
+            element = device_element(
+                f"{n:018x}", [("0", chain)], T0 + datetime.timedelta(days=1), "B", "B-1", org
+            )
             writer.write(signer.sign(element))
 
 
 def _measure(mode: str, manifest: Path, folder: Path) -> dict[str, float]:
     home = Path(tempfile.mkdtemp(dir=folder))
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(manifest), str(folder / "signers"),
-         str(folder / "root.pem"), str(home)],
-        capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            mode,
+            str(manifest),
+            str(folder / "signers"),
+            str(folder / "root.pem"),
+            str(home),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     data: dict[str, float] = json.loads(result.stdout.splitlines()[-1])
     return data
 
@@ -110,22 +125,28 @@ def main() -> None:
             files[count] = folder / f"manifest-{count}.json"
             start = time.perf_counter()
             _write(files[count], count, signer, ca)
-            print(f"wrote {count} entries, {files[count].stat().st_size / 1e6:.1f} MB "
-                  f"in {time.perf_counter() - start:.1f} s")
+            print(
+                f"wrote {count} entries, {files[count].stat().st_size / 1e6:.1f} MB "
+                f"in {time.perf_counter() - start:.1f} s"
+            )
         results = {}
         for mode in ("verify", "import", "json.load"):
             for count in (SMALL, large):
                 r = _measure(mode, files[count], folder)
                 results[mode, count] = r
-                print(f"{mode:9} {count:>7} entries: peak RSS {r['peak_kib'] / 1024:7.1f} MiB, "
-                      f"{r['seconds']:6.1f} s ({r['count']} ok)")
+                print(
+                    f"{mode:9} {count:>7} entries: peak RSS {r['peak_kib'] / 1024:7.1f} MiB, "
+                    f"{r['seconds']:6.1f} s ({r['count']} ok)"
+                )
         for mode in ("verify", "import", "json.load"):
             ratio = results[mode, large]["peak_kib"] / results[mode, SMALL]["peak_kib"]
             print(f"ratio {mode:9} peak RSS {large}/{SMALL} entries: {ratio:.2f}")
         baseline = results["json.load", large]["peak_kib"]
         for mode in ("verify", "import"):
-            print(f"ratio json.load/{mode} peak RSS at {large} entries: "
-                  f"{baseline / results[mode, large]['peak_kib']:.1f}")
+            print(
+                f"ratio json.load/{mode} peak RSS at {large} entries: "
+                f"{baseline / results[mode, large]['peak_kib']:.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from keyfab import pki
+from keyfab.authority import initialise
 from keyfab.rot import KeyAlgorithm, KeySpec
 from keyfab.rot.soft import SoftRootOfTrust, SoftRotWarning
 from keyfab.workspace import Workspace
@@ -53,7 +54,7 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def workspace(home: Path) -> Workspace:
     space = Workspace(home)
-    space.initialise("Acme")
+    initialise(space, "Acme")
     return space
 
 

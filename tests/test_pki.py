@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from keyfab import pki
 from keyfab.errors import ConfigError, PkiError, VerificationError
+from keyfab.pki import RevokedCertificate
 from keyfab.pki._der import hardware_module_name
 from keyfab.rot import KeyAlgorithm, KeySpec
 from keyfab.rot.soft import SoftRootOfTrust
@@ -145,7 +146,7 @@ def test_ca_key_must_match_certificate(ca_pair: CAS) -> None:
 def test_crl_lists_revoked_and_openssl_reads_it(tmp_path: Path, ca_pair: CAS) -> None:
     root, mfg = ca_pair
     cert = _device_cert(mfg)
-    crl = mfg.crl([(cert.serial_number, cert.not_valid_before_utc)], number=7)
+    crl = mfg.crl([RevokedCertificate(cert.serial_number, cert.not_valid_before_utc)], number=7)
     assert crl.is_signature_valid(mfg.certificate.public_key())  # type: ignore[arg-type]
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
     (tmp_path / "crl.pem").write_bytes(crl.public_bytes(Encoding.PEM))

@@ -68,3 +68,47 @@ class MissingExtraError(ConfigError):
     def __init__(self, what: str, extra: str):
         super().__init__(f"{what} needs: pip install 'keyfab[{extra}]'")
         self.extra = extra
+
+
+class RefusedError(KeyfabError):
+    """The authority refused a request. ``slug`` names why in one stable word.
+
+    The service turns the class into an HTTP status and the slug into the
+    problem ``type`` (``urn:keyfab:problem:<slug>``); the CLI prints the message.
+    """
+
+    default_slug = "refused"
+
+    def __init__(self, message: str, *, slug: str | None = None):
+        super().__init__(message)
+        self.slug = slug or self.default_slug
+
+
+class InvalidRequestError(RefusedError):
+    """The request itself is wrong (a malformed CSR, a subject keyfab does not sign)."""
+
+    default_slug = "invalid-request"
+
+
+class AuthenticationError(RefusedError):
+    """The caller could not be identified (bad, expired, revoked or used-up credential)."""
+
+    default_slug = "unauthorized"
+
+
+class PermissionDeniedError(RefusedError):
+    """The caller is known but may not do this (wrong role, revoked device or station)."""
+
+    default_slug = "forbidden"
+
+
+class NotFoundError(RefusedError):
+    """No such device, certificate, batch, token or station."""
+
+    default_slug = "not-found"
+
+
+class ConflictError(RefusedError):
+    """The request conflicts with the registry's current state (a name in use, a race)."""
+
+    default_slug = "conflict"

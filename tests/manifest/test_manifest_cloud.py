@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from typer.testing import CliRunner
 
+from keyfab.authority import Authority
 from keyfab.cli.export import app as export_app
 from keyfab.workspace import Workspace
 from tests.conftest import Keyfab
@@ -65,7 +66,7 @@ def test_manifest_cloud_aws_bulk_registration(provisioned: Workspace, tmp_path: 
         json.loads(line) for line in (out / "bulk-registration.jsonl").read_text().splitlines()
     ]
     assert len(lines) == 4
-    ca = provisioned.authority().certificate
+    ca = Authority(provisioned.registry()).certificate
     for line in lines:
         assert set(line) == set(template["Parameters"])
         assert all(len(value) <= AWS_VALUE_LIMIT for value in line.values())
@@ -142,7 +143,10 @@ def test_manifest_cloud_azure_group_and_cn_uniqueness(
     group = json.loads((out / "enrollment-group.json").read_text())
     assert group["enrollmentGroupId"] == "g1"
     signing = group["attestation"]["x509"]["signingCertificates"]["primary"]["certificate"]
-    assert x509.load_pem_x509_certificate(signing.encode()) == provisioned.authority().certificate
+    assert (
+        x509.load_pem_x509_certificate(signing.encode())
+        == Authority(provisioned.registry()).certificate
+    )
     # The IDevID CN is the device serial, so every device gets its own DPS
     # registration ID (it was the product name once: only one could enroll).
     assert code == 0, err

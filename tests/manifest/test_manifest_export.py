@@ -20,6 +20,7 @@ from joserfc.registry import HeaderParameter
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from keyfab.authority import Authority
 from keyfab.cli.manifest import app
 from keyfab.registry import AuditEvent
 from keyfab.workspace import Workspace
@@ -107,7 +108,7 @@ def test_manifest_export_batch_round_trip(
     assert "6 entries written" in result.output
 
     roots = tmp_path / "root.pem"
-    roots.write_bytes(space.root_certificate().public_bytes(Encoding.PEM))
+    roots.write_bytes(Authority(space.registry()).chain[-1].public_bytes(Encoding.PEM))
     result = runner.invoke(
         app,
         ["verify", str(out), "--signers", str(signer_pem.parent), "--roots", str(roots), "--json"],

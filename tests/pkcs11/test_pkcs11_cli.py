@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from keyfab import pki
+from keyfab.authority import Authority
+from keyfab.rot import parse_key_uri
 from keyfab.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -164,7 +166,7 @@ def test_pkcs11_demo_keeps_its_ca_keys_in_softhsm(softhsm: SoftHsm, tmp_path: Pa
         "so.pin": 0o600,
     }
     for role in ("root", "manufacturing"):
-        uri = Workspace(home).authority_key_uri(role)
+        uri = parse_key_uri(Authority(Workspace(home).registry()).key_uri(role))
         assert uri.scheme == "pkcs11"
         assert uri.query["pin-source"] == f"file:{pins / 'user.pin'}"
         assert "pin-value" not in uri.query

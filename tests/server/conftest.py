@@ -23,10 +23,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from keyfab.authority import Role, initialise
+from keyfab.authority import tokens as store
 from keyfab.registry import Registry
 from keyfab.rot.soft import SoftRotWarning
-from keyfab.server import Role
-from keyfab.server import tokens as store
 from keyfab.workspace import Workspace
 from tests.server.postgres import Cluster, binaries
 
@@ -61,7 +61,7 @@ def make_workspace(home: Path) -> Workspace:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SoftRotWarning)
         space = Workspace(home)
-        space.initialise("Acme")
+        initialise(space, "Acme")
     (home / "recipes").mkdir()
     (home / "recipes" / "gateway.toml").write_text(RECIPE)
     return space

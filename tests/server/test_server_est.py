@@ -23,9 +23,9 @@ from cryptography.x509.oid import AttributeOID
 from pyasn1.codec.der import decoder
 from pyasn1_modules import rfc5280, rfc5652, rfc7030
 
+from keyfab.authority import Role
+from keyfab.authority import tokens as store
 from keyfab.registry import Registry
-from keyfab.server import Role
-from keyfab.server import tokens as store
 from tests.server.conftest import Server
 from tests.server.est_client import new_csr, subject, unwrap
 

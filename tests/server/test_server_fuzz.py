@@ -21,8 +21,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from starlette.testclient import TestClient
 
+from keyfab.authority import Role
 from keyfab.rot.soft import SoftRotWarning
-from keyfab.server import Role, create_app
+from keyfab.server import create_app
 from keyfab.workspace import Workspace
 from tests.server.conftest import make_tokens, make_workspace
 

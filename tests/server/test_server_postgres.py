@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from keyfab import audit
+from keyfab.authority import Role
 from keyfab.registry import AuditEvent, Certificate, Device, DeviceState, Registry
-from keyfab.server import Role
 from tests.server.conftest import RECIPE, Server, free_port, make_tokens, make_workspace
 from tests.server.est_client import new_csr, unwrap
 from tests.server.postgres import Cluster

@@ -7,8 +7,8 @@ import subprocess
 import httpx
 from cryptography import x509
 
+from keyfab.authority import Role
 from keyfab.provision import create_batch
-from keyfab.server import Role
 from keyfab.workspace import Workspace
 from tests.server.conftest import RECIPE, Server, wait_for_batch
 
@@ -89,9 +89,12 @@ def test_revoke_then_crl_lists_it(admin: httpx.Client, server: Server, batch: st
     answer = admin.post(f"/api/v1/devices/{serial}/revoke", json={"reason": "keyCompromise"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["revoked_certificates"] == [number]
+    assert answer.json()["changed"] is True
+    assert answer.json()["reason"] == "keyCompromise"
     again = admin.post(f"/api/v1/devices/{serial}/revoke", json={})
-    assert again.status_code == 409
-    assert again.json()["type"] == "urn:keyfab:problem:already-revoked"
+    assert again.status_code == 200, again.text  # revoking again is a reported no-op
+    assert again.json()["changed"] is False
+    assert again.json()["revoked_certificates"] == []
     with server.client() as anonymous:
         crl = anonymous.get("/api/v1/ca/crl").content
         chain = anonymous.get("/api/v1/ca/chain").text
@@ -102,6 +105,7 @@ def test_revoke_then_crl_lists_it(admin: httpx.Client, server: Server, batch: st
         check=True,
     ).stdout.decode()
     assert number.upper() in listed.replace(":", "")
+    assert "Key Compromise" in listed  # the reason is in the CRL entry
     assert chain.count("BEGIN CERTIFICATE") == 2
     assert admin.get(f"/api/v1/devices/{serial}").json()["state"] == "revoked"
 

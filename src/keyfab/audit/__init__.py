@@ -2,7 +2,16 @@
 transaction as the change it records, and its verification."""
 
 from keyfab.audit.checkpoint import CheckpointReport, sign_checkpoint, verify_checkpoints
-from keyfab.audit.log import GENESIS, Entry, Report, append, append_many, canonical_json, verify
+from keyfab.audit.log import (
+    GENESIS,
+    Entry,
+    Report,
+    append,
+    append_many,
+    canonical_json,
+    lock,
+    verify,
+)
 
 __all__ = [
     "GENESIS",
@@ -12,6 +21,7 @@ __all__ = [
     "append",
     "append_many",
     "canonical_json",
+    "lock",
     "sign_checkpoint",
     "verify",
     "verify_checkpoints",

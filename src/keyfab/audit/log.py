@@ -72,6 +72,16 @@ _INSERT_EVENTS = insert(_EVENTS)
 _MOVE_HEAD = update(AuditHead).where(AuditHead.id == 1)
 
 
+def lock(session: Session) -> None:
+    """Take the audit head's lock now, in the caller's transaction.
+
+    For a writer that must read something and act on it before it appends
+    (the next CRLNumber): every other writer waits here until it commits.
+    """
+    if session.connection().execute(_LOCK_HEAD).one_or_none() is None:
+        raise AuditError("the audit log has no head row: the registry is damaged")
+
+
 def append_many(session: Session, entries: Sequence[Entry]) -> int:
     """Append events in order in the caller's transaction; returns the last seq.
 

@@ -1,7 +1,8 @@
-"""The workspace chosen by ``--home`` / ``KEYFAB_HOME``, handed to every command."""
+"""The workspace chosen by ``--home`` / ``KEYFAB_HOME``, and who runs the command."""
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,3 +24,11 @@ def workspace(ctx: typer.Context) -> Workspace:
         space = Workspace(Path(given or default_home()).expanduser().absolute())
     use_workspace_softhsm(space.home)  # CA keys in the workspace's SoftHSM2 token, if any
     return space
+
+
+def operator() -> str:
+    """Who acts, for the audit log: the local user running the CLI."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"

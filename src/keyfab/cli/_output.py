@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from keyfab.authority import Revocation
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -41,3 +44,14 @@ def fields(title: str, values: Mapping[str, object]) -> None:
 
 def fail(message: str) -> None:
     errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def say_revoked(what: str, revocation: Revocation) -> None:
+    """One line for a revocation, or for the no-op of revoking what is already revoked."""
+    if not revocation.changed:
+        console.print(f"{what} is already revoked: nothing changed", markup=False)
+        return
+    count = len(revocation.revoked)
+    console.print(
+        f"revoked {what} ({count} certificate(s), reason {revocation.reason})", markup=False
+    )

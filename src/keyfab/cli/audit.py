@@ -8,6 +8,7 @@ import typer
 from cryptography import x509
 
 from keyfab import audit as audit_log
+from keyfab.authority import Authority
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json
 from keyfab.errors import AuditError, ConfigError
@@ -24,15 +25,11 @@ def verify(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Recompute the chain and check signed checkpoints; exit 1 naming the first break."""
-    space = workspace(ctx)
-    trusted = _load_signers(signers) if signers else [space.authority().certificate]
-    registry = space.registry()
-    try:
-        with registry.reading() as session:
+    with Authority.open(workspace(ctx)) as authority:
+        trusted = _load_signers(signers) if signers else [authority.certificate]
+        with authority.registry.reading() as session:
             report = audit_log.verify(session)
             points = audit_log.verify_checkpoints(session, trusted) if report.ok else None
-    finally:
-        registry.dispose()
     if as_json:
         emit_json({"ok": report.ok, "events": report.events, "head": report.head_hash,
                    "broken_at": report.broken_at, "reason": report.reason,
@@ -50,14 +47,8 @@ def verify(
 @app.command()
 def checkpoint(ctx: typer.Context) -> None:
     """Sign the current head of the chain with the manufacturing CA's key."""
-    space = workspace(ctx)
-    ca = space.authority()
-    registry = space.registry()
-    try:
-        with registry.transaction() as session:
-            seq = audit_log.sign_checkpoint(session, ca.key, ca.certificate)
-    finally:
-        registry.dispose()
+    with Authority.open(workspace(ctx)) as authority, authority.transaction() as session:
+        seq = authority.checkpoint(session)
     console.print(f"checkpoint signed as event {seq}")
 
 

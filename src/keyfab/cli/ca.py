@@ -1,20 +1,20 @@
-"""``keyfab ca``: look at the CAs and publish a CRL."""
+"""``keyfab ca``: look at the CAs, list what they issued, revoke one certificate, sign a CRL."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select
 
-from keyfab import audit
-from keyfab.cli._context import workspace
-from keyfab.cli._output import JSON_OPTION, console, emit_json, fields
-from keyfab.registry import Certificate
+from keyfab.authority import Authority, fingerprint, new_crl, revoke_certificate
+from keyfab.cli._context import operator, workspace
+from keyfab.cli._output import JSON_OPTION, console, emit_json, fields, say_revoked, table
+from keyfab.pki import Profile, RevocationReason, serial_hex
+from keyfab.registry import queries
 
 app = typer.Typer(help="The root and manufacturing CAs.", no_args_is_help=True)
+REASONS = ", ".join(reason.value for reason in RevocationReason)
 
 
 @app.command()
@@ -27,9 +27,10 @@ def show(
     root: bool = typer.Option(False, "--root", help="With --pem: only the root certificate."),
 ) -> None:
     """The CA chain: subjects, key types, validity, fingerprints."""
-    ca = workspace(ctx).authority()
+    with Authority.open(workspace(ctx)) as authority:
+        chain = authority.chain
     if pem:
-        for certificate in ca.full_chain()[-1:] if root else ca.full_chain():
+        for certificate in chain[-1:] if root else chain:
             typer.echo(certificate.public_bytes(Encoding.PEM).decode(), nl=False)
         return
     described = [
@@ -37,13 +38,13 @@ def show(
             "role": role,
             "subject": c.subject.rfc4514_string(),
             "issuer": c.issuer.rfc4514_string(),
-            "serial_number": format(c.serial_number, "x"),
+            "serial_number": serial_hex(c),
             "not_before": c.not_valid_before_utc.isoformat(),
             "not_after": c.not_valid_after_utc.isoformat(),
             "key": type(c.public_key()).__name__,
-            "sha256": c.fingerprint(hashes.SHA256()).hex(),
+            "sha256": fingerprint(c),
         }
-        for role, c in zip(("manufacturing", "root"), ca.full_chain(), strict=True)
+        for role, c in zip(("manufacturing", "root"), chain, strict=True)
     ]
     if as_json:
         emit_json(described)
@@ -53,31 +54,67 @@ def show(
 
 
 @app.command()
+def certificates(
+    ctx: typer.Context,
+    profile: Profile = typer.Option(None, "--profile", help="Only certificates of this profile."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Every certificate the manufacturing CA has issued, whatever it was issued for."""
+    registry = workspace(ctx).registry()
+    try:
+        rows = [
+            {
+                "serial_number": c.serial_number,
+                "profile": c.profile,
+                "key": c.key_label,
+                "subject": c.subject,
+                "not_after": c.not_after.isoformat(),
+                "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+                "revocation_reason": c.revocation_reason,
+            }
+            for c in queries.issued_certificates(registry)
+            if profile is None or c.profile == profile
+        ]
+    finally:
+        registry.dispose()
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        f"certificates ({len(rows)})",
+        ["serial number", "profile", "subject", "revoked"],
+        [[r["serial_number"], r["profile"], r["subject"], r["revocation_reason"]] for r in rows],
+    )
+
+
+@app.command()
+def revoke(
+    ctx: typer.Context,
+    serial_number: str = typer.Argument(..., help="The certificate's serial number (hex)."),
+    reason: str = typer.Option(
+        "unspecified", "--reason", help=f"RFC 5280 reason, as in the CRL: {REASONS}."
+    ),
+) -> None:
+    """Revoke one certificate (a device's, a station's, a manifest signer's, the server's)."""
+    parsed = RevocationReason.parse(reason)
+    number = serial_number.lower().removeprefix("0x").lstrip("0") or "0"
+    with Authority.open(workspace(ctx)) as authority:
+        done = revoke_certificate(authority, number, parsed, by=operator())
+    say_revoked(f"certificate {number}", done)
+
+
+@app.command()
 def crl(
     ctx: typer.Context,
     out: Path = typer.Option(None, "--out", "-o", help="Write the CRL here [default: stdout]."),
     der: bool = typer.Option(False, "--der", help="DER instead of PEM."),
 ) -> None:
-    """Sign a CRL of every revoked device certificate."""
-    space = workspace(ctx)
-    ca = space.authority()
-    registry = space.registry()
-    try:
-        with registry.transaction() as session:
-            revoked = session.execute(
-                select(Certificate.serial_number, Certificate.revoked_at).where(
-                    Certificate.revoked_at.is_not(None)
-                )
-            ).all()
-            number = audit.append(session, "ca.crl", "manufacturing", {"revoked": len(revoked)})
-            crl_obj = ca.crl(
-                [(int(s, 16), when) for s, when in revoked if when is not None], number=number
-            )
-    finally:
-        registry.dispose()
-    data = crl_obj.public_bytes(Encoding.DER if der else Encoding.PEM)
+    """Sign a new CRL of every revoked certificate, with the next CRLNumber."""
+    with Authority.open(workspace(ctx)) as authority:
+        signed = new_crl(authority)
+    data = signed.public_bytes(Encoding.DER if der else Encoding.PEM)
     if out is None:
         typer.echo(data.decode() if not der else data.hex(), nl=False)
     else:
         out.write_bytes(data)
-        console.print(f"CRL with {len(revoked)} revoked certificate(s) written to {out}")
+        console.print(f"CRL with {len(signed)} revoked certificate(s) written to {out}")

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyfab import audit, pki
 from keyfab._time import utc_now
+from keyfab.authority import Authority, initialise
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console, fields
 from keyfab.cli._softhsm import ca_key_uris, use_workspace_softhsm
@@ -20,6 +21,7 @@ from keyfab.cli.provision import run_with_progress
 from keyfab.errors import AuditError, VerificationError
 from keyfab.provision import create_batch, load_recipe
 from keyfab.registry import queries
+from keyfab.rot import parse_key_uri
 from keyfab.rot.soft import write_secret
 from keyfab.workspace import Workspace
 
@@ -58,7 +60,7 @@ def _prepare(space: Workspace) -> Path:
         space.make_home()
         uris = ca_key_uris(space.home)
         root_key, ca_key = uris if uris else (None, None)
-        space.initialise("Acme Devices", root_key=root_key, ca_key=ca_key)
+        initialise(space, "Acme Devices", root_key=root_key, ca_key=ca_key)
         where = "a SoftHSM2 token (PKCS#11)" if uris else "soft key files"
         console.print(f"[green]initialised[/] root and manufacturing CA in {space.home}")
         console.print(f"  CA keys in {where}")
@@ -89,19 +91,16 @@ def _prepare(space: Workspace) -> Path:
 
 def _check_chains(space: Workspace, batch: str) -> int:
     """Verify every certificate of the batch up to the root; return how many."""
-    ca = space.authority()
-    registry = space.registry()
-    try:
-        with registry.reading() as session:
-            rows = queries.batch_certificates(session, batch)
+    with Authority.open(space) as authority:
+        manufacturing, root = authority.chain
+        rows = queries.batch_certificates(authority.registry, batch)
+        with authority.registry.reading() as session:
             report = audit.verify(session)
-    finally:
-        registry.dispose()
     now = utc_now()
     for serial, cert in rows:
         try:
             pki.verify_device_chain(
-                x509.load_der_x509_certificate(cert.der), [ca.certificate], [ca.chain[-1]], at=now
+                x509.load_der_x509_certificate(cert.der), [manufacturing], [root], at=now
             )
         except VerificationError as error:
             raise VerificationError(f"device {serial}: {error}") from None
@@ -111,7 +110,8 @@ def _check_chains(space: Workspace, batch: str) -> int:
 
 
 def _ca_key_location(space: Workspace) -> str:
-    uri = space.authority_key_uri()
+    with Authority.open(space) as authority:
+        uri = parse_key_uri(authority.key_uri())
     if uri.scheme == "pkcs11":
         conf = os.environ.get("SOFTHSM2_CONF", "")
         return f"SoftHSM2 token {uri.attributes.get('token')} via PKCS#11 (SOFTHSM2_CONF={conf})"

@@ -9,14 +9,14 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from keyfab import audit
-from keyfab._time import utc_now
-from keyfab.cli._context import workspace
-from keyfab.cli._output import JSON_OPTION, console, emit_json, fields, table
-from keyfab.errors import ConfigError
+from keyfab.authority import Authority, revoke_device
+from keyfab.cli._context import operator, workspace
+from keyfab.cli._output import JSON_OPTION, console, emit_json, fields, say_revoked, table
+from keyfab.pki import RevocationReason
 from keyfab.registry import DeviceState, queries
 
 app = typer.Typer(help="Devices in the registry.", no_args_is_help=True)
+REASONS = ", ".join(reason.value for reason in RevocationReason)
 
 
 @app.command("list")
@@ -31,23 +31,23 @@ def list_devices(
     """Devices, oldest first."""
     registry = workspace(ctx).registry()
     try:
-        with registry.reading() as session:
-            rows = [
-                {
-                    "serial": d.serial,
-                    "state": d.state,
-                    "batch": name,
-                    "slot": d.slot,
-                    "rot": d.rot_kind,
-                    "unique_id": d.unique_id,
-                    "provisioned_at": d.provisioned_at.isoformat() if d.provisioned_at else None,
-                }
-                for d, name in queries.devices(
-                    session, batch=batch, state=state, limit=limit, offset=offset
-                )
-            ]
+        page = queries.devices(registry, batch=batch, state=state, limit=limit, offset=offset)
     finally:
         registry.dispose()
+    rows = [
+        {
+            "serial": row.device.serial,
+            "state": row.device.state,
+            "batch": row.batch,
+            "slot": row.device.slot,
+            "rot": row.device.rot_kind,
+            "unique_id": row.device.unique_id,
+            "provisioned_at": row.device.provisioned_at.isoformat()
+            if row.device.provisioned_at
+            else None,
+        }
+        for row in page.items
+    ]
     if as_json:
         emit_json(rows)
     else:
@@ -68,11 +68,10 @@ def show(
     """One device and its certificates."""
     registry = workspace(ctx).registry()
     try:
-        with registry.reading() as session:
-            device = queries.device(session, serial)
-            certs = queries.certificates_of(session, device.id)
+        found = queries.device(registry, serial)
     finally:
         registry.dispose()
+    device, certs = found.device, found.certificates
     if pem:
         for cert in certs:
             typer.echo(
@@ -96,6 +95,7 @@ def show(
                 "subject": c.subject,
                 "not_after": c.not_after.isoformat(),
                 "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+                "revocation_reason": c.revocation_reason,
             }
             for c in certs
         ],
@@ -125,8 +125,7 @@ def export(
         raise typer.BadParameter("pem or json", param_hint="--format")
     registry = workspace(ctx).registry()
     try:
-        with registry.reading() as session:
-            rows = queries.batch_certificates(session, batch)
+        rows = queries.batch_certificates(registry, batch)
     finally:
         registry.dispose()
     chunks = []
@@ -149,26 +148,12 @@ def export(
 def revoke(
     ctx: typer.Context,
     serial: str = typer.Argument(..., help="Device serial number."),
-    reason: str = typer.Option("unspecified", "--reason", help="Why (kept in the audit log)."),
+    reason: str = typer.Option(
+        "unspecified", "--reason", help=f"RFC 5280 reason, as in the CRL: {REASONS}."
+    ),
 ) -> None:
-    """Revoke every certificate of a device; the next 'keyfab ca crl' lists them."""
-    registry = workspace(ctx).registry()
-    try:
-        with registry.transaction() as session:
-            device = queries.device(session, serial)
-            if device.state == DeviceState.REVOKED:
-                raise ConfigError(f"device {serial} is already revoked")
-            now = utc_now()
-            certs = queries.certificates_of(session, device.id)
-            for cert in certs:
-                cert.revoked_at, cert.revocation_reason = now, reason[:32]
-            device.state = DeviceState.REVOKED
-            audit.append(
-                session,
-                "device.revoked",
-                serial,
-                {"reason": reason, "certificates": [c.serial_number for c in certs]},
-            )
-    finally:
-        registry.dispose()
-    console.print(f"revoked {serial} ({len(certs)} certificate(s))")
+    """Revoke every certificate of a device; the next CRL lists them with the reason."""
+    parsed = RevocationReason.parse(reason)
+    with Authority.open(workspace(ctx)) as authority:
+        done = revoke_device(authority, serial, parsed, by=operator())
+    say_revoked(f"device {serial}", done)

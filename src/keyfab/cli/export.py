@@ -7,16 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from cryptography import x509
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from keyfab.authority import Authority
 from keyfab.cli._context import workspace
 from keyfab.cli._output import errors
-from keyfab.errors import ConfigError, KeyfabError
-from keyfab.manifest import cloud_devices, write_aws, write_azure
-from keyfab.registry import Authority
-from keyfab.workspace import MANUFACTURING
+from keyfab.cloud import cloud_devices, write_aws, write_azure
+from keyfab.errors import KeyfabError
 
 app = typer.Typer(help="Cloud registration files for the registry's devices.", no_args_is_help=True)
 
@@ -30,23 +26,20 @@ def _say(line: str) -> None:
     errors.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def _run(ctx: typer.Context, write: Callable[[Session, Callable[[str, str], None]], int]) -> None:
-    """Run ``write`` in a read transaction; list skipped devices; exit 1 if any."""
+def _run(ctx: typer.Context, write: Callable[[Authority, Callable[[str, str], None]], int]) -> None:
+    """Run ``write`` over the registry; list skipped devices; exit 1 if any."""
     skipped: list[str] = []
 
     def skip(serial: str, reason: str) -> None:
         skipped.append(serial)
         _say(f"error: device {serial}: {reason}")
 
-    registry = workspace(ctx).registry()
     try:
-        with registry.transaction() as session:
-            count = write(session, skip)
+        with Authority.open(workspace(ctx)) as authority:
+            count = write(authority, skip)
     except KeyfabError as error:
         _say(f"error: {error}")
         raise typer.Exit(1) from None
-    finally:
-        registry.dispose()
     typer.echo(f"{count} devices exported, {len(skipped)} skipped")
     if skipped:
         raise typer.Exit(1)
@@ -71,8 +64,8 @@ def aws_iot(
     """Provisioning template and bulk-registration file for StartThingRegistrationTask."""
     _run(
         ctx,
-        lambda session, skip: write_aws(
-            cloud_devices(session, batch), out, not sni_only, policy, skip
+        lambda authority, skip: write_aws(
+            cloud_devices(authority.registry, batch), out, not sni_only, policy, skip
         ),
     )
 
@@ -88,11 +81,8 @@ def azure_dps(
 ) -> None:
     """An enrollment group for the manufacturing CA and individual enrollments."""
 
-    def write(session: Session, skip: Callable[[str, str], None]) -> int:
-        ca = session.scalars(select(Authority).where(Authority.name == MANUFACTURING)).first()
-        if ca is None:
-            raise ConfigError("no manufacturing CA in this workspace: run 'keyfab init'")
-        certificate = x509.load_der_x509_certificate(ca.certificate)
-        return write_azure(cloud_devices(session, batch), out, group_id, certificate, skip)
+    def write(authority: Authority, skip: Callable[[str, str], None]) -> int:
+        devices = cloud_devices(authority.registry, batch)
+        return write_azure(devices, out, group_id, authority.certificate, skip)
 
     _run(ctx, write)

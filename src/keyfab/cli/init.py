@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from keyfab.authority import initialise
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console
 from keyfab.rot import KeyAlgorithm
@@ -34,7 +35,7 @@ def init(
             f"CA keys are {', '.join(_CA_ALGORITHMS)}", param_hint="--algorithm"
         )
     space = workspace(ctx)
-    ca = space.initialise(organization, algorithm, root_key, ca_key)
+    ca = initialise(space, organization, algorithm, root_key, ca_key)
     console.print(f"[green]initialised[/] {space.home}")
     console.print(f"  root CA           {ca.chain[-1].subject.rfc4514_string()}")
     console.print(f"  manufacturing CA  {ca.certificate.subject.rfc4514_string()} ({algorithm})")

@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from rich.table import Table
-from sqlalchemy import select
 
 from keyfab import audit, pki
+from keyfab.authority import Authority, labelled
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console, errors
 from keyfab.errors import ConfigError, KeyfabError
@@ -31,9 +31,7 @@ from keyfab.manifest import (
     load_certificates,
     verify_manifest,
 )
-from keyfab.registry import Authority
 from keyfab.rot import KeyAlgorithm, KeySpec, PrivateKey, load_key, open_rot, parse_key_uri
-from keyfab.workspace import MANUFACTURING, Workspace
 
 app = typer.Typer(
     help="Signed secure-element manifests (Microchip Trust Platform format).", no_args_is_help=True
@@ -143,19 +141,6 @@ def _organization(certificate: x509.Certificate) -> str:
     return str(names[0].value) if names else "keyfab"
 
 
-def _manufacturing_certificate(space: Workspace) -> x509.Certificate:
-    """The manufacturing CA certificate, without opening its key."""
-    registry = space.registry()
-    try:
-        with registry.reading() as session:
-            row = session.scalars(select(Authority).where(Authority.name == MANUFACTURING)).first()
-    finally:
-        registry.dispose()
-    if row is None:
-        raise ConfigError("no manufacturing CA in this workspace: run 'keyfab init'")
-    return x509.load_der_x509_certificate(row.certificate)
-
-
 def _signer_key(uri: str, new: bool) -> PrivateKey:
     if not new:
         return load_key(uri)
@@ -174,29 +159,23 @@ def signer(
     new: Annotated[bool, typer.Option("--new", help="Generate the key first.")] = False,
 ) -> None:
     """Issue a manifest-signer certificate from the workspace's manufacturing CA."""
-    space = workspace(ctx)
     try:
-        authority = space.authority()
         private_key = _signer_key(key, new)
-        organization = _organization(authority.certificate)
-        certificate = authority.issue(
-            pki.manifest_signer(organization, name), private_key.public_key()
-        )
+        with Authority.open(workspace(ctx)) as authority:
+            number, label = labelled(str(pki.Profile.MANIFEST_SIGNER))
+            event = audit.Entry(
+                "manifest.signer_issued",
+                name,
+                {"serial_number": f"{number:x}", "key_uri": str(parse_key_uri(key))},
+            )
+            certificate = authority.issue(
+                pki.manifest_signer(_organization(authority.certificate), name),
+                private_key.public_key(),
+                key_label=label,
+                events=[event],
+                serial_number=number,
+            )
         out.write_bytes(certificate.public_bytes(Encoding.PEM))
-        registry = space.registry()
-        try:
-            with registry.transaction() as session:
-                audit.append(
-                    session,
-                    "manifest.signer_issued",
-                    name,
-                    {
-                        "serial_number": format(certificate.serial_number, "x"),
-                        "key_uri": str(parse_key_uri(key)),
-                    },
-                )
-        finally:
-            registry.dispose()
     except KeyfabError as error:
         raise fail(error) from None
     typer.echo(f"manifest signer certificate written to {out}")
@@ -226,7 +205,8 @@ def export_manifest(
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise ConfigError("the manifest signer key must be a P-256 EC key")
         entry_signer = EntrySigner(key, certificate)
-        authority_cert = _manufacturing_certificate(space)
+        with Authority.open(space) as authority:
+            authority_cert = authority.certificate
         description = ExportDescription(
             Organization(_organization(authority_cert), "keyfab"), model, part_number, group_id
         )

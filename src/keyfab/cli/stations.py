@@ -1,17 +1,19 @@
-"""``keyfab stations``: TLS client identities for factory stations (operator rights)."""
+"""``keyfab stations``: client certificates for factory stations (operator rights)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from keyfab.cli._context import workspace
-from keyfab.cli._output import console
+from keyfab.authority import Authority, issue_station, revoke_station
+from keyfab.authority.stations import check_name
+from keyfab.cli._context import operator, workspace
+from keyfab.cli._output import console, say_revoked
 from keyfab.errors import ConfigError
-from keyfab.server import stations
+from keyfab.pki import RevocationReason
+from keyfab.securefile import write_secret
 
 app = typer.Typer(
     help="Station identities for mutual TLS with 'keyfab serve'.", no_args_is_help=True
@@ -25,20 +27,30 @@ def issue(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for NAME.pem and NAME.key."),
 ) -> None:
     """Make a station key and certificate; the key is written once, 0600."""
-    cert_path, key_path = out / f"{name}.pem", out / f"{name}.key"
+    cert_path, key_path = out / f"{check_name(name)}.pem", out / f"{name}.key"
     if key_path.exists():
         raise ConfigError(f"{key_path} exists: remove it first")
     out.mkdir(parents=True, exist_ok=True)
-    identity = stations.issue(workspace(ctx), name)
-    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(identity.key_pem)
+    with Authority.open(workspace(ctx)) as authority:
+        identity = issue_station(authority, name)
+    try:
+        write_secret(key_path, identity.key_pem)
+    except OSError as error:
+        raise ConfigError(f"cannot write {key_path}: {error.strerror}") from None
     cert_path.write_bytes(identity.certificate.public_bytes(Encoding.PEM))
-    console.print(f"station {name}: certificate {cert_path}, key {key_path} (0600)")
+    console.print(f"station {name}: certificate {cert_path}, key {key_path} (0600)", markup=False)
 
 
 @app.command()
-def revoke(ctx: typer.Context, name: str = typer.Argument(..., help="The station's name.")) -> None:
+def revoke(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="The station's name."),
+    reason: str = typer.Option(
+        "cessationOfOperation", "--reason", help="RFC 5280 reason, as in the CRL."
+    ),
+) -> None:
     """Revoke a station's certificates: its next request is refused."""
-    count = stations.revoke(workspace(ctx), name)
-    console.print(f"revoked {count} certificate(s) of station {name}")
+    parsed = RevocationReason.parse(reason)
+    with Authority.open(workspace(ctx)) as authority:
+        done = revoke_station(authority, name, parsed, by=operator())
+    say_revoked(f"station {name}", done)

@@ -7,11 +7,11 @@ import re
 
 import typer
 
+from keyfab.authority import Role
+from keyfab.authority import tokens as store
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json, errors, table
 from keyfab.errors import ConfigError
-from keyfab.server import Role
-from keyfab.server import tokens as store
 
 app = typer.Typer(help="API tokens for 'keyfab serve'.", no_args_is_help=True)
 
@@ -91,7 +91,10 @@ def revoke(ctx: typer.Context, name: str = typer.Argument(..., help="The token's
     """Revoke a token: it stops working at once."""
     registry = workspace(ctx).registry()
     try:
-        store.revoke(registry, name)
+        changed = store.revoke(registry, name)
     finally:
         registry.dispose()
-    console.print(f"revoked token {name}")
+    if changed:
+        console.print(f"revoked token {name}", markup=False)
+    else:
+        console.print(f"token {name} is already revoked: nothing changed", markup=False)

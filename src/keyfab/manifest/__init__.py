@@ -6,16 +6,6 @@ flows that use it: ``verify_manifest`` streams and checks a manifest against a
 """
 
 from keyfab.manifest._certs import Signer, SignerSet, load_certificates, thumbprint
-from keyfab.manifest._cloud import (
-    CloudDevice,
-    aws_template,
-    azure_enrollment,
-    azure_group,
-    cloud_devices,
-    registration_id,
-    write_aws,
-    write_azure,
-)
 from keyfab.manifest._errors import EntryError, ManifestError
 from keyfab.manifest._export import EntrySigner, ManifestWriter, device_element, write_manifest
 from keyfab.manifest._import import ImportSummary, Outcome, import_manifest
@@ -29,7 +19,6 @@ from keyfab.manifest._verify import MAX_ENTRY_BYTES, EntryReport, verify_manifes
 
 __all__ = [
     "MAX_ENTRY_BYTES",
-    "CloudDevice",
     "EcJwk",
     "EntryError",
     "EntryReport",
@@ -48,11 +37,7 @@ __all__ = [
     "SignerSet",
     "VerificationPolicy",
     "VerifiedEntry",
-    "aws_template",
-    "azure_enrollment",
-    "azure_group",
     "batch_elements",
-    "cloud_devices",
     "device_element",
     "element_json",
     "export_batch",
@@ -63,10 +48,7 @@ __all__ = [
     "parse_entry",
     "parse_entry_bytes",
     "parse_payload",
-    "registration_id",
     "thumbprint",
     "verify_manifest",
-    "write_aws",
-    "write_azure",
     "write_manifest",
 ]

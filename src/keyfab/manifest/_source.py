@@ -24,7 +24,7 @@ from keyfab import audit
 from keyfab.errors import ConfigError
 from keyfab.manifest._export import EntrySigner, device_element, write_manifest
 from keyfab.manifest._model import Organization, SecureElement
-from keyfab.registry import Authority, Batch, Certificate, Device, DeviceState, Registry
+from keyfab.registry import Batch, CaRecord, Certificate, Device, DeviceState, Registry
 
 _HEX_ID = re.compile(r"(?:[0-9a-f]{2}){1,32}")
 ROWS_PER_FETCH = 500
@@ -72,7 +72,7 @@ def batch_elements(
 
 def _authorities(session: Session) -> list[x509.Certificate]:
     return [
-        x509.load_der_x509_certificate(a.certificate) for a in session.scalars(select(Authority))
+        x509.load_der_x509_certificate(a.certificate) for a in session.scalars(select(CaRecord))
     ]
 
 

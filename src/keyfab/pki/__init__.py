@@ -5,11 +5,14 @@ from keyfab.pki.ca import (
     CertificateAuthority,
     check_csr,
     new_serial_number,
+    serial_hex,
     signature_hash,
 )
 from keyfab.pki.profiles import (
+    DEVICE_PROFILES,
     IDEVID_NOT_AFTER,
     DeviceIdentity,
+    Profile,
     Template,
     est_device,
     iak,
@@ -20,13 +23,18 @@ from keyfab.pki.profiles import (
     station,
     tls_server,
 )
+from keyfab.pki.revocation import RevocationReason, RevokedCertificate
 from keyfab.pki.verify import device_policy, device_verifier, verify_device_chain
 
 __all__ = [
+    "DEVICE_PROFILES",
     "HARDWARE_MODULE_NAME",
     "IDEVID_NOT_AFTER",
     "CertificateAuthority",
     "DeviceIdentity",
+    "Profile",
+    "RevocationReason",
+    "RevokedCertificate",
     "Template",
     "check_csr",
     "device_policy",
@@ -39,6 +47,7 @@ __all__ = [
     "new_serial_number",
     "parse_hardware_module_name",
     "root_ca",
+    "serial_hex",
     "signature_hash",
     "station",
     "tls_server",

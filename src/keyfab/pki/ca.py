@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from keyfab._time import utc_now
 from keyfab.errors import PkiError, VerificationError
 from keyfab.pki.profiles import Template
+from keyfab.pki.revocation import RevokedCertificate
 
 CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -36,6 +37,11 @@ def signature_hash(key: CAKey | PublicKey) -> SignatureHash:
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
         return hashes.SHA384() if key.curve.key_size > 256 else hashes.SHA256()
     return hashes.SHA256()
+
+
+def serial_hex(certificate: x509.Certificate) -> str:
+    """A certificate's serial number as the registry keys it: lowercase hex, no leading zeros."""
+    return format(certificate.serial_number, "x")
 
 
 def new_serial_number() -> int:
@@ -151,13 +157,13 @@ class CertificateAuthority:
 
     def crl(
         self,
-        revoked: Iterable[tuple[int, datetime.datetime]],
+        revoked: Iterable[RevokedCertificate],
         *,
         now: datetime.datetime | None = None,
         next_update: datetime.timedelta = datetime.timedelta(days=7),
         number: int = 1,
     ) -> x509.CertificateRevocationList:
-        """A CRL listing (serial number, revocation time) pairs."""
+        """A CRL of ``revoked``; ``number`` is the caller's CRLNumber (never reused)."""
         moment = now or utc_now()
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -167,9 +173,8 @@ class CertificateAuthority:
             .add_extension(x509.CRLNumber(number), critical=False)
             .add_extension(self.key_id, critical=False)
         )
-        for serial, when in revoked:
-            entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when)
-            builder = builder.add_revoked_certificate(entry.build())
+        for certificate in revoked:
+            builder = builder.add_revoked_certificate(certificate.entry())
         return builder.sign(self.key, signature_hash(self.key))
 
     def full_chain(self) -> Sequence[x509.Certificate]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import enum
 import ipaddress
 from dataclasses import dataclass
 
@@ -23,11 +24,32 @@ IDEVID_NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 """IEEE 802.1AR: an IDevID with no well-defined expiry uses 99991231235959Z."""
 
 
+class Profile(enum.StrEnum):
+    """Every kind of certificate keyfab issues, spelled once.
+
+    The value is what the registry's ``certificates.profile`` column holds and
+    what authorisation compares against.
+    """
+
+    ROOT_CA = "root-ca"
+    MANUFACTURING_CA = "manufacturing-ca"
+    IDEVID = "idevid"
+    IAK = "iak"
+    EST_DEVICE = "est-device"
+    STATION = "station"
+    TLS_SERVER = "tls-server"
+    MANIFEST_SIGNER = "manifest-signer"
+
+
+DEVICE_PROFILES = frozenset({Profile.IDEVID, Profile.EST_DEVICE})
+"""Profiles whose certificate proves a device's identity (e.g. for mutual TLS)."""
+
+
 @dataclass(frozen=True)
 class Template:
     """Everything about a certificate except its key, serial number and issuer."""
 
-    profile: str
+    profile: Profile
     subject: x509.Name
     extensions: tuple[tuple[x509.ExtensionType, bool], ...]
     not_after: datetime.datetime | None = None
@@ -76,7 +98,7 @@ def _ca_usage() -> x509.KeyUsage:
 
 
 def _ca(
-    profile: str, organization: str, common_name: str, path_length: int, years: int
+    profile: Profile, organization: str, common_name: str, path_length: int, years: int
 ) -> Template:
     return Template(
         profile=profile,
@@ -91,12 +113,12 @@ def _ca(
 
 def root_ca(organization: str, common_name: str, years: int = 25) -> Template:
     """A self-signed root: the manufacturer's trust anchor, kept offline."""
-    return _ca("root-ca", organization, common_name, path_length=1, years=years)
+    return _ca(Profile.ROOT_CA, organization, common_name, path_length=1, years=years)
 
 
 def manufacturing_ca(organization: str, common_name: str, years: int = 20) -> Template:
     """The intermediate that signs device certificates on the factory floor."""
-    return _ca("manufacturing-ca", organization, common_name, path_length=0, years=years)
+    return _ca(Profile.MANUFACTURING_CA, organization, common_name, path_length=0, years=years)
 
 
 @dataclass(frozen=True)
@@ -139,7 +161,7 @@ def idevid(device: DeviceIdentity) -> Template:
         [hardware_module_name(device.hw_type, device.serial.encode())]
     )
     return Template(
-        profile="idevid",
+        profile=Profile.IDEVID,
         subject=x509.Name(attributes),
         extensions=((usage, True), (san, False)),
         not_after=IDEVID_NOT_AFTER,
@@ -157,7 +179,7 @@ def manifest_signer(organization: str, common_name: str, years: int = 3) -> Temp
     """
     usage = _SIGN_ONLY
     return Template(
-        profile="manifest-signer",
+        profile=Profile.MANIFEST_SIGNER,
         subject=_name(organization, common_name),
         extensions=((x509.BasicConstraints(ca=False, path_length=None), True), (usage, True)),
         validity=datetime.timedelta(days=365 * years),
@@ -172,7 +194,7 @@ def iak(device: DeviceIdentity) -> Template:
     hardwareModuleName as the device's IDevID, so a verifier ties the two
     together; digitalSignature only, as the IAK signs TPM-made attestations.
     """
-    return dataclasses.replace(idevid(device), profile="iak")
+    return dataclasses.replace(idevid(device), profile=Profile.IAK)
 
 
 def _hostname(name: str) -> x509.GeneralName:
@@ -191,7 +213,7 @@ def tls_server(organization: str, hostnames: tuple[str, ...], days: int = 90) ->
     if not hostnames:
         raise ConfigError("a TLS server certificate needs at least one host name")
     return Template(
-        profile="tls-server",
+        profile=Profile.TLS_SERVER,
         subject=_name(organization, hostnames[0]),
         extensions=(
             (x509.BasicConstraints(ca=False, path_length=None), True),
@@ -212,7 +234,7 @@ def est_device(subject: x509.Name, days: int = 365) -> Template:
     EST re-enrolment that renews it.
     """
     return Template(
-        profile="est-device",
+        profile=Profile.EST_DEVICE,
         subject=subject,
         extensions=(
             (x509.BasicConstraints(ca=False, path_length=None), True),
@@ -239,7 +261,7 @@ def station(organization: str, name: str, days: int = 365) -> Template:
     if organization:
         attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     return Template(
-        profile="station",
+        profile=Profile.STATION,
         subject=x509.Name(attributes),
         extensions=(
             (x509.BasicConstraints(ca=False, path_length=None), True),

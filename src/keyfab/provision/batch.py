@@ -27,27 +27,19 @@ from sqlalchemy.exc import IntegrityError
 from keyfab import audit
 from keyfab._time import utc_now
 from keyfab.attest import Tpm2Policy, policy_from_options
-from keyfab.errors import ConfigError, KeyfabError
+from keyfab.authority import Authority, record
+from keyfab.errors import ConfigError, ConflictError, KeyfabError
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
 from keyfab.provision.flow import Issuance, issue_device, write_back
 from keyfab.provision.recipe import Recipe, load_objects, parse_recipe
-from keyfab.registry import (
-    Base,
-    Batch,
-    Certificate,
-    Device,
-    DeviceState,
-    Registry,
-    certificate_row,
-)
+from keyfab.registry import Base, Batch, Certificate, Device, DeviceState, Registry
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
 
 CHUNK = 32
 
 # Core statements for the hot path: plain executemany, no ORM bookkeeping per row.
-_CERTIFICATES = Base.metadata.tables["certificates"]
 _DEVICES = Base.metadata.tables["devices"]
 _ISSUE_DEVICE = (
     update(_DEVICES)
@@ -92,7 +84,10 @@ def create_batch(
     try:
         with registry.transaction() as session:
             if session.scalar(select(Batch.id).where(Batch.name == name)) is not None:
-                raise ConfigError(f"batch {name!r} exists: use 'keyfab provision resume {name}'")
+                raise ConflictError(
+                    f"batch {name!r} exists: use 'keyfab provision resume {name}'",
+                    slug="batch-exists",
+                )
             now = utc_now()
             batch = Batch(
                 name=name,
@@ -156,7 +151,8 @@ class Station:
             self.recipe = parse_recipe(batch.recipe, f"batch {batch_name} recipe")
             self.objects = load_objects(self.recipe, Path(batch.recipe_dir))
         self.attestation = _attestation_policy(self.recipe, Path(batch.recipe_dir))
-        self.ca: CertificateAuthority = workspace.authority()
+        self.authority = Authority(self.registry)
+        self.ca: CertificateAuthority = self.authority.ca
         self.chain = [c.public_bytes(Encoding.DER) for c in self.ca.full_chain()]
 
     def run(self, device_ids: Sequence[int]) -> Outcome:
@@ -177,7 +173,15 @@ class Station:
                 rot = rots[device_id] = self._open(slot)
                 if state == DeviceState.PENDING:
                     issued.append(
-                        issue_device(rot, device_id, serial, self.recipe, self.ca, self.attestation)
+                        issue_device(
+                            rot,
+                            device_id,
+                            serial,
+                            self.recipe,
+                            self.ca,
+                            self.attestation,
+                            {"batch": self.batch_name},
+                        )
                     )
             except KeyfabError as error:
                 failures.append((serial, str(error)))
@@ -202,30 +206,9 @@ class Station:
 
         Returns the (key label, DER) certificates recorded, per device id.
         """
-        now = utc_now()
+        certificates = [cert for item in issued for cert in item.certificates]
         with self.registry.transaction() as session:
             events: list[audit.Entry] = []
-            rows = []
-            for item in issued:
-                for cert in item.certificates:
-                    row = certificate_row(
-                        cert.certificate,
-                        device_id=item.device_id,
-                        key_label=cert.key_label,
-                        profile=cert.profile,
-                        issued_at=now,
-                    )
-                    rows.append(row)
-                    details = {
-                        "serial_number": row["serial_number"],
-                        "device_unique_id": item.unique_id,
-                        "profile": cert.profile,
-                        "key": cert.key_label,
-                        "batch": self.batch_name,
-                    }
-                    events.append(audit.Entry("certificate.issued", row["subject"], details))
-            if rows:
-                session.execute(insert(_CERTIFICATES), rows)
             if issued:
                 session.execute(
                     _ISSUE_DEVICE,
@@ -251,10 +234,12 @@ class Station:
                     audit.Entry("device.failed", s, {"reason": r, "batch": self.batch_name})
                     for s, r in failures
                 ]
-            audit.append_many(session, events)
+            record(session, certificates, events)
         recorded: dict[int, list[tuple[str, bytes]]] = {}
-        for row in rows:
-            recorded.setdefault(row["device_id"], []).append((row["key_label"], row["der"]))
+        for cert in certificates:
+            assert cert.device_id is not None
+            der = cert.certificate.public_bytes(Encoding.DER)
+            recorded.setdefault(cert.device_id, []).append((cert.key_label, der))
         return recorded
 
     def _recorded_certificates(self, device_ids: list[int]) -> dict[int, list[tuple[str, bytes]]]:
@@ -414,7 +399,7 @@ def _close_batch(
     workspace: Workspace, registry: Registry, batch_name: str, provisioned: int, failed: int
 ) -> None:
     """Mark the batch finished and sign a checkpoint over the audit head."""
-    ca = workspace.authority()  # only now: opening the CA key may mean an HSM login
+    authority = Authority(registry)  # its CA key opens only now: it may mean an HSM login
     with registry.transaction() as session:
         batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
         if batch.state == "finished":  # another station finished it meanwhile
@@ -423,7 +408,7 @@ def _close_batch(
         audit.append(
             session, "batch.finished", batch_name, {"provisioned": provisioned, "failed": failed}
         )
-        audit.sign_checkpoint(session, ca.key, ca.certificate)  # auditors get a signed head
+        authority.checkpoint(session)  # auditors get a signed head
 
 
 __all__ = ["Summary", "create_batch", "outstanding", "run_batch"]

@@ -24,8 +24,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from keyfab.attest import AttestingRot, CertifiedKey, Tpm2Policy, attest_key
+from keyfab.authority import Issued
 from keyfab.errors import KeyNotFoundError, ProvisionError, RotLockedError, VerificationError
-from keyfab.pki import CertificateAuthority, DeviceIdentity, check_csr, iak, idevid, signature_hash
+from keyfab.pki import (
+    CertificateAuthority,
+    DeviceIdentity,
+    Template,
+    check_csr,
+    iak,
+    idevid,
+    signature_hash,
+)
 from keyfab.provision.recipe import Recipe
 from keyfab.rot import Evidence, KeySpec, PrivateKey, PublicKey, RootOfTrust
 
@@ -39,13 +48,6 @@ def certificate_label(key_label: str) -> str:
 
 
 @dataclass(frozen=True)
-class IssuedCertificate:
-    key_label: str
-    profile: str
-    certificate: x509.Certificate
-
-
-@dataclass(frozen=True)
 class Issuance:
     """What steps 1-5 produced for one device, ready to be recorded."""
 
@@ -53,7 +55,7 @@ class Issuance:
     unique_id: str
     rot_kind: str
     public_key: bytes  # SubjectPublicKeyInfo DER of the first key
-    certificates: tuple[IssuedCertificate, ...]
+    certificates: tuple[Issued, ...]
     evidence: Mapping[str, Any] | None = field(default=None)
 
 
@@ -115,17 +117,26 @@ def issue_device(
     recipe: Recipe,
     ca: CertificateAuthority,
     attestation: Tpm2Policy | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> Issuance:
     """Steps 1-5 for one device. Raises VerificationError if the device's proof fails.
 
     ``attestation`` (TPM devices) makes the CA verify the evidence before it
-    issues, then issue an IAK certificate beside the IDevID.
+    issues, then issue an IAK certificate beside the IDevID. The certificates
+    come back unrecorded: the caller records them (``authority.record``) before
+    any of them reaches the device. ``context`` goes into their audit events.
     """
     info = rot.info
     identity = DeviceIdentity(
         serial, recipe.product.hw_type, recipe.product.organization, recipe.product.name
     )
-    issued: list[IssuedCertificate] = []
+    issued: list[Issued] = []
+
+    def sign(label: str, template: Template, public_key: PublicKey) -> Issued:
+        details = {"device_unique_id": info.unique_id, "key": label, **(context or {})}
+        certificate = ca.issue(template, public_key)
+        return Issued(certificate, template.profile, label, device_id, details)
+
     evidence: dict[str, Any] = {}
     first_public_key = b""
     iak_key: PublicKey | None = None
@@ -150,11 +161,9 @@ def issue_device(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         if entry.profile == "idevid":
-            issued.append(
-                IssuedCertificate(entry.label, "idevid", ca.issue(idevid(identity), public_key))
-            )
+            issued.append(sign(entry.label, idevid(identity), public_key))
     if iak_key is not None:
-        issued.append(IssuedCertificate(IAK_LABEL, "iak", ca.issue(iak(identity), iak_key)))
+        issued.append(sign(IAK_LABEL, iak(identity), iak_key))
     return Issuance(
         device_id, info.unique_id, info.kind, first_public_key, tuple(issued), evidence or None
     )

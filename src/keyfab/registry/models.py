@@ -66,7 +66,7 @@ class Sequence(Base):
     value: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
-class Authority(Base):
+class CaRecord(Base):
     """A CA of this workspace: its certificate and where its key lives (a URI)."""
 
     __tablename__ = "authorities"
@@ -121,8 +121,23 @@ class Certificate(Base):
     not_after: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     der: Mapped[bytes] = mapped_column(LargeBinary)
     issued_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
-    revoked_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
-    revocation_reason: Mapped[str | None] = mapped_column(String(32))
+    revoked_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime(), index=True)
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))  # RFC 5280 name
+
+
+class CrlRecord(Base):
+    """A CRL the manufacturing CA signed. ``number`` is its CRLNumber: never reused.
+
+    The newest row is served again until a revocation or its nextUpdate makes
+    it stale, so fetching the CRL does not sign (or write) on every request.
+    """
+
+    __tablename__ = "crls"
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    this_update: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    next_update: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    revoked: Mapped[int] = mapped_column(Integer)  # how many entries it lists
+    der: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AuditEvent(Base):

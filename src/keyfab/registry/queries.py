@@ -1,49 +1,189 @@
-"""Read-side queries shared by the CLI and the service."""
+"""Every read the CLI and the service make of the registry, in one place.
+
+Each function opens its own read-only session (``Registry.reading``: on SQLite it
+leaves the write lock to the stations) and returns rows that stay usable after
+the session closes, so callers above the registry never hold a session or
+import SQLAlchemy. A missing thing is a ``NotFoundError`` whose slug the
+service turns into a stable problem type.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from keyfab.errors import ConfigError
-from keyfab.registry.models import Batch, Certificate, Device
+from keyfab.errors import NotFoundError, RegistryError
+from keyfab.registry.db import Registry
+from keyfab.registry.models import ApiToken, Batch, CaRecord, Certificate, Device
 
 
-def devices(
-    session: Session,
-    *,
-    batch: str | None = None,
-    state: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> Sequence[tuple[Device, str | None]]:
-    """Devices with their batch names, oldest first, filtered and paginated."""
+@dataclass(frozen=True)
+class DeviceRow:
+    device: Device
+    batch: str | None
+
+
+@dataclass(frozen=True)
+class DevicePage:
+    """One page of a device listing and how many devices match in all."""
+
+    items: Sequence[DeviceRow]
+    total: int
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A device, its batch's name and every certificate it has, from one snapshot."""
+
+    device: Device
+    batch: str | None
+    certificates: Sequence[Certificate]
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    certificate: Certificate
+    device: str | None  # the device's serial, if it is a device's certificate
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    batch: Batch
+    devices: Mapping[str, int]  # devices per state
+
+
+def _device_query(batch: str | None, state: str | None):  # type: ignore[no-untyped-def]
     query = select(Device, Batch.name).outerjoin(Batch, Device.batch_id == Batch.id)
     if batch is not None:
         query = query.where(Batch.name == batch)
     if state is not None:
         query = query.where(Device.state == state)
-    return session.execute(query.order_by(Device.id).limit(limit).offset(offset)).all()
+    return query
 
 
-def device(session: Session, serial: str) -> Device:
-    found = session.scalars(select(Device).where(Device.serial == serial)).one_or_none()
-    if found is None:
-        raise ConfigError(f"no device with serial {serial!r}")
-    return found
+def devices(
+    registry: Registry,
+    *,
+    batch: str | None = None,
+    state: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> DevicePage:
+    """Devices with their batch names, oldest first, filtered, one page at a time."""
+    query = _device_query(batch, state)
+    with registry.reading() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        rows = session.execute(query.order_by(Device.id).limit(limit).offset(offset)).all()
+        return DevicePage([DeviceRow(device, name) for device, name in rows], int(total))
+
+
+def device(registry: Registry, serial: str) -> DeviceRecord:
+    """One device with its batch and certificates, or NotFoundError."""
+    with registry.reading() as session:
+        row = session.execute(
+            _device_query(None, None).where(Device.serial == serial)
+        ).one_or_none()
+        if row is None:
+            raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
+        return DeviceRecord(row[0], row[1], certificates_of(session, row[0].id))
 
 
 def certificates_of(session: Session, device_id: int) -> Sequence[Certificate]:
+    """A device's certificates in issuing order (inside the caller's session)."""
     return session.scalars(
         select(Certificate).where(Certificate.device_id == device_id).order_by(Certificate.id)
     ).all()
 
 
-def batch_certificates(session: Session, batch: str | None) -> Sequence[tuple[str, Certificate]]:
+def certificate(registry: Registry, serial_number: str) -> CertificateRecord:
+    """One certificate by its serial number (lowercase hex), with its device's serial."""
+    with registry.reading() as session:
+        row = session.execute(
+            select(Certificate, Device.serial)
+            .outerjoin(Device, Certificate.device_id == Device.id)
+            .where(Certificate.serial_number == serial_number)
+        ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no certificate {serial_number}", slug="certificate-not-found")
+    return CertificateRecord(row[0], row[1])
+
+
+def issued_certificates(registry: Registry) -> Sequence[Certificate]:
+    """Every certificate keyfab has recorded, whoever issued it, oldest first."""
+    with registry.reading() as session:
+        return session.scalars(select(Certificate).order_by(Certificate.id)).all()
+
+
+def batch_certificates(registry: Registry, batch: str | None) -> Sequence[tuple[str, Certificate]]:
     """(device serial, certificate) for every device certificate, of one batch or all."""
     query = select(Device.serial, Certificate).join(Certificate, Certificate.device_id == Device.id)
     if batch is not None:
         query = query.join(Batch, Device.batch_id == Batch.id).where(Batch.name == batch)
-    return session.execute(query.order_by(Device.id)).all()
+    with registry.reading() as session:
+        return [(serial, cert) for serial, cert in session.execute(query.order_by(Device.id))]
+
+
+ROWS_PER_FETCH = 500
+
+
+def device_certificates(
+    registry: Registry, batch: str | None, states: Iterable[str]
+) -> Iterator[tuple[Device, Certificate]]:
+    """(device, unrevoked certificate) of devices in ``states``, in device then issuing order.
+
+    Streamed a few hundred rows at a time, so an export of any size stays small;
+    the read session stays open while the caller iterates.
+    """
+    query = (
+        select(Device, Certificate)
+        .join(Certificate, Certificate.device_id == Device.id)
+        .where(Device.state.in_(list(states)), Certificate.revoked_at.is_(None))
+    )
+    with registry.reading() as session:
+        if batch is not None:
+            batch_id = session.scalar(select(Batch.id).where(Batch.name == batch))
+            if batch_id is None:
+                raise NotFoundError(f"no batch named {batch!r}", slug="batch-not-found")
+            query = query.where(Device.batch_id == batch_id)
+        query = query.order_by(Device.id, Certificate.id)
+        rows = session.execute(query.execution_options(yield_per=ROWS_PER_FETCH))
+        yield from ((device, cert) for device, cert in rows)
+
+
+def batch_progress(registry: Registry, name: str) -> BatchProgress:
+    """A batch and how many of its devices are in each state, or NotFoundError."""
+    with registry.reading() as session:
+        batch = session.scalars(select(Batch).where(Batch.name == name)).one_or_none()
+        if batch is None:
+            raise NotFoundError(f"no batch {name!r}", slug="batch-not-found")
+        counts = session.execute(
+            select(Device.state, func.count())
+            .where(Device.batch_id == batch.id)
+            .group_by(Device.state)
+        ).all()
+    return BatchProgress(batch, {str(state): int(n) for state, n in counts})
+
+
+def authorities(registry: Registry) -> Mapping[str, CaRecord]:
+    """The workspace's CAs (``root``, ``manufacturing``) by name: certificates and key URIs."""
+    with registry.reading() as session:
+        return {row.name: row for row in session.scalars(select(CaRecord))}
+
+
+def tokens(registry: Registry) -> Sequence[ApiToken]:
+    """Every API token (digests only), oldest first."""
+    with registry.reading() as session:
+        return session.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.name)).all()
+
+
+def ping(registry: Registry) -> None:
+    """Check the database answers; RegistryError if it does not."""
+    try:
+        with registry.reading() as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        raise RegistryError("the registry database does not answer") from None

@@ -18,7 +18,7 @@ from keyfab.rot.base import (
     RotInfo,
     check_label,
 )
-from keyfab.rot.uri import KeyUri, parse_key_uri, read_pin
+from keyfab.rot.uri import KeyUri, parse_key_uri, read_pin, soft_key_uri
 
 __all__ = [
     "Capability",
@@ -38,6 +38,7 @@ __all__ = [
     "open_rot",
     "parse_key_uri",
     "read_pin",
+    "soft_key_uri",
 ]
 
 # Drivers are imported on first use: a PKCS#11 or TPM library is only needed

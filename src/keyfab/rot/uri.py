@@ -124,6 +124,11 @@ def _attributes(scheme: str, text: str, separator: str, known: frozenset[str]) -
     return MappingProxyType(result)
 
 
+def soft_key_uri(path: str | Path) -> str:
+    """The URI of a soft key file: the one way keyfab spells it."""
+    return KeyUri("soft", path=str(path)).render(redact=False)
+
+
 def read_pin(uri: KeyUri) -> str | None:
     """The PIN a URI points to (``pin-value`` or ``pin-source=file:...``), if any."""
     if "pin-value" in uri.query:

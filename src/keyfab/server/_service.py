@@ -1,4 +1,4 @@
-"""What one service process holds open: the registry, the CA, the running batches.
+"""What one service process holds open: the authority (registry and CA), the running batches.
 
 Opened once per worker process by the app factory, so requests never pay for
 opening a database or loading the CA key.
@@ -9,13 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy.orm import Session
-
-from keyfab import pki
+from keyfab.authority import Authority
 from keyfab.errors import KeyfabError
 from keyfab.provision import run_batch
 from keyfab.registry import Registry
@@ -28,30 +24,24 @@ _log = logging.getLogger(__name__)
 @dataclass
 class Service:
     workspace: Workspace
-    registry: Registry
-    authority: pki.CertificateAuthority
+    authority: Authority
     _running: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, workspace: Workspace) -> Service:
-        return cls(workspace, workspace.registry(), workspace.authority())
+        authority = Authority.open(workspace)
+        authority.ca  # noqa: B018 - open the CA key now, not on the first request
+        return cls(workspace, authority)
+
+    @property
+    def registry(self) -> Registry:
+        return self.authority.registry
 
     @functools.cached_property
     def cacerts(self) -> bytes:
         """The EST ``cacerts`` body, built once: the chain cannot change while serving."""
-        return certs_only(self.authority.full_chain())
-
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        with self.registry.transaction() as session:
-            yield session
-
-    @contextmanager
-    def reading(self) -> Iterator[Session]:
-        """For endpoints that only read: on SQLite they leave the write lock to stations."""
-        with self.registry.reading() as session:
-            yield session
+        return certs_only(self.authority.chain)
 
     def start_batch(self, name: str) -> bool:
         """Run a batch's outstanding devices in a background thread; False if running here."""
@@ -77,4 +67,4 @@ class Service:
                 self._running.discard(name)
 
     def close(self) -> None:
-        self.registry.dispose()
+        self.authority.close()

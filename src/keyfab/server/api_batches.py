@@ -17,17 +17,16 @@ import pathlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
-from sqlalchemy import func, select
 from starlette.status import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
+from keyfab.authority import READERS, WRITERS, Principal
 from keyfab.errors import KeyfabError
 from keyfab.provision import create_batch, parse_recipe
-from keyfab.registry import Batch, Device
+from keyfab.registry import queries
 from keyfab.server._service import Service
 from keyfab.server.auth import require, service
 from keyfab.server.models import BatchProgress, BatchRequest
 from keyfab.server.problems import ProblemError
-from keyfab.server.roles import READERS, WRITERS, Principal
 
 router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
 Reader = Annotated[Principal, Depends(require(*READERS))]
@@ -38,22 +37,15 @@ Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 
 def _progress(request: Request, name: str) -> BatchProgress:
     svc = service(request)
-    with svc.transaction() as session:
-        batch = session.scalars(select(Batch).where(Batch.name == name)).one_or_none()
-        if batch is None:
-            raise ProblemError(404, "batch-not-found", f"no batch {name!r}")
-        counts = session.execute(
-            select(Device.state, func.count())
-            .where(Device.batch_id == batch.id)
-            .group_by(Device.state)
-        ).all()
+    found = queries.batch_progress(svc.registry, name)
+    batch = found.batch
     return BatchProgress(
         name=batch.name,
         product=batch.product,
         count=batch.count,
         state=batch.state,
         running=svc.running(name),
-        devices={str(state): int(n) for state, n in counts},
+        devices=dict(found.devices),
         created_at=batch.created_at,
         finished_at=batch.finished_at,
     )
@@ -79,11 +71,6 @@ def create(request: Request, _: Writer, body: BatchRequest) -> BatchProgress:
         parse_recipe(text, f"recipe {body.recipe}")
     except KeyfabError as error:
         raise ProblemError(400, "invalid-recipe", str(error)) from None
-    with svc.transaction() as session:
-        if session.scalar(select(Batch.id).where(Batch.name == body.name)) is not None:
-            raise ProblemError(
-                409, "batch-exists", f"batch {body.name!r} exists: resume it instead"
-            )
     create_batch(svc.workspace, text, folder, body.name, body.count)
     svc.start_batch(body.name)
     return _progress(request, body.name)

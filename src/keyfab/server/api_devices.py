@@ -7,12 +7,10 @@ from typing import Annotated
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from keyfab import audit
-from keyfab._time import utc_now
-from keyfab.registry import Batch, Certificate, Device, DeviceState
+from keyfab.authority import READERS, WRITERS, Principal, revoke_certificate, revoke_device
+from keyfab.pki import RevocationReason
+from keyfab.registry import DeviceState, queries
 from keyfab.server._views import certificate_info, certificate_summary, device_summary
 from keyfab.server.auth import require, service
 from keyfab.server.models import (
@@ -22,33 +20,12 @@ from keyfab.server.models import (
     RevokeRequest,
     RevokeResult,
 )
-from keyfab.server.problems import ProblemError
-from keyfab.server.roles import READERS, WRITERS, Principal
 
 router = APIRouter(prefix="/api/v1", tags=["devices"])
 Reader = Annotated[Principal, Depends(require(*READERS))]
 Writer = Annotated[Principal, Depends(require(*WRITERS))]
 SERIAL = r"^[A-Za-z0-9._:-]{1,64}$"
 CERT_SERIAL = r"^[0-9a-f]{1,42}$"
-
-
-def _device(session: Session, serial: str) -> tuple[Device, str | None]:
-    row = session.execute(
-        select(Device, Batch.name)
-        .outerjoin(Batch, Device.batch_id == Batch.id)
-        .where(Device.serial == serial)
-    ).one_or_none()
-    if row is None:
-        raise ProblemError(404, "device-not-found", f"no device with serial {serial!r}")
-    return row[0], row[1]
-
-
-def _certificates(session: Session, device_id: int) -> list[Certificate]:
-    return list(
-        session.scalars(
-            select(Certificate).where(Certificate.device_id == device_id).order_by(Certificate.id)
-        )
-    )
 
 
 @router.get("/devices", response_model=DevicePage)
@@ -61,16 +38,15 @@ def list_devices(
     offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
 ) -> DevicePage:
     """Devices, oldest first, filtered by batch and state, one page at a time."""
-    query = select(Device, Batch.name).outerjoin(Batch, Device.batch_id == Batch.id)
-    if batch is not None:
-        query = query.where(Batch.name == batch)
-    if state is not None:
-        query = query.where(Device.state == state.value)
-    with service(request).reading() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.execute(query.order_by(Device.id).limit(limit).offset(offset)).all()
-        items = [device_summary(device, name) for device, name in rows]
-    return DevicePage(items=items, total=total, limit=limit, offset=offset)
+    page = queries.devices(
+        service(request).registry,
+        batch=batch,
+        state=state.value if state else None,
+        limit=limit,
+        offset=offset,
+    )
+    items = [device_summary(row.device, row.batch) for row in page.items]
+    return DevicePage(items=items, total=page.total, limit=limit, offset=offset)
 
 
 @router.get("/devices/{serial}", response_model=DeviceInfo)
@@ -78,50 +54,60 @@ def show_device(
     request: Request, _: Reader, serial: Annotated[str, Path(pattern=SERIAL)]
 ) -> DeviceInfo:
     """One device and all its certificates."""
-    with service(request).reading() as session:
-        device, batch = _device(session, serial)
-        certificates = [certificate_summary(c) for c in _certificates(session, device.id)]
-        return DeviceInfo(**device_summary(device, batch).model_dump(), certificates=certificates)
+    found = queries.device(service(request).registry, serial)
+    certificates = [certificate_summary(c) for c in found.certificates]
+    return DeviceInfo(
+        **device_summary(found.device, found.batch).model_dump(), certificates=certificates
+    )
+
+
+def _reason(body: RevokeRequest | None) -> RevocationReason:
+    return RevocationReason.parse(body.reason) if body is not None else RevocationReason.UNSPECIFIED
 
 
 @router.post("/devices/{serial}/revoke", response_model=RevokeResult)
-def revoke_device(
+def revoke(
     request: Request,
     principal: Writer,
     serial: Annotated[str, Path(pattern=SERIAL)],
     body: RevokeRequest | None = None,
 ) -> RevokeResult:
-    """Revoke every certificate of a device; the next CRL lists them."""
-    reason = body.reason if body is not None else "unspecified"
-    with service(request).transaction() as session:
-        device, _batch = _device(session, serial)
-        if device.state == DeviceState.REVOKED:
-            raise ProblemError(409, "already-revoked", f"device {serial} is already revoked")
-        now = utc_now()
-        certificates = _certificates(session, device.id)
-        for certificate in certificates:
-            if certificate.revoked_at is None:
-                certificate.revoked_at, certificate.revocation_reason = now, reason
-        device.state = DeviceState.REVOKED
-        numbers = [c.serial_number for c in certificates]
-        audit.append(
-            session,
-            "device.revoked",
-            serial,
-            {"reason": reason, "certificates": numbers, "by": principal.name},
-        )
-    return RevokeResult(serial=serial, state=DeviceState.REVOKED, revoked_certificates=numbers)
+    """Revoke every certificate of a device; the next CRL lists them with the reason.
+
+    Revoking a revoked device changes nothing: ``changed`` is false.
+    """
+    done = revoke_device(service(request).authority, serial, _reason(body), by=principal.name)
+    return RevokeResult(
+        serial=serial,
+        state=DeviceState.REVOKED,
+        reason=done.reason.value,
+        changed=done.changed,
+        revoked_certificates=list(done.revoked),
+    )
 
 
-def _certificate(session: Session, serial_number: str) -> tuple[Certificate, str | None]:
-    row = session.execute(
-        select(Certificate, Device.serial)
-        .outerjoin(Device, Certificate.device_id == Device.id)
-        .where(Certificate.serial_number == serial_number)
-    ).one_or_none()
-    if row is None:
-        raise ProblemError(404, "certificate-not-found", f"no certificate {serial_number}")
-    return row[0], row[1]
+@router.post(
+    "/certificates/{serial_number}/revoke",
+    response_model=RevokeResult,
+    tags=["certificates"],
+)
+def revoke_one(
+    request: Request,
+    principal: Writer,
+    serial_number: Annotated[str, Path(pattern=CERT_SERIAL)],
+    body: RevokeRequest | None = None,
+) -> RevokeResult:
+    """Revoke one certificate (a device's, a station's, a signer's) by its serial number."""
+    svc = service(request)
+    done = revoke_certificate(svc.authority, serial_number, _reason(body), by=principal.name)
+    device = queries.certificate(svc.registry, serial_number).device
+    return RevokeResult(
+        serial=device,
+        state=None,
+        reason=done.reason.value,
+        changed=done.changed,
+        revoked_certificates=list(done.revoked),
+    )
 
 
 @router.get("/certificates/{serial_number}", response_model=CertificateInfo, tags=["certificates"])
@@ -129,8 +115,8 @@ def show_certificate(
     request: Request, _: Reader, serial_number: Annotated[str, Path(pattern=CERT_SERIAL)]
 ) -> CertificateInfo:
     """One certificate by its serial number (lower-case hex, as keyfab records it)."""
-    with service(request).reading() as session:
-        return certificate_info(*_certificate(session, serial_number))
+    found = queries.certificate(service(request).registry, serial_number)
+    return certificate_info(found.certificate, found.device)
 
 
 @router.get(
@@ -150,9 +136,8 @@ def download_certificate(
     encoding: Annotated[str, Path(pattern=r"^(pem|der)$")],
 ) -> Response:
     """The certificate itself: ``pem`` or ``der``."""
-    with service(request).reading() as session:
-        certificate, _device_serial = _certificate(session, serial_number)
+    der = queries.certificate(service(request).registry, serial_number).certificate.der
     if encoding == "der":
-        return Response(certificate.der, media_type="application/pkix-cert")
-    pem = x509.load_der_x509_certificate(certificate.der).public_bytes(Encoding.PEM)
+        return Response(der, media_type="application/pkix-cert")
+    pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
     return Response(pem, media_type="application/pem-certificate-chain")

@@ -6,15 +6,14 @@ from typing import Annotated
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Query, Request, Response
-from sqlalchemy import select, text
-from sqlalchemy.exc import SQLAlchemyError
 
 from keyfab import audit
-from keyfab.registry import AuditHead, Certificate
+from keyfab.authority import Principal, Role, current_crl
+from keyfab.errors import RegistryError
+from keyfab.registry import queries
 from keyfab.server.auth import require, service
 from keyfab.server.models import AuditStatus, Health
 from keyfab.server.problems import ProblemError
-from keyfab.server.roles import Principal, Role
 
 router = APIRouter(prefix="/api/v1")
 Auditor = Annotated[Principal, Depends(require(Role.ADMIN, Role.AUDITOR))]
@@ -25,9 +24,8 @@ PEM_CHAIN = "application/pem-certificate-chain"
 def health(request: Request) -> Health:
     """Liveness and database reachability; no authentication."""
     try:
-        with service(request).reading() as session:
-            session.execute(text("SELECT 1"))
-    except SQLAlchemyError:
+        queries.ping(service(request).registry)
+    except RegistryError:
         raise ProblemError(
             503, "registry-unavailable", "the registry database does not answer"
         ) from None
@@ -41,7 +39,7 @@ def health(request: Request) -> Health:
 )
 def ca_chain(request: Request) -> Response:
     """The CA chain as PEM: what relying parties need to check device certificates."""
-    chain = service(request).authority.full_chain()
+    chain = service(request).authority.chain
     return Response(b"".join(c.public_bytes(Encoding.PEM) for c in chain), media_type=PEM_CHAIN)
 
 
@@ -58,23 +56,13 @@ def ca_chain(request: Request) -> Response:
 def ca_crl(
     request: Request, encoding: Annotated[str, Query(pattern=r"^(pem|der)$")] = "der"
 ) -> Response:
-    """A freshly signed CRL of every revoked certificate.
+    """The current CRL of every revoked certificate, with each entry's reason.
 
-    Its CRL number is the audit log's head sequence: it grows with every change
-    to the registry, so a CRL reflecting newer revocations always has a larger
-    number, and fetching a CRL writes nothing.
+    The newest CRL is served again while it lists every revocation and is far
+    from its nextUpdate; otherwise a new one is signed with the next CRLNumber
+    (the same rule as ``keyfab ca crl``: numbers strictly increase, never reused).
     """
-    svc = service(request)
-    with svc.reading() as session:
-        revoked = session.execute(
-            select(Certificate.serial_number, Certificate.revoked_at).where(
-                Certificate.revoked_at.is_not(None)
-            )
-        ).all()
-        number = session.scalar(select(AuditHead.seq).where(AuditHead.id == 1)) or 0
-    crl = svc.authority.crl(
-        [(int(s, 16), when) for s, when in revoked if when is not None], number=max(number, 1)
-    )
+    crl = current_crl(service(request).authority)
     if encoding == "pem":
         return Response(crl.public_bytes(Encoding.PEM), media_type="application/x-pem-file")
     return Response(crl.public_bytes(Encoding.DER), media_type="application/pkix-crl")
@@ -83,7 +71,7 @@ def ca_crl(
 @router.get("/audit", response_model=AuditStatus, tags=["audit"])
 def audit_status(request: Request, _: Auditor) -> AuditStatus:
     """Recompute the audit hash chain now and say whether it holds."""
-    with service(request).reading() as session:
+    with service(request).registry.reading() as session:
         report = audit.verify(session)
     return AuditStatus(
         ok=report.ok,

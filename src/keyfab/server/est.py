@@ -14,9 +14,8 @@ from cryptography import x509
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from keyfab.server import enrolment
+from keyfab.authority import Authority, Principal, Role, enrolment
 from keyfab.server._peer import tls_unique
-from keyfab.server._service import Service
 from keyfab.server.auth import identify, require, service, unauthorized
 from keyfab.server.est_messages import (
     CERTS_ONLY,
@@ -28,7 +27,6 @@ from keyfab.server.est_messages import (
     decode_csr,
 )
 from keyfab.server.problems import ProblemError
-from keyfab.server.roles import Principal, Role
 
 router = APIRouter(prefix="/.well-known/est", tags=["est"])
 _BASE64_HEADERS = {"Content-Transfer-Encoding": "base64"}
@@ -75,14 +73,14 @@ def csrattrs() -> Response:
 
 
 Enrol = Callable[
-    [Service, Principal, x509.CertificateSigningRequest, bytes | None], x509.Certificate
+    [Authority, Principal, x509.CertificateSigningRequest, bytes | None], x509.Certificate
 ]
 
 
 async def _enrol(request: Request, principal: Principal, action: Enrol) -> Response:
     csr = await _csr(request)
     certificate = await run_in_threadpool(
-        action, service(request), principal, csr, tls_unique(request.scope)
+        action, service(request).authority, principal, csr, tls_unique(request.scope)
     )
     return _pkcs7([certificate])
 

@@ -59,14 +59,6 @@ def decode_csr(body: bytes) -> x509.CertificateSigningRequest:
         raise MessageError("malformed-csr", "the body is not a DER PKCS#10 request") from None
 
 
-def challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:
-    """The challengePassword attribute's value (RFC 7030 puts tls-unique there)."""
-    try:
-        return csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
-    except x509.AttributeNotFound:
-        return None
-
-
 def certs_only(certificates: Sequence[x509.Certificate]) -> bytes:
     """A base64 certs-only PKCS#7 (degenerate SignedData) of ``certificates``."""
     der = pkcs7.serialize_certificates(list(certificates), Encoding.DER)

@@ -6,6 +6,7 @@ import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from keyfab.pki import RevocationReason
 from keyfab.registry import DeviceState
 
 
@@ -59,15 +60,19 @@ class RevokeRequest(Strict):
         "unspecified",
         min_length=1,
         max_length=32,
-        pattern=r"^[A-Za-z][A-Za-z0-9 _-]*$",
-        description="Why (kept in the audit log and the certificates' rows).",
+        pattern=r"^[A-Za-z]+$",
+        description="An RFC 5280 reason: "
+        + ", ".join(reason.value for reason in RevocationReason)
+        + ". The CRL entry carries it.",
     )
 
 
 class RevokeResult(BaseModel):
-    serial: str
-    state: DeviceState
-    revoked_certificates: list[str]
+    serial: str | None = Field(description="The device, if the certificate is a device's.")
+    state: DeviceState | None
+    reason: str
+    changed: bool = Field(description="False if it was already revoked: nothing changed.")
+    revoked_certificates: list[str] = Field(description="Certificates revoked by this request.")
 
 
 class BatchRequest(Strict):

@@ -17,15 +17,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyfab.errors import (
+    AuthenticationError,
     ConfigError,
+    ConflictError,
+    InvalidRequestError,
     KeyfabError,
+    NotFoundError,
+    PermissionDeniedError,
     PkiError,
     ProvisionError,
+    RefusedError,
     RegistryError,
     VerificationError,
 )
 
 PROBLEM_JSON = "application/problem+json"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer, Basic realm="keyfab"'}
 _PREFIX = "urn:keyfab:problem:"
 _log = logging.getLogger(__name__)
 
@@ -79,6 +86,15 @@ def _response(
     return JSONResponse(body, problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
 
 
+_REFUSALS: tuple[tuple[type[RefusedError], int], ...] = (
+    (InvalidRequestError, 400),
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+)
+"""The authority's refusals by HTTP status; the problem type comes from the error's slug."""
+
 _KEYFAB_ERRORS: tuple[tuple[type[KeyfabError], int, str], ...] = (
     (VerificationError, 400, "verification-failed"),
     (ConfigError, 400, "invalid-request"),
@@ -90,6 +106,10 @@ _KEYFAB_ERRORS: tuple[tuple[type[KeyfabError], int, str], ...] = (
 
 def from_keyfab_error(error: KeyfabError) -> ProblemError:
     """The problem for an error keyfab raised on purpose (its message is safe to show)."""
+    if isinstance(error, RefusedError):
+        status = next((code for kind, code in _REFUSALS if isinstance(error, kind)), 400)
+        headers = _CHALLENGE if status == 401 else None
+        return ProblemError(status, error.slug, str(error), headers=headers)
     for cls, status, slug in _KEYFAB_ERRORS:
         if isinstance(error, cls):
             return ProblemError(status, slug, str(error))

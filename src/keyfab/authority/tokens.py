@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 
 from keyfab import audit
 from keyfab._time import utc_now
-from keyfab.errors import ConfigError
-from keyfab.registry import ApiToken, Registry
-from keyfab.server.roles import Principal, Role
+from keyfab.authority.roles import Principal, Role
+from keyfab.errors import AuthenticationError, ConfigError, ConflictError, NotFoundError
+from keyfab.registry import ApiToken, Registry, queries
 
 _TOKEN = re.compile(r"kf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -44,7 +44,7 @@ _LOOKUP = select(
 """Every request with a token runs this: plain columns, no ORM object to build."""
 
 
-class TokenRefusedError(Exception):
+class TokenRefusedError(AuthenticationError):
     """The token is malformed, unknown, revoked, expired or used up (reason says which)."""
 
 
@@ -102,24 +102,26 @@ def create(
                 {"id": token_id, "role": role.value, "uses": uses, "device": device_serial},
             )
     except IntegrityError:
-        raise ConfigError(f"a token named {name!r} exists") from None
+        raise ConflictError(f"a token named {name!r} exists", slug="token-exists") from None
     return NewToken(token_id, name, role, f"kf_{token_id}_{secret}")
 
 
 def listing(registry: Registry) -> Sequence[ApiToken]:
-    with registry.reading() as session:
-        return session.scalars(select(ApiToken).order_by(ApiToken.created_at, ApiToken.name)).all()
+    """Every token, oldest first (digests only: the secrets were never kept)."""
+    return queries.tokens(registry)
 
 
-def revoke(registry: Registry, name: str) -> None:
+def revoke(registry: Registry, name: str) -> bool:
+    """Revoke a token; False (and nothing written) if it was already revoked."""
     with registry.transaction() as session:
         token = session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
         if token is None:
-            raise ConfigError(f"no token named {name!r}")
+            raise NotFoundError(f"no token named {name!r}", slug="token-not-found")
         if token.revoked_at is not None:
-            raise ConfigError(f"token {name!r} is already revoked")
+            return False
         token.revoked_at = utc_now()
         audit.append(session, "token.revoked", name, {"id": token.id})
+        return True
 
 
 def authenticate(connection: Connection, presented: str) -> Principal:

@@ -1,4 +1,4 @@
-"""Cloud hand-off: registry devices as AWS IoT bulk registration and Azure DPS enrollments.
+"""AWS IoT bulk registration and Azure DPS enrollments for registry devices.
 
 Formats, from the public documentation of each service:
 
@@ -35,13 +35,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from keyfab.errors import ConfigError
-from keyfab.registry import Authority, Batch, Certificate, Device, DeviceState
+from keyfab.registry import Device, DeviceState, Registry, queries
 
-ROWS_PER_FETCH = 500
 EXPORTED_STATES = (DeviceState.PROVISIONED.value, DeviceState.PRE_PROVISIONED.value)
 _REGISTRATION_ID = re.compile(r"[A-Za-z0-9._:-]{0,127}[A-Za-z0-9-]")
 _THING_NAME = re.compile(r"[A-Za-z0-9:_-]{1,128}")
@@ -60,28 +56,20 @@ Skipped = Callable[[str, str], None]
 """Told (device serial, reason) for every device that is left out."""
 
 
-def cloud_devices(session: Session, batch: str | None) -> Iterator[CloudDevice]:
-    """Provisioned and pre-provisioned devices with their identity certificate."""
+def cloud_devices(registry: Registry, batch: str | None) -> Iterator[CloudDevice]:
+    """Provisioned and pre-provisioned devices with their identity certificate.
+
+    Streamed from the registry: one device in memory at a time.
+    """
     issuers = {
         c.subject: c
         for c in (
-            x509.load_der_x509_certificate(a.certificate)
-            for a in session.scalars(select(Authority))
+            x509.load_der_x509_certificate(row.certificate)
+            for row in queries.authorities(registry).values()
         )
     }
-    query = (
-        select(Device, Certificate)
-        .join(Certificate, Certificate.device_id == Device.id)
-        .where(Device.state.in_(EXPORTED_STATES), Certificate.revoked_at.is_(None))
-    )
-    if batch is not None:
-        row = session.scalars(select(Batch).where(Batch.name == batch)).one_or_none()
-        if row is None:
-            raise ConfigError(f"no batch named {batch!r}")
-        query = query.where(Device.batch_id == row.id)
-    query = query.order_by(Device.id, Certificate.id).execution_options(yield_per=ROWS_PER_FETCH)
     last = None
-    for device, cert_row in session.execute(query):
+    for device, cert_row in queries.device_certificates(registry, batch, EXPORTED_STATES):
         if device.id == last:
             continue  # the first certificate of a device is its identity
         last = device.id

@@ -20,24 +20,27 @@ import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AttributeOID, NameOID
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
 from keyfab._time import utc_now
-from keyfab.errors import VerificationError
+from keyfab.authority.roles import Principal, Role
+from keyfab.authority.service import Authority, labelled, record
+from keyfab.authority.tokens import consume
+from keyfab.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    VerificationError,
+)
 from keyfab.pki.ca import PublicKey
-from keyfab.registry import Certificate, Device, DeviceState, certificate_row
-from keyfab.server._service import Service
-from keyfab.server.est_messages import challenge_password
-from keyfab.server.problems import ProblemError
-from keyfab.server.roles import Principal, Role
-from keyfab.server.tokens import TokenRefusedError, consume
+from keyfab.registry import Certificate, Device, DeviceState
 
 _INSERT_DEVICE = insert(Device).returning(Device.id)
-_INSERT_CERTIFICATE = insert(Certificate)
 _LOCK_DEVICE = (
     select(Device.id, Device.state).where(Device.serial == bindparam("serial")).with_for_update()
 )
@@ -52,6 +55,14 @@ _SUBJECT_ATTRIBUTES = frozenset(
 )
 
 
+def challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:
+    """The challengePassword attribute's value (RFC 7030 puts tls-unique there)."""
+    try:
+        return csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
+    except x509.AttributeNotFound:
+        return None
+
+
 def _proof_of_possession(
     csr: x509.CertificateSigningRequest, tls_unique: bytes | None
 ) -> PublicKey:
@@ -59,18 +70,19 @@ def _proof_of_possession(
     try:
         public_key = pki.check_csr(csr)
     except VerificationError as error:
-        raise ProblemError(400, "proof-of-possession-failed", str(error)) from None
+        raise InvalidRequestError(str(error), slug="proof-of-possession-failed") from None
     presented = challenge_password(csr)
     if presented is None:
         return public_key
     if tls_unique is None:
-        raise ProblemError(
-            400,
-            "tls-unique-unavailable",
+        raise InvalidRequestError(
             "the CSR is bound to tls-unique, which this connection (TLS 1.3 or plain HTTP) lacks",
+            slug="tls-unique-unavailable",
         )
     if not hmac.compare_digest(presented, base64.b64encode(tls_unique)):
-        raise ProblemError(400, "tls-unique-mismatch", "the CSR is bound to another TLS session")
+        raise InvalidRequestError(
+            "the CSR is bound to another TLS session", slug="tls-unique-mismatch"
+        )
     return public_key
 
 
@@ -79,68 +91,68 @@ def _device_serial(subject: x509.Name) -> str:
     for attribute in subject:
         if attribute.oid not in _SUBJECT_ATTRIBUTES:
             name = attribute.oid.dotted_string
-            raise ProblemError(
-                400, "subject-not-allowed", f"subject attribute {name} is not allowed"
+            raise InvalidRequestError(
+                f"subject attribute {name} is not allowed", slug="subject-not-allowed"
             )
     serials = subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
     if len(serials) != 1 or not _SERIAL.fullmatch(str(serials[0].value)):
-        raise ProblemError(
-            400, "subject-not-allowed", "the subject must name one serialNumber (1-64 characters)"
+        raise InvalidRequestError(
+            "the subject must name one serialNumber (1-64 characters)", slug="subject-not-allowed"
         )
     return str(serials[0].value)
 
 
+def _revoked(serial: str) -> PermissionDeniedError:
+    return PermissionDeniedError(f"device {serial} is revoked", slug="device-revoked")
+
+
 def enrol(
-    service: Service,
+    authority: Authority,
     principal: Principal,
     csr: x509.CertificateSigningRequest,
     tls_unique: bytes | None,
 ) -> x509.Certificate:
     """Bootstrap enrolment: a first EST certificate for a device."""
     if principal.role is Role.DEVICE and principal.certificate_serial is not None:
-        raise ProblemError(
-            403, "forbidden", "a device with a certificate renews with simplereenroll"
-        )
+        raise PermissionDeniedError("a device with a certificate renews with simplereenroll")
     public_key = _proof_of_possession(csr, tls_unique)
     serial = _device_serial(csr.subject)
     if principal.role is Role.DEVICE and principal.device_serial not in (None, serial):
-        raise ProblemError(403, "forbidden", "this token may not enrol that device")
-    with service.transaction() as session:
+        raise PermissionDeniedError("this token may not enrol that device")
+    with authority.transaction() as session:
         unbound = principal.role is Role.DEVICE and principal.device_serial is None
         device_id = _device(session, serial, public_key, new_only=unbound)
         if principal.token_id is not None and principal.limited_uses:
-            try:
-                consume(session, principal.token_id)
-            except TokenRefusedError as refused:
-                raise ProblemError(401, "unauthorized", str(refused)) from None
-        return _issue(service, session, (device_id, serial), csr.subject, public_key, principal)
+            consume(session, principal.token_id)
+        target = (device_id, serial)
+        return _issue(authority, session, target, csr.subject, public_key, principal)
 
 
 def reenrol(
-    service: Service,
+    authority: Authority,
     principal: Principal,
     csr: x509.CertificateSigningRequest,
     tls_unique: bytes | None,
 ) -> x509.Certificate:
     """Re-enrolment: a new certificate for the same subject, proven by the current one."""
     if principal.certificate_serial is None or principal.device_serial is None:
-        raise ProblemError(
-            401, "unauthorized", "re-enrolment needs the current device certificate (mutual TLS)"
-        )
+        raise AuthenticationError("re-enrolment needs the current device certificate (mutual TLS)")
     public_key = _proof_of_possession(csr, tls_unique)
-    with service.transaction() as session:
+    with authority.transaction() as session:
         current = session.scalars(
             select(Certificate).where(Certificate.serial_number == principal.certificate_serial)
         ).one()
         if csr.subject != x509.load_der_x509_certificate(current.der).subject:
-            raise ProblemError(403, "subject-mismatch", "re-enrolment must keep the same subject")
+            raise PermissionDeniedError(
+                "re-enrolment must keep the same subject", slug="subject-mismatch"
+            )
         device = session.scalars(
             select(Device).where(Device.serial == principal.device_serial).with_for_update()
         ).one()
         if device.state == DeviceState.REVOKED:
-            raise ProblemError(403, "device-revoked", f"device {device.serial} is revoked")
+            raise _revoked(device.serial)
         target = (device.id, device.serial)
-        return _issue(service, session, target, csr.subject, public_key, principal, renew=True)
+        return _issue(authority, session, target, csr.subject, public_key, principal, renew=True)
 
 
 def _device(session: Session, serial: str, public_key: PublicKey, *, new_only: bool) -> int:
@@ -153,10 +165,10 @@ def _device(session: Session, serial: str, public_key: PublicKey, *, new_only: b
     found = session.connection().execute(_LOCK_DEVICE, {"serial": serial}).one_or_none()
     if found is not None:
         if found.state == DeviceState.REVOKED:
-            raise ProblemError(403, "device-revoked", f"device {serial} is revoked")
+            raise _revoked(serial)
         if new_only:
-            raise ProblemError(
-                403, "device-exists", f"device {serial} is enrolled: this token admits new ones"
+            raise PermissionDeniedError(
+                f"device {serial} is enrolled: this token admits new ones", slug="device-exists"
             )
         return int(found.id)
     now = utc_now()
@@ -172,13 +184,11 @@ def _device(session: Session, serial: str, public_key: PublicKey, *, new_only: b
         }
         return int(session.connection().execute(_INSERT_DEVICE, row).scalar_one())
     except IntegrityError:
-        raise ProblemError(
-            409, "conflict", f"device {serial} is being enrolled concurrently"
-        ) from None
+        raise ConflictError(f"device {serial} is being enrolled concurrently") from None
 
 
 def _issue(
-    service: Service,
+    authority: Authority,
     session: Session,
     device: tuple[int, str],
     subject: x509.Name,
@@ -188,24 +198,17 @@ def _issue(
     renew: bool = False,
 ) -> x509.Certificate:
     """Sign, record the certificate and its two audit events, in the caller's transaction."""
-    certificate = service.authority.issue(pki.est_device(subject), public_key)
-    serial_number = format(certificate.serial_number, "x")
-    row = certificate_row(
-        certificate,
+    number, label = labelled("est")
+    details = {"device": device[1]}
+    issued = authority.sign(
+        pki.est_device(subject),
+        public_key,
+        key_label=label,
         device_id=device[0],
-        key_label=f"est:{serial_number[:16]}",
-        profile="est-device",
-        issued_at=utc_now(),
+        details=details,
+        serial_number=number,
     )
-    subject_text = row["subject"]
-    session.connection().execute(_INSERT_CERTIFICATE, row)
-    details = {"serial_number": serial_number, "profile": "est-device", "device": device[1]}
     kind = "est.reenrolled" if renew else "est.enrolled"
-    audit.append_many(
-        session,
-        [
-            audit.Entry("certificate.issued", subject_text, details),
-            audit.Entry(kind, device[1], {**details, "by": principal.name}),
-        ],
-    )
-    return certificate
+    enrolled = {"serial_number": issued.serial_number, "profile": str(issued.profile), **details}
+    record(session, [issued], [audit.Entry(kind, device[1], {**enrolled, "by": principal.name})])
+    return issued.certificate

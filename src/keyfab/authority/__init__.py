@@ -1,0 +1,45 @@
+"""The authority: the manufacturer's CA run as a recorded service.
+
+Every operation that signs, revokes or grants access lives here once, and
+writes its registry rows and audit events in one transaction: issuing and
+recording certificates (batches, EST, stations, the server's TLS, manifest
+signers), revocation with RFC 5280 reasons, CRLs with one CRLNumber rule,
+checkpoints, API tokens and station identities. ``provision``, ``server`` and
+``cli`` call it; it stands on ``pki``, ``registry``, ``audit`` and ``rot``.
+"""
+
+from keyfab.authority import enrolment, tokens
+from keyfab.authority.crl import current_crl, new_crl
+from keyfab.authority.revocation import (
+    Revocation,
+    revoke_certificate,
+    revoke_device,
+    revoke_station,
+)
+from keyfab.authority.roles import READERS, WRITERS, Principal, Role
+from keyfab.authority.service import Authority, Issued, fingerprint, labelled, record
+from keyfab.authority.setup import initialise
+from keyfab.authority.stations import StationIdentity, issue_station
+
+__all__ = [
+    "READERS",
+    "WRITERS",
+    "Authority",
+    "Issued",
+    "Principal",
+    "Revocation",
+    "Role",
+    "StationIdentity",
+    "current_crl",
+    "enrolment",
+    "fingerprint",
+    "initialise",
+    "issue_station",
+    "labelled",
+    "new_crl",
+    "record",
+    "revoke_certificate",
+    "revoke_device",
+    "revoke_station",
+    "tokens",
+]

@@ -1,0 +1,106 @@
+"""The manufacturing CA's CRL, with one CRLNumber rule for whoever asks.
+
+RFC 5280 section 5.2.3: the CRLNumber increases strictly with every CRL a CA
+issues and is never reused. Every CRL is therefore signed here and nowhere
+else: the next number is one more than the newest recorded CRL's, taken while
+the audit head is locked (every writer holds it), and the CRL is stored with
+its ``ca.crl`` event in the same transaction, so two CRLs can never share a
+number, whether the CLI, the API or two stations asked at once.
+
+Fetching the CRL does not sign every time: the newest CRL is served again
+while it still lists every revocation and has more than a third of its
+validity left.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from keyfab import audit, pki
+from keyfab._time import utc_now
+from keyfab.authority.service import Authority
+from keyfab.registry import Certificate, CrlRecord
+
+VALIDITY = datetime.timedelta(days=7)
+"""How far ahead nextUpdate is set."""
+
+
+def _revocation_state(session: Session) -> tuple[int, datetime.datetime | None]:
+    """(how many certificates are revoked, the newest revocation time)."""
+    count, newest = session.execute(
+        select(func.count(), func.max(Certificate.revoked_at)).where(
+            Certificate.revoked_at.is_not(None)
+        )
+    ).one()
+    return int(count), newest
+
+
+def _newest(session: Session) -> CrlRecord | None:
+    return session.scalars(select(CrlRecord).order_by(CrlRecord.number.desc()).limit(1)).first()
+
+
+def _still_current(crl: CrlRecord | None, session: Session, now: datetime.datetime) -> bool:
+    """True if ``crl`` lists every revocation and is not close to its nextUpdate.
+
+    A revocation in the same second as the CRL counts as newer (times are kept
+    in whole seconds), so the check can only err towards signing again.
+    """
+    if crl is None or crl.next_update - now < VALIDITY / 3:
+        return False
+    count, newest = _revocation_state(session)
+    return count == crl.revoked and (newest is None or newest < crl.this_update)
+
+
+def current_crl(authority: Authority) -> x509.CertificateRevocationList:
+    """The CRL to publish: the newest one if still current, else a freshly signed one."""
+    with authority.registry.reading() as session:
+        newest = _newest(session)
+        if newest is not None and _still_current(newest, session, utc_now()):
+            return x509.load_der_x509_crl(newest.der)
+    return new_crl(authority)
+
+
+def _revoked(session: Session) -> Iterator[pki.RevokedCertificate]:
+    """Every revoked certificate as a CRL entry, oldest revocation first."""
+    rows = session.execute(
+        select(Certificate.serial_number, Certificate.revoked_at, Certificate.revocation_reason)
+        .where(Certificate.revoked_at.is_not(None))
+        .order_by(Certificate.revoked_at, Certificate.id)
+    )
+    for serial, when, reason in rows:
+        assert when is not None  # the where() above
+        yield pki.RevokedCertificate(
+            int(serial, 16), when, pki.RevocationReason.from_record(reason)
+        )
+
+
+def new_crl(authority: Authority) -> x509.CertificateRevocationList:
+    """Sign a CRL of every revoked certificate with the next CRLNumber, and record it."""
+    with authority.transaction() as session:
+        audit.lock(session)  # from here to commit no other writer revokes or numbers a CRL
+        now = utc_now()
+        revoked = list(_revoked(session))
+        number = (session.scalar(select(func.max(CrlRecord.number))) or 0) + 1
+        crl = authority.ca.crl(revoked, now=now, next_update=VALIDITY, number=number)
+        session.add(
+            CrlRecord(
+                number=number,
+                this_update=now,
+                next_update=now + VALIDITY,
+                revoked=len(revoked),
+                der=crl.public_bytes(Encoding.DER),
+            )
+        )
+        details = {
+            "number": number,
+            "revoked": len(revoked),
+            "next_update": (now + VALIDITY).isoformat(),
+        }
+        audit.append(session, "ca.crl", "manufacturing", details)
+    return crl

@@ -1,0 +1,198 @@
+"""The manufacturer's CA run as a recorded service.
+
+``Authority`` is the only thing in keyfab that signs with the manufacturing CA
+key. Every signature it makes is recorded before anyone sees it: a certificate
+gets its registry row and its audit event, a CRL its CRLNumber and its row, a
+checkpoint its place in the chain, all in the transaction of the change. The
+batches, the service and the CLI call it; none of them signs on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from keyfab import audit, pki
+from keyfab._time import utc_now
+from keyfab.errors import ConfigError
+from keyfab.pki.ca import PublicKey
+from keyfab.registry import Certificate, Registry, certificate_row, queries
+from keyfab.rot import load_key
+from keyfab.workspace import MANUFACTURING, ROOT, Workspace
+
+_INSERT_CERTIFICATES = insert(Certificate)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A certificate the CA signed, with what its registry row and audit event need."""
+
+    certificate: x509.Certificate
+    profile: pki.Profile
+    key_label: str
+    device_id: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)  # added to the audit event
+
+    @property
+    def serial_number(self) -> str:
+        return pki.serial_hex(self.certificate)
+
+
+def record(session: Session, issued: Sequence[Issued], events: Sequence[audit.Entry] = ()) -> None:
+    """Record certificates and their ``certificate.issued`` events, then ``events``.
+
+    One executemany and one audit append however many certificates there are:
+    a batch records a whole chunk this way, an EST enrolment a single one.
+    """
+    if not issued and not events:
+        return
+    now = utc_now()
+    rows, entries = [], []
+    for item in issued:
+        row = certificate_row(
+            item.certificate,
+            device_id=item.device_id,
+            key_label=item.key_label,
+            profile=item.profile,
+            issued_at=now,
+        )
+        rows.append(row)
+        details = {"serial_number": row["serial_number"], "profile": str(item.profile)}
+        entries.append(
+            audit.Entry("certificate.issued", row["subject"], {**details, **item.details})
+        )
+    if rows:
+        session.connection().execute(_INSERT_CERTIFICATES, rows)
+    audit.append_many(session, [*entries, *events])
+
+
+class Authority:
+    """The workspace's manufacturing CA and the registry that records what it signs.
+
+    The CA key is opened on first use only (``ca``): reading the chain, listing
+    or revoking needs no HSM login, signing does.
+    """
+
+    def __init__(self, registry: Registry, *, owns_registry: bool = False):
+        self.registry = registry
+        self._owns_registry = owns_registry
+
+    @classmethod
+    def open(cls, workspace: Workspace) -> Authority:
+        """The authority of a workspace (close it, or use it as a context manager)."""
+        return cls(workspace.registry(), owns_registry=True)
+
+    def __enter__(self) -> Authority:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_registry:
+            self.registry.dispose()
+
+    @functools.cached_property
+    def chain(self) -> tuple[x509.Certificate, x509.Certificate]:
+        """(manufacturing CA, root) certificates, without opening any key."""
+        rows = queries.authorities(self.registry)
+        if MANUFACTURING not in rows or ROOT not in rows:
+            raise ConfigError("no manufacturing CA in this workspace: run 'keyfab init'")
+        return (
+            x509.load_der_x509_certificate(rows[MANUFACTURING].certificate),
+            x509.load_der_x509_certificate(rows[ROOT].certificate),
+        )
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The manufacturing CA certificate."""
+        return self.chain[0]
+
+    @property
+    def organization(self) -> str:
+        """The manufacturer's name, as the CA certificate gives it."""
+        names = self.certificate.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
+        return str(names[0].value) if names else ""
+
+    def key_uri(self, name: str = MANUFACTURING) -> str:
+        """Where a CA's key lives (``root`` or ``manufacturing``), as recorded."""
+        rows = queries.authorities(self.registry)
+        if name not in rows:
+            raise ConfigError(f"no {name} CA in this workspace: run 'keyfab init'")
+        return rows[name].key_uri
+
+    @functools.cached_property
+    def ca(self) -> pki.CertificateAuthority:
+        """The manufacturing CA with its key opened in its root of trust."""
+        manufacturing, root = self.chain
+        return pki.CertificateAuthority(manufacturing, load_key(self.key_uri()), (root,))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.registry.transaction() as session:
+            yield session
+
+    def sign(
+        self,
+        template: pki.Template,
+        public_key: PublicKey,
+        *,
+        key_label: str,
+        device_id: int | None = None,
+        details: Mapping[str, Any] | None = None,
+        serial_number: int | None = None,
+    ) -> Issued:
+        """Sign a certificate to be recorded by ``record`` in the caller's transaction."""
+        certificate = self.ca.issue(template, public_key, serial_number=serial_number)
+        return Issued(certificate, template.profile, key_label, device_id, details or {})
+
+    def issue(
+        self,
+        template: pki.Template,
+        public_key: PublicKey,
+        *,
+        key_label: str,
+        details: Mapping[str, Any] | None = None,
+        events: Sequence[audit.Entry] = (),
+        serial_number: int | None = None,
+    ) -> x509.Certificate:
+        """Sign and record a certificate that belongs to no device, in one transaction."""
+        issued = self.sign(
+            template, public_key, key_label=key_label, details=details, serial_number=serial_number
+        )
+        with self.transaction() as session:
+            record(session, [issued], events)
+        return issued.certificate
+
+    def checkpoint(self, session: Session) -> int:
+        """Sign the audit chain's head with the CA key, in the caller's transaction."""
+        return audit.sign_checkpoint(session, self.ca.key, self.ca.certificate)
+
+
+def labelled(prefix: str) -> tuple[int, str]:
+    """A new serial number and the key label ``<prefix>:<first 16 hex digits>`` naming it.
+
+    For certificates that belong to no device key (stations, the server's TLS,
+    EST enrolments): the label keeps them apart in listings and stays unique.
+    """
+    number = pki.new_serial_number()
+    return number, f"{prefix}:{number:x}"[: len(prefix) + 17]
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, hex: how audit events name a CA certificate."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
