@@ -9,6 +9,12 @@ checkpoints, API tokens and station identities. ``provision``, ``server`` and
 """
 
 from keyfab.authority import enrolment, tokens
+from keyfab.authority.credentials import (
+    NewCredential,
+    issue_manifest_signer,
+    issue_station,
+    issue_tls_server,
+)
 from keyfab.authority.crl import current_crl, new_crl
 from keyfab.authority.revocation import (
     Revocation,
@@ -19,22 +25,23 @@ from keyfab.authority.revocation import (
 from keyfab.authority.roles import READERS, WRITERS, Principal, Role
 from keyfab.authority.service import Authority, Issued, fingerprint, labelled, record
 from keyfab.authority.setup import initialise
-from keyfab.authority.stations import StationIdentity, issue_station
 
 __all__ = [
     "READERS",
     "WRITERS",
     "Authority",
     "Issued",
+    "NewCredential",
     "Principal",
     "Revocation",
     "Role",
-    "StationIdentity",
     "current_crl",
     "enrolment",
     "fingerprint",
     "initialise",
+    "issue_manifest_signer",
     "issue_station",
+    "issue_tls_server",
     "labelled",
     "new_crl",
     "record",

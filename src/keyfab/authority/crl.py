@@ -48,13 +48,12 @@ def _newest(session: Session) -> CrlRecord | None:
 def _still_current(crl: CrlRecord | None, session: Session, now: datetime.datetime) -> bool:
     """True if ``crl`` lists every revocation and is not close to its nextUpdate.
 
-    A revocation in the same second as the CRL counts as newer (times are kept
-    in whole seconds), so the check can only err towards signing again.
+    Revocations are never undone, so the set of revoked certificates only
+    grows: the same count and the same newest revocation time mean the same set.
     """
     if crl is None or crl.next_update - now < VALIDITY / 3:
         return False
-    count, newest = _revocation_state(session)
-    return count == crl.revoked and (newest is None or newest < crl.this_update)
+    return _revocation_state(session) == (crl.revoked, crl.newest_revocation)
 
 
 def current_crl(authority: Authority) -> x509.CertificateRevocationList:
@@ -94,6 +93,7 @@ def new_crl(authority: Authority) -> x509.CertificateRevocationList:
                 this_update=now,
                 next_update=now + VALIDITY,
                 revoked=len(revoked),
+                newest_revocation=max((r.revoked_at for r in revoked), default=None),
                 der=crl.public_bytes(Encoding.DER),
             )
         )

@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from rich.table import Table
 
-from keyfab import audit, pki
-from keyfab.authority import Authority, labelled
+from keyfab.authority import Authority, issue_manifest_signer
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console, errors
 from keyfab.errors import ConfigError, KeyfabError
@@ -162,18 +161,8 @@ def signer(
     try:
         private_key = _signer_key(key, new)
         with Authority.open(workspace(ctx)) as authority:
-            number, label = labelled(str(pki.Profile.MANIFEST_SIGNER))
-            event = audit.Entry(
-                "manifest.signer_issued",
-                name,
-                {"serial_number": f"{number:x}", "key_uri": str(parse_key_uri(key))},
-            )
-            certificate = authority.issue(
-                pki.manifest_signer(_organization(authority.certificate), name),
-                private_key.public_key(),
-                key_label=label,
-                events=[event],
-                serial_number=number,
+            certificate = issue_manifest_signer(
+                authority, private_key.public_key(), name, str(parse_key_uri(key))
             )
         out.write_bytes(certificate.public_bytes(Encoding.PEM))
     except KeyfabError as error:

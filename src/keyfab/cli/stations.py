@@ -8,7 +8,7 @@ import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyfab.authority import Authority, issue_station, revoke_station
-from keyfab.authority.stations import check_name
+from keyfab.authority.credentials import check_station_name
 from keyfab.cli._context import operator, workspace
 from keyfab.cli._output import console, say_revoked
 from keyfab.errors import ConfigError
@@ -27,7 +27,7 @@ def issue(
     out: Path = typer.Option(..., "--out", "-o", help="Directory for NAME.pem and NAME.key."),
 ) -> None:
     """Make a station key and certificate; the key is written once, 0600."""
-    cert_path, key_path = out / f"{check_name(name)}.pem", out / f"{name}.key"
+    cert_path, key_path = out / f"{check_station_name(name)}.pem", out / f"{name}.key"
     if key_path.exists():
         raise ConfigError(f"{key_path} exists: remove it first")
     out.mkdir(parents=True, exist_ok=True)

@@ -82,10 +82,19 @@ class Registry:
         return registry
 
     def migrate(self, *, create: bool = False) -> None:
+        """Bring the schema to this keyfab's revision; an up-to-date one is only read.
+
+        Checking first without the write lock matters: every CLI command opens
+        the registry, and a listing must not queue behind the stations' writes.
+        """
         head = REVISIONS[-1]
         try:
+            with self.engine.connect() as connection:
+                current = _revision(connection.execution_options(**{_READ_ONLY: True}))
+            if current == head:
+                return
             with self.engine.begin() as connection:
-                current = _revision(connection)
+                current = _revision(connection)  # again, under the lock: another may have won
                 if current is None and not create:
                     raise RegistryError(
                         f"no keyfab registry at {self.display_url}: run 'keyfab init'"

@@ -137,6 +137,7 @@ class CrlRecord(Base):
     this_update: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     next_update: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     revoked: Mapped[int] = mapped_column(Integer)  # how many entries it lists
+    newest_revocation: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
     der: Mapped[bytes] = mapped_column(LargeBinary)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from fastapi import Request
 
 from keyfab.authority import Principal, Role
-from keyfab.authority.identity import from_certificate, from_token
+from keyfab.authority.access import from_certificate, from_token
 from keyfab.errors import AuthenticationError, PermissionDeniedError
 from keyfab.server._peer import peer_certificate
 from keyfab.server._service import Service

@@ -17,13 +17,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyfab import pki
 from keyfab._time import utc_now
-from keyfab.authority import Authority, labelled
+from keyfab.authority import Authority, issue_tls_server
 from keyfab.errors import ConfigError
-from keyfab.pki import Profile
 from keyfab.securefile import write_secret
 from keyfab.workspace import Workspace
 
@@ -65,20 +63,12 @@ def server_files(workspace: Workspace, hosts: tuple[str, ...]) -> TlsFiles:
 
 def _issue(authority: Authority, hosts: tuple[str, ...], files: TlsFiles) -> None:
     """A new key and certificate for the service, recorded like every other certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    number, label = labelled(str(Profile.TLS_SERVER))
-    template = pki.tls_server(authority.organization, hosts)
-    certificate = authority.issue(template, key.public_key(), key_label=label, serial_number=number)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    credential = issue_tls_server(authority, hosts)
     try:
-        write_secret(files.key, pem, replace=True)
+        write_secret(files.key, credential.key_pem, replace=True)
     except OSError as error:
         raise ConfigError(f"cannot write {files.key}: {error.strerror}") from None
     files.certificate.write_bytes(
-        certificate.public_bytes(serialization.Encoding.PEM)
+        credential.certificate.public_bytes(serialization.Encoding.PEM)
         + authority.certificate.public_bytes(serialization.Encoding.PEM)
     )

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("this_update", UTCDateTime(), nullable=False),
         sa.Column("next_update", UTCDateTime(), nullable=False),
         sa.Column("revoked", sa.Integer(), nullable=False),
+        sa.Column("newest_revocation", UTCDateTime(), nullable=True),
         sa.Column("der", sa.LargeBinary(), nullable=False),
     )
     op.create_index("ix_certificates_revoked_at", "certificates", ["revoked_at"])
