@@ -34,7 +34,7 @@ hw_type = "1.3.6.1.4.1.99999.1.1"
 serial = "AGW-{{seq:08d}}"
 
 [rot]
-driver = "soft"
+driver = "tpm2"
 tcti = {tctis}
 ek_roots = ["{root}", "{issuer}"]
 
