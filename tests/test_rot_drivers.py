@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from keyfab.provision import parse_recipe
 from keyfab.provision.devices import open_device
 from keyfab.provision.recipe import with_driver
 from keyfab.registry import Batch
-from keyfab.rot import DRIVERS, check_options, driver, driver_names, open_rot
+from keyfab.rot import DRIVERS, check_options, driver, driver_names, drivers, open_rot
 from keyfab.rot.options import DriverOptions
 from keyfab.rot.uri import SCHEMES
 from keyfab.workspace import Workspace
@@ -210,3 +212,12 @@ def test_a_missing_tpm2_library_names_the_extra(without: Any) -> None:
 def test_a_misspelt_option_is_named_rather_than_the_missing_one() -> None:
     with pytest.raises(ConfigError, match="unknown \\[rot\\] option 'tcit'"):
         check_options("tpm2", {"tcit": "swtpm:"})
+
+
+def test_a_broken_driver_module_is_a_bug_not_a_missing_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken = dataclasses.replace(DRIVERS["tpm2"], module="keyfab.rot.no_such_driver")
+    monkeypatch.setattr(drivers, "DRIVERS", MappingProxyType({**DRIVERS, "tpm2": broken}))
+    with pytest.raises(ModuleNotFoundError):
+        open_device("tpm2", {"tcti": "swtpm:"}, 0, "b", "/home")

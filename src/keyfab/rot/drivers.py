@@ -29,6 +29,7 @@ __all__ = [
     "DRIVERS",
     "Driver",
     "check_options",
+    "choices",
     "driver",
     "driver_names",
     "open_device",
