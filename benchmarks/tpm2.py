@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "tpm2"))
 from conftest import make_local_ca, manufacture, start_swtpm
 
 from keyfab.attest import attest_key
-from keyfab.rot import KeyAlgorithm, KeySpec, _tpm2_device
-from keyfab.rot.tpm2 import open_device
+from keyfab.rot import KeyAlgorithm, KeySpec
+from keyfab.rot.tpm2 import _device, open_device
 
 
 class TimingTcti(PyTCTI):  # type: ignore[misc]
@@ -82,8 +82,8 @@ class TssClock:
     """Adds up the wall time spent inside TSS (ESAPI) calls the driver makes."""
 
     seconds = 0.0
-    original = _tpm2_device.TpmConnection.call
-    original_transact = _tpm2_device.TpmConnection.transact
+    original = _device.TpmConnection.call
+    original_transact = _device.TpmConnection.transact
 
     @staticmethod
     def install() -> None:
@@ -101,8 +101,8 @@ class TssClock:
             finally:
                 TssClock.seconds += time.perf_counter() - start
 
-        _tpm2_device.TpmConnection.call = timed  # type: ignore[method-assign]
-        _tpm2_device.TpmConnection.transact = timed_transact  # type: ignore[method-assign]
+        _device.TpmConnection.call = timed  # type: ignore[method-assign]
+        _device.TpmConnection.transact = timed_transact  # type: ignore[method-assign]
 
 
 def provision_one(options: dict[str, object], algorithm: KeyAlgorithm, policy: object) -> None:
@@ -142,12 +142,12 @@ def main() -> None:
         plain, totals, tpm_times, tss_times, counts = [], [], [], [], []
         for _ in range(args.devices):
             # a plain device, then an instrumented one: both see the same machine load
-            _tpm2_device.TCTILdr = TCTILdr
+            _device.TCTILdr = TCTILdr
             start = time.perf_counter()
             provision_one(options, algorithm, policy)
             plain.append(time.perf_counter() - start)
             reset(options)
-            _tpm2_device.TCTILdr = TimingTcti
+            _device.TCTILdr = TimingTcti
             TimingTcti.tpm_seconds, TimingTcti.commands, TssClock.seconds = 0.0, 0, 0.0
             start = time.perf_counter()
             provision_one(options, algorithm, policy)

@@ -17,7 +17,7 @@ from keyfab.errors import (
     UnsupportedError,
 )
 from keyfab.rot import load_key, open_rot
-from keyfab.rot._pkcs11_errors import translate, translated
+from keyfab.rot.pkcs11._errors import translate, translated
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyfab.errors import RotError, UnsupportedError
-from keyfab.rot._pkcs11_keys import ec_public_key, rsa_public_key
-from keyfab.rot._pkcs11_objects import _der_integer, certificates_in
+from keyfab.rot.pkcs11._keys import ec_public_key, rsa_public_key
+from keyfab.rot.pkcs11._objects import _der_integer, certificates_in
 
 P256 = bytes.fromhex("06082a8648ce3d030107")
 P384 = bytes.fromhex("06052b81040022")

@@ -21,9 +21,9 @@ from keyfab.attest import (
 )
 from keyfab.errors import RotError, VerificationError
 from keyfab.rot import Evidence, KeyAlgorithm, KeySpec
-from keyfab.rot._tpm2_commands import create_persistent
-from keyfab.rot._tpm2_templates import KEY_ATTRIBUTES, key_template
 from keyfab.rot.tpm2 import Tpm2RootOfTrust
+from keyfab.rot.tpm2._commands import create_persistent
+from keyfab.rot.tpm2._templates import KEY_ATTRIBUTES, key_template
 
 from .conftest import LocalCa, Swtpm, SwtpmFactory, wipe
 

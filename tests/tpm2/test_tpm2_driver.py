@@ -22,8 +22,8 @@ from keyfab.errors import (
     RotLockedError,
     UnsupportedError,
 )
-from keyfab.rot import Capability, KeyAlgorithm, KeySpec, _tpm2_nv, load_key, open_rot
-from keyfab.rot.tpm2 import Tpm2RootOfTrust
+from keyfab.rot import Capability, KeyAlgorithm, KeySpec, load_key, open_rot
+from keyfab.rot.tpm2 import Tpm2RootOfTrust, _nv
 
 from .conftest import Swtpm
 
@@ -128,7 +128,7 @@ def test_tpm2_lock_freezes_objects(swtpm: Swtpm, rot: Tpm2RootOfTrust) -> None:
     with pytest.raises(RotError, match="NV_Write failed"):
         tpm.call("NV_Write", tpm.esys.nv_write, handle, b"x", 0, ESYS_TR.OWNER)
     assert rot.load_object("locked-cert") == b"certificate"
-    _tpm2_nv.undefine(tpm, index)
+    _nv.undefine(tpm, index)
 
 
 def test_tpm2_random(rot: Tpm2RootOfTrust) -> None:
@@ -165,7 +165,7 @@ import os, sys
 from tpm2_pytss import ESAPI, TCTILdr
 from tpm2_pytss.constants import ESYS_TR
 from tpm2_pytss.types import TPM2B_PUBLIC
-from keyfab.rot._tpm2_templates import key_template
+from keyfab.rot.tpm2._templates import key_template
 from keyfab.rot.base import KeyAlgorithm
 esys = ESAPI(TCTILdr("swtpm", sys.argv[1]))
 template, _ = TPM2B_PUBLIC.unmarshal(key_template(KeyAlgorithm.EC_P256, restricted=False))

@@ -19,9 +19,9 @@ from keyfab.pki import HARDWARE_MODULE_NAME, CertificateAuthority
 from keyfab.provision.flow import issue_device
 from keyfab.provision.recipe import parse_recipe
 from keyfab.rot import Evidence, KeyAlgorithm
-from keyfab.rot._tpm2_commands import create_persistent
-from keyfab.rot._tpm2_templates import KEY_ATTRIBUTES, key_template
 from keyfab.rot.tpm2 import Tpm2RootOfTrust
+from keyfab.rot.tpm2._commands import create_persistent
+from keyfab.rot.tpm2._templates import KEY_ATTRIBUTES, key_template
 from tests.conftest import Keyfab
 
 from .conftest import LocalCa, Swtpm, SwtpmFactory
@@ -34,7 +34,7 @@ hw_type = "1.3.6.1.4.1.99999.1.1"
 serial = "AGW-{{seq:08d}}"
 
 [rot]
-driver = "soft"
+driver = "tpm2"
 tcti = {tctis}
 ek_roots = ["{root}", "{issuer}"]
 

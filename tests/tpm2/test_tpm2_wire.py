@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from keyfab.attest import parse_attest, parse_public, parse_signature
 from keyfab.attest._tpm2_crypto import kdf_a
 from keyfab.errors import RotError, VerificationError
-from keyfab.rot._tpm2_public import decode_public
+from keyfab.rot.tpm2._public import decode_public
 
 
 def _attest(extra: bytes, name: bytes) -> bytes:

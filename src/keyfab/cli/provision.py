@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-import tomllib
 from pathlib import Path
 
-import tomli_w
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -15,13 +13,16 @@ from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json, errors
 from keyfab.errors import ProvisionError
 from keyfab.provision import Summary, create_batch, load_recipe, outstanding, run_batch
+from keyfab.rot.drivers import DRIVERS
 from keyfab.workspace import Workspace
 
 app = typer.Typer(
     help="Provision devices in batches.", invoke_without_command=True, no_args_is_help=False
 )
 
-_BACKENDS = ("soft", "pkcs11", "tpm2", "puf")
+_BACKEND_HELP = "Override the recipe's [rot] driver: " + "; ".join(
+    f"{d.name} ({d.summary})" for d in DRIVERS.values()
+)
 
 
 @app.callback()
@@ -33,9 +34,7 @@ def provision(
     batch: str = typer.Option(
         None, "--batch", "-b", help="Batch name [default: <product>-<UTC time>]."
     ),
-    backend: str = typer.Option(
-        None, "--backend", help="Override the recipe's [rot] driver: soft, pkcs11, tpm2, puf."
-    ),
+    backend: str = typer.Option(None, "--backend", help=_BACKEND_HELP),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Provision COUNT devices following RECIPE, with a progress bar."""
@@ -44,21 +43,10 @@ def provision(
     if recipe is None or count is None:
         raise typer.BadParameter("give --recipe and --count (or use 'provision resume BATCH')")
     space = workspace(ctx)
-    parsed, text = load_recipe(recipe)
-    if backend is not None:
-        if backend not in _BACKENDS:
-            raise typer.BadParameter(f"one of {', '.join(_BACKENDS)}", param_hint="--backend")
-        text = _override_driver(text, backend)
+    parsed, text = load_recipe(recipe, backend)  # an unknown backend: one line, nothing written
     name = batch or f"{parsed.product.name}-{utc_now():%Y%m%dT%H%M%SZ}"
     create_batch(space, text, recipe.parent, name, count)
     run_with_progress(space, name, count, workers, as_json)
-
-
-def _override_driver(text: str, backend: str) -> str:
-    """The recipe with ``[rot] driver`` replaced; stored so a resume uses the same."""
-    data = tomllib.loads(text)
-    data.setdefault("rot", {})["driver"] = backend
-    return tomli_w.dumps(data)
 
 
 @app.command()

@@ -1,19 +1,17 @@
 """Opening one device's root of trust from a recipe's ``[rot]`` table.
 
-String options may use ``{slot}``, ``{batch}`` and ``{home}``; the driver module
-(``keyfab.rot.<driver>``) provides ``open_device(options, slot)`` and checks its
-own options.
+String options may use ``{slot}``, ``{batch}`` and ``{home}``; the driver, found
+in the table of :mod:`keyfab.rot.drivers`, checks the values it uses.
 """
 
 from __future__ import annotations
 
-import importlib
 import string
 from collections.abc import Mapping
 from typing import Any
 
 from keyfab.errors import ConfigError
-from keyfab.rot import RootOfTrust
+from keyfab.rot import RootOfTrust, drivers
 
 _FIELDS = frozenset({"slot", "batch", "home"})
 
@@ -35,11 +33,5 @@ def open_device(
 ) -> RootOfTrust:
     """The root of trust of device ``slot`` of ``batch``."""
     context = {"slot": slot, "batch": batch, "home": home}
-    try:
-        module = importlib.import_module(f"keyfab.rot.{driver}")
-    except ImportError as error:
-        raise ConfigError(f"the {driver} driver is not available: {error}") from None
-    rot: RootOfTrust = module.open_device(
-        {k: _format(v, context) for k, v in options.items()}, slot
-    )
-    return rot
+    formatted = {k: _format(v, context) for k, v in options.items()}
+    return drivers.open_device(driver, formatted, slot)

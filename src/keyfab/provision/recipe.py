@@ -1,8 +1,9 @@
 """Recipes: what a product gets at the factory, read from TOML and validated.
 
 Unknown keys are errors (a typo must not silently drop a lock or a counter).
-The ``[rot]`` table is the exception: besides ``driver`` it holds the driver's
-own options, which the driver checks when it opens a device.
+The ``[rot]`` table holds ``driver`` and that driver's own options, checked
+against the driver's schema from :mod:`keyfab.rot.drivers`, so a recipe no
+device could be opened with is refused before a batch reserves serials.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from keyfab.errors import ConfigError
-from keyfab.rot import KeyAlgorithm, check_label
+from keyfab.rot import KeyAlgorithm, check_label, check_options, driver
 
 MAX_RECIPE_BYTES = 1 << 20
 MAX_OBJECT_BYTES = 1 << 20
@@ -47,12 +50,37 @@ class Product(_Strict):
 
 
 class RotSettings(BaseModel):
+    """``[rot]``: which driver opens each device, and that driver's options."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
-    driver: Literal["soft", "pkcs11", "tpm2", "puf"] = "soft"
+    driver: str = "soft"
+
+    @field_validator("driver")
+    @classmethod
+    def _known_driver(cls, name: str) -> str:
+        """Only drivers in the table: anything else would fail on every device."""
+        try:
+            return driver(name).name
+        except ConfigError as error:
+            raise _one_line(error) from None
+
+    @model_validator(mode="after")
+    def _driver_options(self) -> RotSettings:
+        """The options must fit the driver's schema (checked as given, placeholders and all)."""
+        try:
+            check_options(self.driver, self.options())
+        except ConfigError as error:
+            raise _one_line(error) from None
+        return self
 
     def options(self) -> dict[str, Any]:
         """The driver's own options: everything in ``[rot]`` except ``driver``."""
         return dict(self.model_extra or {})
+
+
+def _one_line(error: ConfigError) -> PydanticCustomError:
+    """A ConfigError as a validation error whose message is its text, unprefixed."""
+    return PydanticCustomError("rot", "{reason}", {"reason": str(error)})
 
 
 class KeyEntry(_Strict):
@@ -125,13 +153,36 @@ def parse_recipe(source: str, origin: str = "recipe") -> Recipe:
         raise ConfigError(f"{origin}: {where}: {first['msg']}{more}") from None
 
 
-def load_recipe(path: Path) -> tuple[Recipe, str]:
-    """Read and validate a recipe file; returns the recipe and its text."""
+def load_recipe(path: Path, driver_name: str | None = None) -> tuple[Recipe, str]:
+    """Read and validate a recipe file; returns the recipe and its text.
+
+    ``driver_name`` replaces the recipe's ``[rot] driver`` (``--backend``) before
+    validation, so the options are checked against the driver that will run;
+    the returned text carries the replacement, for a resume to use the same.
+    """
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read recipe {path}: {error}") from None
+    if driver_name is not None:
+        source = with_driver(source, driver_name, str(path))
     return parse_recipe(source, str(path)), source
+
+
+def with_driver(source: str, driver_name: str, origin: str = "recipe") -> str:
+    """The recipe text with ``[rot] driver`` set to ``driver_name``, a driver that exists."""
+    driver(driver_name)
+    if len(source.encode()) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{origin}: larger than {MAX_RECIPE_BYTES} bytes")
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{origin}: not valid TOML: {error}") from None
+    rot = data.setdefault("rot", {})
+    if not isinstance(rot, dict):
+        raise ConfigError(f"{origin}: rot: must be a table")
+    rot["driver"] = driver_name
+    return tomli_w.dumps(data)
 
 
 def load_objects(recipe: Recipe, base: Path) -> dict[str, bytes]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 from keyfab.errors import ConfigError
 from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
 from keyfab.rot.base import (
@@ -18,10 +16,13 @@ from keyfab.rot.base import (
     RotInfo,
     check_label,
 )
+from keyfab.rot.drivers import DRIVERS, Driver, check_options, driver, driver_names, open_uri
 from keyfab.rot.uri import KeyUri, parse_key_uri, read_pin, soft_key_uri
 
 __all__ = [
+    "DRIVERS",
     "Capability",
+    "Driver",
     "Evidence",
     "HardwareECPrivateKey",
     "HardwareRSAPrivateKey",
@@ -34,6 +35,9 @@ __all__ = [
     "RootOfTrust",
     "RotInfo",
     "check_label",
+    "check_options",
+    "driver",
+    "driver_names",
     "load_key",
     "open_rot",
     "parse_key_uri",
@@ -41,20 +45,14 @@ __all__ = [
     "soft_key_uri",
 ]
 
-# Drivers are imported on first use: a PKCS#11 or TPM library is only needed
-# by those who use that hardware. Each module provides ``open_uri(KeyUri)``.
-_DRIVERS = {"soft": "keyfab.rot.soft", "pkcs11": "keyfab.rot.pkcs11", "tpm2": "keyfab.rot.tpm2"}
-
 
 def open_rot(uri: str | KeyUri) -> RootOfTrust:
-    """Open the root of trust a key URI points into."""
-    parsed = parse_key_uri(uri) if isinstance(uri, str) else uri
-    try:
-        driver = importlib.import_module(_DRIVERS[parsed.scheme])
-    except ImportError as error:
-        raise ConfigError(f"the {parsed.scheme} driver is not available: {error}") from None
-    rot: RootOfTrust = driver.open_uri(parsed)
-    return rot
+    """Open the root of trust a key URI points into.
+
+    The driver (from :mod:`keyfab.rot.drivers`) is imported on first use: a
+    PKCS#11 or TPM library is only needed by those who use that hardware.
+    """
+    return open_uri(parse_key_uri(uri) if isinstance(uri, str) else uri)
 
 
 def load_key(uri: str | KeyUri) -> PrivateKey:

@@ -1,4 +1,4 @@
-"""The root-of-trust seam: what every driver (soft, pkcs11, tpm2, puf) provides.
+"""The root-of-trust seam: what every driver (soft, pkcs11, tpm2) provides.
 
 A root of trust holds private keys it will not give out. keyfab asks it to make
 keys, sign, store small objects (certificates, manifests), attest its keys where

@@ -44,6 +44,7 @@ from keyfab.rot.base import (
     check_label,
     check_random_size,
 )
+from keyfab.rot.options import SoftOptions
 from keyfab.rot.uri import KeyUri
 
 _SoftKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -255,7 +256,7 @@ class SoftRootOfTrust:
 
 def open_device(options: Mapping[str, Any], slot: int) -> SoftRootOfTrust:
     """One simulated device: ``path`` is its directory; without it, memory only."""
-    unknown = set(options) - {"path"}
+    unknown = set(options) - set(SoftOptions.model_fields)
     if unknown:
         raise ConfigError(f"soft driver: unknown option(s) {', '.join(sorted(unknown))}")
     path = options.get("path")

@@ -16,8 +16,9 @@ from types import MappingProxyType
 from urllib.parse import quote, unquote
 
 from keyfab.errors import ConfigError
+from keyfab.rot.drivers import driver_names
 
-SCHEMES = ("soft", "pkcs11", "tpm2")
+SCHEMES = driver_names()  # one scheme per root-of-trust driver
 _SECRET_ATTRIBUTES = frozenset({"pin-value"})
 _KNOWN: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "pkcs11": (

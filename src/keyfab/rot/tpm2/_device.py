@@ -18,8 +18,8 @@ from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
 from tpm2_pytss.constants import ESYS_TR, TPM2_CAP
 
 from keyfab.errors import KeyNotFoundError, RotError
-from keyfab.rot._tpm2_config import Tcti
-from keyfab.rot._tpm2_raw import ST_NO_SESSIONS, command, flush, is_missing_handle, run
+from keyfab.rot.tpm2._config import Tcti
+from keyfab.rot.tpm2._raw import ST_NO_SESSIONS, command, flush, is_missing_handle, run
 
 _T = TypeVar("_T")
 

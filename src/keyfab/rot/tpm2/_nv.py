@@ -5,7 +5,7 @@ certificate keyfab wrote. Indices are owner-authorised (empty owner auth, as
 during manufacturing) and readable with the index's own (empty) auth too.
 WRITEDEFINE lets ``lock()`` freeze an object with TPM2_NV_WriteLock.
 Counters are TPM_NT_COUNTER indices: the TPM itself refuses to lower them.
-Raw commands rather than ESAPI for the reason given in keyfab.rot._tpm2_raw.
+Raw commands rather than ESAPI for the reason given in keyfab.rot.tpm2._raw.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import struct
 
 from keyfab.errors import ConfigError, KeyNotFoundError, RotError, UnsupportedError
-from keyfab.rot._tpm2_device import TpmConnection
-from keyfab.rot._tpm2_raw import (
+from keyfab.rot.tpm2._device import TpmConnection
+from keyfab.rot.tpm2._raw import (
     PASSWORD_AUTH,
     RH_OWNER,
     ST_NO_SESSIONS,

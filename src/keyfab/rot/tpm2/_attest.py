@@ -1,7 +1,7 @@
 """The ESAPI side of attestation: quotes, and credential activation for an unpersisted EK.
 
 (TPM2_Certify and activation with a persisted EK are raw commands, see
-keyfab.rot._tpm2_commands.)
+keyfab.rot.tpm2._commands.)
 
 Each function returns the TPM's raw marshalled structures untouched: the
 verifier (keyfab.attest) parses and checks them itself and trusts nothing the
@@ -24,9 +24,9 @@ from tpm2_pytss.types import (
 )
 
 from keyfab.errors import ConfigError
-from keyfab.rot._tpm2_device import PASSWORD, TpmConnection
-from keyfab.rot._tpm2_ek import EndorsementKey, ek_policy, load_ek
-from keyfab.rot._tpm2_sign import HASHES
+from keyfab.rot.tpm2._device import PASSWORD, TpmConnection
+from keyfab.rot.tpm2._ek import EndorsementKey, ek_policy, load_ek
+from keyfab.rot.tpm2._sign import HASHES
 
 MAX_NONCE = 64  # TPM2B_DATA holds at most a TPMT_HA; 64 bytes is SHA-512
 _PCR_COUNT = 24
@@ -78,7 +78,7 @@ def activate_credential(
     """TPM2_ActivateCredential through ESAPI, for an EK nobody persisted.
 
     The EK is re-created from its template for the command and flushed after.
-    (A persisted EK goes through keyfab.rot._tpm2_commands, which is faster.) The IAK
+    (A persisted EK goes through keyfab.rot.tpm2._commands, which is faster.) The IAK
     is authorised by its (empty) password, the EK as ``ek_policy`` says.
     """
     ek_handle = load_ek(tpm, ek)

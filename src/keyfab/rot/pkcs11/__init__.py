@@ -5,7 +5,7 @@ Nitrokey, network HSMs in production). A token is either one device's root of
 trust (provisioning opens it with :func:`open_device`) or the home of CA keys
 (named by RFC 7512 URIs such as
 ``pkcs11:token=factory;object=mfg-ca?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/run/pin``).
-Keys are generated inside the token and never leave it; see ``_pkcs11_keys``.
+Keys are generated inside the token and never leave it; see ``keyfab.rot.pkcs11._keys``.
 PINs stay in memory only to log in again after a fork and appear in no message.
 The binding is python-pkcs11 (chosen by measurement: docs/pkcs11.md).
 """
@@ -32,26 +32,11 @@ from keyfab.errors import (
     RotLockedError,
     UnsupportedError,
 )
-from keyfab.rot import _pkcs11_keys as keys
-from keyfab.rot import _pkcs11_objects as objects
 from keyfab.rot._keys import (
     ECDigestSigner,
     HardwareECPrivateKey,
     HardwareRSAPrivateKey,
     RSADigestSigner,
-)
-from keyfab.rot._pkcs11_errors import translate, translated
-from keyfab.rot._pkcs11_init import initialise_token
-from keyfab.rot._pkcs11_options import DeviceOptions
-from keyfab.rot._pkcs11_session import (
-    Lease,
-    TokenPool,
-    find_token,
-    load_module,
-    pool_for,
-    release_pool,
-    resolve_module,
-    token_serial,
 )
 from keyfab.rot.base import (
     Capability,
@@ -62,6 +47,21 @@ from keyfab.rot.base import (
     RotInfo,
     check_label,
     check_random_size,
+)
+from keyfab.rot.pkcs11 import _keys as keys
+from keyfab.rot.pkcs11 import _objects as objects
+from keyfab.rot.pkcs11._errors import translate, translated
+from keyfab.rot.pkcs11._init import initialise_token
+from keyfab.rot.pkcs11._options import DeviceOptions
+from keyfab.rot.pkcs11._session import (
+    Lease,
+    TokenPool,
+    find_token,
+    load_module,
+    pool_for,
+    release_pool,
+    resolve_module,
+    token_serial,
 )
 from keyfab.rot.uri import KeyUri, read_pin
 

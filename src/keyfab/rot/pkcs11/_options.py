@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from keyfab.errors import ConfigError
+from keyfab.rot.options import Pkcs11Options
 
-_OPTIONS = frozenset(
-    {"module", "token", "serial", "pin", "pin_file", "initialize", "so_pin", "so_pin_file"}
-)
+_OPTIONS = frozenset(Pkcs11Options.model_fields)  # the names the recipe's schema knows
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives import serialization
 from tpm2_pytss.constants import ESYS_TR, TPM2_HT
 
 from keyfab.errors import KeyNotFoundError, RotError, UnsupportedError
-from keyfab.rot._tpm2_commands import read_public
-from keyfab.rot._tpm2_device import TpmConnection
-from keyfab.rot._tpm2_nv import read_nv
-from keyfab.rot._tpm2_public import decode_public
-from keyfab.rot._tpm2_templates import ek_template
 from keyfab.rot.base import KeyAlgorithm
+from keyfab.rot.tpm2._commands import read_public
+from keyfab.rot.tpm2._device import TpmConnection
+from keyfab.rot.tpm2._nv import read_nv
+from keyfab.rot.tpm2._public import decode_public
+from keyfab.rot.tpm2._templates import ek_template
 
 EK_CERT_INDICES = (
     (0x01C00002, KeyAlgorithm.RSA_2048, 0x81010001),

@@ -18,7 +18,7 @@ What the TPM gives keyfab:
 The private keys never leave the TPM; every transient handle is flushed at once.
 tpm2-pytss loads the TCTI (swtpm, device, tabrmd, mssim). The per-device
 commands are marshalled by keyfab itself on persistent handles
-(keyfab.rot._tpm2_commands, _tpm2_nv: ESAPI's overhead there was as large as
+(keyfab.rot.tpm2._commands and _nv: ESAPI's overhead there was as large as
 the TPM's own time); ESAPI serves quotes and an EK nobody persisted.
 """
 
@@ -37,14 +37,6 @@ from keyfab.errors import (
     KeyNotFoundError,
     RotLockedError,
 )
-from keyfab.rot import _tpm2_attest, _tpm2_commands, _tpm2_nv
-from keyfab.rot._tpm2_attest import check_nonce
-from keyfab.rot._tpm2_config import Tcti, Tpm2Options
-from keyfab.rot._tpm2_device import TpmConnection
-from keyfab.rot._tpm2_ek import EndorsementKey, ek_policy, find_ek
-from keyfab.rot._tpm2_public import decode_public
-from keyfab.rot._tpm2_sign import wrap_key
-from keyfab.rot._tpm2_templates import key_template
 from keyfab.rot.base import (
     Capability,
     Evidence,
@@ -55,6 +47,14 @@ from keyfab.rot.base import (
     check_label,
     check_random_size,
 )
+from keyfab.rot.tpm2 import _attest, _commands, _nv
+from keyfab.rot.tpm2._attest import check_nonce
+from keyfab.rot.tpm2._config import Tcti, Tpm2Options
+from keyfab.rot.tpm2._device import TpmConnection
+from keyfab.rot.tpm2._ek import EndorsementKey, ek_policy, find_ek
+from keyfab.rot.tpm2._public import decode_public
+from keyfab.rot.tpm2._sign import wrap_key
+from keyfab.rot.tpm2._templates import key_template
 from keyfab.rot.uri import KeyUri
 
 __all__ = ["CERTIFY_FORMAT", "QUOTE_FORMAT", "Tpm2RootOfTrust", "open_device", "open_uri"]
@@ -126,9 +126,7 @@ class Tpm2RootOfTrust:
         if self._exists(handle):
             raise KeyExistsError(f"tpm2: key {label!r} already exists at {handle:#010x}")
         template = key_template(spec.algorithm, restricted=label == self.options.iak_label)
-        self._public[handle] = _tpm2_commands.create_persistent(
-            self._tpm.transact, template, handle
-        )
+        self._public[handle] = _commands.create_persistent(self._tpm.transact, template, handle)
         return self.key(label)
 
     def key(self, label: str) -> PrivateKey:
@@ -147,7 +145,7 @@ class Tpm2RootOfTrust:
         """The marshalled TPMT_PUBLIC of a persisted key (read once per connection)."""
         handle = self.options.key_handle(check_label(label))
         if handle not in self._public:
-            self._public[handle] = _tpm2_commands.read_public(self._tpm.transact, handle)
+            self._public[handle] = _commands.read_public(self._tpm.transact, handle)
         return self._public[handle]
 
     def public_area(self, label: str) -> Any:
@@ -165,7 +163,7 @@ class Tpm2RootOfTrust:
         if esys is not None:
             self._tpm.esys.tr_close(esys)
         self._public.pop(handle, None)
-        _tpm2_commands.evict(self._tpm.transact, handle)
+        _commands.evict(self._tpm.transact, handle)
 
     def random(self, n: int) -> bytes:
         check_random_size(n)
@@ -181,23 +179,23 @@ class Tpm2RootOfTrust:
     def store_object(self, label: str, data: bytes) -> None:
         self._check_unlocked()
         index = self.options.nv_index(check_label(label))
-        _tpm2_nv.write_object(self._tpm, index, data)
+        _nv.write_object(self._tpm, index, data)
         self._written.add(index)
 
     def load_object(self, label: str) -> bytes:
-        return _tpm2_nv.read_object(self._tpm, self.options.nv_index(check_label(label)), label)
+        return _nv.read_object(self._tpm, self.options.nv_index(check_label(label)), label)
 
     def delete_object(self, label: str) -> None:
         """Undefine an object's NV index."""
         self._check_unlocked()
         index = self.options.nv_index(check_label(label))
-        if not _tpm2_nv.exists(self._tpm, index):
+        if not _nv.exists(self._tpm, index):
             raise KeyNotFoundError(f"tpm2: no object {label!r} (NV {index:#010x})")
-        _tpm2_nv.undefine(self._tpm, index)
+        _nv.undefine(self._tpm, index)
         self._written.discard(index)
 
     def counter(self, name: str) -> MonotonicCounter:
-        return _tpm2_nv.NvCounter(self._tpm, check_label(name), self.options.counter_index(name))
+        return _nv.NvCounter(self._tpm, check_label(name), self.options.counter_index(name))
 
     def lock(self) -> None:
         """Write-lock every object written in this session and every mapped one.
@@ -210,7 +208,7 @@ class Tpm2RootOfTrust:
         present = set(self._tpm.handles(0x01000000))
         for index in sorted(self._written | set(self.options.nv.values())):
             if index in present:
-                _tpm2_nv.write_lock(self._tpm, index)
+                _nv.write_lock(self._tpm, index)
         self._locked = True
 
     # attestation ----------------------------------------------------------
@@ -227,7 +225,7 @@ class Tpm2RootOfTrust:
         """TPM2_Certify of key ``label`` by the IAK over ``nonce``, with the EK's proof."""
         iak = self._iak()
         key_handle = self.options.key_handle(check_label(label))
-        attest, signature = _tpm2_commands.certify(
+        attest, signature = _commands.certify(
             self._tpm.transact, key_handle, iak, check_nonce(nonce)
         )
         return Evidence(
@@ -247,17 +245,17 @@ class Tpm2RootOfTrust:
         iak = self._iak()
         if self.ek.persistent_handle is not None:
             handles = (iak, self.ek.persistent_handle)
-            return _tpm2_commands.activate_credential(
+            return _commands.activate_credential(
                 self._tpm.transact, handles, ek_policy(self.ek.public_area), credential_blob, secret
             )
-        return _tpm2_attest.activate_credential(
+        return _attest.activate_credential(
             self._tpm, self.ek, self._esys(iak), credential_blob, secret
         )
 
     def quote(self, pcrs: Sequence[int], nonce: bytes, bank: str = "sha256") -> Evidence:
         """TPM2_Quote of ``pcrs`` by the IAK over ``nonce``, with the PCR values."""
         iak = self._esys(self._iak())
-        attest, signature, values = _tpm2_attest.quote(self._tpm, iak, pcrs, bank, nonce)
+        attest, signature, values = _attest.quote(self._tpm, iak, pcrs, bank, nonce)
         return Evidence(
             format=QUOTE_FORMAT,
             parts={

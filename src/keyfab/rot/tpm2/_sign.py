@@ -16,9 +16,9 @@ from tpm2_pytss.constants import TPM2_ALG
 
 from keyfab.errors import RotError, UnsupportedError
 from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
-from keyfab.rot._tpm2_commands import sign
-from keyfab.rot._tpm2_raw import Transport, sized
 from keyfab.rot.base import PrivateKey, PublicKey
+from keyfab.rot.tpm2._commands import sign
+from keyfab.rot.tpm2._raw import Transport, sized
 
 HASHES = {"sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384, "sha512": TPM2_ALG.SHA512}
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from keyfab.errors import ConfigError
 from keyfab.rot.base import KeyAlgorithm, check_label
+from keyfab.rot.options import Tpm2Options as Tpm2Schema
 
 TCTI_NAMES = frozenset({"swtpm", "mssim", "device", "tabrmd"})
 
@@ -31,9 +32,7 @@ _DERIVED_NV_BASE = 0x01100000
 _DERIVED_NV_SPAN = 0x100000
 _DERIVED_COUNTER_BASE = 0x01200000
 
-_KNOWN_OPTIONS = frozenset(
-    {"tcti", "handles", "nv", "counters", "iak", "iak_algorithm", "ek", "ek_roots"}
-)
+_KNOWN_OPTIONS = frozenset(Tpm2Schema.model_fields)  # the names the recipe's schema knows
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The per-device hot path as raw TPM commands (see keyfab.rot._tpm2_raw for why).
+"""The per-device hot path as raw TPM commands (see keyfab.rot.tpm2._raw for why).
 
 Keys: CreatePrimary in the endorsement hierarchy, EvictControl to a persistent
 handle, FlushContext; TPM2_Sign and TPM2_Certify on persistent handles; and
@@ -11,7 +11,7 @@ import secrets
 import struct
 
 from keyfab.errors import RotError
-from keyfab.rot._tpm2_raw import (
+from keyfab.rot.tpm2._raw import (
     PASSWORD_AUTH,
     RH_ENDORSEMENT,
     RH_NULL,

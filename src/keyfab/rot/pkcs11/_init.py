@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Module  # noqa: N812 - the binding's class is lowercase
 
 from keyfab.errors import ConfigError, KeyNotFoundError, RotError
-from keyfab.rot._pkcs11_errors import translated
-from keyfab.rot._pkcs11_session import load_module, module_calls, token_serial
+from keyfab.rot.pkcs11._errors import translated
+from keyfab.rot.pkcs11._session import load_module, module_calls, token_serial
 
 _LABEL_BYTES = 32
 _CKR_OK = 0

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pkcs11._pkcs11 import lib as Module  # noqa: N812 - the binding's class is lowercase
 
 from keyfab.errors import ConfigError, KeyNotFoundError, RotError
-from keyfab.rot._pkcs11_errors import translated
+from keyfab.rot.pkcs11._errors import translated
 
 _TOKEN_MATCHERS: dict[str, Callable[[pkcs11.Token], str]] = {
     "token": lambda token: token.label,
