@@ -3,7 +3,7 @@
 RFC 5280 section 5.2.3: the CRLNumber increases strictly with every CRL a CA
 issues and is never reused. Every CRL is therefore signed here and nowhere
 else: the next number is one more than the newest recorded CRL's, taken while
-the audit head is locked (every writer holds it), and the CRL is stored with
+the audit head is locked (every writer takes that lock), and the CRL is stored with
 its ``ca.crl`` event in the same transaction, so two CRLs can never share a
 number, whether the CLI, the API or two stations asked at once.
 
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.authority.service import Authority
-from keyfab.registry import Certificate, CrlRecord
+from keyfab.registry import AuditHead, Certificate, CrlRecord
 
 VALIDITY = datetime.timedelta(days=7)
 """How far ahead nextUpdate is set."""
@@ -79,13 +79,26 @@ def _revoked(session: Session) -> Iterator[pki.RevokedCertificate]:
         )
 
 
+def _next_number(session: Session) -> int:
+    """One more than the newest recorded CRL's number.
+
+    The first CRL recorded starts above the audit head: before CRLs were
+    recorded (keyfab 0.1), every CRL took its number from an audit sequence
+    number, so no number issued then can be reached again.
+    """
+    newest = session.scalar(select(func.max(CrlRecord.number)))
+    if newest is None:
+        newest = session.scalar(select(AuditHead.seq).where(AuditHead.id == 1)) or 0
+    return int(newest) + 1
+
+
 def new_crl(authority: Authority) -> x509.CertificateRevocationList:
     """Sign a CRL of every revoked certificate with the next CRLNumber, and record it."""
     with authority.transaction() as session:
         audit.lock(session)  # from here to commit no other writer revokes or numbers a CRL
         now = utc_now()
         revoked = list(_revoked(session))
-        number = (session.scalar(select(func.max(CrlRecord.number))) or 0) + 1
+        number = _next_number(session)
         crl = authority.ca.crl(revoked, now=now, next_update=VALIDITY, number=number)
         session.add(
             CrlRecord(

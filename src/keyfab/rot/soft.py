@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
+from keyfab import securefile
 from keyfab.errors import (
     ConfigError,
     KeyExistsError,
@@ -63,24 +64,17 @@ def _warn() -> None:
 
 
 def write_secret(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the first byte on, whole or not at all.
+    """Create ``path`` with mode 0600, whole or not at all; never overwrite a key.
 
-    The bytes go to a private temporary file that is then linked into place, so
-    a crash never leaves a half-written key, and an existing key is never
-    overwritten.
+    ``securefile.write_secret`` does the writing; this names its failures the
+    way the root-of-trust seam does.
     """
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.link(temporary, path)
+        securefile.write_secret(path, data)
     except FileExistsError:
         raise KeyExistsError(f"{path.name} already exists") from None
     except OSError as error:
         raise RotError(f"cannot write {path}: {error.strerror}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
