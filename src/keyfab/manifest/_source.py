@@ -1,8 +1,8 @@
 """Reading keyfab-provisioned devices out of the registry as manifest payloads.
 
-Devices are streamed in id order with ``yield_per`` so exporting a batch of any
-size holds a few hundred rows at a time. Only devices in state ``provisioned``
-go into a manifest: a pending or failed slot has no identity to vouch for.
+Devices are streamed in id order (``registry.queries.device_certificates``) so
+exporting a batch of any size holds a few hundred rows at a time. Only devices
+in state ``provisioned`` go into a manifest: a pending or failed slot has no identity to vouch for.
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from keyfab import audit
 from keyfab.errors import ConfigError
 from keyfab.manifest._export import EntrySigner, device_element, write_manifest
 from keyfab.manifest._model import Organization, SecureElement
-from keyfab.registry import Batch, CaRecord, Certificate, Device, DeviceState, Registry
+from keyfab.registry import Certificate, Device, DeviceState, Registry, queries
 
 _HEX_ID = re.compile(r"(?:[0-9a-f]{2}){1,32}")
-ROWS_PER_FETCH = 500
 
 
 @dataclass(frozen=True)
@@ -42,38 +39,26 @@ class ExportDescription:
 
 
 def batch_elements(
-    session: Session, batch: str, description: ExportDescription
+    registry: Registry, batch: str, description: ExportDescription
 ) -> Iterator[SecureElement]:
     """One payload per provisioned device of ``batch``, in provisioning order."""
-    row = session.scalars(select(Batch).where(Batch.name == batch)).one_or_none()
-    if row is None:
-        raise ConfigError(f"no batch named {batch!r}")
-    issuers = {cert.subject: cert for cert in _authorities(session)}
+    progress = queries.batch_progress(registry, batch)
+    issuers = {
+        cert.subject: cert
+        for cert in (
+            x509.load_der_x509_certificate(row.certificate)
+            for row in queries.authorities(registry).values()
+        )
+    }
     description = dataclasses.replace(
         description,
-        model=description.model or row.product,
-        part_number=description.part_number or row.product,
+        model=description.model or progress.batch.product,
+        part_number=description.part_number or progress.batch.product,
     )
-    query = (
-        select(Device, Certificate)
-        .join(Certificate, Certificate.device_id == Device.id)
-        .where(
-            Device.batch_id == row.id,
-            Device.state == DeviceState.PROVISIONED.value,
-            Certificate.revoked_at.is_(None),
-        )
-        .order_by(Device.id, Certificate.id)
-        .execution_options(yield_per=ROWS_PER_FETCH)
-    )
-    rows = session.execute(query)
-    for device, group in itertools.groupby(rows, key=lambda row: row[0]):
-        yield _element(device, [row[1] for row in group], issuers, description)
-
-
-def _authorities(session: Session) -> list[x509.Certificate]:
-    return [
-        x509.load_der_x509_certificate(a.certificate) for a in session.scalars(select(CaRecord))
-    ]
+    rows = queries.device_certificates(registry, batch, [DeviceState.PROVISIONED.value])
+    for _, group in itertools.groupby(rows, key=lambda row: row[0].id):
+        certificates = list(group)
+        yield _element(certificates[0][0], [row[1] for row in certificates], issuers, description)
 
 
 def _element(
@@ -115,8 +100,8 @@ def export_batch(
     """
     partial = out.with_name(f".{out.name}.partial")
     try:
-        with registry.transaction() as session, partial.open("wb") as stream:
-            count = write_manifest(batch_elements(session, batch, description), signer, stream)
+        with partial.open("wb") as stream:
+            count = write_manifest(batch_elements(registry, batch, description), signer, stream)
         with partial.open("rb") as written:
             digest = hashlib.file_digest(written, "sha256").hexdigest()
         os.replace(partial, out)

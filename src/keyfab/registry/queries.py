@@ -159,7 +159,7 @@ def batch_progress(registry: Registry, name: str) -> BatchProgress:
     with registry.reading() as session:
         batch = session.scalars(select(Batch).where(Batch.name == name)).one_or_none()
         if batch is None:
-            raise NotFoundError(f"no batch {name!r}", slug="batch-not-found")
+            raise NotFoundError(f"no batch named {name!r}", slug="batch-not-found")
         counts = session.execute(
             select(Device.state, func.count())
             .where(Device.batch_id == batch.id)
