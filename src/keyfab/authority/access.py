@@ -11,14 +11,13 @@ from __future__ import annotations
 import hmac
 
 from cryptography import x509
-from sqlalchemy import select
 
 from keyfab.authority.revocation import STATION_LABEL
 from keyfab.authority.roles import Principal, Role
 from keyfab.authority.tokens import authenticate
 from keyfab.errors import AuthenticationError, PermissionDeniedError
 from keyfab.pki import DEVICE_PROFILES, Profile, serial_hex
-from keyfab.registry import Certificate, Device, DeviceState, Registry
+from keyfab.registry import Certificate, DeviceState, Registry, queries
 
 
 def from_token(registry: Registry, presented: str) -> Principal:
@@ -33,16 +32,10 @@ def from_certificate(registry: Registry, der: bytes) -> Principal:
     The TLS layer already checked the chain; this checks the registry has exactly
     this certificate (byte for byte) and that it still counts.
     """
-    serial_number = serial_hex(x509.load_der_x509_certificate(der))
-    with registry.reading() as session:
-        row = session.execute(
-            select(Certificate, Device)
-            .outerjoin(Device, Certificate.device_id == Device.id)
-            .where(Certificate.serial_number == serial_number)
-        ).one_or_none()
-    if row is None or not hmac.compare_digest(row[0].der, der):
+    holder = queries.certificate_holder(registry, serial_hex(x509.load_der_x509_certificate(der)))
+    if holder is None or not hmac.compare_digest(holder.certificate.der, der):
         raise AuthenticationError("client certificate is not one keyfab issued")
-    certificate, device = row
+    certificate, device = holder.certificate, holder.device
     if certificate.profile == Profile.STATION:
         return _station(certificate)
     if certificate.profile not in DEVICE_PROFILES or device is None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
 from keyfab._time import utc_now
 from keyfab.authority.service import fingerprint
 from keyfab.errors import ConfigError, KeyfabError
-from keyfab.registry import CaRecord, Registry
+from keyfab.registry import CaRecord, Registry, queries
 from keyfab.rot import KeyAlgorithm, KeySpec, open_rot, parse_key_uri, soft_key_uri
 from keyfab.workspace import MANUFACTURING, ROOT, Workspace
 
@@ -33,9 +32,8 @@ def initialise(
     workspace.make_home()
     registry = Registry.open(workspace.database_url, create=True)
     try:
-        with registry.reading() as session:
-            if session.scalars(select(CaRecord)).first() is not None:
-                raise ConfigError(f"{workspace.home} is already initialised")
+        if queries.authorities(registry):
+            raise ConfigError(f"{workspace.home} is already initialised")
         root_uri = root_key or soft_key_uri(workspace.home / "ca" / "root-ca.pem")
         ca_uri = ca_key or soft_key_uri(workspace.home / "ca" / "manufacturing-ca.pem")
         created: list[Path] = []

@@ -51,6 +51,14 @@ class CertificateRecord:
 
 
 @dataclass(frozen=True)
+class CertificateHolder:
+    """A certificate and the device it belongs to, if any (for mutual-TLS callers)."""
+
+    certificate: Certificate
+    device: Device | None
+
+
+@dataclass(frozen=True)
 class BatchProgress:
     batch: Batch
     devices: Mapping[str, int]  # devices per state
@@ -110,6 +118,17 @@ def certificate(registry: Registry, serial_number: str) -> CertificateRecord:
     if row is None:
         raise NotFoundError(f"no certificate {serial_number}", slug="certificate-not-found")
     return CertificateRecord(row[0], row[1])
+
+
+def certificate_holder(registry: Registry, serial_number: str) -> CertificateHolder | None:
+    """The recorded certificate with ``serial_number`` and its device, or None."""
+    with registry.reading() as session:
+        row = session.execute(
+            select(Certificate, Device)
+            .outerjoin(Device, Certificate.device_id == Device.id)
+            .where(Certificate.serial_number == serial_number)
+        ).one_or_none()
+    return None if row is None else CertificateHolder(row[0], row[1])
 
 
 def issued_certificates(registry: Registry) -> Sequence[Certificate]:
