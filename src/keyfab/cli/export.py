@@ -12,22 +12,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyfab.cli._context import workspace
-from keyfab.cli._output import errors
-from keyfab.errors import ConfigError, KeyfabError
+from keyfab.cli._output import KeyfabGroup, print_error
+from keyfab.errors import ConfigError
 from keyfab.manifest import cloud_devices, write_aws, write_azure
 from keyfab.registry import Authority
 from keyfab.workspace import MANUFACTURING
 
-app = typer.Typer(help="Cloud registration files for the registry's devices.", no_args_is_help=True)
+app = typer.Typer(
+    help="Cloud registration files for the registry's devices.",
+    no_args_is_help=True,
+    cls=KeyfabGroup,
+)
 
 Out = Annotated[Path, typer.Option("--out", help="Directory to write the files into.")]
 BatchOption = Annotated[
     str | None, typer.Option("--batch", help="Only this batch (default: every device).")
 ]
-
-
-def _say(line: str) -> None:
-    errors.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _run(ctx: typer.Context, write: Callable[[Session, Callable[[str, str], None]], int]) -> None:
@@ -36,15 +36,12 @@ def _run(ctx: typer.Context, write: Callable[[Session, Callable[[str, str], None
 
     def skip(serial: str, reason: str) -> None:
         skipped.append(serial)
-        _say(f"error: device {serial}: {reason}")
+        print_error(f"device {serial}: {reason}")
 
     registry = workspace(ctx).registry()
     try:
         with registry.transaction() as session:
             count = write(session, skip)
-    except KeyfabError as error:
-        _say(f"error: {error}")
-        raise typer.Exit(1) from None
     finally:
         registry.dispose()
     typer.echo(f"{count} devices exported, {len(skipped)} skipped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console
@@ -35,7 +36,10 @@ def init(
         )
     space = workspace(ctx)
     ca = space.initialise(organization, algorithm, root_key, ca_key)
-    console.print(f"[green]initialised[/] {space.home}")
-    console.print(f"  root CA           {ca.chain[-1].subject.rfc4514_string()}")
-    console.print(f"  manufacturing CA  {ca.certificate.subject.rfc4514_string()} ({algorithm})")
-    console.print(f"  registry          {space.database_url}")
+    console.print(f"[green]initialised[/] {escape(str(space.home))}")
+    root, manufacturing = ca.chain[-1].subject, ca.certificate.subject
+    console.print(f"  root CA           {root.rfc4514_string()}", markup=False)
+    console.print(
+        f"  manufacturing CA  {manufacturing.rfc4514_string()} ({algorithm})", markup=False
+    )
+    console.print(f"  registry          {space.database_url}", markup=False)
