@@ -93,3 +93,15 @@ def test_a_recipe_error_names_its_rot_table(keyfab: Keyfab, tmp_path: Path) -> N
     code, _, err = keyfab("provision", "--recipe", str(recipe), "--count", "1")
     assert code == 1
     assert err.strip().splitlines()[-1].startswith("error: tpm2: [rot] needs ")
+
+
+def test_init_takes_home_as_the_missing_workspace_hint_says(tmp_path: Path) -> None:
+    home = tmp_path / "elsewhere"
+    runner = CliRunner()
+    result = runner.invoke(build_app(), ["--home", str(home), "devices", "list"])
+    assert result.exit_code == 1
+    hint = result.stderr.strip().rpartition("run ")[2].strip("'").split()
+    assert hint == ["keyfab", "init", "--home", str(home)]
+    result = runner.invoke(build_app(), hint[1:])
+    assert result.exit_code == 0, result.output
+    assert (home / "keyfab.db").is_file()

@@ -117,7 +117,7 @@ def env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def home(base: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("base-home") / "home"
-    done = _run(base / "keyfab", "--home", home, "init", "--org", "Acme", env=env)
+    done = _run(base / "keyfab", "init", "--home", home, "--org", "Acme", env=env)
     assert done.returncode == 0, done.stderr
     return home
 

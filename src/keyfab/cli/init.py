@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.markup import escape
 
@@ -28,12 +30,17 @@ def init(
         "--ca-key",
         help="Key URI for the manufacturing CA key, e.g. pkcs11:token=factory;object=mfg-ca.",
     ),
+    home: Path = typer.Option(
+        None, "--home", help="Workspace directory, as 'keyfab --home' (this one wins)."
+    ),
 ) -> None:
     """Create the root and manufacturing CAs and an empty registry."""
     if algorithm not in _CA_ALGORITHMS:
         raise typer.BadParameter(
             f"CA keys are {', '.join(_CA_ALGORITHMS)}", param_hint="--algorithm"
         )
+    if home is not None:  # 'keyfab init --home H', as the hint for a missing workspace says
+        ctx.find_root().obj = home
     space = workspace(ctx)
     ca = space.initialise(organization, algorithm, root_key, ca_key)
     console.print(f"[green]initialised[/] {escape(str(space.home))}")
