@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console
@@ -35,18 +34,15 @@ def init(
     ),
 ) -> None:
     """Create the root and manufacturing CAs and an empty registry."""
+    if home is not None:  # 'keyfab init --home H', as the hint for a missing workspace says
+        ctx.find_root().obj = home
     if algorithm not in _CA_ALGORITHMS:
         raise typer.BadParameter(
             f"CA keys are {', '.join(_CA_ALGORITHMS)}", param_hint="--algorithm"
         )
-    if home is not None:  # 'keyfab init --home H', as the hint for a missing workspace says
-        ctx.find_root().obj = home
     space = workspace(ctx)
     ca = space.initialise(organization, algorithm, root_key, ca_key)
-    console.print(f"[green]initialised[/] {escape(str(space.home))}")
-    root, manufacturing = ca.chain[-1].subject, ca.certificate.subject
-    console.print(f"  root CA           {root.rfc4514_string()}", markup=False)
-    console.print(
-        f"  manufacturing CA  {manufacturing.rfc4514_string()} ({algorithm})", markup=False
-    )
-    console.print(f"  registry          {space.database_url}", markup=False)
+    console.print(f"[green]initialised[/] {space.home}")
+    console.print(f"  root CA           {ca.chain[-1].subject.rfc4514_string()}")
+    console.print(f"  manufacturing CA  {ca.certificate.subject.rfc4514_string()} ({algorithm})")
+    console.print(f"  registry          {space.database_url}")
