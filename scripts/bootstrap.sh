@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian machine for keyfab: the system packages the tests and the
 # demo use (installed only when running as root and only those missing), then a
-# virtual environment with the exact versions from requirements.lock.
+# virtual environment with the exact versions from requirements.lock and keyfab
+# installed editable with all its extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -26,4 +27,7 @@ fi
 
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.lock
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+# keyfab itself with every extra (pkcs11, tpm2, server, postgres): the lock already
+# holds their packages, so --no-index makes this offline and fails if the lock lacks one.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-index --no-build-isolation \
+    -e '.[all]'

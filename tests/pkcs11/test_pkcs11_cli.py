@@ -140,8 +140,8 @@ def test_pkcs11_init_with_a_wrong_pin_is_one_line(
     uri = f"pkcs11:token=wrong-pin;object=mfg?module-path={softhsm.module}&pin-source=file:{wrong}"
     code, _, err = keyfab("init", "--ca-key", uri)
     assert code == 1
-    assert err.strip() == (
-        "cannot create CA key pkcs11:token=wrong-pin;object=mfg?module-path="
+    assert err.strip() == (  # printed by the CLI's error boundary, as a user sees it
+        "error: cannot create CA key pkcs11:token=wrong-pin;object=mfg?module-path="
         f"{softhsm.module}&pin-source=file:{wrong}: pkcs11 token 'wrong-pin': log in: wrong PIN"
     )
     assert "not-the-pin" not in err

@@ -4,6 +4,9 @@ Each subcommand lives in its own module and is imported only when it runs:
 ``keyfab fit verify`` should not pay for the registry, SQLAlchemy and pydantic
 before it hashes a single byte. ``app`` (what tests and ``--help`` use) is the
 whole command with every subcommand loaded.
+
+Errors end in one place, :class:`keyfab.cli._output.KeyfabGroup`: a KeyfabError
+becomes ``error: <message>`` on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -18,8 +21,7 @@ from typing import TextIO
 import typer
 
 from keyfab import __version__
-from keyfab.cli._output import errors, fail
-from keyfab.errors import KeyfabError
+from keyfab.cli._output import KeyfabGroup, print_error
 
 # name: (module, attribute, is a group of commands)
 _SUBCOMMANDS = {
@@ -69,13 +71,14 @@ def _show_warning(
     file: TextIO | None = None,
     line: str | None = None,
 ) -> None:
-    errors.print(f"[yellow]warning:[/] {message}", highlight=False)
+    print_error(str(message), label="warning:", style="yellow")
 
 
 def build_app(only: str | None = None) -> typer.Typer:
     """The ``keyfab`` command with every subcommand, or just ``only``."""
     command = typer.Typer(
         name="keyfab",
+        cls=KeyfabGroup,
         help="Hardware root of trust and device provisioning: PKI, batches, audit.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
@@ -110,14 +113,7 @@ def __getattr__(name: str) -> typer.Typer:
 
 
 def main() -> None:
-    """Entry point: KeyfabError becomes one line on stderr and exit status 1."""
+    """Entry point: the command with only the subcommand named loaded; warnings as lines."""
     warnings.simplefilter("once")
     warnings.showwarning = _show_warning
-    try:
-        build_app(_invoked(sys.argv[1:]))()
-    except KeyfabError as error:
-        fail(str(error))
-        sys.exit(1)
-    except KeyboardInterrupt:
-        fail("interrupted; 'keyfab provision resume' finishes an interrupted batch")
-        sys.exit(130)
+    build_app(_invoked(sys.argv[1:]))()

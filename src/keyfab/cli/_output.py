@@ -1,4 +1,12 @@
-"""How the CLI speaks: Rich tables for people, JSON for scripts, one-line errors."""
+"""How the CLI speaks: Rich tables for people, JSON for scripts, one-line errors.
+
+:class:`KeyfabGroup` is the CLI's one error boundary: a command raises
+:class:`~keyfab.errors.KeyfabError` and the boundary prints ``error: <message>``
+as one line on stderr and exits 1. Commands that ran but failed some items (a
+manifest entry, a device to export) list each with :func:`print_error` and then
+exit with their own code. Nothing a user or a file supplies is read as Rich
+markup: ``[rot]`` in a message and ``[default: ...]`` in help text show as written.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from keyfab.errors import KeyfabError
 
 if TYPE_CHECKING:
     from keyfab.authority import Revocation
@@ -28,8 +41,8 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
     view = Table(title=title, title_justify="left")
     for column in columns:
         view.add_column(column)
-    for row in rows:
-        view.add_row(*(str(cell) if cell is not None else "" for cell in row))
+    for row in rows:  # cells are text, not markup: a "[x]" in a value stays
+        view.add_row(*(Text(str(cell)) if cell is not None else "" for cell in row))
     console.print(view)
 
 
@@ -38,12 +51,61 @@ def fields(title: str, values: Mapping[str, object]) -> None:
     view.add_column(style="bold")
     view.add_column()
     for name, value in values.items():
-        view.add_row(name, "" if value is None else str(value))
+        view.add_row(name, Text("" if value is None else str(value)))
     console.print(view)
 
 
-def fail(message: str) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+INTERRUPTED = "interrupted; 'keyfab provision resume' finishes an interrupted batch"
+
+
+def print_error(message: str, *, label: str = "error:", style: str = "bold red") -> None:
+    """One line on stderr: ``label`` (in colour on a terminal), then ``message`` as written.
+
+    Every error line of the CLI goes through here: the boundary's and each item
+    a command could not do. ``message`` is plain text, never markup.
+    """
+    errors.print(Text.assemble((label, style), " ", message), highlight=False, soft_wrap=True)
+
+
+def _literal_help(command: Any) -> None:
+    """Escape the help of ``command``, its parameters and subcommands (once each).
+
+    Typer reads help text as Rich markup, which drops ``[default: ...]`` and any
+    other bracketed word; escaped, it shows as written.
+    """
+    if getattr(command, "_keyfab_literal_help", False):
+        return
+    command._keyfab_literal_help = True
+    if getattr(command, "rich_markup_mode", None) == "rich":
+        for item in (command, *command.params):
+            for attribute in ("help", "short_help"):
+                text = getattr(item, attribute, None)
+                if isinstance(text, str):
+                    setattr(item, attribute, escape(text))
+    for subcommand in getattr(command, "commands", {}).values():
+        _literal_help(subcommand)
+
+
+class KeyfabGroup(TyperGroup):
+    """A command group that is keyfab's error boundary and shows its help literally.
+
+    ``keyfab`` itself is one; so is each sub-app that also runs on its own
+    (``python -m keyfab.cli.fit``, tests that invoke it). The innermost catches.
+    """
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        _literal_help(self)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyfabError as error:
+            print_error(str(error))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            print_error(INTERRUPTED)
+            raise typer.Exit(130) from None
 
 
 def say_revoked(what: str, revocation: Revocation) -> None:

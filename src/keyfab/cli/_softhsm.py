@@ -16,7 +16,6 @@ import secrets
 from pathlib import Path
 
 from keyfab.errors import KeyfabError
-from keyfab.rot.pkcs11 import find_module, open_device
 from keyfab.rot.soft import write_secret
 
 MODULE_NAME = "libsofthsm2"
@@ -47,9 +46,13 @@ def use_workspace_softhsm(home: Path) -> None:
 def ca_key_uris(home: Path) -> tuple[str, str] | None:
     """URIs for new root and manufacturing CA keys in a SoftHSM2 token, or None.
 
-    None when SoftHSM2 is not installed or cannot make the token; the caller
-    then keeps the CA keys in soft files and says so.
+    None when SoftHSM2 or the ``pkcs11`` extra is not installed, or the token
+    cannot be made; the caller then keeps the CA keys in soft files and says so.
     """
+    try:  # the pkcs11 extra (python-pkcs11) is optional: without it, soft CA keys
+        from keyfab.rot.pkcs11 import find_module, open_device
+    except (ImportError, KeyfabError):
+        return None
     module = find_module(MODULE_NAME)
     if module is None:
         return None

@@ -10,6 +10,7 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from rich.markup import escape
 
 from keyfab import audit, pki
 from keyfab._time import utc_now
@@ -62,7 +63,9 @@ def _prepare(space: Workspace) -> Path:
         root_key, ca_key = uris if uris else (None, None)
         initialise(space, "Acme Devices", root_key=root_key, ca_key=ca_key)
         where = "a SoftHSM2 token (PKCS#11)" if uris else "soft key files"
-        console.print(f"[green]initialised[/] root and manufacturing CA in {space.home}")
+        console.print(
+            f"[green]initialised[/] root and manufacturing CA in {escape(str(space.home))}"
+        )
         console.print(f"  CA keys in {where}")
     else:
         use_workspace_softhsm(space.home)  # the CA keys may be in the workspace's SoftHSM2

@@ -10,20 +10,19 @@ import typer
 
 from keyfab.authority import Authority
 from keyfab.cli._context import workspace
-from keyfab.cli._output import errors
+from keyfab.cli._output import KeyfabGroup, print_error
 from keyfab.cloud import cloud_devices, write_aws, write_azure
-from keyfab.errors import KeyfabError
 
-app = typer.Typer(help="Cloud registration files for the registry's devices.", no_args_is_help=True)
+app = typer.Typer(
+    help="Cloud registration files for the registry's devices.",
+    no_args_is_help=True,
+    cls=KeyfabGroup,
+)
 
 Out = Annotated[Path, typer.Option("--out", help="Directory to write the files into.")]
 BatchOption = Annotated[
     str | None, typer.Option("--batch", help="Only this batch (default: every device).")
 ]
-
-
-def _say(line: str) -> None:
-    errors.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _run(ctx: typer.Context, write: Callable[[Authority, Callable[[str, str], None]], int]) -> None:
@@ -32,14 +31,10 @@ def _run(ctx: typer.Context, write: Callable[[Authority, Callable[[str, str], No
 
     def skip(serial: str, reason: str) -> None:
         skipped.append(serial)
-        _say(f"error: device {serial}: {reason}")
+        print_error(f"device {serial}: {reason}")
 
-    try:
-        with Authority.open(workspace(ctx)) as authority:
-            count = write(authority, skip)
-    except KeyfabError as error:
-        _say(f"error: {error}")
-        raise typer.Exit(1) from None
+    with Authority.open(workspace(ctx)) as authority:
+        count = write(authority, skip)
     typer.echo(f"{count} devices exported, {len(skipped)} skipped")
     if skipped:
         raise typer.Exit(1)

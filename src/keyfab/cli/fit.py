@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.text import Text
 from rich.tree import Tree
 
 from keyfab.boot import (
@@ -25,37 +25,19 @@ from keyfab.boot import (
     verify_fit,
     write_atomic,
 )
-from keyfab.cli._output import JSON_OPTION, console, emit_json, fail, table
-from keyfab.errors import KeyfabError
+from keyfab.cli._output import JSON_OPTION, KeyfabGroup, console, emit_json, table
 from keyfab.rot import KeyAlgorithm, load_key, open_rot
 
+# KeyfabGroup: the error boundary also when this sub-app runs on its own
+# (``python -m keyfab.cli.fit``, tests).
 app = typer.Typer(
-    help="U-Boot verified boot: FIT images and control-DTB keys.", no_args_is_help=True
+    help="U-Boot verified boot: FIT images and control-DTB keys.",
+    no_args_is_help=True,
+    cls=KeyfabGroup,
 )
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """KeyfabError becomes one line on stderr and exit code 1, never a traceback.
-
-    The main ``keyfab`` entry point does this too; doing it here keeps this
-    sub-app usable on its own (``python -m keyfab.cli.fit``, CliRunner).
-    """
-
-    @wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except KeyfabError as error:
-            fail(str(error))
-            raise typer.Exit(1) from None
-
-    return run
 
 
 @app.command()
-@_one_line_errors
 def sign(
     image: Annotated[Path, typer.Argument(help="FIT image (.itb) to sign in place")],
     key: Annotated[str, typer.Option(help="signing key URI: soft:, pkcs11:, tpm2:")],
@@ -92,7 +74,6 @@ def _print_report(report: VerifyReport) -> None:
 
 
 @app.command()
-@_one_line_errors
 def verify(
     image: Annotated[Path, typer.Argument(help="FIT image (.itb)")],
     control: Annotated[Path | None, typer.Option(help="U-Boot control DTB with keys")] = None,
@@ -140,14 +121,13 @@ def _tree(label: str, content: dict[str, Any]) -> Tree:
     tree = Tree(label)
     for key, value in content.items():
         if isinstance(value, dict):
-            tree.add(_tree(f"[bold]{key}[/]", value))
+            tree.add(_tree(f"[bold]{escape(key)}[/]", value))
         else:
-            tree.add(f"{key} = {value}")
+            tree.add(Text(f"{key} = {value}"))
     return tree
 
 
 @app.command()
-@_one_line_errors
 def inspect(
     image: Annotated[Path, typer.Argument(help="FIT image (.itb)")],
     as_json: bool = JSON_OPTION,
@@ -157,11 +137,10 @@ def inspect(
     if as_json:
         emit_json(summary)
     else:
-        console.print(_tree(f"[bold]{image.name}[/]", summary))
+        console.print(_tree(f"[bold]{escape(image.name)}[/]", summary))
 
 
 @app.command()
-@_one_line_errors
 def build(
     description: Annotated[Path, typer.Argument(help="TOML description of the FIT")],
     output: Annotated[Path, typer.Option("-o", "--output", help="the .itb to write")],
@@ -173,7 +152,6 @@ def build(
 
 
 @app.command("add-key")
-@_one_line_errors
 def add_key_command(
     control: Annotated[Path, typer.Argument(help="U-Boot control DTB to add the key to")],
     key: Annotated[str, typer.Option(help="key URI (only its public half is used)")],
@@ -191,7 +169,6 @@ def add_key_command(
 
 
 @app.command()
-@_one_line_errors
 def keys(
     control: Annotated[Path, typer.Argument(help="U-Boot control DTB")],
     as_json: bool = JSON_OPTION,

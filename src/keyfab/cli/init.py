@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from keyfab.authority import initialise
@@ -28,8 +30,13 @@ def init(
         "--ca-key",
         help="Key URI for the manufacturing CA key, e.g. pkcs11:token=factory;object=mfg-ca.",
     ),
+    home: Path = typer.Option(
+        None, "--home", help="Workspace directory, as 'keyfab --home' (this one wins)."
+    ),
 ) -> None:
     """Create the root and manufacturing CAs and an empty registry."""
+    if home is not None:  # 'keyfab init --home H', as the hint for a missing workspace says
+        ctx.find_root().obj = home
     if algorithm not in _CA_ALGORITHMS:
         raise typer.BadParameter(
             f"CA keys are {', '.join(_CA_ALGORITHMS)}", param_hint="--algorithm"

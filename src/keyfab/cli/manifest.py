@@ -12,11 +12,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from rich.table import Table
+from rich.text import Text
 
 from keyfab.authority import Authority, issue_manifest_signer
 from keyfab.cli._context import workspace
-from keyfab.cli._output import console, errors
-from keyfab.errors import ConfigError, KeyfabError
+from keyfab.cli._output import KeyfabGroup, console, print_error
+from keyfab.errors import ConfigError
 from keyfab.manifest import (
     EntryReport,
     EntrySigner,
@@ -33,7 +34,9 @@ from keyfab.manifest import (
 from keyfab.rot import KeyAlgorithm, KeySpec, PrivateKey, load_key, open_rot, parse_key_uri
 
 app = typer.Typer(
-    help="Signed secure-element manifests (Microchip Trust Platform format).", no_args_is_help=True
+    help="Signed secure-element manifests (Microchip Trust Platform format).",
+    no_args_is_help=True,
+    cls=KeyfabGroup,
 )
 
 ManifestFile = Annotated[
@@ -67,17 +70,6 @@ MAX_TABLE_ROWS = 1000
 """The human table stops here; failures are always listed on stderr."""
 
 
-def _say(line: str) -> None:
-    """One unwrapped, unstyled line on stderr: entry names and messages stay greppable."""
-    errors.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def fail(error: KeyfabError) -> typer.Exit:
-    """A KeyfabError as one line on stderr and exit code 1."""
-    _say(f"error: {error}")
-    return typer.Exit(1)
-
-
 def _policy(signers: Path, roots: Path) -> VerificationPolicy:
     return VerificationPolicy(SignerSet.from_path(signers), load_certificates(roots))
 
@@ -100,8 +92,8 @@ def _print(reports: list[EntryReport], as_json: bool) -> None:
     for report in reports:
         table.add_row(
             str(report.index),
-            report.unique_id or "?",
-            "verified" if report.ok else f"[red]{report.error}[/red]",
+            Text(report.unique_id or "?"),
+            "verified" if report.ok else Text(report.error or "", style="red"),
         )
     console.print(table)
 
@@ -115,19 +107,16 @@ def verify(file: ManifestFile, signers: Signers, roots: Roots, as_json: AsJson =
     """
     shown: list[EntryReport] = []
     total = failed = 0
-    try:
-        with file.open("rb") as stream:
-            for report in verify_manifest(stream, _policy(signers, roots)):
-                total += 1
-                if not report.ok:
-                    failed += 1
-                    _say(f"error: {report.describe()}")
-                if as_json:
-                    _print([report], as_json=True)
-                elif len(shown) < MAX_TABLE_ROWS:
-                    shown.append(report)
-    except KeyfabError as error:
-        raise fail(error) from None
+    with file.open("rb") as stream:
+        for report in verify_manifest(stream, _policy(signers, roots)):
+            total += 1
+            if not report.ok:
+                failed += 1
+                print_error(report.describe())
+            if as_json:
+                _print([report], as_json=True)
+            elif len(shown) < MAX_TABLE_ROWS:
+                shown.append(report)
     if not as_json:
         _print(shown, as_json=False)
         typer.echo(f"{total - failed} of {total} entries verified")
@@ -158,15 +147,12 @@ def signer(
     new: Annotated[bool, typer.Option("--new", help="Generate the key first.")] = False,
 ) -> None:
     """Issue a manifest-signer certificate from the workspace's manufacturing CA."""
-    try:
-        private_key = _signer_key(key, new)
-        with Authority.open(workspace(ctx)) as authority:
-            certificate = issue_manifest_signer(
-                authority, private_key.public_key(), name, str(parse_key_uri(key))
-            )
-        out.write_bytes(certificate.public_bytes(Encoding.PEM))
-    except KeyfabError as error:
-        raise fail(error) from None
+    private_key = _signer_key(key, new)
+    with Authority.open(workspace(ctx)) as authority:
+        certificate = issue_manifest_signer(
+            authority, private_key.public_key(), name, str(parse_key_uri(key))
+        )
+    out.write_bytes(certificate.public_bytes(Encoding.PEM))
     typer.echo(f"manifest signer certificate written to {out}")
 
 
@@ -188,24 +174,21 @@ def export_manifest(
 ) -> None:
     """Write a signed manifest of a batch's provisioned devices (Microchip format)."""
     space = workspace(ctx)
+    (certificate, *_) = load_certificates(signer_cert)
+    key = load_key(signer_key)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError("the manifest signer key must be a P-256 EC key")
+    entry_signer = EntrySigner(key, certificate)
+    with Authority.open(space) as authority:
+        authority_cert = authority.certificate
+    description = ExportDescription(
+        Organization(_organization(authority_cert), "keyfab"), model, part_number, group_id
+    )
+    registry = space.registry()
     try:
-        (certificate, *_) = load_certificates(signer_cert)
-        key = load_key(signer_key)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ConfigError("the manifest signer key must be a P-256 EC key")
-        entry_signer = EntrySigner(key, certificate)
-        with Authority.open(space) as authority:
-            authority_cert = authority.certificate
-        description = ExportDescription(
-            Organization(_organization(authority_cert), "keyfab"), model, part_number, group_id
-        )
-        registry = space.registry()
-        try:
-            count = export_batch(registry, batch, description, entry_signer, out)
-        finally:
-            registry.dispose()
-    except KeyfabError as error:
-        raise fail(error) from None
+        count = export_batch(registry, batch, description, entry_signer, out)
+    finally:
+        registry.dispose()
     typer.echo(f"{count} entries written to {out}")
 
 
@@ -232,19 +215,16 @@ def import_entries(
                 )
             )
         if outcome is Outcome.REJECTED:
-            _say(f"error: {report.name}: {reason}")
+            print_error(f"{report.name}: {reason}")
 
     space = workspace(ctx)
+    policy = _policy(signers, roots)
+    registry = space.registry()
     try:
-        policy = _policy(signers, roots)
-        registry = space.registry()
-        try:
-            with file.open("rb") as stream:
-                summary = import_manifest(registry, stream, policy, file.name, show)
-        finally:
-            registry.dispose()
-    except KeyfabError as error:
-        raise fail(error) from None
+        with file.open("rb") as stream:
+            summary = import_manifest(registry, stream, policy, file.name, show)
+    finally:
+        registry.dispose()
     if not as_json:
         typer.echo(
             f"{summary.imported} imported, {summary.present} already present, "

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from keyfab._time import utc_now
 from keyfab.cli._context import workspace
-from keyfab.cli._output import JSON_OPTION, console, emit_json, errors
+from keyfab.cli._output import JSON_OPTION, console, emit_json, errors, print_error
 from keyfab.errors import ProvisionError
 from keyfab.provision import Summary, create_batch, load_recipe, outstanding, run_batch
 from keyfab.rot.drivers import DRIVERS
@@ -111,7 +111,7 @@ def report(summary: Summary, elapsed: float, todo: int, as_json: bool) -> None:
         )
         return
     for serial, reason in summary.failures[:10]:
-        errors.print(f"[red]failed[/] {serial}: {reason}", highlight=False)
+        print_error(f"{serial}: {reason}", label="failed", style="red")
     console.print(
         f"batch [bold]{summary.batch}[/]: {summary.provisioned}/{summary.count} provisioned, "
         f"{summary.failed} failed, {todo} this run in {elapsed:.2f}s ({rate:,.0f} devices/s)"

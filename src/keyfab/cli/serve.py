@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import ssl
 
 import typer
-import uvicorn
 
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console
-from keyfab.errors import ConfigError
-from keyfab.server import MAX_BODY, PeerCertHttpToolsProtocol, server_files
+from keyfab.errors import ConfigError, MissingExtraError
+from keyfab.server import MAX_BODY, server_files
+
+# What `keyfab serve` runs on: the `server` extra (starlette comes with fastapi).
+_SERVER_PACKAGES = ("fastapi", "starlette", "uvicorn", "httptools", "uvloop")
+
+
+def _require_server_extra() -> None:
+    """Import the service's libraries now, or say which extra to install."""
+    try:
+        for package in _SERVER_PACKAGES:
+            importlib.import_module(package)
+    except ImportError as error:
+        if (error.name or "").partition(".")[0] not in _SERVER_PACKAGES:
+            raise
+        raise MissingExtraError("keyfab serve", "server") from None
 
 
 def _loopback(host: str) -> bool:
@@ -50,6 +64,11 @@ def serve(
     max_body: int = typer.Option(MAX_BODY, "--max-body", min=1024, help="Request body limit."),
 ) -> None:
     """Serve the REST API and EST (RFC 7030) over TLS, mutual TLS for devices."""
+    _require_server_extra()
+    import uvicorn
+
+    from keyfab.server import PeerCertHttpToolsProtocol
+
     space = workspace(ctx)
     if insecure_http and not _loopback(host):
         raise ConfigError("--insecure-http is allowed on loopback addresses only")

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text, 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from keyfab.errors import RegistryError
+from keyfab.errors import MissingExtraError, RegistryError
 from keyfab.registry.models import Sequence
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ class Registry:
         try:
             self.engine = create_engine(url)
         except (SQLAlchemyError, ImportError, ValueError) as error:
+            if isinstance(error, ImportError) and error.name in ("psycopg", "psycopg_binary"):
+                raise MissingExtraError("a PostgreSQL registry", "postgres") from None
             raise RegistryError(f"cannot use database URL: {error}") from None
         if self.engine.dialect.name == "sqlite":
             _sqlite_setup(self.engine)

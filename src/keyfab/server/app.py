@@ -10,13 +10,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from keyfab import __version__
-from keyfab.server import api_batches, api_devices, api_system, est, problems
+from keyfab.server import MAX_BODY, api_batches, api_devices, api_system, est, problems
 from keyfab.server._limits import BodyLimit
 from keyfab.server._service import Service
 from keyfab.workspace import Workspace, default_home
-
-MAX_BODY = 64 * 1024
-"""Enough for any recipe or CSR keyfab accepts; anything larger is refused unread."""
 
 
 def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
