@@ -18,7 +18,7 @@ from typing import Any
 
 from cryptography import x509
 
-from keyfab._time import utc_now
+from keyfab.clock import utc_now
 from keyfab.errors import ConfigError
 
 FIXED_TPM = 0x00000002

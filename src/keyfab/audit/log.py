@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from keyfab._time import utc_now
+from keyfab.clock import utc_now
 from keyfab.errors import AuditError
 from keyfab.registry.models import AuditEvent, AuditHead
 

@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
-from keyfab._time import utc_now
 from keyfab.authority.service import Authority
+from keyfab.clock import utc_now
 from keyfab.registry import AuditHead, Certificate, CrlRecord
 
 VALIDITY = datetime.timedelta(days=7)

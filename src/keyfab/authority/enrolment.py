@@ -26,10 +26,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
-from keyfab._time import utc_now
 from keyfab.authority.roles import Principal, Role
 from keyfab.authority.service import Authority, labelled, record
 from keyfab.authority.tokens import consume
+from keyfab.clock import utc_now
 from keyfab.errors import (
     AuthenticationError,
     ConflictError,

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from keyfab import audit
-from keyfab._time import utc_now
 from keyfab.authority.service import Authority
+from keyfab.clock import utc_now
 from keyfab.errors import NotFoundError
 from keyfab.pki import Profile, RevocationReason
 from keyfab.registry import Certificate, Device, DeviceState

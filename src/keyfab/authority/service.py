@@ -22,7 +22,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
-from keyfab._time import utc_now
+from keyfab.clock import utc_now
 from keyfab.errors import ConfigError
 from keyfab.pki.ca import PublicKey
 from keyfab.registry import Certificate, Registry, certificate_row, queries
@@ -47,14 +47,17 @@ class Issued:
         return pki.serial_hex(self.certificate)
 
 
-def record(session: Session, issued: Sequence[Issued], events: Sequence[audit.Entry] = ()) -> None:
+def record(
+    session: Session, issued: Sequence[Issued], events: Sequence[audit.Entry] = ()
+) -> list[dict[str, Any]]:
     """Record certificates and their ``certificate.issued`` events, then ``events``.
 
     One executemany and one audit append however many certificates there are:
     a batch records a whole chunk this way, an EST enrolment a single one.
+    Returns the rows written (their ``der`` saves the caller encoding again).
     """
     if not issued and not events:
-        return
+        return []
     now = utc_now()
     rows, entries = [], []
     for item in issued:
@@ -73,6 +76,7 @@ def record(session: Session, issued: Sequence[Issued], events: Sequence[audit.En
     if rows:
         session.connection().execute(_INSERT_CERTIFICATES, rows)
     audit.append_many(session, [*entries, *events])
+    return rows
 
 
 class Authority:

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
-from keyfab._time import utc_now
 from keyfab.authority.service import fingerprint
+from keyfab.clock import utc_now
 from keyfab.errors import ConfigError, KeyfabError
 from keyfab.registry import CaRecord, Registry, queries
 from keyfab.rot import KeyAlgorithm, KeySpec, open_rot, parse_key_uri, soft_key_uri

@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyfab import audit
-from keyfab._time import utc_now
 from keyfab.authority.roles import Principal, Role
+from keyfab.clock import utc_now
 from keyfab.errors import AuthenticationError, ConfigError, ConflictError, NotFoundError
 from keyfab.registry import ApiToken, Registry, queries
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from keyfab.errors import KeyfabError
 from keyfab.rot.soft import write_secret
+from keyfab.rot.uri import KeyUri
 
 MODULE_NAME = "libsofthsm2"
 
@@ -75,8 +76,9 @@ def ca_key_uris(home: Path) -> tuple[str, str] | None:
         open_device(options, 0).close()
     except KeyfabError:
         return None
-    query = f"module-path={module}&pin-source=file:{pins / 'user.pin'}"
-    return (
-        f"pkcs11:token={label};object=root-ca?{query}",
-        f"pkcs11:token={label};object=manufacturing-ca?{query}",
-    )
+    query = {"module-path": str(module), "pin-source": f"file:{pins / 'user.pin'}"}
+
+    def uri(name: str) -> str:  # rendered by KeyUri: every value percent-encoded as needed
+        return KeyUri("pkcs11", {"token": label, "object": name}, query).render(redact=False)
+
+    return uri("root-ca"), uri("manufacturing-ca")

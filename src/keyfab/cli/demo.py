@@ -13,12 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rich.markup import escape
 
 from keyfab import audit, pki
-from keyfab._time import utc_now
 from keyfab.authority import Authority, initialise
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console, fields
 from keyfab.cli._softhsm import ca_key_uris, use_workspace_softhsm
 from keyfab.cli.provision import run_with_progress
+from keyfab.clock import utc_now
 from keyfab.errors import AuditError, VerificationError
 from keyfab.provision import create_batch, load_recipe
 from keyfab.registry import queries

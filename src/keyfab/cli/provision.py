@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from keyfab._time import utc_now
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json, errors, print_error
+from keyfab.clock import utc_now
 from keyfab.errors import ProvisionError
 from keyfab.provision import Summary, create_batch, load_recipe, outstanding, run_batch
 from keyfab.rot.drivers import DRIVERS

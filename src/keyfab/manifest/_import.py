@@ -32,7 +32,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from keyfab import audit
-from keyfab._time import utc_now
+from keyfab.clock import utc_now
 from keyfab.manifest._b64 import b64_encode, b64url_encode
 from keyfab.manifest._model import SecureElement
 from keyfab.manifest._policy import VerificationPolicy, VerifiedEntry

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from keyfab._time import UTC
+from keyfab.clock import UTC
 from keyfab.manifest._b64 import Base64Error, b64_decode, b64url_decode
 from keyfab.manifest._errors import EntryError, ManifestError
 from keyfab.manifest._model import (

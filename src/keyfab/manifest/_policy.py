@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from keyfab._time import utc_now
+from keyfab.clock import utc_now
 from keyfab.errors import VerificationError
 from keyfab.manifest._b64 import b64url_encode
 from keyfab.manifest._certs import Signer, SignerSet

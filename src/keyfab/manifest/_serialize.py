@@ -10,7 +10,7 @@ import datetime
 import json
 from typing import Any
 
-from keyfab._time import UTC
+from keyfab.clock import UTC
 from keyfab.manifest._b64 import b64_encode, b64url_encode
 from keyfab.manifest._model import EcJwk, Organization, ProtectedHeader, SecureElement
 

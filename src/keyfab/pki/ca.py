@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from keyfab._time import utc_now
+from keyfab.clock import utc_now
 from keyfab.errors import PkiError, VerificationError
 from keyfab.pki.profiles import Template
 from keyfab.pki.revocation import RevokedCertificate

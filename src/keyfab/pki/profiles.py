@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from keyfab._time import UTC
+from keyfab.clock import UTC
 from keyfab.errors import ConfigError
 from keyfab.pki._der import hardware_module_name
 

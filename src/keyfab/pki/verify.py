@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.x509 import verification
 
-from keyfab._time import utc_now
+from keyfab.clock import utc_now
 from keyfab.errors import VerificationError
 
 

@@ -25,9 +25,9 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from keyfab import audit
-from keyfab._time import utc_now
 from keyfab.attest import Tpm2Policy, policy_from_options
 from keyfab.authority import Authority, record
+from keyfab.clock import utc_now
 from keyfab.errors import ConfigError, ConflictError, KeyfabError
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
@@ -234,12 +234,10 @@ class Station:
                     audit.Entry("device.failed", s, {"reason": r, "batch": self.batch_name})
                     for s, r in failures
                 ]
-            record(session, certificates, events)
+            rows = record(session, certificates, events)
         recorded: dict[int, list[tuple[str, bytes]]] = {}
-        for cert in certificates:
-            assert cert.device_id is not None
-            der = cert.certificate.public_bytes(Encoding.DER)
-            recorded.setdefault(cert.device_id, []).append((cert.key_label, der))
+        for row in rows:
+            recorded.setdefault(row["device_id"], []).append((row["key_label"], row["der"]))
         return recorded
 
     def _recorded_certificates(self, device_ids: list[int]) -> dict[int, list[tuple[str, bytes]]]:

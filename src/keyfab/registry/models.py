@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from keyfab._time import as_utc
+from keyfab.clock import as_utc
 
 
 class UTCDateTime(TypeDecorator[datetime.datetime]):

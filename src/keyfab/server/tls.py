@@ -19,8 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from keyfab import pki
-from keyfab._time import utc_now
 from keyfab.authority import Authority, issue_tls_server
+from keyfab.clock import utc_now
 from keyfab.errors import ConfigError
 from keyfab.securefile import write_secret
 from keyfab.workspace import Workspace

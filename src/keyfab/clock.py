@@ -1,4 +1,4 @@
-"""Time in keyfab is always timezone-aware UTC."""
+"""The clock: time in keyfab is always timezone-aware UTC, in whole seconds."""
 
 import datetime
 
