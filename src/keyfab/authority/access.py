@@ -32,7 +32,7 @@ def from_certificate(registry: Registry, der: bytes) -> Principal:
     The TLS layer already checked the chain; this checks the registry has exactly
     this certificate (byte for byte) and that it still counts.
     """
-    holder = queries.certificate_holder(registry, serial_hex(x509.load_der_x509_certificate(der)))
+    holder = queries.find_certificate(registry, serial_hex(x509.load_der_x509_certificate(der)))
     if holder is None or not hmac.compare_digest(holder.certificate.der, der):
         raise AuthenticationError("client certificate is not one keyfab issued")
     certificate, device = holder.certificate, holder.device

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 if TYPE_CHECKING:
+    from keyfab.authority import Authority, Revocation
+    from keyfab.pki import RevocationReason
     from keyfab.workspace import Workspace
+
+    Revoke = Callable[[Authority, RevocationReason, str], Revocation]
 
 
 def workspace(ctx: typer.Context) -> Workspace:
@@ -32,3 +37,14 @@ def operator() -> str:
         return f"cli:{getpass.getuser()}"
     except (OSError, KeyError):
         return "cli"
+
+
+def revoke(ctx: typer.Context, what: str, reason: str, action: Revoke) -> None:
+    """Parse ``reason``, run one authority revocation as this user, say what it did."""
+    from keyfab.authority import Authority
+    from keyfab.cli._output import say_revoked
+    from keyfab.pki import RevocationReason
+
+    parsed = RevocationReason.parse(reason)
+    with Authority.open(workspace(ctx)) as authority:
+        say_revoked(what, action(authority, parsed, operator()))

@@ -33,6 +33,14 @@ errors = Console(stderr=True, soft_wrap=True)
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
 
 
+def reason_option(default: str = "unspecified") -> Any:
+    """``--reason``: an RFC 5280 revocation reason, named as the CRL entry will carry it."""
+    from keyfab.pki import RevocationReason
+
+    choices = ", ".join(reason.value for reason in RevocationReason)
+    return typer.Option(default, "--reason", help=f"RFC 5280 reason, as in the CRL: {choices}.")
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

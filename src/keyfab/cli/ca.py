@@ -8,13 +8,20 @@ import typer
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyfab.authority import Authority, fingerprint, new_crl, revoke_certificate
-from keyfab.cli._context import operator, workspace
-from keyfab.cli._output import JSON_OPTION, console, emit_json, fields, say_revoked, table
-from keyfab.pki import Profile, RevocationReason, serial_hex
+from keyfab.cli._context import revoke as revoke_as_user
+from keyfab.cli._context import workspace
+from keyfab.cli._output import (
+    JSON_OPTION,
+    console,
+    emit_json,
+    fields,
+    reason_option,
+    table,
+)
+from keyfab.pki import Profile, serial_hex
 from keyfab.registry import queries
 
 app = typer.Typer(help="The root and manufacturing CAs.", no_args_is_help=True)
-REASONS = ", ".join(reason.value for reason in RevocationReason)
 
 
 @app.command()
@@ -91,16 +98,16 @@ def certificates(
 def revoke(
     ctx: typer.Context,
     serial_number: str = typer.Argument(..., help="The certificate's serial number (hex)."),
-    reason: str = typer.Option(
-        "unspecified", "--reason", help=f"RFC 5280 reason, as in the CRL: {REASONS}."
-    ),
+    reason: str = reason_option(),
 ) -> None:
     """Revoke one certificate (a device's, a station's, a manifest signer's, the server's)."""
-    parsed = RevocationReason.parse(reason)
     number = serial_number.lower().removeprefix("0x").lstrip("0") or "0"
-    with Authority.open(workspace(ctx)) as authority:
-        done = revoke_certificate(authority, number, parsed, by=operator())
-    say_revoked(f"certificate {number}", done)
+    revoke_as_user(
+        ctx,
+        f"certificate {number}",
+        reason,
+        lambda authority, why, by: revoke_certificate(authority, number, why, by=by),
+    )
 
 
 @app.command()

@@ -9,14 +9,20 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from keyfab.authority import Authority, revoke_device
-from keyfab.cli._context import operator, workspace
-from keyfab.cli._output import JSON_OPTION, console, emit_json, fields, say_revoked, table
-from keyfab.pki import RevocationReason
+from keyfab.authority import revoke_device
+from keyfab.cli._context import revoke as revoke_as_user
+from keyfab.cli._context import workspace
+from keyfab.cli._output import (
+    JSON_OPTION,
+    console,
+    emit_json,
+    fields,
+    reason_option,
+    table,
+)
 from keyfab.registry import DeviceState, queries
 
 app = typer.Typer(help="Devices in the registry.", no_args_is_help=True)
-REASONS = ", ".join(reason.value for reason in RevocationReason)
 
 
 @app.command("list")
@@ -148,12 +154,12 @@ def export(
 def revoke(
     ctx: typer.Context,
     serial: str = typer.Argument(..., help="Device serial number."),
-    reason: str = typer.Option(
-        "unspecified", "--reason", help=f"RFC 5280 reason, as in the CRL: {REASONS}."
-    ),
+    reason: str = reason_option(),
 ) -> None:
     """Revoke every certificate of a device; the next CRL lists them with the reason."""
-    parsed = RevocationReason.parse(reason)
-    with Authority.open(workspace(ctx)) as authority:
-        done = revoke_device(authority, serial, parsed, by=operator())
-    say_revoked(f"device {serial}", done)
+    revoke_as_user(
+        ctx,
+        f"device {serial}",
+        reason,
+        lambda authority, why, by: revoke_device(authority, serial, why, by=by),
+    )

@@ -9,10 +9,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyfab.authority import Authority, issue_station, revoke_station
 from keyfab.authority.credentials import check_station_name
-from keyfab.cli._context import operator, workspace
-from keyfab.cli._output import console, say_revoked
+from keyfab.cli._context import revoke as revoke_as_user
+from keyfab.cli._context import workspace
+from keyfab.cli._output import console, reason_option
 from keyfab.errors import ConfigError
-from keyfab.pki import RevocationReason
 from keyfab.securefile import write_secret
 
 app = typer.Typer(
@@ -45,12 +45,12 @@ def issue(
 def revoke(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The station's name."),
-    reason: str = typer.Option(
-        "cessationOfOperation", "--reason", help="RFC 5280 reason, as in the CRL."
-    ),
+    reason: str = reason_option("cessationOfOperation"),
 ) -> None:
     """Revoke a station's certificates: its next request is refused."""
-    parsed = RevocationReason.parse(reason)
-    with Authority.open(workspace(ctx)) as authority:
-        done = revoke_station(authority, name, parsed, by=operator())
-    say_revoked(f"station {name}", done)
+    revoke_as_user(
+        ctx,
+        f"station {name}",
+        reason,
+        lambda authority, why, by: revoke_station(authority, name, why, by=by),
+    )

@@ -136,14 +136,19 @@ class Recipe(_Strict):
         )
 
 
-def parse_recipe(source: str, origin: str = "recipe") -> Recipe:
-    """A validated Recipe from TOML text, or ConfigError naming the first problem."""
+def _toml(source: str, origin: str) -> dict[str, Any]:
+    """The recipe's TOML as data, size checked first."""
     if len(source.encode()) > MAX_RECIPE_BYTES:
         raise ConfigError(f"{origin}: larger than {MAX_RECIPE_BYTES} bytes")
     try:
-        data = tomllib.loads(source)
+        return tomllib.loads(source)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{origin}: not valid TOML: {error}") from None
+
+
+def parse_recipe(source: str, origin: str = "recipe") -> Recipe:
+    """A validated Recipe from TOML text, or ConfigError naming the first problem."""
+    data = _toml(source, origin)
     try:
         return Recipe.model_validate(data)
     except ValidationError as error:
@@ -172,12 +177,7 @@ def load_recipe(path: Path, driver_name: str | None = None) -> tuple[Recipe, str
 def with_driver(source: str, driver_name: str, origin: str = "recipe") -> str:
     """The recipe text with ``[rot] driver`` set to ``driver_name``, a driver that exists."""
     driver(driver_name)
-    if len(source.encode()) > MAX_RECIPE_BYTES:
-        raise ConfigError(f"{origin}: larger than {MAX_RECIPE_BYTES} bytes")
-    try:
-        data = tomllib.loads(source)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{origin}: not valid TOML: {error}") from None
+    data = _toml(source, origin)
     rot = data.setdefault("rot", {})
     if not isinstance(rot, dict):
         raise ConfigError(f"{origin}: rot: must be a table")

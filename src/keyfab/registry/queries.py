@@ -46,16 +46,14 @@ class DeviceRecord:
 
 @dataclass(frozen=True)
 class CertificateRecord:
-    certificate: Certificate
-    device: str | None  # the device's serial, if it is a device's certificate
-
-
-@dataclass(frozen=True)
-class CertificateHolder:
-    """A certificate and the device it belongs to, if any (for mutual-TLS callers)."""
+    """A certificate and the device it belongs to, if it is a device's."""
 
     certificate: Certificate
     device: Device | None
+
+    @property
+    def device_serial(self) -> str | None:
+        return None if self.device is None else self.device.serial
 
 
 @dataclass(frozen=True)
@@ -107,28 +105,23 @@ def certificates_of(session: Session, device_id: int) -> Sequence[Certificate]:
     ).all()
 
 
-def certificate(registry: Registry, serial_number: str) -> CertificateRecord:
-    """One certificate by its serial number (lowercase hex), with its device's serial."""
-    with registry.reading() as session:
-        row = session.execute(
-            select(Certificate, Device.serial)
-            .outerjoin(Device, Certificate.device_id == Device.id)
-            .where(Certificate.serial_number == serial_number)
-        ).one_or_none()
-    if row is None:
-        raise NotFoundError(f"no certificate {serial_number}", slug="certificate-not-found")
-    return CertificateRecord(row[0], row[1])
-
-
-def certificate_holder(registry: Registry, serial_number: str) -> CertificateHolder | None:
-    """The recorded certificate with ``serial_number`` and its device, or None."""
+def find_certificate(registry: Registry, serial_number: str) -> CertificateRecord | None:
+    """The recorded certificate with ``serial_number`` (lowercase hex) and its device."""
     with registry.reading() as session:
         row = session.execute(
             select(Certificate, Device)
             .outerjoin(Device, Certificate.device_id == Device.id)
             .where(Certificate.serial_number == serial_number)
         ).one_or_none()
-    return None if row is None else CertificateHolder(row[0], row[1])
+    return None if row is None else CertificateRecord(row[0], row[1])
+
+
+def certificate(registry: Registry, serial_number: str) -> CertificateRecord:
+    """As ``find_certificate``, but a missing certificate is a NotFoundError."""
+    found = find_certificate(registry, serial_number)
+    if found is None:
+        raise NotFoundError(f"no certificate {serial_number}", slug="certificate-not-found")
+    return found
 
 
 def issued_certificates(registry: Registry) -> Sequence[Certificate]:

@@ -100,9 +100,8 @@ def revoke_one(
     """Revoke one certificate (a device's, a station's, a signer's) by its serial number."""
     svc = service(request)
     done = revoke_certificate(svc.authority, serial_number, _reason(body), by=principal.name)
-    device = queries.certificate(svc.registry, serial_number).device
     return RevokeResult(
-        serial=device,
+        serial=queries.certificate(svc.registry, serial_number).device_serial,
         state=None,
         reason=done.reason.value,
         changed=done.changed,
@@ -116,7 +115,7 @@ def show_certificate(
 ) -> CertificateInfo:
     """One certificate by its serial number (lower-case hex, as keyfab records it)."""
     found = queries.certificate(service(request).registry, serial_number)
-    return certificate_info(found.certificate, found.device)
+    return certificate_info(found.certificate, found.device_serial)
 
 
 @router.get(
