@@ -8,6 +8,7 @@ from keyfab.pki.ca import (
     serial_hex,
     signature_hash,
 )
+from keyfab.pki.keypolicy import KeyNotAllowedError, check_csr_signature, check_public_key
 from keyfab.pki.profiles import (
     DEVICE_PROFILES,
     IDEVID_NOT_AFTER,
@@ -32,11 +33,14 @@ __all__ = [
     "IDEVID_NOT_AFTER",
     "CertificateAuthority",
     "DeviceIdentity",
+    "KeyNotAllowedError",
     "Profile",
     "RevocationReason",
     "RevokedCertificate",
     "Template",
     "check_csr",
+    "check_csr_signature",
+    "check_public_key",
     "device_policy",
     "device_verifier",
     "est_device",

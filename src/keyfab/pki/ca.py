@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from keyfab.clock import utc_now
 from keyfab.errors import PkiError, VerificationError
+from keyfab.pki.keypolicy import check_csr_signature, check_public_key
 from keyfab.pki.profiles import Template
 from keyfab.pki.revocation import RevokedCertificate
 
@@ -50,10 +51,13 @@ def new_serial_number() -> int:
 
 
 def check_csr(csr: x509.CertificateSigningRequest) -> PublicKey:
-    """The CSR's public key, once its self-signature proves possession of the key."""
-    public_key = csr.public_key()
-    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-        raise VerificationError(f"CSR key type {type(public_key).__name__} is not accepted")
+    """The CSR's public key, once its self-signature proves possession of the key.
+
+    The key policy (``keypolicy``) is checked first: a refused key or a SHA-1
+    signature is turned away before any signature verification is paid for.
+    """
+    public_key = check_public_key(csr.public_key())
+    check_csr_signature(csr)
     if not csr.is_signature_valid:
         raise VerificationError("CSR signature does not verify: no proof of possession")
     return public_key
@@ -106,8 +110,8 @@ class CertificateAuthority:
     def create_root(
         cls, template: Template, key: CAKey, now: datetime.datetime | None = None
     ) -> CertificateAuthority:
-        """A self-signed root CA from ``template``."""
-        public_key = key.public_key()
+        """A self-signed root CA from ``template`` (its key meets the key policy too)."""
+        public_key = check_public_key(key.public_key())
         builder = _build(
             template,
             public_key,
@@ -133,7 +137,12 @@ class CertificateAuthority:
         serial_number: int | None = None,
         now: datetime.datetime | None = None,
     ) -> x509.Certificate:
-        """Sign a certificate for ``public_key`` following ``template``."""
+        """Sign a certificate for ``public_key`` following ``template``.
+
+        Every issuer ends here, so the key policy is enforced here: no caller
+        can get a certificate for a key it refuses.
+        """
+        check_public_key(public_key)
         builder = _build(
             template,
             public_key,
