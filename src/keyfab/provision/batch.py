@@ -33,7 +33,7 @@ from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import open_device
 from keyfab.provision.flow import Issuance, issue_device, write_back
 from keyfab.provision.recipe import Recipe, load_objects, parse_recipe
-from keyfab.registry import Base, Batch, Certificate, Device, DeviceState, Registry
+from keyfab.registry import Base, Batch, Certificate, Device, DeviceState, Registry, queries
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
 
@@ -163,35 +163,78 @@ class Station:
                     Device.id.in_(device_ids)
                 )
             ).all()
-        issued: list[Issuance] = []
         failures: list[tuple[str, str]] = []
         rots: dict[int, RootOfTrust] = {}
         serials = {device_id: serial for device_id, serial, _, _ in devices}
-        for device_id, serial, slot, state in devices:
+        for device_id, serial, slot, _ in devices:
             assert slot is not None  # every device of a batch has its slot
             try:
-                rot = rots[device_id] = self._open(slot)
-                if state == DeviceState.PENDING:
-                    issued.append(
-                        issue_device(
-                            rot,
-                            device_id,
-                            serial,
-                            self.recipe,
-                            self.ca,
-                            self.attestation,
-                            {"batch": self.batch_name},
-                        )
-                    )
+                rots[device_id] = self._open(slot)
             except KeyfabError as error:
                 failures.append((serial, str(error)))
-        certificates = self._record(issued, failures)
+        pending = [d for d, _, _, state in devices if state == DeviceState.PENDING and d in rots]
+        claimed = self._claimed({d: (serials[d], rots[d].info.unique_id) for d in pending})
+        failures += [(serials[d], reason) for d, reason in claimed.items()]
+        issued = self._issue([d for d in pending if d not in claimed], rots, serials, failures)
+        certificates = self._record(issued, failures, serials)
         resumed = [d for d, _, _, state in devices if state == DeviceState.ISSUED and d in rots]
         certificates.update(self._recorded_certificates(resumed))
         done = self._write_back(rots, certificates, serials, failures)
         for rot in rots.values():
             rot.close()
         return Outcome(done, tuple(failures))
+
+    def _issue(
+        self,
+        device_ids: list[int],
+        rots: dict[int, RootOfTrust],
+        serials: dict[int, str],
+        failures: list[tuple[str, str]],
+    ) -> list[Issuance]:
+        """Steps 1-5 for each pending device; a device that fails is noted, not raised."""
+        issued: list[Issuance] = []
+        context = {"batch": self.batch_name}
+        for device_id in device_ids:
+            try:
+                issued.append(
+                    issue_device(
+                        rots[device_id],
+                        device_id,
+                        serials[device_id],
+                        self.recipe,
+                        self.ca,
+                        self.attestation,
+                        context,
+                    )
+                )
+            except KeyfabError as error:
+                failures.append((serials[device_id], str(error)))
+        return issued
+
+    def _claimed(self, identities: dict[int, tuple[str, str]]) -> dict[int, str]:
+        """Why each device (id: (serial, unique id)) must not be issued, if it must not.
+
+        A unique id another device already holds (a second batch over the same
+        devices) or that an earlier device of this chunk has: checked before any
+        signing, in one registry query per chunk, so such a device fails with a
+        reason instead of the unique index rolling back the chunk.
+        """
+        holders = queries.unique_id_holders(self.registry, [u for _, u in identities.values()])
+        reasons: dict[int, str] = {}
+        first: dict[str, str] = {}
+        for device_id, (serial, unique_id) in identities.items():
+            holder = holders.get(unique_id)
+            if holder is not None and holder.device_id != device_id:
+                reasons[device_id] = (
+                    f"device unique id {unique_id} is already registered as {holder.serial}"
+                )
+            elif unique_id in first:
+                reasons[device_id] = (
+                    f"device unique id {unique_id} is also the device of {first[unique_id]}"
+                )
+            else:
+                first[unique_id] = serial
+        return reasons
 
     def _open(self, slot: int) -> RootOfTrust:
         settings = self.recipe.rot
@@ -200,12 +243,31 @@ class Station:
         )
 
     def _record(
-        self, issued: list[Issuance], failures: list[tuple[str, str]]
+        self, issued: list[Issuance], failures: list[tuple[str, str]], serials: dict[int, str]
     ) -> dict[int, list[tuple[str, bytes]]]:
         """Step 8: certificates, device rows and their events in one transaction.
 
-        Returns the (key label, DER) certificates recorded, per device id.
+        Returns the (key label, DER) certificates recorded, per device id. If
+        another station registered one of these unique ids after ``_claimed``
+        looked (two stations on the same devices at once), the unique index
+        rolls the transaction back; the devices it names then fail and the rest
+        are recorded. Their unrecorded certificates never leave this process.
         """
+        try:
+            return self._record_chunk(issued, failures)
+        except IntegrityError:
+            claimed = self._claimed(
+                {i.device_id: (serials[i.device_id], i.unique_id) for i in issued}
+            )
+            if not claimed:
+                raise
+        failures += [(serials[d], reason) for d, reason in claimed.items()]
+        return self._record_chunk([i for i in issued if i.device_id not in claimed], failures)
+
+    def _record_chunk(
+        self, issued: list[Issuance], failures: list[tuple[str, str]]
+    ) -> dict[int, list[tuple[str, bytes]]]:
+        """One transaction: device rows, failures, certificates and their audit events."""
         certificates = [cert for item in issued for cert in item.certificates]
         with self.registry.transaction() as session:
             events: list[audit.Entry] = []

@@ -199,3 +199,28 @@ def ping(registry: Registry) -> None:
             session.execute(text("SELECT 1"))
     except SQLAlchemyError:
         raise RegistryError("the registry database does not answer") from None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The device that holds a unique id: its row id and serial."""
+
+    device_id: int
+    serial: str
+
+
+def unique_id_holders(registry: Registry, unique_ids: Iterable[str]) -> Mapping[str, Holder]:
+    """Which devices already hold any of ``unique_ids``, in one query.
+
+    A batch asks this per chunk before it issues: a device identity the
+    registry already holds must fail that device with its reason, not roll back
+    a chunk on the unique index after its certificates were signed.
+    """
+    wanted = sorted(set(unique_ids))
+    if not wanted:
+        return {}
+    with registry.reading() as session:
+        rows = session.execute(
+            select(Device.unique_id, Device.id, Device.serial).where(Device.unique_id.in_(wanted))
+        ).all()
+    return {str(unique_id): Holder(int(id_), serial) for unique_id, id_, serial in rows}

@@ -8,7 +8,7 @@ of a soft root of trust directory::
     rot.json        unique id, counters, locked flag and data objects (base64)
 
 Like a device committing its configuration, ``rot.json`` is written atomically
-when the first key is made and at ``lock()`` and ``close()``, not on every
+when a batch opens a new device (its identity), at ``lock()`` and ``close()``, not on every
 change: file creation dominates the cost of a simulated device.
 """
 
@@ -249,12 +249,19 @@ class SoftRootOfTrust:
 
 
 def open_device(options: Mapping[str, Any], slot: int) -> SoftRootOfTrust:
-    """One simulated device: ``path`` is its directory; without it, memory only."""
+    """One simulated device: ``path`` is its directory; without it, memory only.
+
+    A new device's identity is saved at once: like hardware, a device has its
+    unique id from the moment it is opened, so a second slot pointing at the
+    same directory reads the same id and the batch can tell it is one device.
+    """
     unknown = set(options) - set(SoftOptions.model_fields)
     if unknown:
         raise ConfigError(f"soft driver: unknown option(s) {', '.join(sorted(unknown))}")
     path = options.get("path")
-    return SoftRootOfTrust(Path(str(path)) if path else None)
+    rot = SoftRootOfTrust(Path(str(path)) if path else None)
+    rot.flush()
+    return rot
 
 
 def open_uri(uri: KeyUri) -> SoftRootOfTrust:
