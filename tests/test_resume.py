@@ -79,4 +79,6 @@ def test_sigkill_mid_batch_then_resume(workspace: Workspace, recipe_file: Path) 
         der = SoftRootOfTrust(path).load_object("idevid-cert")
         assert der in recorded
         x509.load_der_x509_certificate(der)
+    residue = [str(p.relative_to(home)) for p in home.rglob("*.tmp")]
+    assert not residue, f"a killed writer's temporary files survived the resume: {residue}"
     assert Keyfab(home)("audit", "verify")[0] == 0

@@ -5,19 +5,20 @@ soft key is no device identity; keyfab says so with a SoftRotWarning. The layout
 of a soft root of trust directory::
 
     <label>.pem     private keys (PKCS#8, mode 0600), written when generated
-    rot.json        unique id, counters, locked flag and data objects (base64)
+    rot.json        unique id, counters, locked flag and data objects (base64), 0600
 
 Like a device committing its configuration, ``rot.json`` is written atomically
-when a batch opens a new device (its identity), at ``lock()`` and ``close()``, not on every
-change: file creation dominates the cost of a simulated device.
+when a batch opens a new device (its identity), at ``lock()`` and ``close()``,
+not on every change: file creation dominates the cost of a simulated device.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-import os
 import secrets
+import stat
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,13 +78,21 @@ def write_secret(path: Path, data: bytes) -> None:
         raise RotError(f"cannot write {path}: {error.strerror}") from None
 
 
-def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``path`` atomically: readers see the old or the new bytes, never half."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
+_STATE_TEMPORARY = ".rot.json.tmp"
+"""The fixed temporary name earlier versions wrote ``rot.json`` through (swept on open)."""
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically: readers see the old or the new bytes, never half.
+
+    Through ``securefile``: a fresh ``O_EXCL|O_NOFOLLOW`` temporary, so a
+    symlink planted under the temporary's name is never written through, and
+    a crash leaves a name ``securefile.sweep_temporaries`` recognises.
+    """
+    try:
+        securefile.write_secret(path, data, replace=True)
+    except OSError as error:
+        raise RotError(f"cannot write {path}: {error.strerror}") from None
 
 
 def _wrap(label: str, key: _SoftKey) -> PrivateKey:
@@ -248,10 +257,24 @@ class SoftRootOfTrust:
         self._keys.clear()
 
 
+def _sweep(directory: Path) -> None:
+    """Remove the temporary files a killed writer left in a device directory.
+
+    ``securefile`` names (and so recognises) its own temporaries; ``rot.json``'s
+    is this driver's. Nothing else is touched, and no symlink is followed.
+    """
+    securefile.sweep_temporaries(directory)
+    state = directory / _STATE_TEMPORARY
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(state.lstat().st_mode):
+            state.unlink()
+
+
 def open_device(options: Mapping[str, Any], slot: int) -> SoftRootOfTrust:
     """One simulated device: ``path`` is its directory; without it, memory only.
 
-    A new device's identity is saved at once: like hardware, a device has its
+    Opening a device directory first clears what a crash left there, then
+    saves a new device's identity at once: like hardware, a device has its
     unique id from the moment it is opened, so a second slot pointing at the
     same directory reads the same id and the batch can tell it is one device.
     """
@@ -259,7 +282,12 @@ def open_device(options: Mapping[str, Any], slot: int) -> SoftRootOfTrust:
     if unknown:
         raise ConfigError(f"soft driver: unknown option(s) {', '.join(sorted(unknown))}")
     path = options.get("path")
-    rot = SoftRootOfTrust(Path(str(path)) if path else None)
+    if not path:
+        return SoftRootOfTrust(None)
+    directory = Path(str(path))
+    if directory.is_dir():
+        _sweep(directory)
+    rot = SoftRootOfTrust(directory)
     rot.flush()
     return rot
 
