@@ -81,7 +81,9 @@ def test_two_slots_of_one_chunk_on_one_device(workspace: Workspace) -> None:
     assert provisioned == 1
     assert len(failures) == 2
     for reason in failures.values():
-        assert re.fullmatch(r"device unique id \w+ is also the device of AGW-\d{8}", reason)
+        assert re.fullmatch(
+            r"device unique id \w+ is already used by AGW-\d{8} in this batch", reason
+        )
     assert len(_failed(workspace.home, "one")) == 2
     _check_consistent(workspace.home, "one")
 

@@ -229,8 +229,9 @@ class Station:
                     f"device unique id {unique_id} is already registered as {holder.serial}"
                 )
             elif unique_id in first:
+                earlier = first[unique_id]
                 reasons[device_id] = (
-                    f"device unique id {unique_id} is also the device of {first[unique_id]}"
+                    f"device unique id {unique_id} is already used by {earlier} in this batch"
                 )
             else:
                 first[unique_id] = serial
