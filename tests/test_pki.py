@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from hypothesis import given
@@ -203,3 +204,41 @@ def test_idevid_common_name_differs_per_device(ca_pair: CAS) -> None:
         for i in range(3)
     }
     assert names == {"AGW-0", "AGW-1", "AGW-2"}
+
+
+def _rsa_public(bits: int) -> rsa.RSAPublicKey:
+    """An RSA public key of exactly ``bits`` bits (no private half: sizes only)."""
+    return rsa.RSAPublicNumbers(65537, (1 << (bits - 1)) | 0xF1).public_key()
+
+
+@pytest.mark.parametrize("bits", [2048, 3072, 4096, 8192])
+def test_key_policy_accepts_rsa_2048_to_8192(bits: int) -> None:
+    key = _rsa_public(bits)
+    assert pki.check_public_key(key) is key
+
+
+@pytest.mark.parametrize(
+    ("bits", "reason"),
+    [
+        (2047, "RSA-2047 is below the 2048-bit minimum"),
+        (8193, "RSA-8193 is above the 8192-bit maximum"),
+    ],
+)
+def test_key_policy_refuses_rsa_outside_the_range(bits: int, reason: str) -> None:
+    with pytest.raises(pki.KeyNotAllowedError) as refused:
+        pki.check_public_key(_rsa_public(bits))
+    assert str(refused.value) == f"key refused: {reason}"
+
+
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1()], ids=lambda c: c.name)
+def test_key_policy_accepts_p256_and_p384(curve: ec.EllipticCurve) -> None:
+    pki.check_public_key(ec.generate_private_key(curve).public_key())
+
+
+def test_ca_refuses_a_weak_key_itself(ca_pair: CAS) -> None:
+    """The CA enforces the policy whoever calls it, so no issuer can go around it."""
+    _root, mfg = ca_pair
+    weak = ec.generate_private_key(ec.SECP256K1()).public_key()
+    identity = pki.DeviceIdentity("AGW-1", HW_TYPE, "Acme", "gw")
+    with pytest.raises(pki.KeyNotAllowedError, match="curve secp256k1 is not allowed"):
+        mfg.issue(pki.idevid(identity), weak)
