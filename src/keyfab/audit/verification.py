@@ -60,9 +60,12 @@ def verify_log(
     trusted_der = [certificate.public_bytes(Encoding.DER) for certificate in trusted]
     try:
         points = verify_checkpoints(session, trusted)
-        anchor = witnesses_.check(session, trusted_der, witnesses) if witnesses else None
     except AuditError as error:
         return Verdict(chain, witnesses=len(witnesses), problem=str(error))
+    try:
+        anchor = witnesses_.check(session, trusted_der, witnesses) if witnesses else None
+    except AuditError as error:
+        return Verdict(chain, points, witnesses=len(witnesses), problem=str(error))
     if anchor is None:
         return _unanchored(chain, points, require_witness)
     return Verdict(chain, points, anchor, len(witnesses), unproven=_after(chain, anchor))

@@ -27,6 +27,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from keyfab.audit.checkpoint import KIND as CHECKPOINT
 from keyfab.audit.checkpoint import SignedHead
 from keyfab.audit.log import GENESIS, canonical_json
 from keyfab.errors import AuditError
@@ -138,13 +139,18 @@ def check(session: Session, trusted_der: Sequence[bytes], witnesses: Sequence[Wi
 
 
 def _holds(session: Session, witness: Witness) -> None:
+    """The log still has the witnessed head, then the checkpoint event that signed it.
+
+    The checkpoint event (``seq + 1``) committed before its witness was
+    written, so a log ending before it lost its tail.
+    """
     seq, source = witness.point.seq, witness.source
     head = session.get(AuditHead, 1)
     last = head.seq if head is not None else 0
-    if last < seq:
+    if last <= seq:
         raise AuditError(
-            f"the log ends at event {last} but {source} witnessed event {seq}: "
-            f"its tail was cut (events {last + 1}..{seq} at least were deleted)"
+            f"the log ends at event {last} but {source} witnessed event {seq} and its "
+            f"checkpoint event {seq + 1}: its tail was cut"
         )
     event = session.get(AuditEvent, seq)
     stored = event.hash if event is not None else GENESIS if seq == 0 else ""
@@ -152,6 +158,22 @@ def _holds(session: Session, witness: Witness) -> None:
         raise AuditError(
             f"event {seq} is not the one {source} witnessed: the chain was rebuilt or rewritten"
         )
+    if not _records(session.get(AuditEvent, seq + 1), witness.point):
+        raise AuditError(
+            f"event {seq + 1} is not the checkpoint {source} witnessed: "
+            "it was deleted or replaced and the chain rebuilt"
+        )
+
+
+def _records(event: AuditEvent | None, point: SignedHead) -> bool:
+    """Whether ``event`` is the checkpoint event holding ``point``."""
+    if event is None or event.kind != CHECKPOINT:
+        return False
+    try:
+        stored = SignedHead.from_data(json.loads(event.data))
+    except ValueError:
+        return False
+    return stored.seq == point.seq and hmac.compare_digest(stored.signature, point.signature)
 
 
 def _nothing_unwitnessed(session: Session, witness: Witness) -> None:
