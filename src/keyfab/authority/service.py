@@ -3,7 +3,8 @@
 ``Authority`` is the only thing in keyfab that signs with the manufacturing CA
 key. Every signature it makes is recorded before anyone sees it: a certificate
 gets its registry row and its audit event, a CRL its CRLNumber and its row, a
-checkpoint its place in the chain, all in the transaction of the change. The
+checkpoint its place in the chain, all in the transaction of the change (and a
+checkpoint, once that commits, its witness file outside the database). The
 batches, the service and the CLI call it; none of them signs on its own.
 """
 

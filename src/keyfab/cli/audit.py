@@ -78,7 +78,13 @@ def _say(verdict: audit_log.Verdict) -> None:
         f"{points.latest if points else None}",
         highlight=False,
     )
-    if anchor is not None:
+    if anchor is None:
+        console.print(
+            "proven: every link of the chain (no event changed, removed or reordered in place)",
+            markup=False,
+            highlight=False,
+        )
+    else:
         console.print(
             f"witnessed: the log holds event {anchor.point.seq} as {anchor.source} signed it "
             f"({verdict.witnesses} witness file(s) checked)",
@@ -91,10 +97,11 @@ def _say(verdict: audit_log.Verdict) -> None:
 
 @app.command()
 def checkpoint(ctx: typer.Context) -> None:
-    """Sign the current head of the chain with the manufacturing CA's key."""
+    """Sign the current head of the chain with the manufacturing CA's key and witness it."""
     with Authority.open(workspace(ctx)) as authority, authority.transaction() as session:
         seq = authority.checkpoint(session)
-    console.print(f"checkpoint signed as event {seq}")
+        where = authority.witness
+    console.print(f"checkpoint signed as event {seq}, witnessed in {where}", markup=False)
 
 
 def _load_signers(paths: list[Path]) -> list[x509.Certificate]:
