@@ -323,3 +323,18 @@ def test_witness_directory_is_chosen_by_the_environment(
     code, out, _ = keyfab("audit", "verify", "--json")
     assert code == 0
     assert json.loads(out)["witness_source"].startswith(str(elsewhere) + os.sep)
+
+
+def test_witness_that_cannot_be_written_is_an_error_and_verify_says_so(
+    keyfab: Keyfab, home: Path
+) -> None:
+    keyfab("init")
+    (home / "witness").write_text("a file where the directory should be")
+    code, _, err = keyfab("audit", "checkpoint")
+    assert code == 1
+    assert "could not be written" in err
+    assert _head(home) == 3  # the checkpoint event committed before its witness was tried
+    (home / "witness").unlink()
+    code, out, _ = keyfab("audit", "verify")
+    assert code == 0
+    assert "not proven" in out

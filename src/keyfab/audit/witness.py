@@ -70,15 +70,25 @@ def write(where: Path, point: SignedHead) -> Path:
     committed: a witness of a rolled-back checkpoint would vouch for a head
     the log never had.
     """
-    where.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = where / file_name(point.seq)
     body = canonical_json({FORMAT: 1, **point.to_data()}).encode() + b"\n"
+    try:
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _create(path, body)
+        _sync_directory(where)
+    except OSError as error:
+        raise AuditError(
+            f"checkpoint over event {point.seq} is recorded but its witness {path} could not "
+            f"be written ({error.strerror or error}): 'keyfab audit verify' will say so"
+        ) from None
+    return path
+
+
+def _create(path: Path, body: bytes) -> None:
     try:
         write_secret(path, body, sync=True)
     except FileExistsError:
         raise AuditError(f"witness {path} exists already: witnesses are never rewritten") from None
-    _sync_directory(where)
-    return path
 
 
 def _sync_directory(where: Path) -> None:
