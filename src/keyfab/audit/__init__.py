@@ -1,7 +1,16 @@
 """The audit trail: an append-only, hash-chained log, appended in the same
-transaction as the change it records, and its verification."""
+transaction as the change it records, its signed checkpoints, their witnesses
+outside the database, and its verification."""
 
-from keyfab.audit.checkpoint import CheckpointReport, sign_checkpoint, verify_checkpoints
+from keyfab.audit import witness
+from keyfab.audit.checkpoint import (
+    CheckpointReport,
+    SignedHead,
+    append_checkpoint,
+    sign_checkpoint,
+    sign_head,
+    verify_checkpoints,
+)
 from keyfab.audit.log import (
     GENESIS,
     Entry,
@@ -12,17 +21,27 @@ from keyfab.audit.log import (
     lock,
     verify,
 )
+from keyfab.audit.verification import Verdict, verify_log
+from keyfab.audit.witness import WITNESSED_KINDS, Witness
 
 __all__ = [
     "GENESIS",
+    "WITNESSED_KINDS",
     "CheckpointReport",
     "Entry",
     "Report",
+    "SignedHead",
+    "Verdict",
+    "Witness",
     "append",
+    "append_checkpoint",
     "append_many",
     "canonical_json",
     "lock",
     "sign_checkpoint",
+    "sign_head",
     "verify",
     "verify_checkpoints",
+    "verify_log",
+    "witness",
 ]

@@ -5,11 +5,15 @@ database can rebuild every link and the head. A checkpoint is the head (its
 sequence number and hash) signed by the manufacturing CA's key, which lives in
 an HSM in production, so a rebuilt chain no longer matches the signatures
 an auditor checks against a certificate they trust.
+
+A checkpoint kept only in the database can be deleted with the events it
+covers, though: ``keyfab.audit.witness`` also writes each one outside it.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 import json
 from collections.abc import Sequence
@@ -23,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from keyfab.audit.log import GENESIS, append, canonical_json
+from keyfab.audit.log import GENESIS, append, canonical_json, lock
 from keyfab.errors import AuditError
 from keyfab.registry.models import AuditEvent, AuditHead
 
@@ -56,17 +60,77 @@ def _verify(certificate: x509.Certificate, signature: bytes, data: bytes) -> boo
     return True
 
 
-def sign_checkpoint(session: Session, key: SigningKey, certificate: x509.Certificate) -> int:
-    """Append a checkpoint over the current head, in the caller's transaction."""
+@dataclass(frozen=True)
+class SignedHead:
+    """A signed statement that the chain's event ``seq`` has hash ``head``.
+
+    The same statement lives in the log (as an ``audit.checkpoint`` event) and,
+    once that event commits, in a witness file outside the database: it is
+    checked the same way wherever it is read from.
+    """
+
+    seq: int
+    head: str
+    signature: bytes
+    certificate: bytes  # DER of the signer's certificate
+
+    def to_data(self) -> dict[str, int | str]:
+        """The JSON fields, as the checkpoint event and the witness file hold them."""
+        return {
+            "seq": self.seq,
+            "head": self.head,
+            "signature": base64.b64encode(self.signature).decode(),
+            "certificate": base64.b64encode(self.certificate).decode(),
+        }
+
+    @classmethod
+    def from_data(cls, data: object) -> SignedHead:
+        """Parse ``to_data``'s fields; ValueError if anything is missing or mistyped."""
+        if not isinstance(data, dict):
+            raise ValueError("a signed head is a JSON object")
+        try:
+            seq, head = data["seq"], data["head"]
+            if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(head, str):
+                raise ValueError("seq or head has the wrong type")
+            return cls(
+                seq,
+                head,
+                base64.b64decode(data["signature"], validate=True),
+                base64.b64decode(data["certificate"], validate=True),
+            )
+        except (KeyError, TypeError, binascii.Error) as error:
+            raise ValueError(f"malformed signed head: {error!r}") from None
+
+    def problem(self, trusted_der: Sequence[bytes]) -> str:
+        """Why this statement is not a valid one by a trusted signer ("" if it is)."""
+        if not any(hmac.compare_digest(self.certificate, t) for t in trusted_der):
+            return "is signed by an untrusted certificate"
+        try:
+            signer = x509.load_der_x509_certificate(self.certificate)
+        except ValueError:
+            return "carries an unreadable certificate"
+        if not _verify(signer, self.signature, statement(self.seq, self.head)):
+            return "has a bad signature"
+        return ""
+
+
+def sign_head(session: Session, key: SigningKey, certificate: x509.Certificate) -> SignedHead:
+    """Sign the current head, holding the head's lock so no writer moves it meanwhile."""
+    lock(session)
     head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).one()
     signature = _sign(key, statement(head.seq, head.hash))
-    data = {
-        "seq": head.seq,
-        "head": head.hash,
-        "signature": base64.b64encode(signature).decode(),
-        "certificate": base64.b64encode(certificate.public_bytes(Encoding.DER)).decode(),
-    }
-    return append(session, KIND, certificate.subject.rfc4514_string(), data)
+    return SignedHead(head.seq, head.hash, signature, certificate.public_bytes(Encoding.DER))
+
+
+def append_checkpoint(session: Session, point: SignedHead) -> int:
+    """Record a signed head as the next event, in the caller's transaction."""
+    signer = x509.load_der_x509_certificate(point.certificate)
+    return append(session, KIND, signer.subject.rfc4514_string(), point.to_data())
+
+
+def sign_checkpoint(session: Session, key: SigningKey, certificate: x509.Certificate) -> int:
+    """Append a checkpoint over the current head, in the caller's transaction."""
+    return append_checkpoint(session, sign_head(session, key, certificate))
 
 
 @dataclass(frozen=True)
@@ -75,25 +139,11 @@ class CheckpointReport:
     latest: int | None  # seq covered by the newest valid checkpoint
 
 
-@dataclass(frozen=True)
-class _Checkpoint:
-    seq: int
-    head: str
-    signature: bytes
-    certificate: bytes
-
-    @classmethod
-    def parse(cls, event: AuditEvent) -> _Checkpoint:
-        try:
-            data = json.loads(event.data)
-            return cls(
-                int(data["seq"]),
-                str(data["head"]),
-                base64.b64decode(data["signature"]),
-                base64.b64decode(data["certificate"]),
-            )
-        except (ValueError, KeyError, TypeError):
-            raise AuditError(f"checkpoint {event.seq} is malformed") from None
+def _parse(event: AuditEvent) -> SignedHead:
+    try:
+        return SignedHead.from_data(json.loads(event.data))
+    except ValueError:
+        raise AuditError(f"checkpoint {event.seq} is malformed") from None
 
 
 def verify_checkpoints(session: Session, trusted: Sequence[x509.Certificate]) -> CheckpointReport:
@@ -107,12 +157,10 @@ def verify_checkpoints(session: Session, trusted: Sequence[x509.Certificate]) ->
     for event in session.scalars(
         select(AuditEvent).where(AuditEvent.kind == KIND).order_by(AuditEvent.seq)
     ):
-        point = _Checkpoint.parse(event)
-        if not any(hmac.compare_digest(point.certificate, t) for t in trusted_der):
-            raise AuditError(f"checkpoint {event.seq} is signed by an untrusted certificate")
-        signer = x509.load_der_x509_certificate(point.certificate)
-        if not _verify(signer, point.signature, statement(point.seq, point.head)):
-            raise AuditError(f"checkpoint {event.seq} has a bad signature")
+        point = _parse(event)
+        problem = point.problem(trusted_der)
+        if problem:
+            raise AuditError(f"checkpoint {event.seq} {problem}")
         covered = session.get(AuditEvent, point.seq)
         stored = covered.hash if covered is not None else GENESIS if point.seq == 0 else ""
         if not hmac.compare_digest(stored, point.head):

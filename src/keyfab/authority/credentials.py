@@ -53,7 +53,12 @@ def issue_station(authority: Authority, name: str) -> NewCredential:
     number, label = labelled(station_label(name)[:-1])
     event = audit.Entry("station.certified", name, {"serial_number": f"{number:x}"})
     certificate = authority.issue(
-        template, key.public_key(), key_label=label, events=[event], serial_number=number
+        template,
+        key.public_key(),
+        key_label=label,
+        events=[event],
+        serial_number=number,
+        witnessed=True,  # a station certificate grants operator rights
     )
     return NewCredential(certificate, pem)
 

@@ -4,6 +4,8 @@ Each revokes the certificates still valid, records the RFC 5280 reason (which
 the next CRL carries) and who asked, and appends one audit event, all in one
 transaction. Revoking what is already revoked changes nothing and says so
 (``Revocation.changed`` is False): the first revocation's time and reason stand.
+A revocation that changed something ends with a signed checkpoint, witnessed
+outside the database once it commits, so deleting it later is caught.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def revoke_device(
             return revocation
         device.state = DeviceState.REVOKED
         _event(session, "device.revoked", serial, revocation, by)
+        authority.checkpoint(session)
         return revocation
 
 
@@ -89,6 +92,7 @@ def revoke_certificate(
         revocation = Revocation(serial_number, reason, _revoke(session, [certificate], reason))
         if revocation.changed:
             _event(session, "certificate.revoked", serial_number, revocation, by)
+            authority.checkpoint(session)
         return revocation
 
 
@@ -117,6 +121,7 @@ def revoke_station(
         revocation = Revocation(name, reason, _revoke(session, certificates, reason))
         if revocation.changed:
             _event(session, "station.revoked", name, revocation, by)
+            authority.checkpoint(session)
         return revocation
 
 

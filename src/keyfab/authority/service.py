@@ -3,7 +3,8 @@
 ``Authority`` is the only thing in keyfab that signs with the manufacturing CA
 key. Every signature it makes is recorded before anyone sees it: a certificate
 gets its registry row and its audit event, a CRL its CRLNumber and its row, a
-checkpoint its place in the chain, all in the transaction of the change. The
+checkpoint its place in the chain, all in the transaction of the change (and a
+checkpoint, once that commits, its witness file outside the database). The
 batches, the service and the CLI call it; none of them signs on its own.
 """
 
@@ -13,12 +14,13 @@ import functools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
@@ -86,14 +88,21 @@ class Authority:
     or revoking needs no HSM login, signing does.
     """
 
-    def __init__(self, registry: Registry, *, owns_registry: bool = False):
+    def __init__(
+        self, registry: Registry, *, owns_registry: bool = False, witness: Path | None = None
+    ):
         self.registry = registry
         self._owns_registry = owns_registry
+        self.witness = witness or audit.witness.directory(None)
 
     @classmethod
     def open(cls, workspace: Workspace) -> Authority:
         """The authority of a workspace (close it, or use it as a context manager)."""
-        return cls(workspace.registry(), owns_registry=True)
+        return cls(
+            workspace.registry(),
+            owns_registry=True,
+            witness=audit.witness.directory(workspace.home),
+        )
 
     def __enter__(self) -> Authority:
         return self
@@ -173,18 +182,62 @@ class Authority:
         details: Mapping[str, Any] | None = None,
         events: Sequence[audit.Entry] = (),
         serial_number: int | None = None,
+        witnessed: bool = False,
     ) -> x509.Certificate:
-        """Sign and record a certificate that belongs to no device, in one transaction."""
+        """Sign and record a certificate that belongs to no device, in one transaction.
+
+        ``witnessed`` ends that transaction with a checkpoint, for certificates
+        that grant access (a station's): see ``checkpoint``.
+        """
         issued = self.sign(
             template, public_key, key_label=key_label, details=details, serial_number=serial_number
         )
         with self.transaction() as session:
             record(session, [issued], events)
+            if witnessed:
+                self.checkpoint(session)
         return issued.certificate
 
     def checkpoint(self, session: Session) -> int:
-        """Sign the audit chain's head with the CA key, in the caller's transaction."""
-        return audit.sign_checkpoint(session, self.ca.key, self.ca.certificate)
+        """Sign the audit chain's head with the CA key, in the caller's transaction.
+
+        The checkpoint event is appended now; its witness file is written only
+        once the transaction commits (never for one that rolls back, which
+        would witness a head the log never had). Returns the event's seq.
+        """
+        where = self.witness
+        if where is None:
+            raise ConfigError(
+                f"no witness directory for checkpoints: set {audit.witness.ENVIRONMENT}"
+            )
+        point = audit.sign_head(session, self.ca.key, self.ca.certificate)
+        seq = audit.append_checkpoint(session, point)
+        _witness_on_commit(session, where, point)
+        return seq
+
+
+_PENDING = "keyfab.audit.witness.pending"
+
+
+def _witness_on_commit(session: Session, where: Path, point: audit.SignedHead) -> None:
+    """Queue ``point``'s witness file for after ``session`` commits; drop it on rollback."""
+    pending = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+        event.listen(session, "after_commit", _write_pending)
+        event.listen(session, "after_rollback", _drop_pending)
+    pending.append((where, point))
+
+
+def _write_pending(session: Session) -> None:
+    pending = session.info[_PENDING]
+    while pending:
+        where, point = pending.pop(0)
+        audit.witness.write(where, point)
+
+
+def _drop_pending(session: Session) -> None:
+    session.info[_PENDING].clear()
 
 
 def labelled(prefix: str) -> tuple[int, str]:

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -29,6 +29,8 @@ from keyfab.registry import ApiToken, Registry, queries
 _TOKEN = re.compile(r"kf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MAX_TOKEN_LENGTH = 64
+Checkpoint = Callable[[Session], object]
+"""Signs and witnesses a checkpoint in the caller's transaction (``Authority.checkpoint``)."""
 
 
 _LOOKUP = select(
@@ -70,8 +72,14 @@ def create(
     expires_in: datetime.timedelta | None = None,
     uses: int | None = None,
     device_serial: str | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> NewToken:
-    """Make a token and record its creation in the audit log (never the secret)."""
+    """Make a token and record its creation in the audit log (never the secret).
+
+    ``checkpoint`` (``Authority.checkpoint``) ends the transaction with a
+    witnessed checkpoint: a grant of access must not be deletable or forgeable
+    unnoticed. Without it the grant is recorded but not witnessed.
+    """
     if not _NAME.fullmatch(name):
         raise ConfigError("token name must be 1-64 letters, digits, '.', '_', '@' or '-'")
     if uses is not None and not 1 <= uses <= 1_000_000:
@@ -101,6 +109,8 @@ def create(
                 name,
                 {"id": token_id, "role": role.value, "uses": uses, "device": device_serial},
             )
+            if checkpoint is not None:
+                checkpoint(session)
     except IntegrityError:
         raise ConflictError(f"a token named {name!r} exists", slug="token-exists") from None
     return NewToken(token_id, name, role, f"kf_{token_id}_{secret}")
@@ -111,8 +121,11 @@ def listing(registry: Registry) -> Sequence[ApiToken]:
     return queries.tokens(registry)
 
 
-def revoke(registry: Registry, name: str) -> bool:
-    """Revoke a token; False (and nothing written) if it was already revoked."""
+def revoke(registry: Registry, name: str, *, checkpoint: Checkpoint | None = None) -> bool:
+    """Revoke a token; False (and nothing written) if it was already revoked.
+
+    ``checkpoint`` witnesses the revocation, as for ``create``.
+    """
     with registry.transaction() as session:
         token = session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
         if token is None:
@@ -121,6 +134,8 @@ def revoke(registry: Registry, name: str) -> bool:
             return False
         token.revoked_at = utc_now()
         audit.append(session, "token.revoked", name, {"id": token.id})
+        if checkpoint is not None:
+            checkpoint(session)
         return True
 
 

@@ -7,7 +7,7 @@ import re
 
 import typer
 
-from keyfab.authority import Role
+from keyfab.authority import Authority, Role
 from keyfab.authority import tokens as store
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json, errors, table
@@ -39,13 +39,17 @@ def create(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a token and print it once: only its digest is kept."""
-    registry = workspace(ctx).registry()
-    try:
+    lifetime = _duration(expires_in)
+    with Authority.open(workspace(ctx)) as authority:  # the grant ends with a checkpoint
         token = store.create(
-            registry, name, role, expires_in=_duration(expires_in), uses=uses, device_serial=device
+            authority.registry,
+            name,
+            role,
+            expires_in=lifetime,
+            uses=uses,
+            device_serial=device,
+            checkpoint=authority.checkpoint,
         )
-    finally:
-        registry.dispose()
     if as_json:
         emit_json({"id": token.id, "name": token.name, "role": token.role, "token": token.secret})
         return
@@ -89,11 +93,8 @@ def list_tokens(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 @app.command()
 def revoke(ctx: typer.Context, name: str = typer.Argument(..., help="The token's name.")) -> None:
     """Revoke a token: it stops working at once."""
-    registry = workspace(ctx).registry()
-    try:
-        changed = store.revoke(registry, name)
-    finally:
-        registry.dispose()
+    with Authority.open(workspace(ctx)) as authority:
+        changed = store.revoke(authority.registry, name, checkpoint=authority.checkpoint)
     if changed:
         console.print(f"revoked token {name}", markup=False)
     else:

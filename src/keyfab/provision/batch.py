@@ -460,7 +460,9 @@ def _close_batch(
     workspace: Workspace, registry: Registry, batch_name: str, provisioned: int, failed: int
 ) -> None:
     """Mark the batch finished and sign a checkpoint over the audit head."""
-    authority = Authority(registry)  # its CA key opens only now: it may mean an HSM login
+    # Its CA key opens only now (it may mean an HSM login); the checkpoint's
+    # witness file goes where every other checkpoint of this workspace goes.
+    authority = Authority(registry, witness=audit.witness.directory(workspace.home))
     with registry.transaction() as session:
         batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
         if batch.state == "finished":  # another station finished it meanwhile
@@ -469,7 +471,7 @@ def _close_batch(
         audit.append(
             session, "batch.finished", batch_name, {"provisioned": provisioned, "failed": failed}
         )
-        authority.checkpoint(session)  # auditors get a signed head
+        authority.checkpoint(session)  # auditors get a signed head, witnessed once committed
 
 
 __all__ = ["Summary", "create_batch", "outstanding", "run_batch"]
