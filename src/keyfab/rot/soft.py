@@ -78,12 +78,20 @@ def write_secret(path: Path, data: bytes) -> None:
 
 
 def _replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``path`` atomically: readers see the old or the new bytes, never half."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
+    """Write ``path`` atomically: readers see the old or the new bytes, never half.
+
+    The temporary name is random and created exclusively without following
+    symlinks, so a link planted at a predictable name is never written through.
+    """
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temporary, flags, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _wrap(label: str, key: _SoftKey) -> PrivateKey:
