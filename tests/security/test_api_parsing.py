@@ -89,3 +89,11 @@ def test_a_correct_body_is_accepted(client: TestClient) -> None:
     headers = {"Content-Type": "application/json; charset=utf-8"}
     response = client.post(BATCHES, content=body, headers=headers)
     assert response.status_code == 201, response.text
+
+
+def test_malformed_json_is_422_whatever_its_label(client: TestClient) -> None:
+    for content_type in ("application/json", "text/plain"):
+        response = client.post(
+            BATCHES, content=b"{not json", headers={"Content-Type": content_type}
+        )
+        _problem(response, 422, "invalid-request")

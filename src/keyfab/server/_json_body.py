@@ -4,8 +4,9 @@ FastAPI parses a body as JSON whatever its ``Content-Type`` (or none), and
 ``json.loads`` keeps the last of two equal keys, so ``{"count":1,"count":100000}``
 is read as 100,000 by us while a proxy or log that keeps the first saw 1. This
 middleware reads each API body once (inside the body limit, which counts the
-bytes first), insists on ``application/json``, refuses duplicate keys and
-malformed JSON with a problem document, and hands the same bytes on.
+bytes first), refuses malformed JSON (422) and duplicate keys (400), insists on
+``application/json`` (415), each with a problem document, and hands the same
+bytes on.
 EST (``/.well-known/est``) carries PKCS#10 and PKCS#7, not JSON: it is left alone.
 """
 
@@ -44,19 +45,20 @@ def _media_type(scope: Scope) -> str:
 
 
 def check_json(body: bytes, media_type: str) -> tuple[int, str, str] | None:
-    """(status, slug, detail) if ``body`` is not acceptable JSON, else None."""
-    if media_type != "application/json":
-        return (
-            415,
-            "unsupported-media-type",
-            "request bodies must be Content-Type: application/json",
-        )
+    """(status, slug, detail) if ``body`` is not acceptable JSON, else None.
+
+    A body that is no JSON at all is 422, as FastAPI answered before (whatever
+    its label); duplicate keys are 400; well-formed JSON sent without
+    ``Content-Type: application/json`` is 415, since it was never declared JSON.
+    """
     try:
         json.loads(body, object_pairs_hook=_no_duplicates)
     except _DuplicateKeyError as error:
         return 400, "invalid-request", f"duplicate key {str(error)[:64]!r} in the JSON body"
     except (ValueError, RecursionError):  # bad UTF-8 or JSON, huge numbers, deep nesting
-        return 400, "invalid-request", "the request body is not valid JSON"
+        return 422, "invalid-request", "the request body is not valid JSON"
+    if media_type != "application/json":
+        return 415, "unsupported-media-type", "send request bodies as application/json"
     return None
 
 
@@ -109,7 +111,11 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _problem(scope: Scope, send: Send, status: int, slug: str, detail: str) -> None:
-    titles = {415: "Unsupported content type", 400: "The request is not valid"}
+    titles = {
+        400: "The request is not valid",
+        415: "Unsupported content type",
+        422: "The request is not valid",
+    }
     body = json.dumps(
         {
             "type": problem_type(slug),
