@@ -8,7 +8,6 @@ for the caller to write 0600; a manifest signer's key stays in its root of trust
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -18,10 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from keyfab import audit, pki
 from keyfab.authority.revocation import station_label
 from keyfab.authority.service import Authority, labelled
-from keyfab.errors import ConfigError
+from keyfab.names import check_name
 from keyfab.pki.ca import PublicKey
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
 
 
 @dataclass(frozen=True)
@@ -41,9 +38,7 @@ def _new_key() -> tuple[ec.EllipticCurvePrivateKey, bytes]:
 
 
 def check_station_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise ConfigError("station name must be 1-48 letters, digits, '.', '_' or '-'")
-    return name
+    return check_name("station", name)
 
 
 def issue_station(authority: Authority, name: str) -> NewCredential:

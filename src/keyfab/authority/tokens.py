@@ -24,10 +24,10 @@ from keyfab import audit
 from keyfab.authority.roles import Principal, Role
 from keyfab.clock import utc_now
 from keyfab.errors import AuthenticationError, ConfigError, ConflictError, NotFoundError
+from keyfab.names import check_name
 from keyfab.registry import ApiToken, Registry, queries
 
 _TOKEN = re.compile(r"kf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MAX_TOKEN_LENGTH = 64
 Checkpoint = Callable[[Session], object]
 """Signs and witnesses a checkpoint in the caller's transaction (``Authority.checkpoint``)."""
@@ -80,8 +80,7 @@ def create(
     witnessed checkpoint: a grant of access must not be deletable or forgeable
     unnoticed. Without it the grant is recorded but not witnessed.
     """
-    if not _NAME.fullmatch(name):
-        raise ConfigError("token name must be 1-64 letters, digits, '.', '_', '@' or '-'")
+    check_name("token", name)
     if uses is not None and not 1 <= uses <= 1_000_000:
         raise ConfigError("--uses must be 1 to 1000000")
     if device_serial is not None and role is not Role.DEVICE:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import typer
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -18,6 +23,7 @@ from keyfab.cli._output import (
     reason_option,
     table,
 )
+from keyfab.errors import ConfigError
 from keyfab.pki import Profile, serial_hex
 from keyfab.registry import queries
 
@@ -117,11 +123,40 @@ def crl(
     der: bool = typer.Option(False, "--der", help="DER instead of PEM."),
 ) -> None:
     """Sign a new CRL of every revoked certificate, with the next CRLNumber."""
+    if out is None:
+        data, _ = _sign_crl(ctx, der)
+        typer.echo(data.decode() if not der else data.hex(), nl=False)
+        return
+    with _output_file(out) as handle:  # a path we cannot write fails before a CRL is signed
+        data, revoked = _sign_crl(ctx, der)
+        handle.write(data)
+    console.print(f"CRL with {revoked} revoked certificate(s) written to {out}", markup=False)
+
+
+def _sign_crl(ctx: typer.Context, der: bool) -> tuple[bytes, int]:
+    """The new CRL's bytes and how many certificates it lists."""
     with Authority.open(workspace(ctx)) as authority:
         signed = new_crl(authority)
-    data = signed.public_bytes(Encoding.DER if der else Encoding.PEM)
-    if out is None:
-        typer.echo(data.decode() if not der else data.hex(), nl=False)
-    else:
-        out.write_bytes(data)
-        console.print(f"CRL with {len(signed)} revoked certificate(s) written to {out}")
+    return signed.public_bytes(Encoding.DER if der else Encoding.PEM), len(signed)
+
+
+@contextmanager
+def _output_file(out: Path) -> Iterator[BinaryIO]:
+    """A temporary file next to ``out``, opened now and renamed over it at the end.
+
+    Opening it first proves the directory is writable before anything is
+    signed and recorded; the rename means a reader never sees half a CRL.
+    """
+    temporary = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        handle = temporary.open("xb")
+    except OSError as error:
+        raise ConfigError(f"cannot write {out}: {error.strerror}") from None
+    try:
+        with handle:
+            yield handle
+        os.replace(temporary, out)
+    except OSError as error:
+        raise ConfigError(f"cannot write {out}: {error.strerror}") from None
+    finally:
+        temporary.unlink(missing_ok=True)

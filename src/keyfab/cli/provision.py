@@ -11,8 +11,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json, errors, print_error
 from keyfab.clock import utc_now
-from keyfab.errors import ProvisionError
+from keyfab.errors import ConfigError, ProvisionError
+from keyfab.names import check_name
 from keyfab.provision import Summary, create_batch, load_recipe, outstanding, run_batch
+from keyfab.provision.batch import MAX_WORKERS
 from keyfab.rot.drivers import DRIVERS
 from keyfab.workspace import Workspace
 
@@ -43,8 +45,9 @@ def provision(
     if recipe is None or count is None:
         raise typer.BadParameter("give --recipe and --count (or use 'provision resume BATCH')")
     space = workspace(ctx)
+    _check_workers(workers)  # everything is checked before create_batch writes anything
     parsed, text = load_recipe(recipe, backend)  # an unknown backend: one line, nothing written
-    name = batch or f"{parsed.product.name}-{utc_now():%Y%m%dT%H%M%SZ}"
+    name = check_name("batch", batch or f"{parsed.product.name}-{utc_now():%Y%m%dT%H%M%SZ}")
     create_batch(space, text, recipe.parent, name, count)
     run_with_progress(space, name, count, workers, as_json)
 
@@ -58,7 +61,14 @@ def resume(
 ) -> None:
     """Finish a batch that was interrupted: no device is provisioned twice."""
     space = workspace(ctx)
+    _check_workers(workers)
     run_with_progress(space, batch, len(outstanding(space, batch)), workers, as_json)
+
+
+def _check_workers(workers: int) -> None:
+    """The worker count run_batch accepts, checked before a batch is recorded."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
 
 
 def run_with_progress(

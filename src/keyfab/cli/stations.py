@@ -13,7 +13,7 @@ from keyfab.cli._context import revoke as revoke_as_user
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console, reason_option
 from keyfab.errors import ConfigError
-from keyfab.securefile import write_secret
+from keyfab.securefile import check_secret_dir, write_secret
 
 app = typer.Typer(
     help="Station identities for mutual TLS with 'keyfab serve'.", no_args_is_help=True
@@ -30,7 +30,8 @@ def issue(
     cert_path, key_path = out / f"{check_station_name(name)}.pem", out / f"{name}.key"
     if key_path.exists():
         raise ConfigError(f"{key_path} exists: remove it first")
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_secret_dir(out)  # before the certificate is signed and recorded
     with Authority.open(workspace(ctx)) as authority:
         identity = issue_station(authority, name)
     try:

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from keyfab.errors import ConfigError
+from keyfab.securefile import read_bounded
 
 MAX_CERT_FILE = 1024 * 1024
 _SUFFIXES = (".crt", ".pem", ".cer", ".der")
@@ -38,12 +39,7 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 
 
 def _load_file(file: Path) -> list[x509.Certificate]:
-    try:
-        if file.stat().st_size > MAX_CERT_FILE:
-            raise ConfigError(f"{file} is larger than {MAX_CERT_FILE} bytes")
-        data = file.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read {file}: {error.strerror}") from None
+    data = read_bounded(file, MAX_CERT_FILE, "certificate file")
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)

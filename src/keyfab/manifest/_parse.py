@@ -60,7 +60,7 @@ def loads_object(data: bytes | str, what: str) -> dict[str, Any]:
 
     try:
         value = json.loads(data, object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # also a number past Python's int-digit limit
         raise _InvalidMemberError(f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise _InvalidMemberError(f"{what} is not a JSON object")

@@ -29,10 +29,11 @@ from keyfab.attest import Tpm2Policy, policy_from_options
 from keyfab.authority import Authority, record
 from keyfab.clock import utc_now
 from keyfab.errors import ConfigError, ConflictError, KeyfabError
+from keyfab.names import check_name
 from keyfab.pki import CertificateAuthority
-from keyfab.provision.devices import open_device
+from keyfab.provision.devices import device_options, open_device
 from keyfab.provision.flow import Issuance, issue_device, write_back
-from keyfab.provision.recipe import Recipe, load_objects, parse_recipe
+from keyfab.provision.recipe import MAX_SERIAL, Recipe, load_objects, parse_recipe
 from keyfab.registry import Base, Batch, Certificate, Device, DeviceState, Registry, queries
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
@@ -53,6 +54,7 @@ _ISSUE_DEVICE = (
     )
 )
 MAX_BATCH = 10_000_000
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,12 @@ class Summary:
 def create_batch(
     workspace: Workspace, recipe_text: str, recipe_dir: Path, name: str, count: int
 ) -> Recipe:
-    """Record the batch and reserve one device row and serial per slot."""
-    if not 1 <= count <= MAX_BATCH:
-        raise ConfigError(f"--count must be 1 to {MAX_BATCH}")
-    recipe = parse_recipe(recipe_text)
-    load_objects(recipe, recipe_dir)  # fail now, not on device 1
+    """Record the batch and reserve one device row and serial per slot.
+
+    Everything that can be checked without the database is checked first, so
+    a refused batch leaves no row behind and its name stays free.
+    """
+    recipe = check_batch(workspace, recipe_text, recipe_dir, name, count)
     registry = workspace.registry()
     try:
         with registry.transaction() as session:
@@ -102,6 +105,7 @@ def create_batch(
             session.flush()
             first = registry.allocate(session, "device", count)
             serials = [recipe.serial(first + slot, slot, name) for slot in range(count)]
+            _check_serial_length(max(serials, key=len))
             if len(set(serials)) != count:
                 raise ConfigError("the serial template gives the same serial to two devices")
             session.execute(
@@ -135,6 +139,33 @@ def create_batch(
     finally:
         registry.dispose()
     return recipe
+
+
+def check_batch(
+    workspace: Workspace, recipe_text: str, recipe_dir: Path, name: str, count: int
+) -> Recipe:
+    """The batch's recipe, after every check that needs no database write.
+
+    Name, count, recipe, objects, each device's driver options (placeholders
+    filled for the first and last slot) and the longest serial the count can
+    make: all refused here, before ``create_batch`` reserves anything.
+    """
+    check_name("batch", name)
+    if not 1 <= count <= MAX_BATCH:
+        raise ConfigError(f"--count must be 1 to {MAX_BATCH}")
+    recipe = parse_recipe(recipe_text)
+    load_objects(recipe, recipe_dir)  # fail now, not on device 1
+    for slot in {0, count - 1}:
+        device_options(recipe.rot.options(), slot, name, str(workspace.home))
+    _check_serial_length(recipe.serial(count, count - 1, name))  # a lower bound of the longest
+    return recipe
+
+
+def _check_serial_length(serial: str) -> None:
+    if len(serial) > MAX_SERIAL:
+        raise ConfigError(
+            f"product.serial makes serials longer than {MAX_SERIAL} characters ({serial[:20]}...)"
+        )
 
 
 class Station:

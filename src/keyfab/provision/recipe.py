@@ -8,6 +8,7 @@ device could be opened with is refused before a batch reserves serials.
 
 from __future__ import annotations
 
+import re
 import string
 import tomllib
 from pathlib import Path
@@ -18,11 +19,35 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from keyfab.errors import ConfigError
+from keyfab.names import check_name
+from keyfab.provision.devices import check_placeholders
 from keyfab.rot import KeyAlgorithm, check_label, check_options, driver
+from keyfab.securefile import read_bounded
 
 MAX_RECIPE_BYTES = 1 << 20
 MAX_OBJECT_BYTES = 1 << 20
+MAX_SERIAL = 64
+"""The ``devices.serial`` column: no serial a batch makes may be longer."""
+MAX_TEMPLATE = 128
+MAX_FORMAT_WIDTH = 32
+"""The widest ``{seq:NNd}`` (or precision) a serial template may ask for."""
 _SERIAL_FIELDS = frozenset({"seq", "slot", "batch", "product"})
+_NUMBERS = re.compile(r"\d+")
+
+
+def _printable(text: str, what: str) -> str:
+    """Refuse control characters (NUL, newline, escapes): they end up in certificates."""
+    if not text.isprintable():
+        raise ValueError(f"{what} must not contain control characters")
+    return text
+
+
+def _check_spec(field: str, spec: str | None, conversion: str | None) -> None:
+    """One replacement field of a serial template: no conversion, no nesting, small widths."""
+    if conversion is not None or (spec and "{" in spec):
+        raise ValueError(f"serial template field {{{field}}}: no '!' conversions or nested fields")
+    if any(int(n) > MAX_FORMAT_WIDTH for n in _NUMBERS.findall(spec or "")):
+        raise ValueError(f"serial template widths are at most {MAX_FORMAT_WIDTH}")
 
 
 class _Strict(BaseModel):
@@ -30,23 +55,51 @@ class _Strict(BaseModel):
 
 
 class Product(_Strict):
-    name: str = Field(min_length=1, max_length=128)
+    name: str
     hw_type: str = Field(pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$", description="hwType OID")
-    serial: str = "{product}-{seq:08d}"
-    organization: str = Field("", max_length=128)
+    serial: str = Field("{product}-{seq:08d}", max_length=MAX_TEMPLATE)
+    organization: str = Field("", max_length=64)  # X.520 organizationName: 64 at most
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        """The one name alphabet: the product name goes into serials and certificates."""
+        try:
+            return check_name("product", name)
+        except ConfigError as error:
+            raise _one_line(error) from None
+
+    @field_validator("organization")
+    @classmethod
+    def _organization(cls, organization: str) -> str:
+        return _printable(organization, "organization")
 
     @field_validator("serial")
     @classmethod
     def _serial_template(cls, template: str) -> str:
-        """Only plain fields, so a recipe cannot reach attributes through format()."""
+        """Only plain fields with small widths, so format() can neither reach
+        attributes nor be asked for a gigabyte of zero padding."""
+        _printable(template, "serial template")
         try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+            parts = [p for p in string.Formatter().parse(template) if p[1] is not None]
         except ValueError as error:
             raise ValueError(f"bad serial template: {error}") from None
+        fields = [field for _, field, _, _ in parts]
         unknown = set(fields) - _SERIAL_FIELDS
         if unknown or "seq" not in fields:
             raise ValueError(f"serial template must use {{seq}} and only {sorted(_SERIAL_FIELDS)}")
+        for _, field, spec, conversion in parts:
+            _check_spec(str(field), spec, conversion)
         return template
+
+    @model_validator(mode="after")
+    def _serial_formats(self) -> Product:
+        """Format one serial now, so a bad format code fails at parse time, not in a batch."""
+        try:
+            self.serial.format(seq=0, slot=0, batch="b", product=self.name)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"bad serial template: {error}") from None
+        return self
 
 
 class RotSettings(BaseModel):
@@ -69,6 +122,7 @@ class RotSettings(BaseModel):
         """The options must fit the driver's schema (checked as given, placeholders and all)."""
         try:
             check_options(self.driver, self.options())
+            check_placeholders(self.options())
         except ConfigError as error:
             raise _one_line(error) from None
         return self
@@ -83,6 +137,14 @@ def _one_line(error: ConfigError) -> PydanticCustomError:
     return PydanticCustomError("rot", "{reason}", {"reason": str(error)})
 
 
+def _label(label: str) -> str:
+    """A key or object label: the root of trust's rule and the one name alphabet."""
+    try:
+        return check_name("label", check_label(label))
+    except ConfigError as error:
+        raise _one_line(error) from None
+
+
 class KeyEntry(_Strict):
     label: str
     algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256
@@ -91,7 +153,7 @@ class KeyEntry(_Strict):
     @field_validator("label")
     @classmethod
     def _label(cls, label: str) -> str:
-        return check_label(label)
+        return _label(label)
 
 
 class ObjectEntry(_Strict):
@@ -101,7 +163,7 @@ class ObjectEntry(_Strict):
     @field_validator("label")
     @classmethod
     def _label(cls, label: str) -> str:
-        return check_label(label)
+        return _label(label)
 
 
 class Finish(_Strict):
@@ -125,7 +187,7 @@ class Recipe(_Strict):
             if len(labels) != len(set(labels)):
                 raise ValueError(f"{kind} labels must be unique")
         for name, value in self.counters.items():
-            check_label(name)
+            _label(name)
             if value < 0:
                 raise ValueError(f"counter {name!r} cannot start below zero")
         return self
@@ -144,6 +206,8 @@ def _toml(source: str, origin: str) -> dict[str, Any]:
         return tomllib.loads(source)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{origin}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: nested too deeply") from None
 
 
 def parse_recipe(source: str, origin: str = "recipe") -> Recipe:
@@ -151,6 +215,8 @@ def parse_recipe(source: str, origin: str = "recipe") -> Recipe:
     data = _toml(source, origin)
     try:
         return Recipe.model_validate(data)
+    except RecursionError:
+        raise ConfigError(f"{origin}: nested too deeply") from None
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "recipe"
@@ -165,10 +231,11 @@ def load_recipe(path: Path, driver_name: str | None = None) -> tuple[Recipe, str
     validation, so the options are checked against the driver that will run;
     the returned text carries the replacement, for a resume to use the same.
     """
+    data = read_bounded(path, MAX_RECIPE_BYTES, "recipe")
     try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read recipe {path}: {error}") from None
+        source = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read recipe {path}: not UTF-8 text") from None
     if driver_name is not None:
         source = with_driver(source, driver_name, str(path))
     return parse_recipe(source, str(path)), source
@@ -190,14 +257,5 @@ def load_objects(recipe: Recipe, base: Path) -> dict[str, bytes]:
     objects: dict[str, bytes] = {}
     for entry in recipe.objects:
         path = entry.file if entry.file.is_absolute() else base / entry.file
-        try:
-            if path.stat().st_size > MAX_OBJECT_BYTES:
-                raise ConfigError(
-                    f"object {entry.label!r}: {path} is over {MAX_OBJECT_BYTES} bytes"
-                )
-            objects[entry.label] = path.read_bytes()
-        except OSError as error:
-            raise ConfigError(
-                f"object {entry.label!r}: cannot read {path}: {error.strerror}"
-            ) from None
+        objects[entry.label] = read_bounded(path, MAX_OBJECT_BYTES, f"object {entry.label!r}:")
     return objects

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from keyfab.errors import MissingExtraError, RegistryError
@@ -110,7 +110,7 @@ class Registry:
                     from alembic import command
 
                     command.upgrade(_alembic(connection), "head")
-        except OperationalError as error:
+        except DatabaseError as error:  # unreachable, locked, or a file that is no database
             raise RegistryError(f"cannot open registry {self.display_url}: {error.orig}") from None
 
     @property

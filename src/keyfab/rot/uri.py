@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 
 from keyfab.errors import ConfigError
 from keyfab.rot.drivers import driver_names
+from keyfab.securefile import read_bounded
 
 SCHEMES = driver_names()  # one scheme per root-of-trust driver
 _SECRET_ATTRIBUTES = frozenset({"pin-value"})
@@ -47,6 +48,8 @@ _KNOWN: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     ),
 }
 _MAX_URI = 4096
+MAX_PIN_FILE = 4096
+"""A PIN file holds one line; anything this large is the wrong file."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,8 @@ def read_pin(uri: KeyUri) -> str | None:
     if source is None:
         return None
     path = source.removeprefix("file:")
+    data = read_bounded(Path(path), MAX_PIN_FILE, "PIN file")
     try:
-        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as error:
-        raise ConfigError(f"cannot read PIN file {path}: {error.strerror}") from None
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read PIN file {path}: not UTF-8 text") from None

@@ -21,8 +21,11 @@ from starlette.status import HTTP_201_CREATED, HTTP_202_ACCEPTED
 
 from keyfab.authority import READERS, WRITERS, Principal
 from keyfab.errors import KeyfabError
+from keyfab.names import pattern
 from keyfab.provision import create_batch, parse_recipe
+from keyfab.provision.recipe import MAX_RECIPE_BYTES
 from keyfab.registry import queries
+from keyfab.securefile import read_bounded
 from keyfab.server._service import Service
 from keyfab.server.auth import require, service
 from keyfab.server.models import BatchProgress, BatchRequest
@@ -32,7 +35,7 @@ router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
 Reader = Annotated[Principal, Depends(require(*READERS))]
 Writer = Annotated[Principal, Depends(require(*WRITERS))]
 RECIPES = "recipes"
-Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+Name = Annotated[str, Path(pattern=pattern("batch"))]
 
 
 def _progress(request: Request, name: str) -> BatchProgress:
@@ -54,11 +57,12 @@ def _progress(request: Request, name: str) -> BatchProgress:
 def _recipe(svc: Service, name: str) -> tuple[str, pathlib.Path]:
     """(recipe text, its directory) for a recipe in the workspace's recipes/ directory."""
     folder = svc.workspace.home / RECIPES
+    path = folder / f"{name}.toml"
+    if not path.exists():
+        raise ProblemError(404, "recipe-not-found", f"no recipe {name!r} in {RECIPES}/")
     try:
-        return (folder / f"{name}.toml").read_text(encoding="utf-8"), folder
-    except FileNotFoundError:
-        raise ProblemError(404, "recipe-not-found", f"no recipe {name!r} in {RECIPES}/") from None
-    except (OSError, UnicodeDecodeError):
+        return read_bounded(path, MAX_RECIPE_BYTES, "recipe").decode("utf-8"), folder
+    except (KeyfabError, UnicodeDecodeError):
         raise ProblemError(400, "invalid-recipe", f"recipe {name!r} cannot be read") from None
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from keyfab import __version__
 from keyfab.server import MAX_BODY, api_batches, api_devices, api_system, est, problems
+from keyfab.server._json_body import StrictJsonBodies
 from keyfab.server._limits import BodyLimit
 from keyfab.server._service import Service
 from keyfab.workspace import Workspace, default_home
@@ -33,6 +34,7 @@ def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
     )
     app.state.service = svc
     problems.install(app)
+    app.add_middleware(StrictJsonBodies)  # inside the limit: it reads bodies already capped
     app.add_middleware(BodyLimit, limit=max_body)
     for module in (api_system, api_devices, api_batches, est):
         app.include_router(module.router)

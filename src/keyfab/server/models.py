@@ -3,17 +3,49 @@
 from __future__ import annotations
 
 import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from keyfab.names import max_length, name_problem, pattern
 from keyfab.pki import RevocationReason
 from keyfab.registry import DeviceState
 
 
 class Strict(BaseModel):
-    """Request bodies refuse unknown fields: a typo is an error, not a silent default."""
+    """Request bodies refuse unknown fields and never coerce: a typo is an error,
+    and ``"5"`` or ``true`` is not a count."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _checked(kind: str) -> AfterValidator:
+    """The whole name rule of keyfab.names (the pattern alone cannot refuse '..')."""
+
+    def check(value: str) -> str:
+        problem = name_problem(kind, value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+BatchName = Annotated[
+    str,
+    Field(min_length=1, max_length=max_length("batch"), pattern=pattern("batch")),
+    _checked("batch"),
+]
+RecipeName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=max_length("recipe"),
+        pattern=pattern("recipe"),
+        description="A recipe in the workspace's recipes/ directory, without '.toml'.",
+    ),
+    _checked("recipe"),
+]
 
 
 class CertificateSummary(BaseModel):
@@ -76,11 +108,8 @@ class RevokeResult(BaseModel):
 
 
 class BatchRequest(Strict):
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    recipe: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-        description="A recipe in the workspace's recipes/ directory, without '.toml'.",
-    )
+    name: BatchName
+    recipe: RecipeName
     count: int = Field(ge=1, le=100_000)
 
 

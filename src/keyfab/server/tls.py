@@ -12,6 +12,7 @@ devices re-enrolling prove themselves with them and everyone else uses a token.
 from __future__ import annotations
 
 import datetime
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from keyfab.securefile import write_secret
 from keyfab.workspace import Workspace
 
 _RENEW_BEFORE = datetime.timedelta(days=7)
+PEM = serialization.Encoding.PEM
 
 
 @dataclass(frozen=True)
@@ -53,22 +55,39 @@ def server_files(workspace: Workspace, hosts: tuple[str, ...]) -> TlsFiles:
     folder.mkdir(mode=0o700, exist_ok=True)
     files = TlsFiles(folder / "tls-cert.pem", folder / "tls-key.pem", folder / "trust.pem")
     with Authority.open(workspace) as authority:
-        files.trust.write_bytes(
-            b"".join(c.public_bytes(serialization.Encoding.PEM) for c in authority.chain)
-        )
-        if not (files.key.is_file() and _current(files.certificate, hosts)):
+        _write(files.trust, b"".join(c.public_bytes(PEM) for c in authority.chain))
+        if not (_own_file(files.key) and _current(files.certificate, hosts)):
             _issue(authority, hosts, files)
     return files
+
+
+def _own_file(path: Path) -> bool:
+    """True if ``path`` itself is a regular file: a symlink there is never our key."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Replace one of the service's files the way secrets are written.
+
+    The certificate and trust files are public, but writing them with
+    ``write_bytes`` would follow a symlink planted in their place and
+    overwrite whatever it points to; ``write_secret`` checks the directory
+    and swaps the name atomically instead.
+    """
+    try:
+        write_secret(path, data, replace=True)
+    except OSError as error:
+        raise ConfigError(f"cannot write {path}: {error.strerror}") from None
 
 
 def _issue(authority: Authority, hosts: tuple[str, ...], files: TlsFiles) -> None:
     """A new key and certificate for the service, recorded like every other certificate."""
     credential = issue_tls_server(authority, hosts)
-    try:
-        write_secret(files.key, credential.key_pem, replace=True)
-    except OSError as error:
-        raise ConfigError(f"cannot write {files.key}: {error.strerror}") from None
-    files.certificate.write_bytes(
-        credential.certificate.public_bytes(serialization.Encoding.PEM)
-        + authority.certificate.public_bytes(serialization.Encoding.PEM)
+    _write(files.key, credential.key_pem)
+    _write(
+        files.certificate,
+        credential.certificate.public_bytes(PEM) + authority.certificate.public_bytes(PEM),
     )
