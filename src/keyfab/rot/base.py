@@ -9,7 +9,6 @@ provisioning. Nothing above this seam knows which hardware it talks to.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -17,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from keyfab.errors import ConfigError, UnsupportedError
+from keyfab.names import check_name
 from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
 
 PrivateKey = HardwareECPrivateKey | HardwareRSAPrivateKey
@@ -24,14 +24,13 @@ PrivateKey = HardwareECPrivateKey | HardwareRSAPrivateKey
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
-_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
 
 def check_label(label: str) -> str:
-    """Labels name keys and objects; they become file names and token attributes."""
-    if not _LABEL.fullmatch(label):
-        raise ConfigError(f"invalid label {label!r}: use 1-64 of A-Z a-z 0-9 . _ -")
-    return label
+    """Labels name keys and objects; they become file names and token attributes.
+
+    The one name rule (``keyfab.names``): letters, digits, '.', '_', '-', never '..'.
+    """
+    return check_name("label", label)
 
 
 MAX_RANDOM = 1 << 16

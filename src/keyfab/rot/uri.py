@@ -140,7 +140,11 @@ def read_pin(uri: KeyUri) -> str | None:
     source = uri.query.get("pin-source")
     if source is None:
         return None
-    path = source.removeprefix("file:")
+    return read_pin_file(source.removeprefix("file:"))
+
+
+def read_pin_file(path: str | Path) -> str:
+    """A PIN kept in a file: a small regular UTF-8 file, without its line ending."""
     data = read_bounded(Path(path), MAX_PIN_FILE, "PIN file")
     try:
         return data.decode("utf-8").rstrip("\r\n")

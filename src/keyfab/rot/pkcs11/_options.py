@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from keyfab.errors import ConfigError
 from keyfab.rot.options import Pkcs11Options
+from keyfab.rot.uri import read_pin_file
 
 _OPTIONS = frozenset(Pkcs11Options.model_fields)  # the names the recipe's schema knows
 
@@ -73,9 +73,4 @@ def _secret(options: Mapping[str, Any], name: str) -> str | None:
     inline, path = _text(options, name), _text(options, f"{name}_file")
     if inline is not None and path is not None:
         raise ConfigError(f"pkcs11: give {name} or {name}_file, not both")
-    if path is None:
-        return inline
-    try:
-        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as error:
-        raise ConfigError(f"cannot read PIN file {path}: {error.strerror}") from None
+    return inline if path is None else read_pin_file(path)
