@@ -46,7 +46,7 @@ def issue_station(authority: Authority, name: str) -> NewCredential:
     key, pem = _new_key()
     template = pki.station(authority.organization, check_station_name(name))
     number, label = labelled(station_label(name)[:-1])
-    event = audit.Entry("station.certified", name, {"serial_number": f"{number:x}"})
+    event = audit.Entry("station.certified", name, {"serial_number": pki.serial_hex(number)})
     certificate = authority.issue(
         template,
         key.public_key(),
@@ -72,7 +72,7 @@ def issue_manifest_signer(
 ) -> x509.Certificate:
     """A manifest-signer certificate for a key already in its root of trust."""
     number, label = labelled(str(pki.Profile.MANIFEST_SIGNER))
-    details = {"serial_number": f"{number:x}", "key_uri": key_uri}
+    details = {"serial_number": pki.serial_hex(number), "key_uri": key_uri}
     return authority.issue(
         pki.manifest_signer(authority.organization or "keyfab", name),
         public_key,

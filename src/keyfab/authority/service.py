@@ -247,7 +247,7 @@ def labelled(prefix: str) -> tuple[int, str]:
     EST enrolments): the label keeps them apart in listings and stays unique.
     """
     number = pki.new_serial_number()
-    return number, f"{prefix}:{number:x}"[: len(prefix) + 17]
+    return number, f"{prefix}:{pki.serial_hex(number)[:16]}"
 
 
 def fingerprint(certificate: x509.Certificate) -> str:

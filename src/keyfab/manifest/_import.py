@@ -38,6 +38,7 @@ from keyfab.manifest._model import SecureElement
 from keyfab.manifest._policy import VerificationPolicy, VerifiedEntry
 from keyfab.manifest._serialize import format_timestamp
 from keyfab.manifest._verify import EntryReport, verify_manifest
+from keyfab.pki import serial_hex
 from keyfab.registry import Certificate, Device, DeviceState, Registry, certificate_row
 
 CHUNK = 500
@@ -137,16 +138,14 @@ def _write_chunk(session: Session, reports: list[EntryReport], tell: Listener) -
         outcome, reason = _classify(report.verified, existing, taken)
         if outcome is Outcome.IMPORTED:
             fresh.append(report.verified)
-            taken.update(
-                format(c.serial_number, "x") for c in _device_certificates(report.verified)
-            )
+            taken.update(serial_hex(c) for c in _device_certificates(report.verified))
         tell(report, outcome, reason)
     _insert(session, fresh)
 
 
 def _certificate_serials(reports: Iterable[EntryReport]) -> list[str]:
     return [
-        format(cert.serial_number, "x")
+        serial_hex(cert)
         for r in reports
         if r.verified is not None
         for cert in _device_certificates(r.verified)
@@ -174,7 +173,7 @@ def _classify(
             return Outcome.PRESENT, None
         return Outcome.REJECTED, "uniqueId already in the registry with a different key"
     for cert in _device_certificates(verified):
-        if format(cert.serial_number, "x") in taken:
+        if serial_hex(cert) in taken:
             return Outcome.REJECTED, "a certificate with this serial number is already registered"
     return Outcome.IMPORTED, None
 

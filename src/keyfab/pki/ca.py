@@ -40,9 +40,10 @@ def signature_hash(key: CAKey | PublicKey) -> SignatureHash:
     return hashes.SHA256()
 
 
-def serial_hex(certificate: x509.Certificate) -> str:
+def serial_hex(certificate: x509.Certificate | int) -> str:
     """A certificate's serial number as the registry keys it: lowercase hex, no leading zeros."""
-    return format(certificate.serial_number, "x")
+    number = certificate if isinstance(certificate, int) else certificate.serial_number
+    return format(number, "x")
 
 
 def new_serial_number() -> int:

@@ -8,6 +8,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from keyfab.pki.ca import serial_hex
+
 _SUBJECT_MAX = 512  # the certificates.subject column
 _LABEL_MAX = 64  # the certificates.key_label column
 
@@ -22,7 +24,7 @@ def certificate_row(
 ) -> dict[str, Any]:
     """The ``certificates`` row for ``certificate`` (serial number as lowercase hex)."""
     return {
-        "serial_number": format(certificate.serial_number, "x"),
+        "serial_number": serial_hex(certificate),
         "device_id": device_id,
         "key_label": key_label[:_LABEL_MAX],
         "profile": profile,
