@@ -37,6 +37,7 @@ _SUBCOMMANDS = {
     "serve": ("keyfab.cli.serve", "serve", False),
     "tokens": ("keyfab.cli.tokens", "app", True),
     "stations": ("keyfab.cli.stations", "app", True),
+    "recipe": ("keyfab.cli.recipe", "app", True),
 }
 
 

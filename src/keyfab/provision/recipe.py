@@ -55,10 +55,24 @@ class _Strict(BaseModel):
 
 
 class Product(_Strict):
-    name: str
-    hw_type: str = Field(pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$", description="hwType OID")
-    serial: str = Field("{product}-{seq:08d}", max_length=MAX_TEMPLATE)
-    organization: str = Field("", max_length=64)  # X.520 organizationName: 64 at most
+    name: str = Field(
+        description="product name: goes into serials, certificates and the registry",
+        examples=["acme-gateway"],
+    )
+    hw_type: str = Field(
+        pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$",
+        description="hwType OID of the IDevID's hardwareModuleName (your own OID arc)",
+        examples=["1.3.6.1.4.1.99999.1.1"],
+    )
+    serial: str = Field(
+        "{product}-{seq:08d}",
+        max_length=MAX_TEMPLATE,
+        description="serial number template: {seq} (required, from the database), {slot}, "
+        "{batch}, {product}; at most 64 characters once filled",
+    )
+    organization: str = Field(
+        "", max_length=64, description="organizationName in device certificates (64 at most)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -106,7 +120,11 @@ class RotSettings(BaseModel):
     """``[rot]``: which driver opens each device, and that driver's options."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    driver: str = "soft"
+    driver: str = Field(
+        default="soft",
+        description="root-of-trust driver that opens each device (soft, pkcs11, tpm2); "
+        "--backend overrides it; the driver's own options follow it in [rot]",
+    )
 
     @field_validator("driver")
     @classmethod
@@ -146,9 +164,16 @@ def _label(label: str) -> str:
 
 
 class KeyEntry(_Strict):
-    label: str
-    algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256
-    profile: Literal["idevid"] | None = "idevid"
+    label: str = Field(description="key label inside the device", examples=["idevid"])
+    algorithm: KeyAlgorithm = Field(
+        KeyAlgorithm.EC_P256,
+        description="key type: " + ", ".join(a.value for a in KeyAlgorithm),
+    )
+    profile: Literal["idevid"] | None = Field(
+        "idevid",
+        description="certificate profile the manufacturing CA issues for the key "
+        "(idevid: an IEEE 802.1AR IDevID certificate)",
+    )
 
     @field_validator("label")
     @classmethod
@@ -157,8 +182,11 @@ class KeyEntry(_Strict):
 
 
 class ObjectEntry(_Strict):
-    label: str
-    file: Path
+    label: str = Field(description="object label inside the device", examples=["fit-key"])
+    file: Path = Field(
+        description="file written byte for byte into every device (relative: to the recipe)",
+        examples=["keys/firmware.pub.pem"],
+    )
 
     @field_validator("label")
     @classmethod
@@ -167,16 +195,23 @@ class ObjectEntry(_Strict):
 
 
 class Finish(_Strict):
-    lock: bool = True
+    lock: bool = Field(default=True, description="lock the device after provisioning (no new keys)")
 
 
 class Recipe(_Strict):
-    product: Product
-    rot: RotSettings = RotSettings()
-    keys: list[KeyEntry] = Field(min_length=1, max_length=16)
-    objects: list[ObjectEntry] = Field(default_factory=list, max_length=64)
-    counters: dict[str, int] = Field(default_factory=dict)
-    finish: Finish = Finish()
+    product: Product = Field(description="what is made")
+    rot: RotSettings = Field(RotSettings(), description="where each device's keys live")
+    keys: list[KeyEntry] = Field(
+        min_length=1, max_length=16, description="keys generated in every device (1 to 16)"
+    )
+    objects: list[ObjectEntry] = Field(
+        default_factory=list, max_length=64, description="data written into every device"
+    )
+    counters: dict[str, int] = Field(
+        default_factory=dict,
+        description="monotonic counters and their start values (not on pkcs11)",
+    )
+    finish: Finish = Field(Finish(), description="what happens after the certificates")
 
     @model_validator(mode="after")
     def _unique_labels(self) -> Recipe:

@@ -29,20 +29,45 @@ class DriverOptions(BaseModel):
 class SoftOptions(DriverOptions):
     """``soft``: ``path`` is the device's directory; without it, keys live in memory."""
 
-    path: StrictStr | None = None
+    path: StrictStr | None = Field(
+        None,
+        description="directory of each device's key and object files; unset: keys in memory only",
+        examples=["{home}/devices/{batch}/{slot:06d}"],
+    )
 
 
 class Pkcs11Options(DriverOptions):
     """``pkcs11``: which module and token, how to log in, whether to initialise it."""
 
-    module: StrictStr | None = None
-    token: StrictStr | None = None
-    serial: StrictStr | None = None
-    pin: StrictStr | None = Field(default=None, repr=False)
-    pin_file: StrictStr | None = None
-    initialize: StrictBool = False
-    so_pin: StrictStr | None = Field(default=None, repr=False)
-    so_pin_file: StrictStr | None = None
+    module: StrictStr | None = Field(
+        None,
+        description="the PKCS#11 module (.so) to load; unset: $KEYFAB_PKCS11_MODULE",
+        examples=["/usr/lib/softhsm/libsofthsm2.so"],
+    )
+    token: StrictStr | None = Field(
+        None,
+        description="label of each device's token (at most 32 bytes); include {batch} and "
+        "{slot} so no two batches reuse a label",
+        examples=["{batch}-{slot}"],
+    )
+    serial: StrictStr | None = Field(
+        None, description="token serial number to find each device's token (with or without token)"
+    )
+    pin: StrictStr | None = Field(
+        default=None, repr=False, description="user PIN, inline (prefer pin_file)"
+    )
+    pin_file: StrictStr | None = Field(
+        None, description="file holding the user PIN on one line", examples=["pins/user.pin"]
+    )
+    initialize: StrictBool = Field(
+        False, description="make a missing token on a blank slot (C_InitToken, C_InitPIN)"
+    )
+    so_pin: StrictStr | None = Field(
+        default=None, repr=False, description="security officer PIN for initialize, inline"
+    )
+    so_pin_file: StrictStr | None = Field(
+        None, description="file holding the SO PIN for initialize", examples=["pins/so.pin"]
+    )
 
     @model_validator(mode="after")
     def _finds_a_token(self) -> Pkcs11Options:
@@ -58,11 +83,25 @@ _Handle = StrictInt | StrictStr
 class Tpm2Options(DriverOptions):
     """``tpm2``: the TCTI (one, or one per slot) and where labels live in the TPM."""
 
-    tcti: StrictStr | list[StrictStr]
-    handles: dict[str, _Handle] = Field(default_factory=dict)
-    nv: dict[str, _Handle] = Field(default_factory=dict)
-    counters: dict[str, _Handle] = Field(default_factory=dict)
-    iak: StrictStr = "iak"
-    iak_algorithm: StrictStr = "ec-p256"
-    ek: StrictStr | None = None
-    ek_roots: StrictStr | list[StrictStr] | None = None
+    tcti: StrictStr | list[StrictStr] = Field(
+        description="how to reach the TPM (one TCTI, or a list: one per slot of the station)",
+        examples=["device:/dev/tpmrm0"],
+    )
+    handles: dict[str, _Handle] = Field(
+        default_factory=dict, description="persistent handle per key label"
+    )
+    nv: dict[str, _Handle] = Field(
+        default_factory=dict,
+        description="NV index per object label; others get a stable derived index",
+    )
+    counters: dict[str, _Handle] = Field(
+        default_factory=dict, description="NV counter index per counter name"
+    )
+    iak: StrictStr = Field("iak", description="label of the attestation key (IAK)")
+    iak_algorithm: StrictStr = Field("ec-p256", description="the IAK's key type")
+    ek: StrictStr | None = Field(
+        None, description="which EK to use if the TPM has several, e.g. rsa-2048"
+    )
+    ek_roots: StrictStr | list[StrictStr] | None = Field(
+        None, description="TPM vendor roots and intermediates (PEM files or directories)"
+    )
