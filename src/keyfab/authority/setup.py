@@ -1,8 +1,12 @@
 """Creating a workspace's CAs: the root, the manufacturing CA below it, their records.
 
 The keys are generated where their URIs point (soft files by default, an HSM
-with ``pkcs11:``); the certificates and the URIs, never a PIN, go into the
-registry with one ``ca.created`` audit event each.
+with ``pkcs11:``), or adopted there when asked (``adopt``: the key must exist,
+as ``step ca init --kms`` uses existing keys); without ``adopt`` an existing key
+is refused, so a typo in a URI cannot silently reuse another CA's key. Relative
+paths in the URIs are made absolute first, so the recorded URIs work from any
+directory. The certificates and the URIs, never a PIN, go into the registry
+with one ``ca.created`` audit event each.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from sqlalchemy.orm import Session
 from keyfab import audit, pki
 from keyfab.authority.service import fingerprint
 from keyfab.clock import utc_now
-from keyfab.errors import ConfigError, KeyfabError
+from keyfab.errors import ConfigError, KeyfabError, KeyNotFoundError
 from keyfab.registry import CaRecord, Registry, queries
 from keyfab.rot import KeyAlgorithm, KeySpec, open_rot, parse_key_uri, soft_key_uri
+from keyfab.rot.base import RootOfTrust
+from keyfab.rot.uri import KeyUri, absolute_key_uri
 from keyfab.workspace import MANUFACTURING, ROOT, Workspace
 
 
@@ -27,20 +33,24 @@ def initialise(
     algorithm: KeyAlgorithm = KeyAlgorithm.EC_P256,
     root_key: str | None = None,
     ca_key: str | None = None,
+    adopt: bool = False,
 ) -> pki.CertificateAuthority:
-    """Create the root and manufacturing CAs, their keys and the registry."""
+    """Create the root and manufacturing CAs, their keys and the registry.
+
+    With ``adopt`` the keys at the URIs given (``root_key``, ``ca_key``) are
+    used instead of generated; the default soft files are always generated.
+    """
     workspace.make_home()
     registry = Registry.open(workspace.database_url, create=True)
     try:
         if queries.authorities(registry):
             raise ConfigError(f"{workspace.home} is already initialised")
-        root_uri = root_key or soft_key_uri(workspace.home / "ca" / "root-ca.pem")
-        ca_uri = ca_key or soft_key_uri(workspace.home / "ca" / "manufacturing-ca.pem")
-        created: list[Path] = []
+        root_uri = _where(root_key, workspace.home / "ca" / "root-ca.pem")
+        ca_uri = _where(ca_key, workspace.home / "ca" / "manufacturing-ca.pem")
+        keys = _Keys(KeySpec(algorithm), (adopt and bool(root_key), adopt and bool(ca_key)))
+        created = keys.created
         try:
-            root, manufacturing = _create_cas(
-                organization, KeySpec(algorithm), root_uri, ca_uri, created
-            )
+            root, manufacturing = _create_cas(organization, keys, root_uri, ca_uri)
         except KeyfabError:
             for path in created:  # a failed init leaves no soft key behind to block the next
                 path.unlink(missing_ok=True)
@@ -69,22 +79,48 @@ def _record(session: Session, label: str, ca: pki.CertificateAuthority, uri: str
     )
 
 
+def _where(given: str | None, default: Path) -> str:
+    """The key URI to record: the one given with absolute paths, or the default soft file."""
+    return absolute_key_uri(given) if given else soft_key_uri(default.absolute())
+
+
+class _Keys:
+    """Makes (or, where told, adopts) the two CA keys; remembers the soft files it made."""
+
+    def __init__(self, spec: KeySpec, adopt: tuple[bool, bool]) -> None:
+        self.spec = spec
+        self.adopt = list(adopt)
+        self.created: list[Path] = []
+
+    def next(self, uri: str) -> pki.ca.CAKey:
+        """The key for the next CA (root first, then manufacturing)."""
+        return _ca_key(uri, self.spec, self.created, adopt=self.adopt.pop(0))
+
+
 def _create_cas(
-    organization: str, spec: KeySpec, root_uri: str, ca_uri: str, created: list[Path]
+    organization: str, keys: _Keys, root_uri: str, ca_uri: str
 ) -> tuple[pki.CertificateAuthority, pki.CertificateAuthority]:
     name = organization or "keyfab"
     root = pki.CertificateAuthority.create_root(
-        pki.root_ca(organization, f"{name} Root CA"), _new_key(root_uri, spec, created)
+        pki.root_ca(organization, f"{name} Root CA"), keys.next(root_uri)
     )
     manufacturing = root.create_subordinate(
-        pki.manufacturing_ca(organization, f"{name} Manufacturing CA"),
-        _new_key(ca_uri, spec, created),
+        pki.manufacturing_ca(organization, f"{name} Manufacturing CA"), keys.next(ca_uri)
     )
     return root, manufacturing
 
 
-def _new_key(uri: str, spec: KeySpec, created: list[Path]) -> pki.ca.CAKey:
-    """Generate a CA key where ``uri`` says; soft key files made are added to ``created``."""
+def _existing(rot: RootOfTrust, label: str) -> pki.ca.CAKey | None:
+    """The key under ``label`` if there is one (opened, never generated)."""
+    try:
+        return rot.key(label)
+    except KeyNotFoundError:
+        return None
+
+
+def _ca_key(uri: str, spec: KeySpec, created: list[Path], *, adopt: bool) -> pki.ca.CAKey:
+    """The CA key at ``uri``: adopted if ``adopt`` (it must exist), else generated
+    (it must not exist); soft key files made are added to ``created``."""
     parsed = parse_key_uri(uri)
     if parsed.label is None:
         raise ConfigError(f"key URI {parsed} does not name a key")
@@ -93,9 +129,24 @@ def _new_key(uri: str, spec: KeySpec, created: list[Path]) -> pki.ca.CAKey:
             "CA key URIs are kept in the registry: give the PIN by pin-source=file:..."
         )
     try:
-        key = open_rot(parsed).generate_key(parsed.label, spec)
+        rot = open_rot(parsed)
+        existing = _existing(rot, parsed.label)
+        if adopt or existing is not None:
+            return _adopted(parsed, existing, adopt)
+        key = rot.generate_key(parsed.label, spec)
+    except ConfigError:
+        raise
     except KeyfabError as error:
         raise ConfigError(f"cannot create CA key {parsed}: {error}") from None
     if parsed.scheme == "soft":
         created.append(Path(parsed.path))
     return key
+
+
+def _adopted(parsed: KeyUri, existing: pki.ca.CAKey | None, adopt: bool) -> pki.ca.CAKey:
+    """The existing key when adopting was asked for; otherwise a one-line refusal."""
+    if not adopt:
+        raise ConfigError(f"a key already exists at {parsed}: use it with --adopt-keys")
+    if existing is None:
+        raise ConfigError(f"--adopt-keys: no key at {parsed} to adopt")
+    return existing

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import typer
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyfab.authority import Authority, fingerprint, new_crl, revoke_certificate
@@ -26,8 +27,21 @@ from keyfab.cli._output import (
 from keyfab.errors import ConfigError
 from keyfab.pki import Profile, serial_hex
 from keyfab.registry import queries
+from keyfab.rot import parse_key_uri
+from keyfab.workspace import MANUFACTURING, ROOT
 
 app = typer.Typer(help="The root and manufacturing CAs.", no_args_is_help=True)
+ROLES = (MANUFACTURING, ROOT)  # the chain's order
+
+
+def _key_kind(public_key: object) -> str:
+    """A CA key as people name it: "EC P-256", "RSA 3072" (read from the certificate)."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        curve = public_key.curve.name
+        return "EC " + {"secp256r1": "P-256", "secp384r1": "P-384"}.get(curve, curve)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"RSA {public_key.key_size}"
+    return type(public_key).__name__
 
 
 @app.command()
@@ -42,6 +56,7 @@ def show(
     """The CA chain: subjects, key types, validity, fingerprints."""
     with Authority.open(workspace(ctx)) as authority:
         chain = authority.chain
+        uris = [str(parse_key_uri(authority.key_uri(role))) for role in ROLES]  # PIN redacted
     if pem:
         for certificate in chain[-1:] if root else chain:
             typer.echo(certificate.public_bytes(Encoding.PEM).decode(), nl=False)
@@ -54,10 +69,11 @@ def show(
             "serial_number": serial_hex(c),
             "not_before": c.not_valid_before_utc.isoformat(),
             "not_after": c.not_valid_after_utc.isoformat(),
-            "key": type(c.public_key()).__name__,
+            "key": _key_kind(c.public_key()),
+            "key_uri": uri,
             "sha256": fingerprint(c),
         }
-        for role, c in zip(("manufacturing", "root"), chain, strict=True)
+        for role, c, uri in zip(ROLES, chain, uris, strict=True)
     ]
     if as_json:
         emit_json(described)

@@ -8,13 +8,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from keyfab.authority import initialise
+from keyfab.authority import Authority, initialise
 from keyfab.cli._context import workspace
-from keyfab.cli._output import console
+from keyfab.cli._output import console, print_error
 from keyfab.errors import ConfigError
-from keyfab.rot import KeyAlgorithm
-from keyfab.workspace import Workspace
+from keyfab.rot import KeyAlgorithm, parse_key_uri
+from keyfab.workspace import MANUFACTURING, ROOT, Workspace
 
 _CA_ALGORITHMS = [KeyAlgorithm.EC_P256, KeyAlgorithm.EC_P384, KeyAlgorithm.RSA_3072]
 
@@ -67,6 +68,11 @@ def init(
         "--ca-key",
         help="Key URI for the manufacturing CA key, e.g. pkcs11:token=factory;object=mfg-ca.",
     ),
+    adopt_keys: bool = typer.Option(
+        False,
+        "--adopt-keys",
+        help="Use the keys that already exist at --root-key/--ca-key instead of generating.",
+    ),
     home: Path = typer.Option(
         None, "--home", help="Workspace directory, as 'keyfab --home' (this one wins)."
     ),
@@ -81,8 +87,29 @@ def init(
     _check_organization(organization)
     space = workspace(ctx)
     with _undone_on_failure(space):
-        ca = initialise(space, organization, algorithm, root_key, ca_key)
-    console.print(f"[green]initialised[/] {space.home}")
-    console.print(f"  root CA           {ca.chain[-1].subject.rfc4514_string()}")
-    console.print(f"  manufacturing CA  {ca.certificate.subject.rfc4514_string()} ({algorithm})")
-    console.print(f"  registry          {space.database_url}")
+        ca = initialise(space, organization, algorithm, root_key, ca_key, adopt=adopt_keys)
+    with Authority.open(space) as authority:
+        uris = {role: parse_key_uri(authority.key_uri(role)) for role in (ROOT, MANUFACTURING)}
+    console.print(f"[green]initialised[/] {escape(str(space.home))}")
+    for title, certificate, role in (
+        ("root CA", ca.chain[-1], ROOT),
+        ("manufacturing CA", ca.certificate, MANUFACTURING),
+    ):
+        kind = KeyAlgorithm.of(certificate.public_key())
+        subject = certificate.subject.rfc4514_string()
+        console.print(f"  {title:<17} {subject} ({kind})", markup=False)
+        console.print(f"  {'  key':<17} {uris[role]}", markup=False)  # str() redacts a PIN
+    console.print(f"  registry          {space.database_url}", markup=False)
+    _warn_soft_root(uris[ROOT].scheme, uris[MANUFACTURING].scheme)
+
+
+def _warn_soft_root(root_scheme: str, ca_scheme: str) -> None:
+    """A root key in a plain file is the weakest link, worse when the CA key is in hardware."""
+    if root_scheme != "soft":
+        return
+    where = f" while the manufacturing CA key is in {ca_scheme}" if ca_scheme != "soft" else ""
+    print_error(
+        f"root CA key is a plain file (soft){where}: keep it offline or use --root-key pkcs11:...",
+        label="warning:",
+        style="yellow",
+    )

@@ -150,3 +150,28 @@ def read_pin_file(path: str | Path) -> str:
         return data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read PIN file {path}: not UTF-8 text") from None
+
+
+def absolute_key_uri(text: str, base: Path | None = None) -> str:
+    """The URI with its file paths made absolute (``soft:`` path, ``module-path``,
+    ``pin-source=file:``), so a URI kept in the registry works from any directory.
+
+    Relative paths are taken from ``base`` (default: the current directory), the
+    directory the user typed them in. Secrets are kept as given (not redacted).
+    """
+    uri = parse_key_uri(text)
+    root = Path.cwd() if base is None else base
+
+    def absolute(path: str) -> str:
+        return str(root / path) if path and not Path(path).is_absolute() else path
+
+    if uri.scheme == "soft":
+        return KeyUri("soft", path=uri.path if uri.path == "memory" else absolute(uri.path)).render(
+            redact=False
+        )
+    query = dict(uri.query)
+    if "module-path" in query:
+        query["module-path"] = absolute(query["module-path"])
+    if query.get("pin-source", "").startswith("file:"):
+        query["pin-source"] = "file:" + absolute(query["pin-source"].removeprefix("file:"))
+    return KeyUri(uri.scheme, uri.attributes, MappingProxyType(query)).render(redact=False)
