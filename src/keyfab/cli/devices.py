@@ -51,6 +51,7 @@ def list_devices(
             "provisioned_at": row.device.provisioned_at.isoformat()
             if row.device.provisioned_at
             else None,
+            "failure": row.device.failure,
         }
         for row in page.items
     ]
@@ -59,8 +60,11 @@ def list_devices(
     else:
         table(
             f"devices ({len(rows)})",
-            ["serial", "state", "batch", "rot", "unique id"],
-            [[r["serial"], r["state"], r["batch"], r["rot"], r["unique_id"]] for r in rows],
+            ["serial", "state", "batch", "rot", "unique id", "failure"],
+            [
+                [r["serial"], r["state"], r["batch"], r["rot"], r["unique_id"], r["failure"]]
+                for r in rows
+            ],
         )
 
 
@@ -92,6 +96,7 @@ def show(
         "unique_id": device.unique_id,
         "created_at": device.created_at.isoformat(),
         "provisioned_at": device.provisioned_at.isoformat() if device.provisioned_at else None,
+        "failure": device.failure,
         "evidence": json.loads(device.evidence) if device.evidence else None,
         "certificates": [
             {

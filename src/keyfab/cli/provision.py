@@ -100,7 +100,7 @@ def run_with_progress(
     if summary.failed:
         raise ProvisionError(
             f"{summary.failed} device(s) failed in batch {batch}: "
-            "see 'keyfab devices list --state failed'"
+            f"see 'keyfab devices list --batch {batch} --state failed'"
         )
     return summary
 

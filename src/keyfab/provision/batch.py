@@ -35,6 +35,7 @@ from keyfab.provision.devices import device_options, open_device
 from keyfab.provision.flow import Issuance, issue_device, write_back
 from keyfab.provision.recipe import MAX_SERIAL, Recipe, load_objects, parse_recipe
 from keyfab.registry import Base, Batch, Certificate, Device, DeviceState, Registry, queries
+from keyfab.registry.models import FAILURE_MAX
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
 
@@ -51,7 +52,18 @@ _ISSUE_DEVICE = (
         rot_kind=bindparam("rot_kind"),
         public_key=bindparam("public_key"),
         evidence=bindparam("evidence"),
+        failure=None,  # a device failed before and resumed: its old reason no longer holds
     )
+)
+_FAIL_DEVICE = (
+    update(_DEVICES)
+    .where(_DEVICES.c.serial == bindparam("failed_serial"))
+    .values(state=DeviceState.FAILED, failure=bindparam("failure"))
+)
+_UNWRITTEN = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("unwritten_id"))
+    .values(failure=bindparam("failure"))
 )
 MAX_BATCH = 10_000_000
 MAX_WORKERS = 256
@@ -320,9 +332,8 @@ class Station:
                 )
             if failures:
                 session.execute(
-                    update(Device)
-                    .where(Device.serial.in_([s for s, _ in failures]))
-                    .values(state=DeviceState.FAILED)
+                    _FAIL_DEVICE,
+                    [{"failed_serial": s, "failure": _reason(r)} for s, r in failures],
                 )
                 events += [
                     audit.Entry("device.failed", s, {"reason": r, "batch": self.batch_name})
@@ -357,25 +368,40 @@ class Station:
         serials: dict[int, str],
         failures: list[tuple[str, str]],
     ) -> int:
-        """Steps 6-7 for every device whose certificates are recorded; then mark them."""
+        """Steps 6-7 for every device whose certificates are recorded; then mark them.
+
+        A device whose write-back fails stays ``issued`` (resume writes it again)
+        with the reason on its row, so the listing says why it is not done.
+        """
         done = []
+        unwritten: list[dict[str, object]] = []
         for device_id, certs in certificates.items():
             try:
                 write_back(rots[device_id], certs, self.chain, self.recipe, self.objects)
                 done.append(device_id)
             except KeyfabError as error:
-                failures.append((serials[device_id], f"write-back failed: {error}"))
-        if done:
+                reason = f"write-back failed: {error}"
+                failures.append((serials[device_id], reason))
+                unwritten.append({"unwritten_id": device_id, "failure": _reason(reason)})
+        if done or unwritten:
             with self.registry.transaction() as session:
+                if unwritten:
+                    session.execute(_UNWRITTEN, unwritten)
                 session.execute(
                     update(Device)
                     .where(Device.id.in_(done))
-                    .values(state=DeviceState.PROVISIONED, provisioned_at=utc_now())
+                    .values(state=DeviceState.PROVISIONED, provisioned_at=utc_now(), failure=None)
                 )
         return len(done)
 
     def close(self) -> None:
         self.registry.dispose()
+
+
+def _reason(reason: str) -> str:
+    """A failure reason as the device row keeps it: one line, cut to the column."""
+    line = " ".join(reason.split())
+    return line if len(line) <= FAILURE_MAX else line[: FAILURE_MAX - 3] + "..."
 
 
 def _attestation_policy(recipe: Recipe, recipe_dir: Path) -> Tpm2Policy | None:

@@ -42,4 +42,5 @@ def device_summary(row: Device, batch: str | None) -> DeviceSummary:
         unique_id=row.unique_id,
         created_at=row.created_at,
         provisioned_at=row.provisioned_at,
+        failure=row.failure,
     )

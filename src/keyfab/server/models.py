@@ -74,6 +74,7 @@ class DeviceSummary(BaseModel):
     unique_id: str | None
     created_at: datetime.datetime
     provisioned_at: datetime.datetime | None
+    failure: str | None = Field(None, description="Why the device failed, if it is failed.")
 
 
 class DeviceInfo(DeviceSummary):
