@@ -17,6 +17,7 @@ from keyfab.cli._output import (
     console,
     emit_json,
     fields,
+    page_caption,
     reason_option,
     table,
 )
@@ -59,12 +60,14 @@ def list_devices(
         emit_json(rows)
     else:
         table(
-            f"devices ({len(rows)})",
+            f"devices ({page.total})",
             ["serial", "state", "batch", "rot", "unique id", "failure"],
             [
                 [r["serial"], r["state"], r["batch"], r["rot"], r["unique_id"], r["failure"]]
                 for r in rows
             ],
+            identifiers=("serial", "batch", "unique id"),
+            caption=page_caption(len(rows), offset, page.total),
         )
 
 
@@ -121,6 +124,7 @@ def show(
         "certificates",
         ["key", "profile", "serial number", "subject", "revoked"],
         [[c.key_label, c.profile, c.serial_number, c.subject, c.revoked_at] for c in certs],
+        identifiers=("serial number",),
     )
 
 

@@ -23,12 +23,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from keyfab import audit
 from keyfab.attest import Tpm2Policy, policy_from_options
 from keyfab.authority import Authority, record
 from keyfab.clock import utc_now
-from keyfab.errors import ConfigError, ConflictError, KeyfabError
+from keyfab.errors import ConfigError, ConflictError, KeyfabError, NotFoundError
 from keyfab.names import check_name
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import device_options, open_device
@@ -412,13 +413,24 @@ def _attestation_policy(recipe: Recipe, recipe_dir: Path) -> Tpm2Policy | None:
 
 
 def outstanding(workspace: Workspace, batch_name: str) -> list[int]:
-    """Device ids of the batch still to provision (pending, or issued but not written)."""
+    """Device ids of the batch still to provision (pending, or issued but not written).
+
+    A cancelled batch has none by decision, not by accident: it is refused.
+    """
     registry = workspace.registry()
     try:
         with registry.reading() as session:
-            batch_id = session.scalar(select(Batch.id).where(Batch.name == batch_name))
-            if batch_id is None:
+            found = session.execute(
+                select(Batch.id, Batch.state).where(Batch.name == batch_name)
+            ).one_or_none()
+            if found is None:
                 raise ConfigError(f"no batch {batch_name!r}")
+            batch_id, state = found
+            if state == CANCELLED:
+                raise ConflictError(
+                    f"batch {batch_name!r} is cancelled: it cannot be resumed",
+                    slug="batch-cancelled",
+                )
             return list(
                 session.scalars(
                     select(Device.id)
@@ -506,7 +518,7 @@ def _finish(
             )
         provisioned = counts.get(DeviceState.PROVISIONED, 0)
         failed = counts.get(DeviceState.FAILED, 0)
-        if provisioned + failed == batch.count and batch.state != "finished":
+        if provisioned + failed == batch.count and batch.state == "running":
             _close_batch(workspace, registry, batch_name, provisioned, failed)
         return Summary(batch_name, batch.count, provisioned, failed, failures)
     finally:
@@ -522,7 +534,7 @@ def _close_batch(
     authority = Authority(registry, witness=audit.witness.directory(workspace.home))
     with registry.transaction() as session:
         batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
-        if batch.state == "finished":  # another station finished it meanwhile
+        if batch.state != "running":  # another station finished it meanwhile, or cancelled it
             return
         batch.state, batch.finished_at = "finished", utc_now()
         audit.append(
@@ -531,4 +543,70 @@ def _close_batch(
         authority.checkpoint(session)  # auditors get a signed head, witnessed once committed
 
 
-__all__ = ["Summary", "create_batch", "outstanding", "run_batch"]
+CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What cancelling a batch did.
+
+    ``released``: pending devices now ``cancelled`` (nothing was issued for them).
+    ``issued``: devices whose certificates are recorded but not written back;
+    they stay ``issued`` and are not finished (revoke them if they never ship).
+    ``changed`` is false when the batch was already cancelled.
+    """
+
+    batch: str
+    changed: bool
+    released: int
+    issued: int
+
+
+def cancel_batch(workspace: Workspace, batch_name: str, *, by: str) -> Cancellation:
+    """Stop a batch for good: release its pending devices, record one ``batch.cancelled``.
+
+    Pending devices become ``cancelled`` rather than being deleted: their serials
+    were reserved and announced by ``batch.started``, and a kept row keeps each
+    serial from ever being handed out again and explains every gap. Nothing
+    issued is touched: those certificates are recorded, so no certificate goes
+    unaccounted for. Cancel a batch when no station is running it.
+    """
+    registry = workspace.registry()
+    try:
+        with registry.transaction() as session:
+            return _cancel(session, workspace, registry, batch_name, by)
+    finally:
+        registry.dispose()
+
+
+def _cancel(
+    session: Session, workspace: Workspace, registry: Registry, batch_name: str, by: str
+) -> Cancellation:
+    batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one_or_none()
+    if batch is None:
+        raise NotFoundError(f"no batch named {batch_name!r}", slug="batch-not-found")
+    if batch.state == CANCELLED:
+        return Cancellation(batch_name, False, 0, 0)
+    if batch.state != "running":
+        raise ConflictError(f"batch {batch_name!r} is {batch.state}", slug="batch-finished")
+    counts = dict(
+        session.execute(
+            select(Device.state, func.count())
+            .where(Device.batch_id == batch.id)
+            .group_by(Device.state)
+        ).all()
+    )
+    released, issued = counts.get(DeviceState.PENDING, 0), counts.get(DeviceState.ISSUED, 0)
+    session.execute(
+        update(Device)
+        .where(Device.batch_id == batch.id, Device.state == DeviceState.PENDING)
+        .values(state=DeviceState.CANCELLED)
+    )
+    batch.state, batch.finished_at = CANCELLED, utc_now()
+    details = {"released": released, "issued": issued, "by": by}
+    audit.append(session, "batch.cancelled", batch_name, details)
+    Authority(registry, witness=audit.witness.directory(workspace.home)).checkpoint(session)
+    return Cancellation(batch_name, True, int(released), int(issued))
+
+
+__all__ = ["Cancellation", "Summary", "cancel_batch", "create_batch", "outstanding", "run_batch"]

@@ -55,6 +55,7 @@ class DeviceState(enum.StrEnum):
     PRE_PROVISIONED = "pre-provisioned"  # arrived provisioned (a vendor manifest)
     FAILED = "failed"  # the flow refused the device (reason in ``failure`` and its event)
     REVOKED = "revoked"
+    CANCELLED = "cancelled"  # its batch was cancelled before anything was issued for it
 
 
 class Base(DeclarativeBase):

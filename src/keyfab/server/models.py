@@ -125,6 +125,30 @@ class BatchProgress(BaseModel):
     finished_at: datetime.datetime | None
 
 
+class BatchSummary(BaseModel):
+    name: str
+    product: str
+    count: int
+    state: str
+    devices: dict[str, int] = Field(description="Devices per state.")
+    created_at: datetime.datetime
+    finished_at: datetime.datetime | None
+    devices_per_second: float | None = Field(
+        description="Provisioned devices per second, from creation to the newest device."
+    )
+
+
+class BatchList(BaseModel):
+    items: list[BatchSummary]
+
+
+class BatchCancellation(BaseModel):
+    name: str
+    changed: bool = Field(description="False if it was already cancelled: nothing changed.")
+    released: int = Field(description="Pending devices now 'cancelled'.")
+    issued: int = Field(description="Issued devices left as they are (certificates recorded).")
+
+
 class AuditStatus(BaseModel):
     ok: bool
     events: int
