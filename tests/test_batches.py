@@ -98,3 +98,38 @@ def test_tables_show_totals_and_whole_identifiers(
     assert "AGW-00000002" in out
     assert LONG in keyfab("batches", "list")[1]
     assert "showing" not in keyfab("devices", "list")[1]
+
+
+def test_subjects_are_readable_new_rows_and_old(workspace: Workspace, tmp_path: Path) -> None:
+    """serialNumber, not 2.5.4.5, in the stored row, show, --json; old rows re-rendered."""
+    create_batch(workspace, RECIPE, tmp_path, "s", 1)
+    run_batch(workspace, "s")
+    db_path = workspace.home / "keyfab.db"
+    with sqlite3.connect(db_path) as db:
+        serial, stored = db.execute(
+            "SELECT d.serial, c.subject FROM devices d JOIN certificates c ON c.device_id = d.id"
+        ).fetchone()
+    expected = f"O=Acme, OU=acme-gateway, CN={serial}, serialNumber={serial}"
+    assert stored == expected
+    with sqlite3.connect(db_path) as db:  # as keyfab stored it before
+        db.execute(f"UPDATE certificates SET subject = '2.5.4.5={serial},CN={serial},O=Acme'")
+    keyfab = Keyfab(workspace.home)
+    shown = json.loads(keyfab("devices", "show", serial, "--json")[1])
+    assert shown["certificates"][0]["subject"] == expected
+    assert "2.5.4.5" not in keyfab("devices", "show", serial)[1]
+
+
+def test_readable_name_escapes_and_shortens() -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    from keyfab.pki.display import readable_name
+
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme, Inc."),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, "42"),
+        ]
+    )
+    assert readable_name(name) == r"C=DE, O=Acme\, Inc., serialNumber=42"

@@ -21,6 +21,7 @@ from keyfab.cli._output import (
     reason_option,
     table,
 )
+from keyfab.pki.display import readable_subject
 from keyfab.registry import DeviceState, queries
 
 app = typer.Typer(help="Devices in the registry.", no_args_is_help=True)
@@ -106,7 +107,7 @@ def show(
                 "key": c.key_label,
                 "profile": c.profile,
                 "serial_number": c.serial_number,
-                "subject": c.subject,
+                "subject": readable_subject(c.der),  # old rows stored 2.5.4.5=
                 "not_after": c.not_after.isoformat(),
                 "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
                 "revocation_reason": c.revocation_reason,
@@ -123,7 +124,10 @@ def show(
     table(
         "certificates",
         ["key", "profile", "serial number", "subject", "revoked"],
-        [[c.key_label, c.profile, c.serial_number, c.subject, c.revoked_at] for c in certs],
+        [
+            [c.key_label, c.profile, c.serial_number, readable_subject(c.der), c.revoked_at]
+            for c in certs
+        ],
         identifiers=("serial number",),
     )
 
