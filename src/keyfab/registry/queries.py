@@ -167,6 +167,36 @@ def device_certificates(
         yield from ((device, cert) for device, cert in rows)
 
 
+def devices_with_identity(
+    registry: Registry, batch: str | None
+) -> Iterator[tuple[Device, Certificate | None]]:
+    """(device, its first certificate or None) for every device of a batch or all, by id.
+
+    Every state, revoked certificates too: an export must name what it leaves
+    out and why, not silently filter it. Streamed like ``device_certificates``.
+    """
+    first = (
+        select(Certificate.device_id, func.min(Certificate.id).label("first_id"))
+        .group_by(Certificate.device_id)
+        .subquery()
+    )
+    query = (
+        select(Device, Certificate)
+        .outerjoin(first, first.c.device_id == Device.id)
+        .outerjoin(Certificate, Certificate.id == first.c.first_id)
+    )
+    with registry.reading() as session:
+        if batch is not None:
+            batch_id = session.scalar(select(Batch.id).where(Batch.name == batch))
+            if batch_id is None:
+                raise NotFoundError(f"no batch named {batch!r}", slug="batch-not-found")
+            query = query.where(Device.batch_id == batch_id)
+        rows = session.execute(
+            query.order_by(Device.id).execution_options(yield_per=ROWS_PER_FETCH)
+        )
+        yield from ((device, cert) for device, cert in rows)
+
+
 def batch_progress(registry: Registry, name: str) -> BatchProgress:
     """A batch and how many of its devices are in each state, or NotFoundError."""
     with registry.reading() as session:
