@@ -136,7 +136,9 @@ def show(
 def export(
     ctx: typer.Context,
     batch: str = typer.Option(None, "--batch", "-b", help="Only this batch."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write here [default: stdout]."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="File to write the certificates into [default: stdout]."
+    ),
     fmt: str = typer.Option("pem", "--format", help="pem (a bundle) or json."),
 ) -> None:
     """Device certificates for import elsewhere (a PEM bundle or JSON lines)."""
