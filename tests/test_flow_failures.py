@@ -1,5 +1,6 @@
 """Devices that misbehave fail alone, with a reason, and get no certificate."""
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,53 @@ def test_resume_after_a_crash_between_record_and_write_back(
             ).fetchone()[0]
             == 4
         )
+
+
+def test_failed_device_says_why_in_list_show_and_json(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reason is on the device row: the CLI table, --json and show carry it."""
+    from .conftest import Keyfab
+
+    def opener(driver: str, options: Any, slot: int, batch_name: str, home: str) -> RootOfTrust:
+        return LyingDevice(None) if slot == 1 else SoftRootOfTrust(None)
+
+    monkeypatch.setattr(batch, "open_device", opener)
+    create_batch(workspace, MEMORY_RECIPE, tmp_path, "b", 3)
+    run_batch(workspace, "b")
+    keyfab = Keyfab(workspace.home)
+    code, out, _ = keyfab("devices", "list", "--state", "failed", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert len(listed) == 1
+    assert "CSR signature does not verify" in listed[0]["failure"]
+    serial = listed[0]["serial"]
+    shown = json.loads(keyfab("devices", "show", serial, "--json")[1])
+    assert shown["failure"] == listed[0]["failure"]
+    assert "CSR signature" in keyfab("devices", "show", serial)[1]
+    assert "CSR signature" in keyfab("devices", "list", "--state", "failed")[1]
+    ok = json.loads(keyfab("devices", "list", "--state", "provisioned", "--json")[1])
+    assert [d["failure"] for d in ok] == [None, None]
+
+
+def test_unwritten_device_says_why_and_resume_clears_it(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed write-back leaves the device issued with its reason; resume clears it."""
+    real = batch.write_back
+
+    def broken(*args: Any) -> None:
+        raise ProvisionError("the device did not answer")
+
+    monkeypatch.setattr(batch, "open_device", lambda *a: SoftRootOfTrust(None))
+    monkeypatch.setattr(batch, "write_back", broken)
+    create_batch(workspace, MEMORY_RECIPE, tmp_path, "b", 2)
+    run_batch(workspace, "b")
+    with sqlite3.connect(workspace.home / "keyfab.db") as db:
+        rows = db.execute("SELECT state, failure FROM devices").fetchall()
+    assert rows == [("issued", "write-back failed: the device did not answer")] * 2
+    monkeypatch.setattr(batch, "write_back", real)
+    run_batch(workspace, "b")
+    with sqlite3.connect(workspace.home / "keyfab.db") as db:
+        rows = db.execute("SELECT state, failure FROM devices").fetchall()
+    assert rows == [("provisioned", None)] * 2

@@ -82,3 +82,39 @@ def test_sigkill_mid_batch_then_resume(workspace: Workspace, recipe_file: Path) 
     residue = [str(p.relative_to(home)) for p in home.rglob("*.tmp")]
     assert not residue, f"a killed writer's temporary files survived the resume: {residue}"
     assert Keyfab(home)("audit", "verify")[0] == 0
+
+
+@pytest.mark.slow
+def test_sigint_says_how_far_then_resume(workspace: Workspace, recipe_file: Path) -> None:
+    """Ctrl-C (SIGINT to the foreground group) ends with one line and exit 130."""
+    home = workspace.home
+    process = keyfab_process(
+        home, "provision", "-r", str(recipe_file), "-n", str(COUNT), "-w", "2", "-b", "k",
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while _provisioned(home / "keyfab.db") < 60:  # poll the registry, bounded
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the batch made no progress"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    done = _provisioned(home / "keyfab.db")
+    assert done < COUNT, "interrupted too late to test anything"
+    last = err.strip().splitlines()[-1]
+    assert last == (
+        f"interrupted: {done:,} of {COUNT:,} provisioned; finish with 'keyfab provision resume k'"
+    )
+    assert "Traceback" not in err
+
+    code, out, err = Keyfab(home)("provision", "resume", "k", "--workers", "2", "--json")
+    assert code == 0, (err, out)
+    assert json.loads(out)["provisioned"] == COUNT
+    with sqlite3.connect(home / "keyfab.db") as db:
+        assert db.execute("SELECT state, count(*) FROM devices GROUP BY state").fetchall() == [
+            ("provisioned", COUNT)
+        ]
+        certs = db.execute("SELECT count(DISTINCT device_id), count(*) FROM certificates")
+        assert certs.fetchone() == (COUNT, COUNT), "one certificate per device, no more"
+    assert Keyfab(home)("audit", "verify")[0] == 0

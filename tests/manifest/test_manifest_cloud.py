@@ -161,3 +161,24 @@ def test_manifest_cloud_unknown_batch(provisioned: Workspace, tmp_path: Path) ->
     code, _, err = _export(provisioned, "aws-iot", "--out", str(tmp_path), "--batch", "zz")
     assert code == 1
     assert "error: no batch named 'zz'" in err
+
+
+@pytest.mark.parametrize("cloud", ["aws-iot", "azure-dps"])
+def test_manifest_cloud_names_what_it_leaves_out(
+    provisioned: Workspace, keyfab: Keyfab, tmp_path: Path, cloud: str
+) -> None:
+    """A revoked device is left out on purpose: named on a 'skipped:' line, exit 0."""
+    import sqlite3
+
+    with sqlite3.connect(provisioned.home / "keyfab.db") as db:
+        serials = [r[0] for r in db.execute("SELECT serial FROM devices ORDER BY id")]
+        db.execute(
+            "UPDATE devices SET state = 'failed', failure = 'no answer' WHERE serial = ?",
+            (serials[2],),
+        )
+    assert keyfab("devices", "revoke", serials[1])[0] == 0
+    code, stdout, err = _export(provisioned, cloud, "-o", str(tmp_path / "out"), "-b", "b1")
+    assert code == 0, err
+    assert "2 devices exported, 2 skipped" in stdout
+    assert f"skipped: device {serials[1]}: revoked" in err
+    assert f"skipped: device {serials[2]}: failed: no answer" in err

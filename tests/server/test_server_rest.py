@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 
 import httpx
@@ -140,3 +141,33 @@ def test_resume_finishes_a_batch_created_elsewhere(admin: httpx.Client, server: 
     accepted = admin.post("/api/v1/batches/b3/resume")
     assert accepted.status_code == 202, accepted.text
     assert wait_for_batch(admin, "b3")["devices"] == {"provisioned": 3}
+
+
+def test_batches_list_and_cancel(admin: httpx.Client, server: Server, batch: str) -> None:
+    """GET /batches lists every batch; cancel releases pending devices and refuses resume."""
+    create_batch(Workspace(server.home), RECIPE, server.home, "b4", 2)
+    listed = {b["name"]: b for b in admin.get("/api/v1/batches").json()["items"]}
+    assert sum(listed[batch]["devices"].values()) == 5
+    assert listed[batch]["devices_per_second"] > 0
+    assert listed["b4"]["devices"] == {"pending": 2}
+    assert listed["b4"]["devices_per_second"] is None
+    cancelled = admin.post("/api/v1/batches/b4/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json() == {"name": "b4", "changed": True, "released": 2, "issued": 0}
+    assert admin.post("/api/v1/batches/b4/cancel").json()["changed"] is False
+    refused = admin.post("/api/v1/batches/b4/resume")
+    assert refused.status_code == 409
+    assert refused.json()["type"] == "urn:keyfab:problem:batch-cancelled"
+    assert admin.get("/api/v1/batches/b4").json()["devices"] == {"cancelled": 2}
+    assert admin.post("/api/v1/batches/nope/cancel").status_code == 404
+
+
+def test_failed_device_says_why(admin: httpx.Client, server: Server) -> None:
+    """The failure reason is in the device listing and in the device itself."""
+    create_batch(Workspace(server.home), RECIPE, server.home, "b5", 1)
+    with sqlite3.connect(server.home / "keyfab.db") as db:  # as a failing station records it
+        db.execute("UPDATE devices SET state = 'failed', failure = 'no answer' WHERE slot = 0")
+    page = admin.get("/api/v1/devices", params={"batch": "b5"}).json()
+    assert page["items"][0]["failure"] == "no answer"
+    serial = page["items"][0]["serial"]
+    assert admin.get(f"/api/v1/devices/{serial}").json()["failure"] == "no answer"

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -45,13 +46,48 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    view = Table(title=title, title_justify="left")
-    for column in columns:
-        view.add_column(column)
+def table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    identifiers: Collection[str] = (),
+    caption: str | None = None,
+) -> None:
+    """A Rich table of plain-text cells; ``identifiers`` columns are never cut.
+
+    Names and serials are copied into the next command, so on a narrow terminal
+    they keep their full width (the other columns wrap) instead of ending in '...'.
+    """
+    view = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    for index, column in enumerate(columns):
+        if column in identifiers:
+            longest = max(
+                (len(str(row[index])) for row in rows if row[index] is not None), default=0
+            )
+            view.add_column(column, no_wrap=True, overflow="fold", min_width=max(longest, 1))
+        else:
+            heading = max(len(word) for word in column.split() or [""])
+            view.add_column(column, overflow="fold", min_width=max(heading, 1))
     for row in rows:  # cells are text, not markup: a "[x]" in a value stays
         view.add_row(*(Text(str(cell)) if cell is not None else "" for cell in row))
-    console.print(view)
+    # Too narrow for the identifiers and a word of each other column: overflow
+    # the terminal rather than squeeze columns to nothing.
+    unbounded = console.options.update(max_width=10_000)
+    needed = Measurement.get(console, unbounded, view).minimum
+    if needed <= console.width:
+        console.print(view)
+    else:  # Console.print caps its width at the terminal's: a wider console renders it
+        Console(file=console.file, width=needed, force_terminal=console.is_terminal).print(view)
+
+
+def page_caption(shown: int, offset: int, total: int) -> str | None:
+    """'showing 1-50 of 200; use --limit / --offset' when a listing is cut, else None."""
+    if shown == total:
+        return None
+    if shown == 0:
+        return f"showing none of {total} (offset {offset}); use --limit / --offset"
+    return f"showing {offset + 1}-{offset + shown} of {total}; use --limit / --offset"
 
 
 def fields(title: str, values: Mapping[str, object]) -> None:

@@ -17,9 +17,11 @@ from keyfab.cli._output import (
     console,
     emit_json,
     fields,
+    page_caption,
     reason_option,
     table,
 )
+from keyfab.pki.display import readable_subject
 from keyfab.registry import DeviceState, queries
 
 app = typer.Typer(help="Devices in the registry.", no_args_is_help=True)
@@ -51,6 +53,7 @@ def list_devices(
             "provisioned_at": row.device.provisioned_at.isoformat()
             if row.device.provisioned_at
             else None,
+            "failure": row.device.failure,
         }
         for row in page.items
     ]
@@ -58,9 +61,14 @@ def list_devices(
         emit_json(rows)
     else:
         table(
-            f"devices ({len(rows)})",
-            ["serial", "state", "batch", "rot", "unique id"],
-            [[r["serial"], r["state"], r["batch"], r["rot"], r["unique_id"]] for r in rows],
+            f"devices ({page.total})",
+            ["serial", "state", "batch", "rot", "unique id", "failure"],
+            [
+                [r["serial"], r["state"], r["batch"], r["rot"], r["unique_id"], r["failure"]]
+                for r in rows
+            ],
+            identifiers=("serial", "batch", "unique id"),
+            caption=page_caption(len(rows), offset, page.total),
         )
 
 
@@ -92,13 +100,14 @@ def show(
         "unique_id": device.unique_id,
         "created_at": device.created_at.isoformat(),
         "provisioned_at": device.provisioned_at.isoformat() if device.provisioned_at else None,
+        "failure": device.failure,
         "evidence": json.loads(device.evidence) if device.evidence else None,
         "certificates": [
             {
                 "key": c.key_label,
                 "profile": c.profile,
                 "serial_number": c.serial_number,
-                "subject": c.subject,
+                "subject": readable_subject(c.der),  # old rows stored 2.5.4.5=
                 "not_after": c.not_after.isoformat(),
                 "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
                 "revocation_reason": c.revocation_reason,
@@ -115,7 +124,11 @@ def show(
     table(
         "certificates",
         ["key", "profile", "serial number", "subject", "revoked"],
-        [[c.key_label, c.profile, c.serial_number, c.subject, c.revoked_at] for c in certs],
+        [
+            [c.key_label, c.profile, c.serial_number, readable_subject(c.der), c.revoked_at]
+            for c in certs
+        ],
+        identifiers=("serial number",),
     )
 
 
@@ -123,7 +136,9 @@ def show(
 def export(
     ctx: typer.Context,
     batch: str = typer.Option(None, "--batch", "-b", help="Only this batch."),
-    out: Path = typer.Option(None, "--out", "-o", help="Write here [default: stdout]."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="File to write the certificates into [default: stdout]."
+    ),
     fmt: str = typer.Option("pem", "--format", help="pem (a bundle) or json."),
 ) -> None:
     """Device certificates for import elsewhere (a PEM bundle or JSON lines)."""

@@ -142,7 +142,9 @@ def _signer_key(uri: str, new: bool) -> PrivateKey:
 def signer(
     ctx: typer.Context,
     key: Annotated[str, typer.Option("--key", help="URI of the signer's P-256 key.")],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the certificate (PEM).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="File to write the certificate into (PEM).")
+    ],
     name: Annotated[str, typer.Option("--name", help="Common name.")] = "Manifest Signer",
     new: Annotated[bool, typer.Option("--new", help="Generate the key first.")] = False,
 ) -> None:
@@ -159,13 +161,15 @@ def signer(
 @app.command("export")
 def export_manifest(
     ctx: typer.Context,
-    batch: Annotated[str, typer.Option("--batch", help="Batch to export.")],
+    batch: Annotated[str, typer.Option("--batch", "-b", help="Batch to export.")],
     signer_key: Annotated[str, typer.Option("--signer", help="URI of the manifest-signer key.")],
     signer_cert: Annotated[
         Path,
         typer.Option("--signer-cert", exists=True, dir_okay=False, help="Its certificate (PEM)."),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Manifest file to write.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="File to write the manifest into (JSON).")
+    ],
     model: Annotated[str | None, typer.Option(help="Model (default: the product).")] = None,
     part_number: Annotated[
         str | None, typer.Option(help="Part number (default: the product).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -15,6 +16,7 @@ from keyfab.errors import ConfigError, ProvisionError
 from keyfab.names import check_name
 from keyfab.provision import Summary, create_batch, load_recipe, outstanding, run_batch
 from keyfab.provision.batch import MAX_WORKERS
+from keyfab.registry import queries
 from keyfab.rot.drivers import DRIVERS
 from keyfab.workspace import Workspace
 
@@ -94,15 +96,40 @@ def run_with_progress(
                 task, rate=f"{done / max(time.perf_counter() - started, 1e-9):,.0f} dev/s"
             )
 
-        summary = run_batch(space, batch, workers, advance)
+        try:
+            summary = run_batch(space, batch, workers, advance)
+        except KeyboardInterrupt:
+            progress.stop()  # the bar ends where it was, then one line says where the batch is
+            _interrupted(space, batch)
     elapsed = time.perf_counter() - started
     report(summary, elapsed, todo, as_json)
     if summary.failed:
         raise ProvisionError(
             f"{summary.failed} device(s) failed in batch {batch}: "
-            "see 'keyfab devices list --state failed'"
+            f"see 'keyfab devices list --batch {batch} --state failed'"
         )
     return summary
+
+
+def _interrupted(space: Workspace, batch: str) -> NoReturn:
+    """Say how far the batch got, from the registry, and exit 130 as a shell expects.
+
+    Whatever a chunk had not committed was rolled back or left ``issued``, so
+    the line's resume command finishes exactly what is missing.
+    """
+    registry = space.registry()
+    try:
+        found = queries.batch_progress(registry, batch)
+    finally:
+        registry.dispose()
+    done = found.devices.get("provisioned", 0)
+    print_error(
+        f"{done:,} of {found.batch.count:,} provisioned; "
+        f"finish with 'keyfab provision resume {batch}'",
+        label="interrupted:",
+        style="yellow",
+    )
+    raise typer.Exit(130)
 
 
 def report(summary: Summary, elapsed: float, todo: int, as_json: bool) -> None:

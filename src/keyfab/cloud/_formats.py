@@ -36,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from keyfab.registry import Device, DeviceState, Registry, queries
+from keyfab.registry import Certificate, Device, DeviceState, Registry, queries
 
 EXPORTED_STATES = (DeviceState.PROVISIONED.value, DeviceState.PRE_PROVISIONED.value)
 _REGISTRATION_ID = re.compile(r"[A-Za-z0-9._:-]{0,127}[A-Za-z0-9-]")
@@ -56,9 +56,14 @@ Skipped = Callable[[str, str], None]
 """Told (device serial, reason) for every device that is left out."""
 
 
-def cloud_devices(registry: Registry, batch: str | None) -> Iterator[CloudDevice]:
+def cloud_devices(
+    registry: Registry, batch: str | None, excluded: Skipped = lambda serial, reason: None
+) -> Iterator[CloudDevice]:
     """Provisioned and pre-provisioned devices with their identity certificate.
 
+    Every other device is told to ``excluded`` with why (revoked, failed, not
+    provisioned, certificate revoked): a cloud must never get a revoked
+    identity, and an operator must see which devices were left out on purpose.
     Streamed from the registry: one device in memory at a time.
     """
     issuers = {
@@ -68,13 +73,29 @@ def cloud_devices(registry: Registry, batch: str | None) -> Iterator[CloudDevice
             for row in queries.authorities(registry).values()
         )
     }
-    last = None
-    for device, cert_row in queries.device_certificates(registry, batch, EXPORTED_STATES):
-        if device.id == last:
-            continue  # the first certificate of a device is its identity
-        last = device.id
+    for device, cert_row in queries.devices_with_identity(registry, batch):
+        reason = _exclusion(device, cert_row)
+        if reason is not None:
+            excluded(device.serial, reason)
+            continue
+        assert cert_row is not None  # _exclusion refuses a device without one
         cert = x509.load_der_x509_certificate(cert_row.der)
         yield CloudDevice(device.serial, cert, issuers.get(cert.issuer) or _vendor_issuer(device))
+
+
+def _exclusion(device: Device, identity: Certificate | None) -> str | None:
+    """Why a device is not exported, or None if it is."""
+    if device.state == DeviceState.FAILED:
+        return f"failed: {device.failure}" if device.failure else "failed"
+    if device.state == DeviceState.REVOKED:
+        return "revoked"
+    if device.state not in EXPORTED_STATES:
+        return f"not provisioned ({device.state})"
+    if identity is None:
+        return "no certificate recorded"
+    if identity.revoked_at is not None:
+        return "identity certificate revoked"
+    return None
 
 
 def _vendor_issuer(device: Device) -> x509.Certificate | None:

@@ -23,18 +23,20 @@ from pathlib import Path
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from keyfab import audit
 from keyfab.attest import Tpm2Policy, policy_from_options
 from keyfab.authority import Authority, record
 from keyfab.clock import utc_now
-from keyfab.errors import ConfigError, ConflictError, KeyfabError
+from keyfab.errors import ConfigError, ConflictError, KeyfabError, NotFoundError
 from keyfab.names import check_name
 from keyfab.pki import CertificateAuthority
 from keyfab.provision.devices import device_options, open_device
 from keyfab.provision.flow import Issuance, issue_device, write_back
 from keyfab.provision.recipe import MAX_SERIAL, Recipe, load_objects, parse_recipe
 from keyfab.registry import Base, Batch, Certificate, Device, DeviceState, Registry, queries
+from keyfab.registry.models import FAILURE_MAX
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
 
@@ -51,7 +53,18 @@ _ISSUE_DEVICE = (
         rot_kind=bindparam("rot_kind"),
         public_key=bindparam("public_key"),
         evidence=bindparam("evidence"),
+        failure=None,  # a device failed before and resumed: its old reason no longer holds
     )
+)
+_FAIL_DEVICE = (
+    update(_DEVICES)
+    .where(_DEVICES.c.serial == bindparam("failed_serial"))
+    .values(state=DeviceState.FAILED, failure=bindparam("failure"))
+)
+_UNWRITTEN = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("unwritten_id"))
+    .values(failure=bindparam("failure"))
 )
 MAX_BATCH = 10_000_000
 MAX_WORKERS = 256
@@ -320,9 +333,8 @@ class Station:
                 )
             if failures:
                 session.execute(
-                    update(Device)
-                    .where(Device.serial.in_([s for s, _ in failures]))
-                    .values(state=DeviceState.FAILED)
+                    _FAIL_DEVICE,
+                    [{"failed_serial": s, "failure": _reason(r)} for s, r in failures],
                 )
                 events += [
                     audit.Entry("device.failed", s, {"reason": r, "batch": self.batch_name})
@@ -357,25 +369,40 @@ class Station:
         serials: dict[int, str],
         failures: list[tuple[str, str]],
     ) -> int:
-        """Steps 6-7 for every device whose certificates are recorded; then mark them."""
+        """Steps 6-7 for every device whose certificates are recorded; then mark them.
+
+        A device whose write-back fails stays ``issued`` (resume writes it again)
+        with the reason on its row, so the listing says why it is not done.
+        """
         done = []
+        unwritten: list[dict[str, object]] = []
         for device_id, certs in certificates.items():
             try:
                 write_back(rots[device_id], certs, self.chain, self.recipe, self.objects)
                 done.append(device_id)
             except KeyfabError as error:
-                failures.append((serials[device_id], f"write-back failed: {error}"))
-        if done:
+                reason = f"write-back failed: {error}"
+                failures.append((serials[device_id], reason))
+                unwritten.append({"unwritten_id": device_id, "failure": _reason(reason)})
+        if done or unwritten:
             with self.registry.transaction() as session:
+                if unwritten:
+                    session.execute(_UNWRITTEN, unwritten)
                 session.execute(
                     update(Device)
                     .where(Device.id.in_(done))
-                    .values(state=DeviceState.PROVISIONED, provisioned_at=utc_now())
+                    .values(state=DeviceState.PROVISIONED, provisioned_at=utc_now(), failure=None)
                 )
         return len(done)
 
     def close(self) -> None:
         self.registry.dispose()
+
+
+def _reason(reason: str) -> str:
+    """A failure reason as the device row keeps it: one line, cut to the column."""
+    line = " ".join(reason.split())
+    return line if len(line) <= FAILURE_MAX else line[: FAILURE_MAX - 3] + "..."
 
 
 def _attestation_policy(recipe: Recipe, recipe_dir: Path) -> Tpm2Policy | None:
@@ -386,13 +413,24 @@ def _attestation_policy(recipe: Recipe, recipe_dir: Path) -> Tpm2Policy | None:
 
 
 def outstanding(workspace: Workspace, batch_name: str) -> list[int]:
-    """Device ids of the batch still to provision (pending, or issued but not written)."""
+    """Device ids of the batch still to provision (pending, or issued but not written).
+
+    A cancelled batch has none by decision, not by accident: it is refused.
+    """
     registry = workspace.registry()
     try:
         with registry.reading() as session:
-            batch_id = session.scalar(select(Batch.id).where(Batch.name == batch_name))
-            if batch_id is None:
+            found = session.execute(
+                select(Batch.id, Batch.state).where(Batch.name == batch_name)
+            ).one_or_none()
+            if found is None:
                 raise ConfigError(f"no batch {batch_name!r}")
+            batch_id, state = found
+            if state == CANCELLED:
+                raise ConflictError(
+                    f"batch {batch_name!r} is cancelled: it cannot be resumed",
+                    slug="batch-cancelled",
+                )
             return list(
                 session.scalars(
                     select(Device.id)
@@ -480,7 +518,7 @@ def _finish(
             )
         provisioned = counts.get(DeviceState.PROVISIONED, 0)
         failed = counts.get(DeviceState.FAILED, 0)
-        if provisioned + failed == batch.count and batch.state != "finished":
+        if provisioned + failed == batch.count and batch.state == "running":
             _close_batch(workspace, registry, batch_name, provisioned, failed)
         return Summary(batch_name, batch.count, provisioned, failed, failures)
     finally:
@@ -496,7 +534,7 @@ def _close_batch(
     authority = Authority(registry, witness=audit.witness.directory(workspace.home))
     with registry.transaction() as session:
         batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
-        if batch.state == "finished":  # another station finished it meanwhile
+        if batch.state != "running":  # another station finished it meanwhile, or cancelled it
             return
         batch.state, batch.finished_at = "finished", utc_now()
         audit.append(
@@ -505,4 +543,70 @@ def _close_batch(
         authority.checkpoint(session)  # auditors get a signed head, witnessed once committed
 
 
-__all__ = ["Summary", "create_batch", "outstanding", "run_batch"]
+CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What cancelling a batch did.
+
+    ``released``: pending devices now ``cancelled`` (nothing was issued for them).
+    ``issued``: devices whose certificates are recorded but not written back;
+    they stay ``issued`` and are not finished (revoke them if they never ship).
+    ``changed`` is false when the batch was already cancelled.
+    """
+
+    batch: str
+    changed: bool
+    released: int
+    issued: int
+
+
+def cancel_batch(workspace: Workspace, batch_name: str, *, by: str) -> Cancellation:
+    """Stop a batch for good: release its pending devices, record one ``batch.cancelled``.
+
+    Pending devices become ``cancelled`` rather than being deleted: their serials
+    were reserved and announced by ``batch.started``, and a kept row keeps each
+    serial from ever being handed out again and explains every gap. Nothing
+    issued is touched: those certificates are recorded, so no certificate goes
+    unaccounted for. Cancel a batch when no station is running it.
+    """
+    registry = workspace.registry()
+    try:
+        with registry.transaction() as session:
+            return _cancel(session, workspace, registry, batch_name, by)
+    finally:
+        registry.dispose()
+
+
+def _cancel(
+    session: Session, workspace: Workspace, registry: Registry, batch_name: str, by: str
+) -> Cancellation:
+    batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one_or_none()
+    if batch is None:
+        raise NotFoundError(f"no batch named {batch_name!r}", slug="batch-not-found")
+    if batch.state == CANCELLED:
+        return Cancellation(batch_name, False, 0, 0)
+    if batch.state != "running":
+        raise ConflictError(f"batch {batch_name!r} is {batch.state}", slug="batch-finished")
+    counts = dict(
+        session.execute(
+            select(Device.state, func.count())
+            .where(Device.batch_id == batch.id)
+            .group_by(Device.state)
+        ).all()
+    )
+    released, issued = counts.get(DeviceState.PENDING, 0), counts.get(DeviceState.ISSUED, 0)
+    session.execute(
+        update(Device)
+        .where(Device.batch_id == batch.id, Device.state == DeviceState.PENDING)
+        .values(state=DeviceState.CANCELLED)
+    )
+    batch.state, batch.finished_at = CANCELLED, utc_now()
+    details = {"released": released, "issued": issued, "by": by}
+    audit.append(session, "batch.cancelled", batch_name, details)
+    Authority(registry, witness=audit.witness.directory(workspace.home)).checkpoint(session)
+    return Cancellation(batch_name, True, int(released), int(issued))
+
+
+__all__ = ["Cancellation", "Summary", "cancel_batch", "create_batch", "outstanding", "run_batch"]

@@ -43,6 +43,9 @@ class UTCDateTime(TypeDecorator[datetime.datetime]):
         return None if value is None else as_utc(value)
 
 
+FAILURE_MAX = 512  # the devices.failure column
+
+
 class DeviceState(enum.StrEnum):
     """Where a device is in its life. The order is the provisioning order."""
 
@@ -50,8 +53,9 @@ class DeviceState(enum.StrEnum):
     ISSUED = "issued"  # certificate recorded; not yet written back to the device
     PROVISIONED = "provisioned"  # certificate in the device, device locked
     PRE_PROVISIONED = "pre-provisioned"  # arrived provisioned (a vendor manifest)
-    FAILED = "failed"  # the flow refused the device (reason in its event)
+    FAILED = "failed"  # the flow refused the device (reason in ``failure`` and its event)
     REVOKED = "revoked"
+    CANCELLED = "cancelled"  # its batch was cancelled before anything was issued for it
 
 
 class Base(DeclarativeBase):
@@ -106,6 +110,9 @@ class Device(Base):
     evidence: Mapped[str | None] = mapped_column(Text)  # JSON
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     provisioned_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+    # Why the device is failed (migration 0004): on the row, so a listing needs no
+    # join on the audit log; cleared when a resumed device is issued or provisioned.
+    failure: Mapped[str | None] = mapped_column(String(FAILURE_MAX))
 
 
 class Certificate(Base):

@@ -9,6 +9,7 @@ service turns into a stable problem type.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -166,6 +167,36 @@ def device_certificates(
         yield from ((device, cert) for device, cert in rows)
 
 
+def devices_with_identity(
+    registry: Registry, batch: str | None
+) -> Iterator[tuple[Device, Certificate | None]]:
+    """(device, its first certificate or None) for every device of a batch or all, by id.
+
+    Every state, revoked certificates too: an export must name what it leaves
+    out and why, not silently filter it. Streamed like ``device_certificates``.
+    """
+    first = (
+        select(Certificate.device_id, func.min(Certificate.id).label("first_id"))
+        .group_by(Certificate.device_id)
+        .subquery()
+    )
+    query = (
+        select(Device, Certificate)
+        .outerjoin(first, first.c.device_id == Device.id)
+        .outerjoin(Certificate, Certificate.id == first.c.first_id)
+    )
+    with registry.reading() as session:
+        if batch is not None:
+            batch_id = session.scalar(select(Batch.id).where(Batch.name == batch))
+            if batch_id is None:
+                raise NotFoundError(f"no batch named {batch!r}", slug="batch-not-found")
+            query = query.where(Device.batch_id == batch_id)
+        rows = session.execute(
+            query.order_by(Device.id).execution_options(yield_per=ROWS_PER_FETCH)
+        )
+        yield from ((device, cert) for device, cert in rows)
+
+
 def batch_progress(registry: Registry, name: str) -> BatchProgress:
     """A batch and how many of its devices are in each state, or NotFoundError."""
     with registry.reading() as session:
@@ -178,6 +209,56 @@ def batch_progress(registry: Registry, name: str) -> BatchProgress:
             .group_by(Device.state)
         ).all()
     return BatchProgress(batch, {str(state): int(n) for state, n in counts})
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """A batch, its devices per state and when its newest device was provisioned."""
+
+    batch: Batch
+    devices: Mapping[str, int]
+    last_provisioned: datetime.datetime | None
+
+    @property
+    def rate(self) -> float | None:
+        """Devices provisioned per second, from the batch's creation to its newest device.
+
+        Times are whole seconds, so a batch done within its first second counts
+        one second; None before the first device is provisioned.
+        """
+        if self.last_provisioned is None:
+            return None
+        seconds = (self.last_provisioned - self.batch.created_at).total_seconds()
+        return self.devices.get("provisioned", 0) / max(seconds, 1.0)
+
+
+def batches(registry: Registry) -> Sequence[BatchSummary]:
+    """Every batch, oldest first, with its devices per state: two queries in all."""
+    with registry.reading() as session:
+        found = session.scalars(select(Batch).order_by(Batch.id)).all()
+        counts = session.execute(
+            select(Device.batch_id, Device.state, func.count(), func.max(Device.provisioned_at))
+            .where(Device.batch_id.is_not(None))
+            .group_by(Device.batch_id, Device.state)
+        ).all()
+    states: dict[int, dict[str, int]] = {}
+    newest: dict[int, datetime.datetime] = {}
+    for batch_id, state, count, last in counts:
+        assert batch_id is not None  # filtered by the query
+        states.setdefault(batch_id, {})[str(state)] = int(count)
+        if last is not None:
+            newest[batch_id] = max(last, newest.get(batch_id, last))
+    return [BatchSummary(b, states.get(b.id, {}), newest.get(b.id)) for b in found]
+
+
+def batch_summary(registry: Registry, name: str) -> BatchSummary:
+    """One batch as ``batches`` lists it, or NotFoundError."""
+    progress = batch_progress(registry, name)
+    with registry.reading() as session:
+        last = session.scalar(
+            select(func.max(Device.provisioned_at)).where(Device.batch_id == progress.batch.id)
+        )
+    return BatchSummary(progress.batch, progress.devices, last)
 
 
 def authorities(registry: Registry) -> Mapping[str, CaRecord]:

@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyfab.pki.ca import serial_hex
+from keyfab.pki.display import readable_name
 
 _SUBJECT_MAX = 512  # the certificates.subject column
 _LABEL_MAX = 64  # the certificates.key_label column
@@ -28,7 +29,7 @@ def certificate_row(
         "device_id": device_id,
         "key_label": key_label[:_LABEL_MAX],
         "profile": profile,
-        "subject": certificate.subject.rfc4514_string()[:_SUBJECT_MAX],
+        "subject": readable_name(certificate.subject)[:_SUBJECT_MAX],
         "not_before": certificate.not_valid_before_utc,
         "not_after": certificate.not_valid_after_utc,
         "der": certificate.public_bytes(Encoding.DER),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from keyfab.pki.display import readable_subject
 from keyfab.registry import Certificate, Device, DeviceState
 from keyfab.server.models import CertificateInfo, CertificateSummary, DeviceSummary
 
@@ -14,7 +15,7 @@ def certificate_summary(row: Certificate) -> CertificateSummary:
         serial_number=row.serial_number,
         key=row.key_label,
         profile=row.profile,
-        subject=row.subject,
+        subject=readable_subject(row.der),  # rows stored before 0004 kept OIDs
         not_before=row.not_before,
         not_after=row.not_after,
         revoked_at=row.revoked_at,
@@ -42,4 +43,5 @@ def device_summary(row: Device, batch: str | None) -> DeviceSummary:
         unique_id=row.unique_id,
         created_at=row.created_at,
         provisioned_at=row.provisioned_at,
+        failure=row.failure,
     )

@@ -22,13 +22,19 @@ from starlette.status import HTTP_201_CREATED, HTTP_202_ACCEPTED
 from keyfab.authority import READERS, WRITERS, Principal
 from keyfab.errors import KeyfabError
 from keyfab.names import pattern
-from keyfab.provision import create_batch, parse_recipe
+from keyfab.provision import cancel_batch, create_batch, parse_recipe
 from keyfab.provision.recipe import MAX_RECIPE_BYTES
 from keyfab.registry import queries
 from keyfab.securefile import read_bounded
 from keyfab.server._service import Service
 from keyfab.server.auth import require, service
-from keyfab.server.models import BatchProgress, BatchRequest
+from keyfab.server.models import (
+    BatchCancellation,
+    BatchList,
+    BatchProgress,
+    BatchRequest,
+    BatchSummary,
+)
 from keyfab.server.problems import ProblemError
 
 router = APIRouter(prefix="/api/v1/batches", tags=["batches"])
@@ -80,6 +86,26 @@ def create(request: Request, _: Writer, body: BatchRequest) -> BatchProgress:
     return _progress(request, body.name)
 
 
+def _summary(found: queries.BatchSummary) -> BatchSummary:
+    batch, rate = found.batch, found.rate
+    return BatchSummary(
+        name=batch.name,
+        product=batch.product,
+        count=batch.count,
+        state=batch.state,
+        devices=dict(found.devices),
+        created_at=batch.created_at,
+        finished_at=batch.finished_at,
+        devices_per_second=None if rate is None else round(rate, 1),
+    )
+
+
+@router.get("", response_model=BatchList)
+def list_batches(request: Request, _: Reader) -> BatchList:
+    """Every batch, oldest first: devices per state, times and provisioning rate."""
+    return BatchList(items=[_summary(b) for b in queries.batches(service(request).registry)])
+
+
 @router.get("/{name}", response_model=BatchProgress)
 def progress(request: Request, _: Reader, name: Name) -> BatchProgress:
     """How far a batch is: devices per state, and whether it is running here."""
@@ -90,8 +116,24 @@ def progress(request: Request, _: Reader, name: Name) -> BatchProgress:
 def resume(request: Request, _: Writer, name: Name) -> BatchProgress:
     """Finish a batch's pending and issued devices; no device is provisioned twice."""
     current = _progress(request, name)
-    if current.state == "finished":
-        raise ProblemError(409, "batch-finished", f"batch {name!r} is already finished")
+    if current.state != "running":
+        raise ProblemError(409, f"batch-{current.state}", f"batch {name!r} is {current.state}")
     if not service(request).start_batch(name):
         raise ProblemError(409, "batch-running", f"batch {name!r} is already running")
     return _progress(request, name)
+
+
+@router.post("/{name}/cancel", response_model=BatchCancellation)
+def cancel(request: Request, principal: Writer, name: Name) -> BatchCancellation:
+    """Stop a batch for good: pending devices become ``cancelled``; issued ones stay.
+
+    Refused while this worker runs the batch; cancelling a cancelled batch
+    changes nothing (``changed`` is false).
+    """
+    svc = service(request)
+    if svc.running(name):
+        raise ProblemError(409, "batch-running", f"batch {name!r} is running: wait for it")
+    done = cancel_batch(svc.workspace, name, by=principal.name)
+    return BatchCancellation(
+        name=name, changed=done.changed, released=done.released, issued=done.issued
+    )

@@ -74,6 +74,7 @@ class DeviceSummary(BaseModel):
     unique_id: str | None
     created_at: datetime.datetime
     provisioned_at: datetime.datetime | None
+    failure: str | None = Field(None, description="Why the device failed, if it is failed.")
 
 
 class DeviceInfo(DeviceSummary):
@@ -122,6 +123,30 @@ class BatchProgress(BaseModel):
     devices: dict[str, int]
     created_at: datetime.datetime
     finished_at: datetime.datetime | None
+
+
+class BatchSummary(BaseModel):
+    name: str
+    product: str
+    count: int
+    state: str
+    devices: dict[str, int] = Field(description="Devices per state.")
+    created_at: datetime.datetime
+    finished_at: datetime.datetime | None
+    devices_per_second: float | None = Field(
+        description="Provisioned devices per second, from creation to the newest device."
+    )
+
+
+class BatchList(BaseModel):
+    items: list[BatchSummary]
+
+
+class BatchCancellation(BaseModel):
+    name: str
+    changed: bool = Field(description="False if it was already cancelled: nothing changed.")
+    released: int = Field(description="Pending devices now 'cancelled'.")
+    issued: int = Field(description="Issued devices left as they are (certificates recorded).")
 
 
 class AuditStatus(BaseModel):
