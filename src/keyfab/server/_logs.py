@@ -30,10 +30,11 @@ PRINCIPAL = "principal"
 class UtcFormatter(logging.Formatter):
     """Timestamps in UTC, ISO 8601, whole seconds: like every time in keyfab."""
 
-    converter = time.gmtime
-
     def __init__(self, fmt: str | None = None) -> None:
         super().__init__(fmt, datefmt="%Y-%m-%dT%H:%M:%SZ")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return time.strftime(datefmt or "%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
 
 
 class AccessLog:
