@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -77,10 +78,17 @@ def _wheelhouse(request: pytest.FixtureRequest, work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """keyfab's wheel, built once for the module."""
+    return _wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="module")
+def base(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, wheel: Path
+) -> Path:
     """The bin directory of a fresh venv with ``pip install keyfab`` (no extras)."""
     work = tmp_path_factory.mktemp("base-install")
-    wheel = _wheel(work)
     venv = work / "venv"
     made = _run(sys.executable, "-m", "venv", venv)
     assert made.returncode == 0, made.stderr
@@ -120,6 +128,13 @@ def home(base: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFacto
     done = _run(base / "keyfab", "init", "--home", home, "--org", "Acme", env=env)
     assert done.returncode == 0, done.stderr
     return home
+
+
+def test_wheel_holds_package_data(wheel: Path) -> None:
+    """Migrations and the service's offline page assets ship inside the wheel."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for data in ("keyfab/py.typed", "keyfab/server/static/keyfab.css"):
+        assert data in names
 
 
 def test_no_extra_is_installed(base: Path, env: dict[str, str]) -> None:

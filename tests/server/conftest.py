@@ -118,15 +118,22 @@ class Server:
             **kwargs,  # type: ignore[arg-type]
         )
 
+    @property
+    def log(self) -> Path:
+        """Where the server's output goes: a file, so a long run never fills a pipe."""
+        return self.home.parent / f"serve-{self.port}.log"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
     def start(self) -> Server:
         args = [str(KEYFAB), "--home", str(self.home), "serve", "--port", str(self.port)]
         args += ["--workers", str(self.workers)]
         if not self.tls:
             args.append("--insecure-http")
-        env = {**os.environ, **self.env}
-        self.process = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
         self._wait_ready()
         return self
 
@@ -135,8 +142,8 @@ class Server:
         deadline = time.monotonic() + READY_DEADLINE
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode() if self.process.stdout else ""
-                raise RuntimeError(f"keyfab serve exited {self.process.returncode}: {output}")
+                code = self.process.returncode
+                raise RuntimeError(f"keyfab serve exited {code}: {self.output()}")
             try:
                 if self.tls and not self.trust.exists():
                     raise httpx.ConnectError("no trust file yet")
@@ -158,8 +165,6 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
         self.process = None
 
 

@@ -22,6 +22,17 @@ def subject(serial: str) -> x509.Name:
     )
 
 
+def issued_subject(serial: str, organization: str = "Acme") -> x509.Name:
+    """The subject EST policy gives a device: the CA's O, CN and serialNumber the serial."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, serial),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, serial),
+        ]
+    )
+
+
 def new_csr(
     serial: str, key: ec.EllipticCurvePrivateKey | None = None
 ) -> tuple[ec.EllipticCurvePrivateKey, bytes]:

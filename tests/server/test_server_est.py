@@ -27,7 +27,7 @@ from keyfab.authority import Role
 from keyfab.authority import tokens as store
 from keyfab.registry import Registry
 from tests.server.conftest import Server
-from tests.server.est_client import new_csr, subject, unwrap
+from tests.server.est_client import issued_subject, new_csr, subject, unwrap
 
 EST = "/.well-known/est"
 
@@ -41,14 +41,14 @@ def run(*args: str, data: bytes | None = None) -> bytes:
 class Device:
     """A device with openssl and curl: its key, CSR and certificates are files."""
 
-    def __init__(self, server: Server, folder: Path, serial: str):
+    def __init__(self, server: Server, folder: Path, serial: str, subj: str = "/O=Acme/CN=gateway"):
         self.server, self.folder, self.serial = server, folder, serial
         folder.mkdir(parents=True, exist_ok=True)
         self.key = folder / "device.key"
         run(
             "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
             "-nodes", "-keyout", str(self.key),
-            "-subj", f"/O=Acme/CN=gateway/serialNumber={serial}",
+            "-subj", f"{subj}/serialNumber={serial}",
             "-outform", "DER", "-out", str(folder / "csr.der"),
         )  # fmt: skip
         (folder / "csr.b64").write_bytes(base64.encodebytes((folder / "csr.der").read_bytes()))
@@ -180,6 +180,23 @@ def test_bootstrap_enrol_reenrol_and_revocation(
     assert all(c["revoked_at"] for c in certificates)
 
 
+def test_subject_comes_from_policy_not_the_csr(
+    server: Server, tokens: dict[Role, str], tmp_path: Path
+) -> None:
+    """O and OU in the CSR are ignored: O is the CA's, CN and serialNumber the serial."""
+    device = Device(server, tmp_path, "EST-EVIL", subj="/O=Evil Corp/OU=x/CN=whatever")
+    status, answer = device.enrol("t-operator", tokens[Role.OPERATOR])
+    assert status == 200, answer
+    issued = device.save_certificate(answer, "issued.pem")
+    device.verify(issued)
+    certificate = x509.load_pem_x509_certificate(issued.read_bytes())
+    assert certificate.subject == issued_subject("EST-EVIL")
+
+    status, answer = device.reenrol(issued)  # the CSR still says Evil Corp: the subject stays
+    assert status == 200, answer
+    assert unwrap(answer)[0].subject == issued_subject("EST-EVIL")
+
+
 def test_bound_token_enrols_only_its_serial(
     server: Server, tmp_path: Path, device_token: tuple[str, str]
 ) -> None:
@@ -279,7 +296,7 @@ def test_tls_unique_binding(server: Server, tokens: dict[Role, str], bound: bool
         status, answer = _post_on(tls, "127.0.0.1", tokens[Role.OPERATOR], body)
     if bound:
         assert status == 200, answer
-        assert unwrap(answer)[0].subject == subject(serial)
+        assert unwrap(answer)[0].subject == issued_subject(serial)
     else:
         assert status == 400
         assert b"tls-unique-mismatch" in answer

@@ -10,6 +10,18 @@ Who may get what:
 * never a revoked device.
 Every CSR must prove possession of its key (its signature), and a CSR carrying
 a challengePassword must carry this TLS session's tls-unique in it.
+
+What a CSR decides, and what it does not (docs/est.md):
+* honoured: its public key; its one subject serialNumber (the device serial,
+  checked against the token's device binding); its challengePassword (the
+  tls-unique binding above);
+* ignored: every other subject attribute (O, OU, CN, ...) and every other
+  attribute or requested extension. The certificate's subject is policy's:
+  O is the manufacturing CA's organisation, CN and serialNumber the serial,
+  as for IDevIDs. Ignoring rather than refusing keeps clients that always
+  send an O working, the way step-ca's templates replace the subject;
+* re-enrolment keeps the current certificate's subject; its CSR may only
+  name the same serialNumber (or none).
 """
 
 from __future__ import annotations
@@ -45,14 +57,6 @@ _LOCK_DEVICE = (
     select(Device.id, Device.state).where(Device.serial == bindparam("serial")).with_for_update()
 )
 _SERIAL = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_SUBJECT_ATTRIBUTES = frozenset(
-    {
-        NameOID.COMMON_NAME,
-        NameOID.ORGANIZATION_NAME,
-        NameOID.ORGANIZATIONAL_UNIT_NAME,
-        NameOID.SERIAL_NUMBER,
-    }
-)
 
 
 def challenge_password(csr: x509.CertificateSigningRequest) -> bytes | None:
@@ -87,19 +91,28 @@ def _proof_of_possession(
 
 
 def _device_serial(subject: x509.Name) -> str:
-    """The one serialNumber the subject names, after checking the subject's shape."""
-    for attribute in subject:
-        if attribute.oid not in _SUBJECT_ATTRIBUTES:
-            name = attribute.oid.dotted_string
-            raise InvalidRequestError(
-                f"subject attribute {name} is not allowed", slug="subject-not-allowed"
-            )
+    """The one serialNumber the subject names: the only subject field policy reads."""
     serials = subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
     if len(serials) != 1 or not _SERIAL.fullmatch(str(serials[0].value)):
         raise InvalidRequestError(
             "the subject must name one serialNumber (1-64 characters)", slug="subject-not-allowed"
         )
     return str(serials[0].value)
+
+
+def device_subject(authority: Authority, serial: str) -> x509.Name:
+    """The subject policy gives an enrolled device, whatever its CSR asked for.
+
+    The IDevID's shape (``pki.profiles.idevid``): O from the manufacturing CA,
+    CN and serialNumber the serial, so a device cannot name its own organisation.
+    """
+    attributes = [
+        x509.NameAttribute(NameOID.COMMON_NAME, serial),
+        x509.NameAttribute(NameOID.SERIAL_NUMBER, serial),
+    ]
+    if authority.organization:
+        attributes.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, authority.organization))
+    return x509.Name(attributes)
 
 
 def _revoked(serial: str) -> PermissionDeniedError:
@@ -125,7 +138,8 @@ def enrol(
         if principal.token_id is not None and principal.limited_uses:
             consume(session, principal.token_id)
         target = (device_id, serial)
-        return _issue(authority, session, target, csr.subject, public_key, principal)
+        subject = device_subject(authority, serial)
+        return _issue(authority, session, target, subject, public_key, principal)
 
 
 def reenrol(
@@ -134,7 +148,11 @@ def reenrol(
     csr: x509.CertificateSigningRequest,
     tls_unique: bytes | None,
 ) -> x509.Certificate:
-    """Re-enrolment: a new certificate for the same subject, proven by the current one."""
+    """Re-enrolment: a new certificate with the current one's subject, proven by it.
+
+    RFC 7030 wants the CSR's subject to match; keyfab reads only its
+    serialNumber (the one field it honours) and refuses another device's.
+    """
     if principal.certificate_serial is None or principal.device_serial is None:
         raise AuthenticationError("re-enrolment needs the current device certificate (mutual TLS)")
     public_key = _proof_of_possession(csr, tls_unique)
@@ -142,17 +160,24 @@ def reenrol(
         current = session.scalars(
             select(Certificate).where(Certificate.serial_number == principal.certificate_serial)
         ).one()
-        if csr.subject != x509.load_der_x509_certificate(current.der).subject:
-            raise PermissionDeniedError(
-                "re-enrolment must keep the same subject", slug="subject-mismatch"
-            )
+        subject = x509.load_der_x509_certificate(current.der).subject
+        _same_device(csr.subject, principal.device_serial)
         device = session.scalars(
             select(Device).where(Device.serial == principal.device_serial).with_for_update()
         ).one()
         if device.state == DeviceState.REVOKED:
             raise _revoked(device.serial)
         target = (device.id, device.serial)
-        return _issue(authority, session, target, csr.subject, public_key, principal, renew=True)
+        return _issue(authority, session, target, subject, public_key, principal, renew=True)
+
+
+def _same_device(requested: x509.Name, serial: str) -> None:
+    """Refuse a re-enrolment CSR naming another device's serialNumber."""
+    named = [str(a.value) for a in requested.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
+    if named and named != [serial]:
+        raise PermissionDeniedError(
+            "re-enrolment must keep the same subject serialNumber", slug="subject-mismatch"
+        )
 
 
 def _device(session: Session, serial: str, public_key: PublicKey, *, new_only: bool) -> int:

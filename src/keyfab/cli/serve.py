@@ -88,6 +88,10 @@ def serve(
         scheme = "https"
         console.print(f"trust anchor for clients: {files.trust}")
     console.print(f"keyfab serving on {scheme}://{host}:{port} with {workers} worker(s)")
+    from uvicorn.config import LOGGING_CONFIG
+
+    from keyfab.server._logs import log_config
+
     uvicorn.run(
         "keyfab.server.app:from_environment",
         factory=True,
@@ -97,6 +101,8 @@ def serve(
         http=PeerCertHttpToolsProtocol,  # C parser: h11 cost more CPU than enrolment
         loop="uvloop",
         log_level="warning",
+        log_config=log_config(LOGGING_CONFIG),  # keyfab.server.access logs each request
+        access_log=False,  # or uvicorn would log each request a second time
         server_header=False,
         **tls,  # type: ignore[arg-type]
     )

@@ -228,10 +228,11 @@ def tls_server(organization: str, hostnames: tuple[str, ...], days: int = 90) ->
 def est_device(subject: x509.Name, days: int = 365) -> Template:
     """A locally significant device identity (LDevID) enrolled over EST.
 
-    The subject is the one the CSR asked for, already checked by the EST policy
-    (it names the device's serialNumber). Unlike the IDevID it expires, and it
-    carries clientAuth so the device can use it for mutual TLS, including the
-    EST re-enrolment that renews it.
+    The subject comes from EST policy (``authority.enrolment``: the CA's
+    organisation, CN and serialNumber the device serial; on re-enrolment the
+    current certificate's), never from the CSR. Unlike the IDevID it expires,
+    and it carries clientAuth so the device can use it for mutual TLS,
+    including the EST re-enrolment that renews it.
     """
     return Template(
         profile=Profile.EST_DEVICE,

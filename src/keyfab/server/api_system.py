@@ -13,14 +13,14 @@ from keyfab.errors import RegistryError
 from keyfab.registry import queries
 from keyfab.server.auth import require, service
 from keyfab.server.models import AuditStatus, Health
-from keyfab.server.problems import ProblemError
+from keyfab.server.problems import PROTECTED, ProblemError, problem_responses
 
 router = APIRouter(prefix="/api/v1")
 Auditor = Annotated[Principal, Depends(require(Role.ADMIN, Role.AUDITOR))]
 PEM_CHAIN = "application/pem-certificate-chain"
 
 
-@router.get("/health", response_model=Health, tags=["system"])
+@router.get("/health", response_model=Health, tags=["system"], responses=problem_responses(503))
 def health(request: Request) -> Health:
     """Liveness and database reachability; no authentication."""
     try:
@@ -50,7 +50,8 @@ def ca_chain(request: Request) -> Response:
         200: {
             "content": {"application/pkix-crl": {}, "application/x-pem-file": {}},
             "description": "The current CRL of the manufacturing CA.",
-        }
+        },
+        **problem_responses(422),
     },
 )
 def ca_crl(
@@ -68,7 +69,7 @@ def ca_crl(
     return Response(crl.public_bytes(Encoding.DER), media_type="application/pkix-crl")
 
 
-@router.get("/audit", response_model=AuditStatus, tags=["audit"])
+@router.get("/audit", response_model=AuditStatus, tags=["audit"], responses=PROTECTED)
 def audit_status(request: Request, _: Auditor) -> AuditStatus:
     """Recompute the audit hash chain now and say whether it holds."""
     with service(request).registry.reading() as session:

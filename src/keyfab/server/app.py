@@ -10,9 +10,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from keyfab import __version__
-from keyfab.server import MAX_BODY, api_batches, api_devices, api_system, est, problems
+from keyfab.server import MAX_BODY, api_batches, api_devices, api_system, est, pages, problems
 from keyfab.server._json_body import StrictJsonBodies
 from keyfab.server._limits import BodyLimit
+from keyfab.server._logs import AccessLog, one_line_warnings
 from keyfab.server._service import Service
 from keyfab.workspace import Workspace, default_home
 
@@ -31,17 +32,31 @@ def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
         version=__version__,
         description="Device identities: registry, batches, CA, audit, and EST enrolment.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN: pages.py serves /docs instead
+        redoc_url=None,
     )
     app.state.service = svc
     problems.install(app)
     app.add_middleware(StrictJsonBodies)  # inside the limit: it reads bodies already capped
     app.add_middleware(BodyLimit, limit=max_body)
-    for module in (api_system, api_devices, api_batches, est):
-        app.include_router(module.router)
+    app.add_middleware(AccessLog)  # outermost: it sees every answer, the 413s included
+    app.include_router(api_system.router)
+    app.include_router(api_devices.router, responses=problems.REST)
+    app.include_router(api_batches.router, responses={**problems.REST, **_CONFLICT})
+    app.include_router(est.router)
+    pages.install(app)
     return app
 
 
+_CONFLICT = problems.problem_responses(409)
+
+
 def from_environment() -> FastAPI:
-    """uvicorn's factory for worker processes: the workspace comes from KEYFAB_HOME."""
+    """uvicorn's factory for worker processes: the workspace comes from KEYFAB_HOME.
+
+    A worker is a fresh process: it does not inherit the CLI's warning display,
+    so it sets the same one-line, once-per-process display before opening the CA.
+    """
+    one_line_warnings()
     limit = int(os.environ.get("KEYFAB_MAX_BODY") or MAX_BODY)
     return create_app(Workspace(Path(default_home()).absolute()), max_body=limit)

@@ -24,6 +24,7 @@ from fastapi import Request
 from keyfab.authority import Principal, Role
 from keyfab.authority.access import from_certificate, from_token
 from keyfab.errors import AuthenticationError, PermissionDeniedError
+from keyfab.server._logs import PRINCIPAL
 from keyfab.server._peer import peer_certificate
 from keyfab.server._service import Service
 from keyfab.server.problems import ProblemError, from_keyfab_error
@@ -71,11 +72,14 @@ def identify(request: Request) -> Principal | None:
         return None
     try:
         if header is not None:
-            return _from_header(service(request), header)
-        assert peer is not None
-        return from_certificate(service(request).registry, peer)
+            principal = _from_header(service(request), header)
+        else:
+            assert peer is not None
+            principal = from_certificate(service(request).registry, peer)
     except (AuthenticationError, PermissionDeniedError) as refused:
         raise from_keyfab_error(refused) from None
+    setattr(request.state, PRINCIPAL, principal.name)  # for the access log line
+    return principal
 
 
 def require(*roles: Role) -> Callable[[Request], Principal]:

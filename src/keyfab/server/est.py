@@ -26,7 +26,7 @@ from keyfab.server.est_messages import (
     csr_attributes,
     decode_csr,
 )
-from keyfab.server.problems import ProblemError
+from keyfab.server.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/.well-known/est", tags=["est"])
 _BASE64_HEADERS = {"Content-Transfer-Encoding": "base64"}
@@ -42,6 +42,7 @@ _CERTS_RESPONSE: dict[int | str, dict[str, Any]] = {
 _CSRATTRS_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {CSRATTRS: {}}, "description": "base64 CsrAttrs"}
 }
+_ENROL_RESPONSES = {**_CERTS_RESPONSE, **problem_responses(400, 401, 403, 409, 413, 415)}
 Enroller = Annotated[Principal, Depends(require(Role.ADMIN, Role.OPERATOR, Role.DEVICE))]
 
 
@@ -85,7 +86,7 @@ async def _enrol(request: Request, principal: Principal, action: Enrol) -> Respo
     return _pkcs7([certificate])
 
 
-@router.post("/simpleenroll", responses=_CERTS_RESPONSE, openapi_extra=_PKCS10_BODY)
+@router.post("/simpleenroll", responses=_ENROL_RESPONSES, openapi_extra=_PKCS10_BODY)
 async def simpleenroll(request: Request, principal: Enroller) -> Response:
     """Bootstrap enrolment with a token (HTTP Basic or Bearer)."""
     return await _enrol(request, principal, enrolment.enrol)
@@ -98,7 +99,7 @@ def _device_certificate(request: Request) -> Principal:
     return principal
 
 
-@router.post("/simplereenroll", responses=_CERTS_RESPONSE, openapi_extra=_PKCS10_BODY)
+@router.post("/simplereenroll", responses=_ENROL_RESPONSES, openapi_extra=_PKCS10_BODY)
 async def simplereenroll(
     request: Request, principal: Annotated[Principal, Depends(_device_certificate)]
 ) -> Response:

@@ -50,6 +50,47 @@ _STATUS_SLUGS = {
 }
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; branch on type, show title and detail.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:keyfab:problem:<slug>, stable"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "description": "the request path"},
+        "errors": {
+            "type": "array",
+            "description": "422 only: each invalid field",
+            "items": {"type": "object"},
+        },
+    },
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries declaring problem documents for ``statuses``.
+
+    Declaring 422 here also replaces FastAPI's default validation schema, which
+    is not what the service sends.
+    """
+    return {
+        status: {
+            "description": _STATUS_SLUGS[status][1],
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+        }
+        for status in statuses
+    }
+
+
+PROTECTED = problem_responses(401, 403, 413)
+"""What any operation needing an identity may answer besides its own errors."""
+REST = problem_responses(400, 401, 403, 404, 413, 415, 422)
+"""The REST routers' problems: every operation there needs a token and may take JSON."""
+
+
 class ProblemError(Exception):
     """An error answer: raise it anywhere in a handler."""
 
