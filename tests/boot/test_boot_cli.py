@@ -262,3 +262,43 @@ def test_boot_cli_build_and_sign_are_reproducible(
     code, output = invoke("build", tmp_path / "fit.toml", "-o", tmp_path / "x.itb")
     assert code == 1
     assert "SOURCE_DATE_EPOCH" in output
+
+
+def test_boot_cli_verify_without_keys_fails(built: Path, control_dtb: Path) -> None:
+    """Like fit_check_sign -k: an unsigned image with nothing to check against is no pass."""
+    assert invoke("verify", built) == (
+        1,
+        "error: no keys to verify against: pass --control or -k\n",
+    )
+    code, output = invoke("verify", built, "-k", control_dtb)
+    assert code == 1
+    assert output == f"error: no keys to verify against: {control_dtb} has no /signature keys\n"
+
+
+def test_boot_cli_verify_error_names_the_configuration_once(
+    built: Path, keydir: KeyMaker, control_dtb: Path
+) -> None:
+    assert _sign(built, keydir, control_dtb)[0] == 0
+    built.write_bytes(built.read_bytes().replace(b"from toml", b"from tomm"))
+    code, output = invoke("verify", built, "-k", control_dtb)
+    assert code == 1
+    assert output.splitlines()[-1] == (
+        "error: configuration 'conf-1': required key 'dev' did not verify a signature"
+    )
+
+
+def test_boot_cli_verify_unreferenced_configuration_said_once(
+    built: Path, keydir: KeyMaker, control_dtb: Path
+) -> None:
+    assert _sign(built, keydir, control_dtb)[0] == 0
+    fit = FitImage.load(built.read_bytes())
+    config = fit.configuration("conf-1")
+    config.remove("kernel")
+    config.remove("fdt")
+    built.write_bytes(fit.to_bytes())
+    code, output = invoke("verify", built, "--control", control_dtb)
+    assert code == 1
+    assert output.splitlines()[-1] == (
+        "error: configuration 'conf-1': it references no images; "
+        "required key 'dev' did not verify a signature"
+    )

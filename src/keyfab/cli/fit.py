@@ -11,6 +11,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from keyfab.boot import (
+    Fdt,
     FitVerificationError,
     SignatureAlgorithm,
     Signer,
@@ -76,7 +77,10 @@ def _print_report(report: VerifyReport) -> None:
 @app.command()
 def verify(
     image: Annotated[Path, typer.Argument(help="FIT image (.itb)")],
-    control: Annotated[Path | None, typer.Option(help="U-Boot control DTB with keys")] = None,
+    control: Annotated[
+        Path | None,
+        typer.Option("-k", "--control", help="U-Boot control DTB with keys (fit_check_sign -k)"),
+    ] = None,
     conf: Annotated[str | None, typer.Option(help="configuration (default: default)")] = None,
     min_version: Annotated[int | None, typer.Option(help="minimum rollback-index")] = None,
     counter_rot: Annotated[str | None, typer.Option(help="rot URI holding a counter")] = None,
@@ -90,7 +94,7 @@ def verify(
     counter; --advance then raises it to a verified image's rollback-index, so
     older images are refused from now on.
     """
-    fit, keys = load_fit(image), load_dtb(control) if control else None
+    fit, keys = load_fit(image), _key_source(control)
     if counter_rot is None:
         report = verify_fit(fit, keys, conf, min_version)
     else:
@@ -114,7 +118,21 @@ def verify(
     else:
         _print_report(report)
     if not report.ok:
-        raise FitVerificationError(f"configuration {report.config!r}: {report.reason}")
+        raise FitVerificationError(report.message)
+
+
+def _key_source(control: Path | None) -> Fdt:
+    """The control DTB, which must hold keys: without one nothing is verified.
+
+    An image whose hashes match proves nothing about who made it, so, like
+    fit_check_sign (which requires -k), verifying needs keys to verify against.
+    """
+    if control is None:
+        raise FitVerificationError("no keys to verify against: pass --control or -k")
+    dtb = load_dtb(control)
+    if not read_keys(dtb):
+        raise FitVerificationError(f"no keys to verify against: {control} has no /signature keys")
+    return dtb
 
 
 def _tree(label: str, content: dict[str, Any]) -> Tree:
