@@ -160,10 +160,14 @@ def inspect(
 
 @app.command()
 def build(
-    description: Annotated[Path, typer.Argument(help="TOML description of the FIT")],
+    description: Annotated[Path, typer.Argument(help="image tree source (.its) or TOML")],
     output: Annotated[Path, typer.Option("-o", "--output", help="the .itb to write")],
 ) -> None:
-    """Build a FIT (with hash nodes) from a TOML description; sign it with `fit sign`."""
+    """Build a FIT (with hash values) from an .its, as mkimage -f does, or from TOML.
+
+    An .its is compiled by dtc with /incbin/ paths relative to its folder; sign
+    the result with `fit sign` (the key-name-hint of its signature nodes is used).
+    """
     fit = load_description(description)
     write_atomic(output, fit.chunks())
     console.print(f"wrote {output} ({len(fit.images())} images)")
