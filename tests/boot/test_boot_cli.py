@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -371,3 +372,59 @@ def test_boot_cli_build_its_dtc_error_is_one_line(its_dir: Path, tmp_path: Path)
     assert code == 1
     assert output.startswith("error: dtc cannot compile")
     assert output.count("\n") == 1
+
+
+@pytest.mark.parametrize("form", ["bare", "soft"])
+def test_boot_cli_sign_with_a_key_file_of_any_name(
+    built: Path, keydir: KeyMaker, control_dtb: Path, form: str
+) -> None:
+    """--key keys/dev.key and --key soft:keys/dev.key name the PEM file itself."""
+    path = keydir("dev", "rsa2048") / "dev.key"
+    key = str(path) if form == "bare" else f"soft:{path}"
+    code, output = invoke(
+        "sign", built, "--key", key, "--key-name-hint", "dev", "-K", control_dtb,
+        "--required", "conf",
+    )  # fmt: skip
+    assert code == 0, output
+    assert invoke("verify", built, "-k", control_dtb)[0] == 0
+
+
+@pytest.mark.parametrize("kind", ["rsa2048", "ec256"])
+def test_boot_cli_sign_its_image_with_mkimage_keydir(
+    its_dir: Path, tmp_path: Path, keydir: KeyMaker, control_dtb: Path, kind: str
+) -> None:
+    """mkimage's -k DIR: DIR/<hint>.key, the hint taken from the .its signature node."""
+    hint = f"its{kind}"
+    folder = keydir(hint, kind)
+    algo = "sha256,rsa2048" if kind == "rsa2048" else "sha256,ecdsa256"
+    its = ITS_RELATIVE.replace('"sha256,rsa2048"', f'"{algo}"').replace('"dev"', f'"{hint}"')
+    (its_dir / "fit.its").write_text(its)
+    image = tmp_path / "signed.itb"
+    assert invoke("build", its_dir / "fit.its", "-o", image)[0] == 0
+    code, output = invoke("sign", image, "-k", folder, "-K", control_dtb, "--required", "conf")
+    assert code == 0, output
+    assert f"with {algo}:{hint}" in output
+    assert invoke("verify", image, "-k", control_dtb)[0] == 0
+    if shutil.which("fit_check_sign"):  # Debian's u-boot-tools does not ship it
+        run("fit_check_sign", "-f", image, "-k", control_dtb)
+
+
+def test_boot_cli_sign_keydir_certificate_must_match(
+    built: Path, keydir: KeyMaker, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "dev.key").write_bytes((keydir("dev", "rsa2048") / "dev.key").read_bytes())
+    (folder / "dev.crt").write_bytes((keydir("other", "rsa2048") / "other.crt").read_bytes())
+    code, output = invoke("sign", built, "-k", folder, "--key-name-hint", "dev")
+    assert (code, output) == (1, f"error: {folder / 'dev.crt'} is not the certificate of dev.key\n")
+
+
+def test_boot_cli_sign_needs_a_hint_when_the_image_names_none(
+    built: Path, keydir: KeyMaker
+) -> None:
+    code, output = invoke("sign", built, "-k", keydir("dev", "rsa2048"))
+    assert (code, output) == (
+        1,
+        "error: no --key-name-hint, and no signature node in the image names one\n",
+    )

@@ -18,11 +18,13 @@ from keyfab.boot import (
     VerifyReport,
     add_key,
     describe,
+    hint_from_image,
     load_description,
     load_dtb,
     load_fit,
     read_keys,
     sign_fit,
+    signing_key,
     verify_fit,
     write_atomic,
 )
@@ -41,28 +43,43 @@ app = typer.Typer(
 @app.command()
 def sign(
     image: Annotated[Path, typer.Argument(help="FIT image (.itb) to sign in place")],
-    key: Annotated[str, typer.Option(help="signing key URI: soft:, pkcs11:, tpm2:")],
-    key_name_hint: Annotated[str, typer.Option(help="key name in the control DTB")],
+    key: Annotated[
+        str | None, typer.Option(help="key URI (soft:, pkcs11:, tpm2:) or a PEM key file")
+    ] = None,
+    keydir: Annotated[
+        Path | None,
+        typer.Option("-k", "--keydir", help="mkimage key directory: <hint>.key and <hint>.crt"),
+    ] = None,
+    key_name_hint: Annotated[
+        str | None, typer.Option(help="key name in the control DTB; default: the image's")
+    ] = None,
     algo: Annotated[str | None, typer.Option(help="sha256,rsa2048 ...; default: from key")] = None,
     padding: Annotated[str | None, typer.Option(help="pss for RSA-PSS")] = None,
     conf: Annotated[list[str] | None, typer.Option(help="configuration(s); default all")] = None,
     required: Annotated[str | None, typer.Option(help="mark key required: conf|image")] = None,
-    control: Annotated[Path | None, typer.Option(help="control DTB to add the key to")] = None,
+    control: Annotated[
+        Path | None, typer.Option("-K", "--control", help="control DTB to add the key to")
+    ] = None,
     sign_images: Annotated[bool, typer.Option(help="also sign each image")] = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write here")] = None,
 ) -> None:
-    """Add hashes, sign configurations (and images) and write the key into the control DTB."""
-    private = load_key(key)
-    algorithm = SignatureAlgorithm.parse(algo or SignatureAlgorithm.for_key(private).name, padding)
+    """Add hashes, sign configurations (and images) and write the key into the control DTB.
+
+    As with mkimage, -k DIR reads DIR/<hint>.key and the hint defaults to the
+    key-name-hint the image's signature nodes (from its .its) already name.
+    """
     fit = load_fit(image)
+    hint = key_name_hint or hint_from_image(fit, conf)
+    private = signing_key(key, keydir, hint)
+    algorithm = SignatureAlgorithm.parse(algo or SignatureAlgorithm.for_key(private).name, padding)
     dtb = load_dtb(control) if control is not None else None
     if dtb is not None:  # before writing anything: a bad --required stops here
-        add_key(dtb, private.public_key(), key_name_hint, algorithm.name, required)
-    signed = sign_fit(fit, Signer(private, key_name_hint, algorithm), conf, images=sign_images)
+        add_key(dtb, private.public_key(), hint, algorithm.name, required)
+    signed = sign_fit(fit, Signer(private, hint, algorithm), conf, images=sign_images)
     write_atomic(output or image, fit.chunks())
     if control is not None and dtb is not None:
         write_atomic(control, dtb.chunks())
-    console.print(f"signed {', '.join(signed)} with {algorithm.name}:{key_name_hint}")
+    console.print(f"signed {', '.join(signed)} with {algorithm.name}:{hint}")
 
 
 def _print_report(report: VerifyReport) -> None:
