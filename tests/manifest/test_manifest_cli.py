@@ -83,3 +83,36 @@ def test_manifest_cli_verify_table_names_failure(pki: Pki, tmp_path: Path) -> No
     assert result.exit_code == 1
     assert "1 of 2 entries verified" in result.stdout
     assert result.stderr.startswith("error: entry 0 (")
+
+
+def _bare_key_manifest(pki: Pki, tmp_path: Path, keep_x5c: bool = False) -> Path:
+    """A TrustManager-style version-2 reel: keys without certificates."""
+    from keyfab.manifest._serialize import element_json
+
+    payload = element_json(pki.element("0102"))
+    payload["version"] = 2
+    if not keep_x5c:
+        for key in payload["publicKeySet"]["keys"]:
+            key.pop("x5c", None)
+    path = tmp_path / "bare.json"
+    path.write_text(json.dumps([pki.raw_entry(pki.header(), json.dumps(payload).encode())]))
+    return path
+
+
+def test_manifest_cli_roots_optional_for_bare_keys(pki: Pki, tmp_path: Path) -> None:
+    manifest = _bare_key_manifest(pki, tmp_path)
+    signers = str(pki.signers_dir(tmp_path))
+    result = runner.invoke(app, ["verify", str(manifest), "--signers", signers])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 entries verified" in result.output
+
+
+def test_manifest_cli_certificates_without_roots_name_the_option(pki: Pki, tmp_path: Path) -> None:
+    manifest = _bare_key_manifest(pki, tmp_path, keep_x5c=True)
+    signers = str(pki.signers_dir(tmp_path))
+    result = runner.invoke(app, ["verify", str(manifest), "--signers", signers])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: entry 0 (0102): the entry carries certificates but no roots were given: "
+        "pass --roots\n"
+    )

@@ -11,7 +11,8 @@ must hold. An entry is accepted only if all of these hold:
    (manifests are long-lived and signers expire, so "now" would reject every
    older reel; the timestamp is inside the signed payload);
 4. every key's ``x5c`` (the identity key's at least) chains to one of the
-   given roots, now;
+   given roots, now; without roots only entries with no ``x5c`` at all (bare
+   keys, version 2) can pass;
 5. each such JWK's coordinates are exactly its certificate's public key.
 """
 
@@ -95,6 +96,10 @@ class VerificationPolicy:
         return chains[0]
 
     def _key_chain(self, key: EcJwk) -> tuple[x509.Certificate, ...]:
+        if not self.roots:
+            raise VerificationError(
+                "the entry carries certificates but no roots were given: pass --roots"
+            )
         certificates = key.certificates()
         chain = verify_device_chain(certificates[0], certificates[1:], self.roots, self.now)
         _check_same_key(key, certificates[0])
