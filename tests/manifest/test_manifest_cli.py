@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from typer.testing import CliRunner
 
 from keyfab.cli.manifest import app
@@ -116,3 +117,33 @@ def test_manifest_cli_certificates_without_roots_name_the_option(pki: Pki, tmp_p
         "error: entry 0 (0102): the entry carries certificates but no roots were given: "
         "pass --roots\n"
     )
+
+
+def test_manifest_cli_export_signed_after_provisioning_verifies(pki: Pki, tmp_path: Path) -> None:
+    """An older batch exported with a signer issued after its devices were provisioned."""
+    import datetime
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from keyfab import pki as keyfab_pki
+    from keyfab.manifest import EntrySigner, write_manifest
+
+    from .conftest import T0
+
+    later = T0 + datetime.timedelta(days=400)
+    key = ec.generate_private_key(ec.SECP256R1())
+    profile = keyfab_pki.manifest_signer("Example", "Later Signer")
+    certificate = pki.ca.issue(profile, key.public_key(), now=later)
+    manifest = tmp_path / "old-batch.json"
+    with manifest.open("wb") as out:
+        elements = (pki.element(f"03{n:016x}") for n in range(2))
+        write_manifest(elements, EntrySigner(key, certificate, signed_at=later), out)
+    signers = tmp_path / "later-signers"
+    signers.mkdir()
+    (signers / "later.pem").write_bytes(certificate.public_bytes(Encoding.PEM))
+    roots = str(pki.roots_file(tmp_path))
+    result = runner.invoke(
+        app, ["verify", str(manifest), "--signers", str(signers), "--roots", roots]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 entries verified" in result.output
