@@ -31,10 +31,15 @@ from .conftest import Pki
 runner = CliRunner()
 
 
-# Microchip's unprotected header carries uniqueId; joserfc refuses header
-# parameters it does not know unless they are registered.
+# Microchip's unprotected header carries uniqueId, keyfab's protected header the
+# signing time iat (a JWT claim replicated as a header, RFC 7519 section 5.3);
+# joserfc refuses header parameters it does not know unless they are registered.
 REGISTRY = jws.JWSRegistry(
-    header_registry={"uniqueId": HeaderParameter("device", "str")}, algorithms=["ES256"]
+    header_registry={
+        "uniqueId": HeaderParameter("device", "str"),
+        "iat": HeaderParameter("signing time", "int"),
+    },
+    algorithms=["ES256"],
 )
 
 
@@ -55,7 +60,7 @@ def test_manifest_export_in_memory_verified_by_joserfc(pki: Pki, tmp_path: Path)
     assert [p["uniqueId"] for p in payloads] == [f"01{n:016x}" for n in range(4)]
     entry = json.loads(manifest.read_bytes())[0]
     header = json.loads(base64.urlsafe_b64decode(entry["protected"] + "=="))
-    assert list(header) == ["typ", "alg", "kid", "x5t#S256"]
+    assert list(header) == ["typ", "alg", "kid", "x5t#S256", "iat"]  # Microchip order, then iat
     assert "=" not in entry["payload"] + entry["protected"] + entry["signature"]
 
 

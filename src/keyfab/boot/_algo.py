@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from keyfab.boot._errors import FitError
 from keyfab.boot._tokens import Bytes
-from keyfab.rot import PrivateKey
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
@@ -30,6 +29,9 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 _IMAGE_HASHES = frozenset({"crc32", "md5", *_HASHES})
 _RSA_BITS = {"rsa2048": 2048, "rsa3072": 3072, "rsa4096": 4096}
 _CURVES: dict[str, ec.EllipticCurve] = {"ecdsa256": ec.SECP256R1(), "ecdsa384": ec.SECP384R1()}
+
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+"""What signs a FIT: a root-of-trust key or a PEM file read as mkimage -k reads it."""
 
 
 def image_digest(algo: str, chunks: Iterable[Bytes]) -> bytes:
@@ -73,7 +75,7 @@ class SignatureAlgorithm:
 
     @classmethod
     def for_key(
-        cls, key: PrivateKey, checksum: str = "sha256", pss: bool = False
+        cls, key: SigningKey, checksum: str = "sha256", pss: bool = False
     ) -> SignatureAlgorithm:
         """The algorithm name U-Boot uses for this key (its size picks rsaNNNN / ecdsaNNN)."""
         if isinstance(key, rsa.RSAPrivateKey):
@@ -110,7 +112,7 @@ class SignatureAlgorithm:
             return padding.PSS(padding.MGF1(self.hash()), self.hash().digest_size)
         return padding.PKCS1v15()
 
-    def sign(self, key: PrivateKey, digest: bytes) -> bytes:
+    def sign(self, key: SigningKey, digest: bytes) -> bytes:
         """The FIT ``value`` for ``digest``: RSA as is, ECDSA as raw r||s."""
         prehashed = utils.Prehashed(self.hash())
         if isinstance(key, rsa.RSAPrivateKey):

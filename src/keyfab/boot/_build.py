@@ -1,5 +1,7 @@
 """Building a FIT from a small TOML description, so users need neither .its nor dtc.
 
+(An .its goes through ``_its`` as with ``mkimage -f``; ``load_description`` picks.)
+
 The description names payload files and configurations::
 
     description = "acme gateway"
@@ -34,6 +36,7 @@ from typing import Any
 from keyfab.boot._errors import FitError
 from keyfab.boot._fdt import Fdt, Node
 from keyfab.boot._fit import FitImage
+from keyfab.boot._its import build_from_its, is_its, read_description
 from keyfab.boot._sign import add_hashes, source_date
 
 _IMAGE_STRINGS = ("description", "type", "arch", "os", "compression")
@@ -129,11 +132,18 @@ def build_fit(description: Mapping[str, Any], base: Path, hash_algo: str = "sha2
 
 
 def load_description(path: Path) -> FitImage:
-    """Read a TOML description and build its FIT."""
+    """Build the FIT an .its (as mkimage -f) or a TOML description describes.
+
+    The form is chosen by extension (.its, .dts) or by the ``/dts-v1/;`` header,
+    so an .its under any name is never mistaken for broken TOML.
+    """
+    source = read_description(path)
+    if is_its(path, source):
+        return build_from_its(path, source)
     try:
-        description = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as error:
+        description = tomllib.loads(source.decode())
+    except UnicodeDecodeError as error:
         raise FitError(f"cannot read {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
-        raise FitError(f"{path} is not valid TOML: {error}") from None
+        raise FitError(f"{path} is neither an .its (/dts-v1/;) nor valid TOML: {error}") from None
     return build_fit(description, path.parent)

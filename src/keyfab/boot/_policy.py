@@ -22,6 +22,7 @@ from keyfab.boot._errors import FdtError, FitError
 from keyfab.boot._fdt import Fdt, Node
 from keyfab.boot._fit import CONFIGS_PATH, IMAGES_PATH, SIGNATURE_PREFIX, FitImage, sub_nodes
 from keyfab.boot._keynode import SIGNATURE_NODE, ControlKey, read_keys
+from keyfab.boot._regions import Region
 from keyfab.boot._verify import (
     check_config_signature,
     check_hash,
@@ -55,12 +56,20 @@ class VerifyReport:
     nodes: list[NodeResult] = field(default_factory=list)
 
     def fail(self, reason: str) -> None:
+        """Record a failure once: two checks finding the same fault say it once."""
         self.ok = False
-        self.reasons.append(reason)
+        if reason not in self.reasons:
+            self.reasons.append(reason)
 
     @property
     def reason(self) -> str:
+        """The failures, each naming its image or hash; the configuration is implied."""
         return "; ".join(self.reasons) or "ok"
+
+    @property
+    def message(self) -> str:
+        """One line for the user: the configuration named once, then the reasons."""
+        return f"configuration {self.config!r}: {self.reason}"
 
 
 Checker = Callable[[Node, ControlKey], str | None]
@@ -94,13 +103,14 @@ def _try_signatures(
 def _apply_required(
     report: VerifyReport, required: list[ControlKey], verified: set[str], what: str, any_mode: bool
 ) -> None:
+    """Fail for required keys that verified nothing; ``what`` prefixes image reasons only."""
     passed = [k for k in required if k.node_name in verified]
     if any_mode and required and not passed:
-        report.fail(f"{what}: none of the required keys verified a signature")
+        report.fail(f"{what}none of the required keys verified a signature")
     if not any_mode:
         for key in required:
             if key.node_name not in verified:
-                report.fail(f"{what}: required key {key.hint!r} did not verify a signature")
+                report.fail(f"{what}required key {key.hint!r} did not verify a signature")
 
 
 def _image_checker(fit: FitImage, image: Node) -> Checker:
@@ -133,7 +143,7 @@ def _check_images(
         verified = _try_signatures(
             report, base, sub_nodes(image, SIGNATURE_PREFIX), keys, _image_checker(fit, image)
         )
-        _apply_required(report, required, verified, f"image {image.name!r}", any_mode)
+        _apply_required(report, required, verified, f"image {image.name!r}: ", any_mode)
 
 
 def _check_rollback(report: VerifyReport, config: Node, min_version: int, signed: bool) -> None:
@@ -162,6 +172,17 @@ def _check_rollback(report: VerifyReport, config: Node, min_version: int, signed
     )
 
 
+def _regions(fit: FitImage, config: Node) -> list[Region]:
+    """The configuration's signed regions; its errors never name the configuration.
+
+    The report names it once (``VerifyReport.message``), so a reason that names
+    it again would read "configuration 'c': configuration 'c' ...".
+    """
+    if not fit.references(config):
+        raise FitError("it references no images")
+    return config_regions(fit, config)
+
+
 def verify_fit(
     fit: FitImage,
     control: Fdt | None,
@@ -177,9 +198,9 @@ def verify_fit(
     any_mode = mode is not None and mode.as_str() == "any"
     verified: set[str] = set()
     try:
-        regions = config_regions(fit, config)
+        regions = _regions(fit, config)
     except (FitError, FdtError) as error:
-        report.fail(f"configuration {config.name!r}: {error}")
+        report.fail(str(error))
     else:
         verified = _try_signatures(
             report,
@@ -189,7 +210,7 @@ def verify_fit(
             lambda sig, key: check_config_signature(fit, regions, sig, key),
         )
     required = [k for k in keys if k.required == "conf"]
-    _apply_required(report, required, verified, f"configuration {config.name!r}", any_mode)
+    _apply_required(report, required, verified, "", any_mode)
     _check_images(report, fit, config, keys, any_mode=False)
     if min_version is not None:
         _check_rollback(report, config, min_version, signed=bool(verified))

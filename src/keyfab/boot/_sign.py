@@ -17,13 +17,12 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from keyfab.boot._algo import SignatureAlgorithm, image_digest
+from keyfab.boot._algo import SignatureAlgorithm, SigningKey, image_digest
 from keyfab.boot._errors import FitError
 from keyfab.boot._fdt import Node, read_header
 from keyfab.boot._fit import HASH_PREFIX, SIGNATURE_PREFIX, FitImage, sub_nodes
 from keyfab.boot._keynode import check_hint
 from keyfab.boot._regions import find_regions
-from keyfab.rot import PrivateKey
 
 SIGNER_NAME = "keyfab"
 SIGNER_VERSION = "0.1.0"
@@ -51,7 +50,7 @@ def source_date() -> int:
 class Signer:
     """Who signs and how: the key, its name hint in the control DTB, the algorithm."""
 
-    key: PrivateKey
+    key: SigningKey
     hint: str
     algorithm: SignatureAlgorithm
     timestamp: int = field(default_factory=source_date)

@@ -11,17 +11,20 @@ from rich.text import Text
 from rich.tree import Tree
 
 from keyfab.boot import (
+    Fdt,
     FitVerificationError,
     SignatureAlgorithm,
     Signer,
     VerifyReport,
     add_key,
     describe,
+    hint_from_image,
     load_description,
     load_dtb,
     load_fit,
     read_keys,
     sign_fit,
+    signing_key,
     verify_fit,
     write_atomic,
 )
@@ -40,28 +43,43 @@ app = typer.Typer(
 @app.command()
 def sign(
     image: Annotated[Path, typer.Argument(help="FIT image (.itb) to sign in place")],
-    key: Annotated[str, typer.Option(help="signing key URI: soft:, pkcs11:, tpm2:")],
-    key_name_hint: Annotated[str, typer.Option(help="key name in the control DTB")],
+    key: Annotated[
+        str | None, typer.Option(help="key URI (soft:, pkcs11:, tpm2:) or a PEM key file")
+    ] = None,
+    keydir: Annotated[
+        Path | None,
+        typer.Option("-k", "--keydir", help="mkimage key directory: <hint>.key and <hint>.crt"),
+    ] = None,
+    key_name_hint: Annotated[
+        str | None, typer.Option(help="key name in the control DTB; default: the image's")
+    ] = None,
     algo: Annotated[str | None, typer.Option(help="sha256,rsa2048 ...; default: from key")] = None,
     padding: Annotated[str | None, typer.Option(help="pss for RSA-PSS")] = None,
     conf: Annotated[list[str] | None, typer.Option(help="configuration(s); default all")] = None,
     required: Annotated[str | None, typer.Option(help="mark key required: conf|image")] = None,
-    control: Annotated[Path | None, typer.Option(help="control DTB to add the key to")] = None,
+    control: Annotated[
+        Path | None, typer.Option("-K", "--control", help="control DTB to add the key to")
+    ] = None,
     sign_images: Annotated[bool, typer.Option(help="also sign each image")] = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write here")] = None,
 ) -> None:
-    """Add hashes, sign configurations (and images) and write the key into the control DTB."""
-    private = load_key(key)
-    algorithm = SignatureAlgorithm.parse(algo or SignatureAlgorithm.for_key(private).name, padding)
+    """Add hashes, sign configurations (and images) and write the key into the control DTB.
+
+    As with mkimage, -k DIR reads DIR/<hint>.key and the hint defaults to the
+    key-name-hint the image's signature nodes (from its .its) already name.
+    """
     fit = load_fit(image)
+    hint = key_name_hint or hint_from_image(fit, conf)
+    private = signing_key(key, keydir, hint)
+    algorithm = SignatureAlgorithm.parse(algo or SignatureAlgorithm.for_key(private).name, padding)
     dtb = load_dtb(control) if control is not None else None
     if dtb is not None:  # before writing anything: a bad --required stops here
-        add_key(dtb, private.public_key(), key_name_hint, algorithm.name, required)
-    signed = sign_fit(fit, Signer(private, key_name_hint, algorithm), conf, images=sign_images)
+        add_key(dtb, private.public_key(), hint, algorithm.name, required)
+    signed = sign_fit(fit, Signer(private, hint, algorithm), conf, images=sign_images)
     write_atomic(output or image, fit.chunks())
     if control is not None and dtb is not None:
         write_atomic(control, dtb.chunks())
-    console.print(f"signed {', '.join(signed)} with {algorithm.name}:{key_name_hint}")
+    console.print(f"signed {', '.join(signed)} with {algorithm.name}:{hint}")
 
 
 def _print_report(report: VerifyReport) -> None:
@@ -76,7 +94,10 @@ def _print_report(report: VerifyReport) -> None:
 @app.command()
 def verify(
     image: Annotated[Path, typer.Argument(help="FIT image (.itb)")],
-    control: Annotated[Path | None, typer.Option(help="U-Boot control DTB with keys")] = None,
+    control: Annotated[
+        Path | None,
+        typer.Option("-k", "--control", help="U-Boot control DTB with keys (fit_check_sign -k)"),
+    ] = None,
     conf: Annotated[str | None, typer.Option(help="configuration (default: default)")] = None,
     min_version: Annotated[int | None, typer.Option(help="minimum rollback-index")] = None,
     counter_rot: Annotated[str | None, typer.Option(help="rot URI holding a counter")] = None,
@@ -90,7 +111,7 @@ def verify(
     counter; --advance then raises it to a verified image's rollback-index, so
     older images are refused from now on.
     """
-    fit, keys = load_fit(image), load_dtb(control) if control else None
+    fit, keys = load_fit(image), _key_source(control)
     if counter_rot is None:
         report = verify_fit(fit, keys, conf, min_version)
     else:
@@ -114,7 +135,21 @@ def verify(
     else:
         _print_report(report)
     if not report.ok:
-        raise FitVerificationError(f"configuration {report.config!r}: {report.reason}")
+        raise FitVerificationError(report.message)
+
+
+def _key_source(control: Path | None) -> Fdt:
+    """The control DTB, which must hold keys: without one nothing is verified.
+
+    An image whose hashes match proves nothing about who made it, so, like
+    fit_check_sign (which requires -k), verifying needs keys to verify against.
+    """
+    if control is None:
+        raise FitVerificationError("no keys to verify against: pass --control or -k")
+    dtb = load_dtb(control)
+    if not read_keys(dtb):
+        raise FitVerificationError(f"no keys to verify against: {control} has no /signature keys")
+    return dtb
 
 
 def _tree(label: str, content: dict[str, Any]) -> Tree:
@@ -142,10 +177,14 @@ def inspect(
 
 @app.command()
 def build(
-    description: Annotated[Path, typer.Argument(help="TOML description of the FIT")],
+    description: Annotated[Path, typer.Argument(help="image tree source (.its) or TOML")],
     output: Annotated[Path, typer.Option("-o", "--output", help="the .itb to write")],
 ) -> None:
-    """Build a FIT (with hash nodes) from a TOML description; sign it with `fit sign`."""
+    """Build a FIT (with hash values) from an .its, as mkimage -f does, or from TOML.
+
+    An .its is compiled by dtc with /incbin/ paths relative to its folder; sign
+    the result with `fit sign` (the key-name-hint of its signature nodes is used).
+    """
     fit = load_description(description)
     write_atomic(output, fit.chunks())
     console.print(f"wrote {output} ({len(fit.images())} images)")

@@ -51,7 +51,7 @@ Signers = Annotated[
     ),
 ]
 Roots = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--roots",
         help="File or directory of root certificates device chains must reach.",
@@ -70,8 +70,10 @@ MAX_TABLE_ROWS = 1000
 """The human table stops here; failures are always listed on stderr."""
 
 
-def _policy(signers: Path, roots: Path) -> VerificationPolicy:
-    return VerificationPolicy(SignerSet.from_path(signers), load_certificates(roots))
+def _policy(signers: Path, roots: Path | None) -> VerificationPolicy:
+    """Without --roots only entries that carry no certificates can verify."""
+    certificates = load_certificates(roots) if roots is not None else []
+    return VerificationPolicy(SignerSet.from_path(signers), certificates)
 
 
 def _print(reports: list[EntryReport], as_json: bool) -> None:
@@ -99,7 +101,9 @@ def _print(reports: list[EntryReport], as_json: bool) -> None:
 
 
 @app.command()
-def verify(file: ManifestFile, signers: Signers, roots: Roots, as_json: AsJson = False) -> None:
+def verify(
+    file: ManifestFile, signers: Signers, roots: Roots = None, as_json: AsJson = False
+) -> None:
     """Check every entry's signature, device chain and key; exit 1 naming failures.
 
     Failures go to stderr as they are found; nothing grows with the file but the
@@ -198,7 +202,11 @@ def export_manifest(
 
 @app.command("import")
 def import_entries(
-    ctx: typer.Context, file: ManifestFile, signers: Signers, roots: Roots, as_json: AsJson = False
+    ctx: typer.Context,
+    file: ManifestFile,
+    signers: Signers,
+    roots: Roots = None,
+    as_json: AsJson = False,
 ) -> None:
     """Verified entries become pre-provisioned devices; bad entries are skipped and named.
 

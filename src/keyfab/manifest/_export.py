@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from keyfab.clock import utc_now
 from keyfab.errors import ConfigError
 from keyfab.manifest._b64 import b64url_encode
 from keyfab.manifest._certs import subject_key_id, thumbprint
@@ -77,7 +78,14 @@ def _jwk(unique_id: str, kid: str, chain: Sequence[x509.Certificate]) -> EcJwk:
 class EntrySigner:
     """Signs entries with a manifest-signer key and its certificate."""
 
-    def __init__(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
+    def __init__(
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        certificate: x509.Certificate,
+        signed_at: datetime.datetime | None = None,
+    ) -> None:
+        """``signed_at`` (default now) becomes the header's ``iat``: the verifier checks
+        the signer certificate at that moment, not at each device's provisioning."""
         if not isinstance(key.curve, ec.SECP256R1):
             raise ConfigError("a manifest signer key must be P-256 (ES256)")
         if key.public_key().public_bytes(*_SPKI) != certificate.public_key().public_bytes(*_SPKI):
@@ -88,7 +96,11 @@ class EntrySigner:
         self._key = key
         self.thumbprint_b64 = b64url_encode(thumbprint(certificate))
         header = ProtectedHeader(
-            alg="ES256", x5t_s256=thumbprint(certificate), kid=b64url_encode(key_id), typ="JWT"
+            alg="ES256",
+            x5t_s256=thumbprint(certificate),
+            kid=b64url_encode(key_id),
+            typ="JWT",
+            iat=int((signed_at or utc_now()).timestamp()),
         )
         self._protected = b64url_encode(dumps_compact(header_json(header)))
 

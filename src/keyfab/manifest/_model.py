@@ -85,6 +85,10 @@ class ProtectedHeader:
     kid: str | None = None
     """Microchip puts the signer certificate's subject key identifier here."""
     typ: str | None = "JWT"
+    iat: int | None = None
+    """When the entry was signed (seconds since 1970, RFC 7519's ``iat`` carried in
+    the header). keyfab's exports set it because an export is signed long after
+    the devices were provisioned; Microchip's reels, signed at provisioning, omit it."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ MAX_KEYS = 16
 MAX_TEXT = 256
 VERSIONS = (1, 2)
 ENTRY_MEMBERS = frozenset({"payload", "protected", "header", "signature"})
-HEADER_MEMBERS = frozenset({"typ", "alg", "kid", "x5t#S256"})
+HEADER_MEMBERS = frozenset({"typ", "alg", "kid", "x5t#S256", "iat"})
 _UNIQUE_ID = re.compile(r"(?:[0-9a-f]{2}){1,32}")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z")
 
@@ -157,7 +157,10 @@ def _protected(text: str) -> ProtectedHeader:
     if len(thumbprint) != 32:
         raise _InvalidMemberError("x5t#S256 is not a SHA-256 digest")
     kid = _optional_string(fields, "kid")
-    return ProtectedHeader(alg=alg, x5t_s256=thumbprint, kid=kid, typ=typ)
+    iat = fields.get("iat")
+    if iat is not None and (isinstance(iat, bool) or not isinstance(iat, int) or iat < 0):
+        raise _InvalidMemberError("protected iat is not a whole number of seconds")
+    return ProtectedHeader(alg=alg, x5t_s256=thumbprint, kid=kid, typ=typ, iat=iat)
 
 
 def parse_payload(fields: Mapping[str, Any]) -> SecureElement:

@@ -7,11 +7,14 @@ must hold. An entry is accepted only if all of these hold:
 1. its ``x5t#S256`` names a signer certificate the operator trusts, and its
    ``kid`` (when present) is that certificate's subject key identifier;
 2. the ES256 signature over ``protected.payload`` verifies with that signer;
-3. the signer certificate was valid at the entry's provisioningTimestamp
-   (manifests are long-lived and signers expire, so "now" would reject every
-   older reel; the timestamp is inside the signed payload);
+3. the signer certificate was valid when the entry was signed: at the
+   protected header's ``iat`` when present (keyfab exports, signed long after
+   provisioning; the device must have been provisioned by then), else at the
+   payload's provisioningTimestamp (Microchip signs at provisioning). Never
+   "now": manifests are long-lived and signers expire;
 4. every key's ``x5c`` (the identity key's at least) chains to one of the
-   given roots, now;
+   given roots, now; without roots only entries with no ``x5c`` at all (bare
+   keys, version 2) can pass;
 5. each such JWK's coordinates are exactly its certificate's public key.
 """
 
@@ -65,10 +68,7 @@ class VerificationPolicy:
         signer = self._signer(entry)
         if not verify_es256(_signer_key(signer), entry.signing_input, entry.signature):
             raise VerificationError("signature does not verify with the signer certificate")
-        moment = entry.element.provisioned_at
-        cert = signer.certificate
-        if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
-            raise VerificationError("signed outside the signer certificate's validity period")
+        _check_signing_time(entry, signer.certificate)
         return VerifiedEntry(entry, signer, self._device_chain(entry))
 
     def _signer(self, entry: SignedEntry) -> Signer:
@@ -95,10 +95,25 @@ class VerificationPolicy:
         return chains[0]
 
     def _key_chain(self, key: EcJwk) -> tuple[x509.Certificate, ...]:
+        if not self.roots:
+            raise VerificationError(
+                "the entry carries certificates but no roots were given: pass --roots"
+            )
         certificates = key.certificates()
         chain = verify_device_chain(certificates[0], certificates[1:], self.roots, self.now)
         _check_same_key(key, certificates[0])
         return tuple(chain)
+
+
+def _check_signing_time(entry: SignedEntry, cert: x509.Certificate) -> None:
+    """The signer was valid when it signed; an entry is not signed before provisioning."""
+    provisioned = entry.element.provisioned_at
+    iat = entry.header.iat
+    moment = provisioned if iat is None else datetime.datetime.fromtimestamp(iat, datetime.UTC)
+    if moment < provisioned.replace(microsecond=0):
+        raise VerificationError("signed (iat) before the device was provisioned")
+    if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+        raise VerificationError("signed outside the signer certificate's validity period")
 
 
 def _signer_key(signer: Signer) -> ec.EllipticCurvePublicKey:

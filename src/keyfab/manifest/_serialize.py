@@ -28,15 +28,17 @@ def format_timestamp(moment: datetime.datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-def header_json(header: ProtectedHeader) -> dict[str, str]:
-    """The protected header as a JSON object, members in Microchip's order."""
-    fields: dict[str, str] = {}
+def header_json(header: ProtectedHeader) -> dict[str, str | int]:
+    """The protected header as a JSON object, members in Microchip's order (``iat`` last)."""
+    fields: dict[str, str | int] = {}
     if header.typ is not None:
         fields["typ"] = header.typ
     fields["alg"] = header.alg
     if header.kid is not None:
         fields["kid"] = header.kid
     fields["x5t#S256"] = b64url_encode(header.x5t_s256)
+    if header.iat is not None:
+        fields["iat"] = header.iat
     return fields
 
 
