@@ -189,12 +189,20 @@ def test_fit_build_sign_verify(base: Path, env: dict[str, str], tmp_path: Path) 
             serialization.NoEncryption(),
         )
     )
-    image = tmp_path / "image.itb"
+    image, control = tmp_path / "image.itb", tmp_path / "control.dtb"
+    (tmp_path / "control.dts").write_text("/dts-v1/;\n/ { signature { }; };\n")
+    made = subprocess.run(
+        ["dtc", "-I", "dts", "-O", "dtb", "-o", str(control), str(tmp_path / "control.dts")],
+        capture_output=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
     fit = (base / "keyfab", "fit")
+    key = f"soft:{tmp_path / 'dev.pem'}"
     for step in (
         ("build", tmp_path / "fit.toml", "-o", image),
-        ("sign", image, "--key", f"soft:{tmp_path / 'dev.pem'}", "--key-name-hint", "dev"),
-        ("verify", image, "--json"),
+        ("sign", image, "--key", key, "--key-name-hint", "dev", "-K", control),
+        ("verify", image, "--control", control, "--json"),
     ):
         done = _run(*fit, *step, env=env)
         assert done.returncode == 0, (step, done.stderr)

@@ -51,7 +51,10 @@ def _version(value: bool) -> None:
 def _root(
     ctx: typer.Context,
     home: Path = typer.Option(
-        None, "--home", envvar="KEYFAB_HOME", help="Workspace directory [default: ~/.keyfab]."
+        None,
+        "--home",
+        envvar="KEYFAB_HOME",
+        help="Workspace directory; else $KEYFAB_HOME [default: ~/.keyfab].",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what keyfab does."),
     version: bool = typer.Option(

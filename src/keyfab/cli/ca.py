@@ -26,6 +26,7 @@ from keyfab.cli._output import (
 )
 from keyfab.errors import ConfigError
 from keyfab.pki import Profile, serial_hex
+from keyfab.pki.display import readable_name, readable_subject
 from keyfab.registry import queries
 from keyfab.rot import parse_key_uri
 from keyfab.workspace import MANUFACTURING, ROOT
@@ -64,8 +65,8 @@ def show(
     described = [
         {
             "role": role,
-            "subject": c.subject.rfc4514_string(),
-            "issuer": c.issuer.rfc4514_string(),
+            "subject": readable_name(c.subject),
+            "issuer": readable_name(c.issuer),
             "serial_number": serial_hex(c),
             "not_before": c.not_valid_before_utc.isoformat(),
             "not_after": c.not_valid_after_utc.isoformat(),
@@ -96,7 +97,7 @@ def certificates(
                 "serial_number": c.serial_number,
                 "profile": c.profile,
                 "key": c.key_label,
-                "subject": c.subject,
+                "subject": readable_subject(c.der),
                 "not_after": c.not_after.isoformat(),
                 "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
                 "revocation_reason": c.revocation_reason,
@@ -135,7 +136,9 @@ def revoke(
 @app.command()
 def crl(
     ctx: typer.Context,
-    out: Path = typer.Option(None, "--out", "-o", help="Write the CRL here [default: stdout]."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="File to write the CRL to [default: stdout]."
+    ),
     der: bool = typer.Option(False, "--der", help="DER instead of PEM."),
 ) -> None:
     """Sign a new CRL of every revoked certificate, with the next CRLNumber."""

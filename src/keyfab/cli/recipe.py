@@ -23,7 +23,7 @@ app = typer.Typer(help="Write and check recipes.", no_args_is_help=True)
 def new(
     driver: str = typer.Option("soft", "--driver", help=f"Root-of-trust driver: {choices()}."),
     out: Path = typer.Option(
-        None, "--out", help="Write here (never overwritten) [default: stdout]."
+        None, "--out", "-o", help="File to write (never overwritten) [default: stdout]."
     ),
 ) -> None:
     """A commented recipe template: every key, its meaning, its default."""
@@ -47,7 +47,7 @@ def new(
 def check(
     recipe: Path = typer.Argument(..., help="The recipe file."),
     count: int = typer.Option(1, "--count", help="Devices in the batch, for the serials shown."),
-    batch: str = typer.Option("batch", "--batch", help="Batch name filled into {batch}."),
+    batch: str = typer.Option("batch", "--batch", "-b", help="Batch name filled into {batch}."),
 ) -> None:
     """Validate a recipe as a batch would, before anything is reserved; one line."""
     from keyfab.provision.template import check_recipe_file
