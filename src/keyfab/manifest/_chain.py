@@ -6,11 +6,14 @@ certificates lack the TLS EKU and SAN that the web-PKI defaults demand, so the
 end entity needs a critical key usage allowing ``digitalSignature`` and must not
 be a CA; CAs get the web-PKI defaults.
 
-Microchip's compressed device certificates encode a 2048 expiry as
-GeneralizedTime where RFC 5280 §4.1.2.5 wants UTCTime; the verifier refuses
-them for that encoding alone. Only for that refusal keyfab re-checks the same
-path explicitly (issuer names, signatures, validity, CA basic constraints, key
-usage, path length) so real Microchip parts verify without weakening the rest.
+Real parts carry certificates that are not strictly DER (the list is
+``keyfab.manifest._deviations.TOLERATED``: GeneralizedTime before 2050,
+PrintableStrings outside their alphabet), which the verifier refuses for the
+encoding alone. When the verifier refuses a chain, keyfab looks for those
+deviations in the certificates' own bytes; only if it finds one does it
+re-check the same path explicitly (issuer names, signatures over the original
+bytes, validity, CA basic constraints, key usage, path length), reading the
+certificates through their strict equivalents. Otherwise the refusal stands.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from cryptography.x509 import verification as xv
 
 from keyfab import pki
 from keyfab.errors import VerificationError
+from keyfab.manifest._deviations import names, normalise
 
 MAX_DEPTH = 4
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
-_TIME_ENCODING = "must be UtcTime"
 _STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _UNDERSTOOD = frozenset(
     {
@@ -54,9 +57,14 @@ def verify_device_chain(
     try:
         return list(verifier.verify(leaf, list(intermediates)).chain)
     except xv.VerificationError as error:
-        if _TIME_ENCODING not in str(error):
-            raise VerificationError(f"device certificate chain: {_short(error)}") from None
-    return _explicit_path(leaf, intermediates, roots, at)
+        refusal = _short(error)
+    tolerated = {d for c in (leaf, *intermediates) for d in normalise(c).deviations}
+    if not tolerated:
+        raise VerificationError(f"device certificate chain: {refusal}")
+    try:
+        return _explicit_path(leaf, intermediates, roots, at)
+    except VerificationError as error:
+        raise VerificationError(f"{error} (with tolerated {names(tolerated)})") from None
 
 
 def _short(error: Exception) -> str:
@@ -64,24 +72,32 @@ def _short(error: Exception) -> str:
 
 
 def _explicit_path(
-    leaf: x509.Certificate,
-    intermediates: Sequence[x509.Certificate],
+    leaf_certificate: x509.Certificate,
+    intermediate_certificates: Sequence[x509.Certificate],
     roots: Sequence[x509.Certificate],
     at: datetime.datetime,
 ) -> list[x509.Certificate]:
-    """The same path checks for chains the verifier refuses only for time encoding."""
-    _check_leaf(leaf, at)
-    chain = [leaf]
+    """The same path checks, for chains the verifier refuses only for tolerated encodings.
+
+    Signatures are checked on the original certificates; everything read from
+    a certificate (validity, extensions) comes from its strict equivalent.
+    """
+    leaf = normalise(leaf_certificate)
+    intermediates = [normalise(c) for c in intermediate_certificates]
+    _check_leaf(leaf.strict, at)
+    strict = {id(item.original): item.strict for item in intermediates}
+    originals = [item.original for item in intermediates]
+    chain = [leaf.original]
     for depth in range(MAX_DEPTH):
         current = chain[-1]
         root = _issuer_in(current, roots)
         if root is not None:
             _check_ca(root, depth, at, anchor=True)
             return [*chain, root]
-        issuer = _issuer_in(current, intermediates)
+        issuer = _issuer_in(current, originals)
         if issuer is None or issuer in chain:
             break
-        _check_ca(issuer, depth, at, anchor=False)
+        _check_ca(strict[id(issuer)], depth, at, anchor=False)
         chain.append(issuer)
     raise VerificationError("device certificate chain: candidates exhausted: no path to a root")
 
