@@ -502,6 +502,14 @@ def _outcomes(
         yield from pool.imap_unordered(_run_chunk, chunks)
 
 
+def _state_counts(session: Session, batch_id: int) -> dict[str, int]:
+    """How many of the batch's devices are in each state."""
+    rows = session.execute(
+        select(Device.state, func.count()).where(Device.batch_id == batch_id).group_by(Device.state)
+    )
+    return {str(state): int(count) for state, count in rows}
+
+
 def _finish(
     workspace: Workspace, batch_name: str, failures: tuple[tuple[str, str], ...]
 ) -> Summary:
@@ -509,13 +517,7 @@ def _finish(
     try:
         with registry.reading() as session:
             batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
-            counts = dict(
-                session.execute(
-                    select(Device.state, func.count())
-                    .where(Device.batch_id == batch.id)
-                    .group_by(Device.state)
-                ).all()
-            )
+            counts = _state_counts(session, batch.id)
         provisioned = counts.get(DeviceState.PROVISIONED, 0)
         failed = counts.get(DeviceState.FAILED, 0)
         if provisioned + failed == batch.count and batch.state == "running":
@@ -589,13 +591,7 @@ def _cancel(
         return Cancellation(batch_name, False, 0, 0)
     if batch.state != "running":
         raise ConflictError(f"batch {batch_name!r} is {batch.state}", slug="batch-finished")
-    counts = dict(
-        session.execute(
-            select(Device.state, func.count())
-            .where(Device.batch_id == batch.id)
-            .group_by(Device.state)
-        ).all()
-    )
+    counts = _state_counts(session, batch.id)
     released, issued = counts.get(DeviceState.PENDING, 0), counts.get(DeviceState.ISSUED, 0)
     session.execute(
         update(Device)

@@ -143,6 +143,14 @@ def batch_certificates(registry: Registry, batch: str | None) -> Sequence[tuple[
 ROWS_PER_FETCH = 500
 
 
+def _batch_id(session: Session, name: str) -> int:
+    """The id of batch ``name``, or NotFoundError."""
+    found = session.scalar(select(Batch.id).where(Batch.name == name))
+    if found is None:
+        raise NotFoundError(f"no batch named {name!r}", slug="batch-not-found")
+    return int(found)
+
+
 def device_certificates(
     registry: Registry, batch: str | None, states: Iterable[str]
 ) -> Iterator[tuple[Device, Certificate]]:
@@ -158,10 +166,7 @@ def device_certificates(
     )
     with registry.reading() as session:
         if batch is not None:
-            batch_id = session.scalar(select(Batch.id).where(Batch.name == batch))
-            if batch_id is None:
-                raise NotFoundError(f"no batch named {batch!r}", slug="batch-not-found")
-            query = query.where(Device.batch_id == batch_id)
+            query = query.where(Device.batch_id == _batch_id(session, batch))
         query = query.order_by(Device.id, Certificate.id)
         rows = session.execute(query.execution_options(yield_per=ROWS_PER_FETCH))
         yield from ((device, cert) for device, cert in rows)
@@ -187,10 +192,7 @@ def devices_with_identity(
     )
     with registry.reading() as session:
         if batch is not None:
-            batch_id = session.scalar(select(Batch.id).where(Batch.name == batch))
-            if batch_id is None:
-                raise NotFoundError(f"no batch named {batch!r}", slug="batch-not-found")
-            query = query.where(Device.batch_id == batch_id)
+            query = query.where(Device.batch_id == _batch_id(session, batch))
         rows = session.execute(
             query.order_by(Device.id).execution_options(yield_per=ROWS_PER_FETCH)
         )
