@@ -27,7 +27,7 @@ from keyfab import audit, pki
 from keyfab.clock import utc_now
 from keyfab.errors import ConfigError
 from keyfab.pki.ca import PublicKey
-from keyfab.registry import Certificate, Registry, certificate_row, queries
+from keyfab.registry import CaRecord, Certificate, Registry, certificate_row, queries
 from keyfab.rot import load_key
 from keyfab.workspace import MANUFACTURING, ROOT, Workspace
 
@@ -96,11 +96,15 @@ class Authority:
         self.witness = witness or audit.witness.directory(None)
 
     @classmethod
-    def open(cls, workspace: Workspace) -> Authority:
-        """The authority of a workspace (close it, or use it as a context manager)."""
+    def open(cls, workspace: Workspace, registry: Registry | None = None) -> Authority:
+        """The authority of a workspace (close it, or use it as a context manager).
+
+        Given the workspace's ``registry`` already open, it works on that one
+        and leaves closing it to its owner.
+        """
         return cls(
-            workspace.registry(),
-            owns_registry=True,
+            registry or workspace.registry(),
+            owns_registry=registry is None,
             witness=audit.witness.directory(workspace.home),
         )
 
@@ -120,9 +124,14 @@ class Authority:
             self.registry.dispose()
 
     @functools.cached_property
+    def _records(self) -> Mapping[str, CaRecord]:
+        """The CAs as recorded (read once: the chain and key URIs cannot change meanwhile)."""
+        return queries.authorities(self.registry)
+
+    @functools.cached_property
     def chain(self) -> tuple[x509.Certificate, x509.Certificate]:
         """(manufacturing CA, root) certificates, without opening any key."""
-        rows = queries.authorities(self.registry)
+        rows = self._records
         if MANUFACTURING not in rows or ROOT not in rows:
             raise ConfigError("no manufacturing CA in this workspace: run 'keyfab init'")
         return (
@@ -143,10 +152,9 @@ class Authority:
 
     def key_uri(self, name: str = MANUFACTURING) -> str:
         """Where a CA's key lives (``root`` or ``manufacturing``), as recorded."""
-        rows = queries.authorities(self.registry)
-        if name not in rows:
+        if name not in self._records:
             raise ConfigError(f"no {name} CA in this workspace: run 'keyfab init'")
-        return rows[name].key_uri
+        return self._records[name].key_uri
 
     @functools.cached_property
     def ca(self) -> pki.CertificateAuthority:

@@ -119,7 +119,7 @@ def _interrupted(space: Workspace, batch: str) -> NoReturn:
     """
     registry = space.registry()
     try:
-        found = queries.batch_progress(registry, batch)
+        found = queries.batch_summary(registry, batch)
     finally:
         registry.dispose()
     done = found.devices.get("provisioned", 0)

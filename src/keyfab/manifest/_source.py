@@ -42,7 +42,7 @@ def batch_elements(
     registry: Registry, batch: str, description: ExportDescription
 ) -> Iterator[SecureElement]:
     """One payload per provisioned device of ``batch``, in provisioning order."""
-    progress = queries.batch_progress(registry, batch)
+    progress = queries.batch_summary(registry, batch)
     issuers = {
         cert.subject: cert
         for cert in (

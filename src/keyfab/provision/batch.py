@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -187,7 +187,7 @@ class Station:
     def __init__(self, workspace: Workspace, batch_name: str):
         self.workspace = workspace
         self.registry = workspace.registry()
-        with self.registry.transaction() as session:
+        with self.registry.reading() as session:
             batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one_or_none()
             if batch is None:
                 raise ConfigError(f"no batch {batch_name!r}")
@@ -476,8 +476,8 @@ def run_batch(
     on_progress: Callable[[int], None] = lambda n: None,
 ) -> Summary:
     """Provision every outstanding device of a batch; safe to call again after a crash."""
-    if not 1 <= workers <= 256:
-        raise ConfigError("--workers must be 1 to 256")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
     todo = outstanding(workspace, batch_name)
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     failures: list[tuple[str, str]] = []
@@ -502,14 +502,6 @@ def _outcomes(
         yield from pool.imap_unordered(_run_chunk, chunks)
 
 
-def _state_counts(session: Session, batch_id: int) -> dict[str, int]:
-    """How many of the batch's devices are in each state."""
-    rows = session.execute(
-        select(Device.state, func.count()).where(Device.batch_id == batch_id).group_by(Device.state)
-    )
-    return {str(state): int(count) for state, count in rows}
-
-
 def _finish(
     workspace: Workspace, batch_name: str, failures: tuple[tuple[str, str], ...]
 ) -> Summary:
@@ -517,7 +509,7 @@ def _finish(
     try:
         with registry.reading() as session:
             batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
-            counts = _state_counts(session, batch.id)
+            counts = queries.state_counts(session, batch.id)
         provisioned = counts.get(DeviceState.PROVISIONED, 0)
         failed = counts.get(DeviceState.FAILED, 0)
         if provisioned + failed == batch.count and batch.state == "running":
@@ -533,7 +525,7 @@ def _close_batch(
     """Mark the batch finished and sign a checkpoint over the audit head."""
     # Its CA key opens only now (it may mean an HSM login); the checkpoint's
     # witness file goes where every other checkpoint of this workspace goes.
-    authority = Authority(registry, witness=audit.witness.directory(workspace.home))
+    authority = Authority.open(workspace, registry)
     with registry.transaction() as session:
         batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
         if batch.state != "running":  # another station finished it meanwhile, or cancelled it
@@ -591,7 +583,7 @@ def _cancel(
         return Cancellation(batch_name, False, 0, 0)
     if batch.state != "running":
         raise ConflictError(f"batch {batch_name!r} is {batch.state}", slug="batch-finished")
-    counts = _state_counts(session, batch.id)
+    counts = queries.state_counts(session, batch.id)
     released, issued = counts.get(DeviceState.PENDING, 0), counts.get(DeviceState.ISSUED, 0)
     session.execute(
         update(Device)
@@ -601,7 +593,7 @@ def _cancel(
     batch.state, batch.finished_at = CANCELLED, utc_now()
     details = {"released": released, "issued": issued, "by": by}
     audit.append(session, "batch.cancelled", batch_name, details)
-    Authority(registry, witness=audit.witness.directory(workspace.home)).checkpoint(session)
+    Authority.open(workspace, registry).checkpoint(session)
     return Cancellation(batch_name, True, int(released), int(issued))
 
 

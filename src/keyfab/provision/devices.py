@@ -45,9 +45,8 @@ def check_placeholders(options: Mapping[str, Any]) -> None:
                 )
 
 
-def _base(template: str, home: str) -> Path | None:
+def _base(template: str, parts: list[tuple[str, str | None]], home: str) -> Path | None:
     """Where a path template's result must stay, or None if it is no path template."""
-    parts = _parts(template)
     if "/" not in template or all(field is None for _, field in parts):
         return None  # a literal value, or a name such as a token label: nothing to confine
     if parts[0] == ("", "home"):
@@ -57,14 +56,15 @@ def _base(template: str, home: str) -> Path | None:
 
 
 def _format(value: Any, context: Mapping[str, object]) -> Any:
+    """One option of one device (the recipe's placeholders were checked when it was parsed)."""
     if not isinstance(value, str):
         return value
-    check_placeholders({"": value})
+    parts = _parts(value)
     try:
         formatted = value.format(**context)
     except (ValueError, IndexError, KeyError) as error:
         raise ConfigError(f"rot option {value!r}: {error}") from None
-    base = _base(value, str(context["home"]))
+    base = _base(value, parts, str(context["home"]))
     if base is not None and not Path(formatted).resolve().is_relative_to(base.resolve()):
         raise ConfigError(f"rot option {value!r} leads outside {base}")
     return formatted

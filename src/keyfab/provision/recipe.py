@@ -156,9 +156,9 @@ def _one_line(error: ConfigError) -> PydanticCustomError:
 
 
 def _label(label: str) -> str:
-    """A key or object label: the root of trust's rule and the one name alphabet."""
+    """A key or object label: the root of trust's rule, which is the one name alphabet."""
     try:
-        return check_name("label", check_label(label))
+        return check_label(label)
     except ConfigError as error:
         raise _one_line(error) from None
 
@@ -266,14 +266,19 @@ def load_recipe(path: Path, driver_name: str | None = None) -> tuple[Recipe, str
     validation, so the options are checked against the driver that will run;
     the returned text carries the replacement, for a resume to use the same.
     """
-    data = read_bounded(path, MAX_RECIPE_BYTES, "recipe")
-    try:
-        source = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"cannot read recipe {path}: not UTF-8 text") from None
+    source = read_recipe(path)
     if driver_name is not None:
         source = with_driver(source, driver_name, str(path))
     return parse_recipe(source, str(path)), source
+
+
+def read_recipe(path: Path) -> str:
+    """A recipe file's text: a bounded regular file of UTF-8 (checked before it is parsed)."""
+    data = read_bounded(path, MAX_RECIPE_BYTES, "recipe")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read recipe {path}: not UTF-8 text") from None
 
 
 def with_driver(source: str, driver_name: str, origin: str = "recipe") -> str:

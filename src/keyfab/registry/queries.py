@@ -13,7 +13,7 @@ import datetime
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Row, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -57,13 +57,7 @@ class CertificateRecord:
         return None if self.device is None else self.device.serial
 
 
-@dataclass(frozen=True)
-class BatchProgress:
-    batch: Batch
-    devices: Mapping[str, int]  # devices per state
-
-
-def _device_query(batch: str | None, state: str | None):  # type: ignore[no-untyped-def]
+def _device_query(batch: str | None, state: str | None) -> Select[Device, str]:
     query = select(Device, Batch.name).outerjoin(Batch, Device.batch_id == Batch.id)
     if batch is not None:
         query = query.where(Batch.name == batch)
@@ -199,20 +193,6 @@ def devices_with_identity(
         yield from ((device, cert) for device, cert in rows)
 
 
-def batch_progress(registry: Registry, name: str) -> BatchProgress:
-    """A batch and how many of its devices are in each state, or NotFoundError."""
-    with registry.reading() as session:
-        batch = session.scalars(select(Batch).where(Batch.name == name)).one_or_none()
-        if batch is None:
-            raise NotFoundError(f"no batch named {name!r}", slug="batch-not-found")
-        counts = session.execute(
-            select(Device.state, func.count())
-            .where(Device.batch_id == batch.id)
-            .group_by(Device.state)
-        ).all()
-    return BatchProgress(batch, {str(state): int(n) for state, n in counts})
-
-
 @dataclass(frozen=True)
 class BatchSummary:
     """A batch, its devices per state and when its newest device was provisioned."""
@@ -234,33 +214,49 @@ class BatchSummary:
         return self.devices.get("provisioned", 0) / max(seconds, 1.0)
 
 
+_StateRow = Row[int | None, str, int, datetime.datetime | None]
+
+
+def _per_state(session: Session, batch_id: int | None = None) -> Sequence[_StateRow]:
+    """(batch id, state, devices, newest provisioned_at) for one batch or every batch."""
+    query = select(
+        Device.batch_id, Device.state, func.count(), func.max(Device.provisioned_at)
+    ).group_by(Device.batch_id, Device.state)
+    where = Device.batch_id.is_not(None) if batch_id is None else Device.batch_id == batch_id
+    return session.execute(query.where(where)).all()
+
+
+def _summaries(batches: Sequence[Batch], rows: Sequence[_StateRow]) -> list[BatchSummary]:
+    states: dict[int, dict[str, int]] = {}
+    newest: dict[int, datetime.datetime] = {}
+    for batch_id, state, count, last in rows:
+        assert batch_id is not None  # _per_state leaves devices without a batch out
+        states.setdefault(batch_id, {})[str(state)] = int(count)
+        if last is not None:
+            newest[batch_id] = max(last, newest.get(batch_id, last))
+    return [BatchSummary(b, states.get(b.id, {}), newest.get(b.id)) for b in batches]
+
+
+def state_counts(session: Session, batch_id: int) -> dict[str, int]:
+    """How many of a batch's devices are in each state (inside the caller's session)."""
+    return {str(state): int(count) for _, state, count, _ in _per_state(session, batch_id)}
+
+
 def batches(registry: Registry) -> Sequence[BatchSummary]:
     """Every batch, oldest first, with its devices per state: two queries in all."""
     with registry.reading() as session:
         found = session.scalars(select(Batch).order_by(Batch.id)).all()
-        counts = session.execute(
-            select(Device.batch_id, Device.state, func.count(), func.max(Device.provisioned_at))
-            .where(Device.batch_id.is_not(None))
-            .group_by(Device.batch_id, Device.state)
-        ).all()
-    states: dict[int, dict[str, int]] = {}
-    newest: dict[int, datetime.datetime] = {}
-    for batch_id, state, count, last in counts:
-        assert batch_id is not None  # filtered by the query
-        states.setdefault(batch_id, {})[str(state)] = int(count)
-        if last is not None:
-            newest[batch_id] = max(last, newest.get(batch_id, last))
-    return [BatchSummary(b, states.get(b.id, {}), newest.get(b.id)) for b in found]
+        return _summaries(found, _per_state(session))
 
 
 def batch_summary(registry: Registry, name: str) -> BatchSummary:
     """One batch as ``batches`` lists it, or NotFoundError."""
-    progress = batch_progress(registry, name)
     with registry.reading() as session:
-        last = session.scalar(
-            select(func.max(Device.provisioned_at)).where(Device.batch_id == progress.batch.id)
-        )
-    return BatchSummary(progress.batch, progress.devices, last)
+        batch = session.scalars(select(Batch).where(Batch.name == name)).one_or_none()
+        if batch is None:
+            raise NotFoundError(f"no batch named {name!r}", slug="batch-not-found")
+        (summary,) = _summaries([batch], _per_state(session, batch.id))
+        return summary
 
 
 def authorities(registry: Registry) -> Mapping[str, CaRecord]:

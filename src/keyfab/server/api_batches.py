@@ -23,9 +23,8 @@ from keyfab.authority import READERS, WRITERS, Principal
 from keyfab.errors import KeyfabError
 from keyfab.names import pattern
 from keyfab.provision import cancel_batch, create_batch, parse_recipe
-from keyfab.provision.recipe import MAX_RECIPE_BYTES
+from keyfab.provision.recipe import read_recipe
 from keyfab.registry import queries
-from keyfab.securefile import read_bounded
 from keyfab.server._service import Service
 from keyfab.server.auth import require, service
 from keyfab.server.models import (
@@ -46,7 +45,7 @@ Name = Annotated[str, Path(pattern=pattern("batch"))]
 
 def _progress(request: Request, name: str) -> BatchProgress:
     svc = service(request)
-    found = queries.batch_progress(svc.registry, name)
+    found = queries.batch_summary(svc.registry, name)
     batch = found.batch
     return BatchProgress(
         name=batch.name,
@@ -67,8 +66,8 @@ def _recipe(svc: Service, name: str) -> tuple[str, pathlib.Path]:
     if not path.exists():
         raise ProblemError(404, "recipe-not-found", f"no recipe {name!r} in {RECIPES}/")
     try:
-        return read_bounded(path, MAX_RECIPE_BYTES, "recipe").decode("utf-8"), folder
-    except (KeyfabError, UnicodeDecodeError):
+        return read_recipe(path), folder
+    except KeyfabError:
         raise ProblemError(400, "invalid-recipe", f"recipe {name!r} cannot be read") from None
 
 
