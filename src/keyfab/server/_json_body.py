@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyfab.server.problems import PROBLEM_JSON, problem_type
+from keyfab.server.problems import ProblemError, request_header, send_problem
 
 API_PREFIX = "/api/"
 _METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -37,11 +37,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _media_type(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            text: str = value.decode("latin-1")
-            return text.split(";", 1)[0].strip().lower()
-    return ""
+    return (request_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
 
 
 def check_json(body: bytes, media_type: str) -> tuple[int, str, str] | None:
@@ -79,7 +75,8 @@ class StrictJsonBodies:
         body = await _read(receive)
         refusal = check_json(body, _media_type(scope)) if body else None
         if refusal is not None:
-            await _problem(scope, send, *refusal)
+            status, slug, detail = refusal
+            await send_problem(scope, send, ProblemError(status, slug, detail))
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -108,26 +105,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
-
-
-async def _problem(scope: Scope, send: Send, status: int, slug: str, detail: str) -> None:
-    titles = {
-        400: "The request is not valid",
-        415: "Unsupported content type",
-        422: "The request is not valid",
-    }
-    body = json.dumps(
-        {
-            "type": problem_type(slug),
-            "title": titles[status],
-            "status": status,
-            "detail": detail,
-            "instance": scope.get("path", ""),
-        }
-    ).encode()
-    headers = [
-        (b"content-type", PROBLEM_JSON.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -7,11 +7,9 @@ the request fails with 413 and nothing has been written anywhere.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyfab.server.problems import PROBLEM_JSON, problem_type
+from keyfab.server.problems import ProblemError, request_header, send_problem
 
 
 class BodyTooLargeError(Exception):
@@ -56,34 +54,14 @@ class BodyLimit:
                 await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": problem_type("payload-too-large"),
-                "title": "Request body too large",
-                "status": 413,
-                "detail": f"request bodies are limited to {self.limit} bytes",
-                "instance": scope.get("path", ""),
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"request bodies are limited to {self.limit} bytes"
+        problem = ProblemError(413, "payload-too-large", detail)
+        await send_problem(scope, send, problem, [(b"connection", b"close")])
 
 
 def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    declared = request_header(scope, b"content-length")
+    try:
+        return None if declared is None else int(declared)
+    except ValueError:
+        return None

@@ -8,13 +8,16 @@ request ever ends in a bare 500 page or a traceback.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from keyfab.errors import (
     AuthenticationError,
@@ -107,6 +110,44 @@ class ProblemError(Exception):
         self.status, self.slug, self.detail = status, slug, detail
         self.title = title or _STATUS_SLUGS.get(status, (slug, slug))[1]
         self.headers = headers
+
+
+async def send_problem(
+    scope: Scope,
+    send: Send,
+    problem: ProblemError,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with ``problem`` straight on the ASGI channel.
+
+    For middleware that refuses a request before FastAPI has parsed it (the
+    body limit, strict JSON bodies): the same document the handlers send.
+    """
+    body = json.dumps(
+        {
+            "type": problem_type(problem.slug),
+            "title": problem.title,
+            "status": problem.status,
+            "detail": problem.detail,
+            "instance": scope.get("path", ""),
+        }
+    ).encode()
+    start = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": problem.status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
+def request_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lowercase) in an ASGI scope, if any."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
 
 
 def problem_type(slug: str) -> str:
