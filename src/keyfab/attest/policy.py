@@ -20,6 +20,7 @@ from cryptography import x509
 
 from keyfab.clock import utc_now
 from keyfab.errors import ConfigError
+from keyfab.pki.files import load_certificates
 
 FIXED_TPM = 0x00000002
 FIXED_PARENT = 0x00000010
@@ -83,15 +84,7 @@ class Tpm2Policy:
 
 
 def _load_all(paths: Iterable[str | Path]) -> list[x509.Certificate]:
-    certificates: list[x509.Certificate] = []
-    for entry in map(Path, paths):
-        files = sorted(entry.glob("*.pem")) if entry.is_dir() else [entry]
-        for file in files:
-            try:
-                certificates += x509.load_pem_x509_certificates(file.read_bytes())
-            except (OSError, ValueError) as error:
-                raise ConfigError(f"cannot read EK root {file}: {error}") from None
-    return certificates
+    return [c for path in map(Path, paths) for c in load_certificates(path, "EK root")]
 
 
 def policy_from_options(options: Mapping[str, Any], base: Path) -> Tpm2Policy:

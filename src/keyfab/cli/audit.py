@@ -11,8 +11,8 @@ from keyfab import audit as audit_log
 from keyfab.authority import Authority
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json
-from keyfab.errors import AuditError, ConfigError
-from keyfab.securefile import read_bounded
+from keyfab.errors import AuditError
+from keyfab.pki.files import load_certificates
 
 app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 
@@ -105,16 +105,5 @@ def checkpoint(ctx: typer.Context) -> None:
     console.print(f"checkpoint signed as event {seq}, witnessed in {where}", markup=False)
 
 
-MAX_CERTIFICATE_FILE = 1 << 20
-"""A PEM file of signer certificates is a few kilobytes; a megabyte is already absurd."""
-
-
 def _load_signers(paths: list[Path]) -> list[x509.Certificate]:
-    certificates = []
-    for path in paths:
-        try:
-            data = read_bounded(path, MAX_CERTIFICATE_FILE, "signer certificate")
-            certificates += x509.load_pem_x509_certificates(data)
-        except ValueError as error:
-            raise ConfigError(f"cannot read signer certificate {path}: {error}") from None
-    return certificates
+    return [c for path in paths for c in load_certificates(path, "signer certificate")]

@@ -5,7 +5,7 @@ flows that use it: ``verify_manifest`` streams and checks a manifest against a
 ``VerificationPolicy``.
 """
 
-from keyfab.manifest._certs import Signer, SignerSet, load_certificates, thumbprint
+from keyfab.manifest._certs import Signer, SignerSet, thumbprint
 from keyfab.manifest._errors import EntryError, ManifestError
 from keyfab.manifest._export import EntrySigner, ManifestWriter, device_element, write_manifest
 from keyfab.manifest._import import ImportSummary, Outcome, import_manifest
@@ -16,6 +16,7 @@ from keyfab.manifest._serialize import element_json, header_json
 from keyfab.manifest._source import ExportDescription, batch_elements, export_batch
 from keyfab.manifest._stream import RawItem, iter_array
 from keyfab.manifest._verify import MAX_ENTRY_BYTES, EntryReport, verify_manifest
+from keyfab.pki.files import load_certificates
 
 __all__ = [
     "MAX_ENTRY_BYTES",

@@ -16,36 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from keyfab.errors import ConfigError
-from keyfab.securefile import read_bounded
-
-MAX_CERT_FILE = 1024 * 1024
-_SUFFIXES = (".crt", ".pem", ".cer", ".der")
-
-
-def load_certificates(path: Path) -> list[x509.Certificate]:
-    """Every certificate in a PEM/DER file, or in the files of a directory."""
-    files = (
-        sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES)
-        if path.is_dir()
-        else [path]
-    )
-    certificates: list[x509.Certificate] = []
-    for file in files:
-        certificates.extend(_load_file(file))
-    if not certificates:
-        raise ConfigError(f"no certificates found in {path}")
-    return certificates
-
-
-def _load_file(file: Path) -> list[x509.Certificate]:
-    data = read_bounded(file, MAX_CERT_FILE, "certificate file")
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
-    except ValueError:
-        raise ConfigError(f"{file} holds no readable certificate") from None
+from keyfab.pki.files import load_certificates
 
 
 def thumbprint(certificate: x509.Certificate) -> bytes:
