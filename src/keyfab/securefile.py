@@ -97,8 +97,9 @@ def write_secret(path: Path, data: bytes, *, replace: bool = False, sync: bool =
     it the old file (or a symlink in its place) is swapped out atomically. Any
     other failure is the ``OSError`` that caused it, except an unsafe directory
     (:class:`UnsafeDirectoryError`, one line). ``sync`` flushes the bytes
-    to disk before the link, for secrets that must survive a power cut; it
-    costs a disk flush per file, too much for the soft driver's device keys.
+    to disk before the link and the directory after it (so the name survives
+    too), for files that must survive a power cut; it costs disk flushes per
+    file, too much for the soft driver's device keys.
     """
     check_secret_dir(path.parent)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -115,6 +116,17 @@ def write_secret(path: Path, data: bytes, *, replace: bool = False, sync: bool =
             os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+    if sync:
+        _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """fsync a directory, so a new file's name survives a power cut as well as its bytes."""
+    descriptor = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def sweep_temporaries(directory: Path) -> list[str]:

@@ -30,9 +30,9 @@ from sqlalchemy.orm import Session
 from keyfab.audit.checkpoint import KIND as CHECKPOINT
 from keyfab.audit.checkpoint import SignedHead
 from keyfab.audit.log import GENESIS, canonical_json
-from keyfab.errors import AuditError
+from keyfab.errors import AuditError, ConfigError
 from keyfab.registry.models import AuditEvent, AuditHead
-from keyfab.securefile import write_secret
+from keyfab.securefile import read_bounded, write_secret
 
 ENVIRONMENT = "KEYFAB_WITNESS_DIR"
 FORMAT = "keyfab-audit-witness"
@@ -58,6 +58,10 @@ def directory(home: Path | None) -> Path | None:
     return home / "witness" if home is not None else None
 
 
+MAX_WITNESS_FILE = 64 * 1024
+"""A witness is a signed head and one certificate: a few kilobytes."""
+
+
 def file_name(seq: int) -> str:
     """The witness file of the checkpoint over event ``seq`` (zero-padded: sorts by name)."""
     return f"checkpoint-{seq:012d}.json"
@@ -75,7 +79,6 @@ def write(where: Path, point: SignedHead) -> Path:
     try:
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
         _create(path, body)
-        _sync_directory(where)
     except OSError as error:
         raise AuditError(
             f"checkpoint over event {point.seq} is recorded but its witness {path} could not "
@@ -91,15 +94,6 @@ def _create(path: Path, body: bytes) -> None:
         raise AuditError(f"witness {path} exists already: witnesses are never rewritten") from None
 
 
-def _sync_directory(where: Path) -> None:
-    """fsync the directory, so the new file's name survives a power cut too."""
-    descriptor = os.open(where, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 @dataclass(frozen=True)
 class Witness:
     """A signed head read from outside the database, and the file it came from."""
@@ -111,11 +105,11 @@ class Witness:
 def read(path: Path) -> Witness:
     """Parse one witness file; AuditError naming the file if it cannot be read."""
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(read_bounded(path, MAX_WITNESS_FILE, "checkpoint"))
         if not isinstance(data, dict) or data.get(FORMAT) != 1:
             raise ValueError(f"not a {FORMAT} file")
         return Witness(SignedHead.from_data(data), path)
-    except (OSError, ValueError) as error:
+    except (ConfigError, ValueError) as error:
         raise AuditError(f"cannot read checkpoint {path}: {error}") from None
 
 
