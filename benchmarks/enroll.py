@@ -44,9 +44,8 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.server.postgres
 
-from keyfab.authority import Role, initialise
+from keyfab.authority import Authority, Role, initialise
 from keyfab.authority import tokens as store
-from keyfab.registry import Registry
 from keyfab.rot.soft import SoftRotWarning
 from keyfab.workspace import Workspace
 from tests.server.postgres import Cluster, binaries
@@ -225,9 +224,8 @@ def run_keyfab(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SoftRotWarning)
             initialise(Workspace(home), "Acme")
-        registry = Registry.open(url)
-        token = store.create(registry, "bench", Role.OPERATOR).secret
-        registry.dispose()
+        with Authority.open(Workspace(home)) as authority:
+            token = store.create(authority, "bench", Role.OPERATOR).secret
         port = free_port()
         process = subprocess.Popen(
             [str(KEYFAB), "--home", str(home), "serve", "--port", str(port), "--workers", "2"],

@@ -23,7 +23,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from keyfab.authority import Role, initialise
+from keyfab.authority import Authority, Role, initialise
 from keyfab.authority import tokens as store
 from keyfab.registry import Registry
 from keyfab.rot.soft import SoftRotWarning
@@ -68,11 +68,8 @@ def make_workspace(home: Path) -> Workspace:
 
 
 def make_tokens(space: Workspace) -> dict[Role, str]:
-    registry = space.registry()
-    try:
-        return {role: store.create(registry, f"t-{role}", role).secret for role in Role}
-    finally:
-        registry.dispose()
+    with Authority.open(space) as authority:
+        return {role: store.create(authority, f"t-{role}", role).secret for role in Role}
 
 
 @dataclass
@@ -193,6 +190,12 @@ def registry(service_home: Path) -> Iterator[Registry]:
     opened = Workspace(service_home).registry()
     yield opened
     opened.dispose()
+
+
+@pytest.fixture(scope="session")
+def authority(service_home: Path, registry: Registry) -> Authority:
+    """The service workspace's authority, on the session's registry (tokens need it)."""
+    return Authority.open(Workspace(service_home), registry)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, update
 
-from keyfab.authority import Role
+from keyfab.authority import Authority, Role
 from keyfab.authority import tokens as store
 from keyfab.provision import create_batch
 from keyfab.registry import ApiToken, Registry
@@ -178,13 +178,13 @@ def test_tokens_are_stored_as_digests(registry: Registry, tokens: dict[Role, str
         assert secret not in stored
 
 
-def test_expired_revoked_and_malformed_tokens(server: Server, registry: Registry) -> None:
-    expired = store.create(registry, "short", Role.ADMIN, expires_in=datetime.timedelta(minutes=1))
-    with registry.transaction() as session:
+def test_expired_revoked_and_malformed_tokens(server: Server, authority: Authority) -> None:
+    expired = store.create(authority, "short", Role.ADMIN, expires_in=datetime.timedelta(minutes=1))
+    with authority.transaction() as session:
         past = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
         session.execute(update(ApiToken).where(ApiToken.id == expired.id).values(expires_at=past))
-    revoked = store.create(registry, "gone", Role.ADMIN)
-    store.revoke(registry, "gone")
+    revoked = store.create(authority, "gone", Role.ADMIN)
+    store.revoke(authority, "gone")
     forged = revoked.secret[:-4] + "AAAA"
     for token, reason in (
         (expired.secret, "token expired"),

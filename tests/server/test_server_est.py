@@ -23,9 +23,8 @@ from cryptography.x509.oid import AttributeOID
 from pyasn1.codec.der import decoder
 from pyasn1_modules import rfc5280, rfc5652, rfc7030
 
-from keyfab.authority import Role
+from keyfab.authority import Authority, Role
 from keyfab.authority import tokens as store
-from keyfab.registry import Registry
 from tests.server.conftest import Server
 from tests.server.est_client import issued_subject, new_csr, subject, unwrap
 
@@ -109,10 +108,10 @@ def subject_serial(certificate: rfc5280.Certificate) -> str:
 
 
 @pytest.fixture
-def device_token(registry: Registry, request: pytest.FixtureRequest) -> tuple[str, str]:
+def device_token(authority: Authority, request: pytest.FixtureRequest) -> tuple[str, str]:
     """(name, token) of a one-time device token for serial EST-0001."""
     name = f"est-{request.node.name[:40]}"
-    token = store.create(registry, name, Role.DEVICE, uses=1, device_serial="EST-0001")
+    token = store.create(authority, name, Role.DEVICE, uses=1, device_serial="EST-0001")
     return token.name, token.secret
 
 
@@ -323,9 +322,9 @@ def test_tls_unique_binding_refused_over_tls13(server: Server, tokens: dict[Role
     assert b"tls-unique-unavailable" in answer
 
 
-def test_one_time_token_raced_enrols_once(server: Server, registry: Registry) -> None:
+def test_one_time_token_raced_enrols_once(server: Server, authority: Authority) -> None:
     """Eight devices racing on one one-time token: exactly one certificate is issued."""
-    token = store.create(registry, "race", Role.DEVICE, uses=1).secret
+    token = store.create(authority, "race", Role.DEVICE, uses=1).secret
     bodies = [new_csr(f"RACE-{i}")[1] for i in range(8)]
 
     def enrol(body: bytes) -> int:
@@ -338,13 +337,13 @@ def test_one_time_token_raced_enrols_once(server: Server, registry: Registry) ->
     with ThreadPoolExecutor(8) as pool:
         statuses = sorted(pool.map(enrol, bodies))
     assert statuses == [200] + [401] * 7
-    with server.client(tokens_admin(registry)) as admin:
+    with server.client(tokens_admin(authority)) as admin:
         found = [admin.get(f"/api/v1/devices/RACE-{i}").status_code for i in range(8)]
     assert sorted(found) == [200] + [404] * 7  # the refused ones left no device row
 
 
-def tokens_admin(registry: Registry) -> str:
-    return store.create(registry, f"admin-{time.monotonic_ns()}", Role.ADMIN).secret
+def tokens_admin(authority: Authority) -> str:
+    return store.create(authority, f"admin-{time.monotonic_ns()}", Role.ADMIN).secret
 
 
 def test_chunked_body_over_the_limit_is_413(server: Server, tokens: dict[Role, str]) -> None:

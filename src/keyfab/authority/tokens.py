@@ -13,8 +13,9 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
@@ -27,10 +28,11 @@ from keyfab.errors import AuthenticationError, ConfigError, ConflictError, NotFo
 from keyfab.names import check_name
 from keyfab.registry import ApiToken, Registry, queries
 
+if TYPE_CHECKING:
+    from keyfab.authority.service import Authority
+
 _TOKEN = re.compile(r"kf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 MAX_TOKEN_LENGTH = 64
-Checkpoint = Callable[[Session], object]
-"""Signs and witnesses a checkpoint in the caller's transaction (``Authority.checkpoint``)."""
 
 
 _LOOKUP = select(
@@ -65,20 +67,18 @@ def _digest(secret: str) -> str:
 
 
 def create(
-    registry: Registry,
+    authority: Authority,
     name: str,
     role: Role,
     *,
     expires_in: datetime.timedelta | None = None,
     uses: int | None = None,
     device_serial: str | None = None,
-    checkpoint: Checkpoint | None = None,
 ) -> NewToken:
     """Make a token and record its creation in the audit log (never the secret).
 
-    ``checkpoint`` (``Authority.checkpoint``) ends the transaction with a
-    witnessed checkpoint: a grant of access must not be deletable or forgeable
-    unnoticed. Without it the grant is recorded but not witnessed.
+    The transaction ends with a witnessed checkpoint (``Authority.checkpoint``):
+    a grant of access must not be deletable or forgeable unnoticed.
     """
     check_name("token", name)
     if uses is not None and not 1 <= uses <= 1_000_000:
@@ -88,7 +88,7 @@ def create(
     token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     now = utc_now()
     try:
-        with registry.transaction() as session:
+        with authority.transaction() as session:
             session.add(
                 ApiToken(
                     id=token_id,
@@ -108,8 +108,7 @@ def create(
                 name,
                 {"id": token_id, "role": role.value, "uses": uses, "device": device_serial},
             )
-            if checkpoint is not None:
-                checkpoint(session)
+            authority.checkpoint(session)
     except IntegrityError:
         raise ConflictError(f"a token named {name!r} exists", slug="token-exists") from None
     return NewToken(token_id, name, role, f"kf_{token_id}_{secret}")
@@ -120,12 +119,12 @@ def listing(registry: Registry) -> Sequence[ApiToken]:
     return queries.tokens(registry)
 
 
-def revoke(registry: Registry, name: str, *, checkpoint: Checkpoint | None = None) -> bool:
+def revoke(authority: Authority, name: str) -> bool:
     """Revoke a token; False (and nothing written) if it was already revoked.
 
-    ``checkpoint`` witnesses the revocation, as for ``create``.
+    Witnessed by a checkpoint, as ``create`` is.
     """
-    with registry.transaction() as session:
+    with authority.transaction() as session:
         token = session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
         if token is None:
             raise NotFoundError(f"no token named {name!r}", slug="token-not-found")
@@ -133,8 +132,7 @@ def revoke(registry: Registry, name: str, *, checkpoint: Checkpoint | None = Non
             return False
         token.revoked_at = utc_now()
         audit.append(session, "token.revoked", name, {"id": token.id})
-        if checkpoint is not None:
-            checkpoint(session)
+        authority.checkpoint(session)
         return True
 
 

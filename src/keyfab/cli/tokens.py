@@ -42,13 +42,7 @@ def create(
     lifetime = _duration(expires_in)
     with Authority.open(workspace(ctx)) as authority:  # the grant ends with a checkpoint
         token = store.create(
-            authority.registry,
-            name,
-            role,
-            expires_in=lifetime,
-            uses=uses,
-            device_serial=device,
-            checkpoint=authority.checkpoint,
+            authority, name, role, expires_in=lifetime, uses=uses, device_serial=device
         )
     if as_json:
         emit_json({"id": token.id, "name": token.name, "role": token.role, "token": token.secret})
@@ -94,7 +88,7 @@ def list_tokens(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
 def revoke(ctx: typer.Context, name: str = typer.Argument(..., help="The token's name.")) -> None:
     """Revoke a token: it stops working at once."""
     with Authority.open(workspace(ctx)) as authority:
-        changed = store.revoke(authority.registry, name, checkpoint=authority.checkpoint)
+        changed = store.revoke(authority, name)
     if changed:
         console.print(f"revoked token {name}", markup=False)
     else:
