@@ -24,16 +24,15 @@ from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification as xv
 
 from keyfab import pki
 from keyfab.errors import VerificationError
 from keyfab.manifest._deviations import names, normalise
+from keyfab.pki.keypolicy import SIGNATURE_HASHES
 
 MAX_DEPTH = 4
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
-_STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _UNDERSTOOD = frozenset(
     {
         x509.oid.ExtensionOID.BASIC_CONSTRAINTS,
@@ -105,7 +104,8 @@ def _explicit_path(
 def _issuer_in(
     child: x509.Certificate, candidates: Sequence[x509.Certificate]
 ) -> x509.Certificate | None:
-    if not isinstance(child.signature_hash_algorithm, _STRONG_HASHES):
+    algorithm = child.signature_hash_algorithm
+    if algorithm is None or algorithm.name not in SIGNATURE_HASHES:
         raise VerificationError(
             "device certificate chain: a certificate is signed with a weak or unknown hash"
         )

@@ -30,7 +30,8 @@ RSA_MIN_BITS = 2048
 RSA_MAX_BITS = 8192
 CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 """Allowed curves: cryptography's name to the name people read."""
-CSR_HASHES = frozenset({"sha256", "sha384", "sha512"})
+SIGNATURE_HASHES = frozenset({"sha256", "sha384", "sha512"})
+"""Hashes a signature keyfab accepts (on a CSR, in a device chain): SHA-2 of 256 bits up."""
 _HASH_NAMES = {"md5": "MD5", "sha1": "SHA-1", "sha224": "SHA-224"}
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -80,6 +81,6 @@ def check_csr_signature(csr: x509.CertificateSigningRequest) -> None:
         raise KeyNotAllowedError(
             "CSR refused: signed with an unsupported algorithm", slug="signature-not-allowed"
         ) from None
-    if algorithm is None or algorithm.name not in CSR_HASHES:
+    if algorithm is None or algorithm.name not in SIGNATURE_HASHES:
         name = "no hash" if algorithm is None else _HASH_NAMES.get(algorithm.name, algorithm.name)
         raise KeyNotAllowedError(f"CSR refused: signed with {name}", slug="signature-not-allowed")
