@@ -11,6 +11,9 @@ with one ``ca.created`` audit event each.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -26,6 +29,10 @@ from keyfab.rot.base import RootOfTrust
 from keyfab.rot.uri import KeyUri, absolute_key_uri
 from keyfab.workspace import MANUFACTURING, ROOT, Workspace
 
+MAX_ORGANIZATION = 64 - len(" Manufacturing CA")
+"""The CA common names are "<org> Root CA" and "<org> Manufacturing CA", and an
+X.520 commonName holds 64 characters: a longer organisation cannot name the CAs."""
+
 
 def initialise(
     workspace: Workspace,
@@ -39,28 +46,67 @@ def initialise(
 
     With ``adopt`` the keys at the URIs given (``root_key``, ``ca_key``) are
     used instead of generated; the default soft files are always generated.
+    A failed init leaves nothing it made behind (see ``_undone_on_failure``).
     """
-    workspace.make_home()
-    registry = Registry.open(workspace.database_url, create=True)
-    try:
-        if queries.authorities(registry):
-            raise ConfigError(f"{workspace.home} is already initialised")
-        root_uri = _where(root_key, workspace.home / "ca" / "root-ca.pem")
-        ca_uri = _where(ca_key, workspace.home / "ca" / "manufacturing-ca.pem")
-        keys = _Keys(KeySpec(algorithm), (adopt and bool(root_key), adopt and bool(ca_key)))
-        created = keys.created
+    if len(organization) > MAX_ORGANIZATION or not organization.isprintable():
+        raise ConfigError(f"--org must be at most {MAX_ORGANIZATION} printable characters")
+    with _undone_on_failure(workspace):
+        workspace.make_home()
+        registry = Registry.open(workspace.database_url, create=True)
         try:
-            root, manufacturing = _create_cas(organization, keys, root_uri, ca_uri)
-        except KeyfabError:
-            for path in created:  # a failed init leaves no soft key behind to block the next
-                path.unlink(missing_ok=True)
-            raise
-        with registry.transaction() as session:
-            for label, ca, uri in ((ROOT, root, root_uri), (MANUFACTURING, manufacturing, ca_uri)):
-                _record(session, label, ca, uri)
-        return manufacturing
-    finally:
-        registry.dispose()
+            return _initialise(
+                registry, workspace, organization, algorithm, (root_key, ca_key), adopt
+            )
+        finally:
+            registry.dispose()
+
+
+def _initialise(
+    registry: Registry,
+    workspace: Workspace,
+    organization: str,
+    algorithm: KeyAlgorithm,
+    given: tuple[str | None, str | None],
+    adopt: bool,
+) -> pki.CertificateAuthority:
+    if queries.authorities(registry):
+        raise ConfigError(f"{workspace.home} is already initialised")
+    root_uri = _where(given[0], workspace.home / "ca" / "root-ca.pem")
+    ca_uri = _where(given[1], workspace.home / "ca" / "manufacturing-ca.pem")
+    spec, created = KeySpec(algorithm), list[Path]()
+    try:
+        root_ca_key = _ca_key(root_uri, spec, created, adopt=adopt and bool(given[0]))
+        manufacturing_key = _ca_key(ca_uri, spec, created, adopt=adopt and bool(given[1]))
+        root, manufacturing = _create_cas(organization, root_ca_key, manufacturing_key)
+    except KeyfabError:
+        for path in created:  # a failed init leaves no soft key behind to block the next
+            path.unlink(missing_ok=True)
+        raise
+    with registry.transaction() as session:
+        for label, ca, uri in ((ROOT, root, root_uri), (MANUFACTURING, manufacturing, ca_uri)):
+            _record(session, label, ca, uri)
+    return manufacturing
+
+
+@contextmanager
+def _undone_on_failure(space: Workspace) -> Iterator[None]:
+    """A failed init leaves nothing: no registry file, and no home if init made it.
+
+    A left-over ``keyfab.db`` would make the workspace look initialised (or
+    half so) to the next command; only what this init created is removed.
+    """
+    home_existed = space.home.exists()
+    database = space.home / "keyfab.db"
+    database_existed = not space.uses_default_database or database.exists()
+    try:
+        yield
+    except BaseException:
+        if not home_existed:
+            shutil.rmtree(space.home, ignore_errors=True)
+        elif not database_existed:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                database.with_name(database.name + suffix).unlink(missing_ok=True)
+        raise
 
 
 def _record(session: Session, label: str, ca: pki.CertificateAuthority, uri: str) -> None:
@@ -84,28 +130,15 @@ def _where(given: str | None, default: Path) -> str:
     return absolute_key_uri(given) if given else soft_key_uri(default.absolute())
 
 
-class _Keys:
-    """Makes (or, where told, adopts) the two CA keys; remembers the soft files it made."""
-
-    def __init__(self, spec: KeySpec, adopt: tuple[bool, bool]) -> None:
-        self.spec = spec
-        self.adopt = list(adopt)
-        self.created: list[Path] = []
-
-    def next(self, uri: str) -> pki.ca.CAKey:
-        """The key for the next CA (root first, then manufacturing)."""
-        return _ca_key(uri, self.spec, self.created, adopt=self.adopt.pop(0))
-
-
 def _create_cas(
-    organization: str, keys: _Keys, root_uri: str, ca_uri: str
+    organization: str, root_key: pki.ca.CAKey, ca_key: pki.ca.CAKey
 ) -> tuple[pki.CertificateAuthority, pki.CertificateAuthority]:
     name = organization or "keyfab"
     root = pki.CertificateAuthority.create_root(
-        pki.root_ca(organization, f"{name} Root CA"), keys.next(root_uri)
+        pki.root_ca(organization, f"{name} Root CA"), root_key
     )
     manufacturing = root.create_subordinate(
-        pki.manufacturing_ca(organization, f"{name} Manufacturing CA"), keys.next(ca_uri)
+        pki.manufacturing_ca(organization, f"{name} Manufacturing CA"), ca_key
     )
     return root, manufacturing
 

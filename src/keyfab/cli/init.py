@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -13,43 +10,10 @@ from rich.markup import escape
 from keyfab.authority import Authority, initialise
 from keyfab.cli._context import workspace
 from keyfab.cli._output import console, print_error
-from keyfab.errors import ConfigError
 from keyfab.rot import KeyAlgorithm, parse_key_uri
-from keyfab.workspace import MANUFACTURING, ROOT, Workspace
+from keyfab.workspace import MANUFACTURING, ROOT
 
 _CA_ALGORITHMS = [KeyAlgorithm.EC_P256, KeyAlgorithm.EC_P384, KeyAlgorithm.RSA_3072]
-
-
-MAX_ORGANIZATION = 64 - len(" Manufacturing CA")
-"""The CA common names are "<org> Root CA" and "<org> Manufacturing CA", and an
-X.520 commonName holds 64 characters: a longer --org cannot name the CAs."""
-
-
-def _check_organization(organization: str) -> None:
-    """Refuse an organisation name no CA certificate can carry, before anything is made."""
-    if len(organization) > MAX_ORGANIZATION or not organization.isprintable():
-        raise ConfigError(f"--org must be at most {MAX_ORGANIZATION} printable characters")
-
-
-@contextmanager
-def _undone_on_failure(space: Workspace) -> Iterator[None]:
-    """A failed init leaves nothing: no registry file, and no home if init made it.
-
-    A left-over ``keyfab.db`` would make the workspace look initialised (or
-    half so) to the next command; only what this init created is removed.
-    """
-    home_existed = space.home.exists()
-    database = space.home / "keyfab.db"
-    database_existed = not space.uses_default_database or database.exists()
-    try:
-        yield
-    except BaseException:
-        if not home_existed:
-            shutil.rmtree(space.home, ignore_errors=True)
-        elif not database_existed:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                database.with_name(database.name + suffix).unlink(missing_ok=True)
-        raise
 
 
 def init(
@@ -84,10 +48,8 @@ def init(
         raise typer.BadParameter(
             f"CA keys are {', '.join(_CA_ALGORITHMS)}", param_hint="--algorithm"
         )
-    _check_organization(organization)
     space = workspace(ctx)
-    with _undone_on_failure(space):
-        ca = initialise(space, organization, algorithm, root_key, ca_key, adopt=adopt_keys)
+    ca = initialise(space, organization, algorithm, root_key, ca_key, adopt=adopt_keys)
     with Authority.open(space) as authority:
         uris = {role: parse_key_uri(authority.key_uri(role)) for role in (ROOT, MANUFACTURING)}
     console.print(f"[green]initialised[/] {escape(str(space.home))}")
