@@ -27,6 +27,7 @@ from keyfab.errors import KeyfabError
 
 if TYPE_CHECKING:
     from keyfab.authority import Revocation
+    from keyfab.registry import Certificate
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -161,3 +162,19 @@ def say_revoked(what: str, revocation: Revocation) -> None:
     console.print(
         f"revoked {what} ({count} certificate(s), reason {revocation.reason})", markup=False
     )
+
+
+def certificate_fields(certificate: Certificate) -> dict[str, object]:
+    """A recorded certificate as the CLI shows it (``--json`` and tables alike)."""
+    from keyfab.pki.display import readable_subject
+
+    revoked = certificate.revoked_at
+    return {
+        "key": certificate.key_label,
+        "profile": certificate.profile,
+        "serial_number": certificate.serial_number,
+        "subject": readable_subject(certificate.der),  # rows before 0.2 stored 2.5.4.5=
+        "not_after": certificate.not_after.isoformat(),
+        "revoked_at": revoked.isoformat() if revoked else None,
+        "revocation_reason": certificate.revocation_reason,
+    }

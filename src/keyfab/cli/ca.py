@@ -18,6 +18,7 @@ from keyfab.cli._context import revoke as revoke_as_user
 from keyfab.cli._context import workspace
 from keyfab.cli._output import (
     JSON_OPTION,
+    certificate_fields,
     console,
     emit_json,
     fields,
@@ -26,7 +27,7 @@ from keyfab.cli._output import (
 )
 from keyfab.errors import ConfigError
 from keyfab.pki import Profile, serial_hex
-from keyfab.pki.display import readable_name, readable_subject
+from keyfab.pki.display import readable_name
 from keyfab.registry import queries
 from keyfab.rot import parse_key_uri
 from keyfab.workspace import MANUFACTURING, ROOT
@@ -92,19 +93,7 @@ def certificates(
     """Every certificate the manufacturing CA has issued, whatever it was issued for."""
     registry = workspace(ctx).registry()
     try:
-        rows = [
-            {
-                "serial_number": c.serial_number,
-                "profile": c.profile,
-                "key": c.key_label,
-                "subject": readable_subject(c.der),
-                "not_after": c.not_after.isoformat(),
-                "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
-                "revocation_reason": c.revocation_reason,
-            }
-            for c in queries.issued_certificates(registry)
-            if profile is None or c.profile == profile
-        ]
+        rows = [certificate_fields(c) for c in queries.issued_certificates(registry, profile)]
     finally:
         registry.dispose()
     if as_json:

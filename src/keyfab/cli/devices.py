@@ -14,6 +14,7 @@ from keyfab.cli._context import revoke as revoke_as_user
 from keyfab.cli._context import workspace
 from keyfab.cli._output import (
     JSON_OPTION,
+    certificate_fields,
     console,
     emit_json,
     fields,
@@ -102,18 +103,7 @@ def show(
         "provisioned_at": device.provisioned_at.isoformat() if device.provisioned_at else None,
         "failure": device.failure,
         "evidence": json.loads(device.evidence) if device.evidence else None,
-        "certificates": [
-            {
-                "key": c.key_label,
-                "profile": c.profile,
-                "serial_number": c.serial_number,
-                "subject": readable_subject(c.der),  # old rows stored 2.5.4.5=
-                "not_after": c.not_after.isoformat(),
-                "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
-                "revocation_reason": c.revocation_reason,
-            }
-            for c in certs
-        ],
+        "certificates": [certificate_fields(c) for c in certs],
     }
     if as_json:
         emit_json(info)

@@ -119,10 +119,13 @@ def certificate(registry: Registry, serial_number: str) -> CertificateRecord:
     return found
 
 
-def issued_certificates(registry: Registry) -> Sequence[Certificate]:
-    """Every certificate keyfab has recorded, whoever issued it, oldest first."""
+def issued_certificates(registry: Registry, profile: str | None = None) -> Sequence[Certificate]:
+    """Every certificate keyfab has recorded (of one profile), whoever issued it, oldest first."""
+    query = select(Certificate).order_by(Certificate.id)
+    if profile is not None:
+        query = query.where(Certificate.profile == profile)
     with registry.reading() as session:
-        return session.scalars(select(Certificate).order_by(Certificate.id)).all()
+        return session.scalars(query).all()
 
 
 def batch_certificates(registry: Registry, batch: str | None) -> Sequence[tuple[str, Certificate]]:
