@@ -35,11 +35,8 @@ def _view(summary: queries.BatchSummary) -> dict[str, Any]:
 @app.command("list")
 def list_batches(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """Every batch, oldest first, with its devices per state and its rate."""
-    registry = workspace(ctx).registry()
-    try:
+    with workspace(ctx).registry() as registry:
         views = [_view(summary) for summary in queries.batches(registry)]
-    finally:
-        registry.dispose()
     if as_json:
         emit_json(views)
         return
@@ -59,11 +56,8 @@ def show(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """One batch: product, state, devices per state, times and rate."""
-    registry = workspace(ctx).registry()
-    try:
+    with workspace(ctx).registry() as registry:
         view = _view(queries.batch_summary(registry, name))
-    finally:
-        registry.dispose()
     if as_json:
         emit_json(view)
     else:

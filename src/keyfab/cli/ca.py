@@ -91,11 +91,8 @@ def certificates(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Every certificate the manufacturing CA has issued, whatever it was issued for."""
-    registry = workspace(ctx).registry()
-    try:
+    with workspace(ctx).registry() as registry:
         rows = [certificate_fields(c) for c in queries.issued_certificates(registry, profile)]
-    finally:
-        registry.dispose()
     if as_json:
         emit_json(rows)
         return

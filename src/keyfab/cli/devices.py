@@ -38,11 +38,8 @@ def list_devices(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Devices, oldest first."""
-    registry = workspace(ctx).registry()
-    try:
+    with workspace(ctx).registry() as registry:
         page = queries.devices(registry, batch=batch, state=state, limit=limit, offset=offset)
-    finally:
-        registry.dispose()
     rows = [
         {
             "serial": row.device.serial,
@@ -81,11 +78,8 @@ def show(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """One device and its certificates."""
-    registry = workspace(ctx).registry()
-    try:
+    with workspace(ctx).registry() as registry:
         found = queries.device(registry, serial)
-    finally:
-        registry.dispose()
     device, certs = found.device, found.certificates
     if pem:
         for cert in certs:
@@ -134,11 +128,8 @@ def export(
     """Device certificates for import elsewhere (a PEM bundle or JSON lines)."""
     if fmt not in ("pem", "json"):
         raise typer.BadParameter("pem or json", param_hint="--format")
-    registry = workspace(ctx).registry()
-    try:
+    with workspace(ctx).registry() as registry:
         rows = queries.batch_certificates(registry, batch)
-    finally:
-        registry.dispose()
     chunks = []
     for serial, cert in rows:
         pem = x509.load_der_x509_certificate(cert.der).public_bytes(Encoding.PEM).decode()

@@ -192,11 +192,8 @@ def export_manifest(
     description = ExportDescription(
         Organization(_organization(authority_cert), "keyfab"), model, part_number, group_id
     )
-    registry = space.registry()
-    try:
+    with space.registry() as registry:
         count = export_batch(registry, batch, description, entry_signer, out)
-    finally:
-        registry.dispose()
     typer.echo(f"{count} entries written to {out}")
 
 
@@ -231,12 +228,8 @@ def import_entries(
 
     space = workspace(ctx)
     policy = _policy(signers, roots)
-    registry = space.registry()
-    try:
-        with file.open("rb") as stream:
-            summary = import_manifest(registry, stream, policy, file.name, show)
-    finally:
-        registry.dispose()
+    with space.registry() as registry, file.open("rb") as stream:
+        summary = import_manifest(registry, stream, policy, file.name, show)
     if not as_json:
         typer.echo(
             f"{summary.imported} imported, {summary.present} already present, "

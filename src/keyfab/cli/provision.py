@@ -117,11 +117,8 @@ def _interrupted(space: Workspace, batch: str) -> NoReturn:
     Whatever a chunk had not committed was rolled back or left ``issued``, so
     the line's resume command finishes exactly what is missing.
     """
-    registry = space.registry()
-    try:
+    with space.registry() as registry:
         found = queries.batch_summary(registry, batch)
-    finally:
-        registry.dispose()
     done = found.devices.get("provisioned", 0)
     print_error(
         f"{done:,} of {found.batch.count:,} provisioned; "

@@ -54,8 +54,7 @@ def create(
 @app.command("list")
 def list_tokens(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     """Every token: role, limits, state (never the secret)."""
-    registry = workspace(ctx).registry()
-    try:
+    with workspace(ctx).registry() as registry:
         rows = [
             {
                 "id": t.id,
@@ -69,8 +68,6 @@ def list_tokens(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
             }
             for t in store.listing(registry)
         ]
-    finally:
-        registry.dispose()
     if as_json:
         emit_json(rows)
         return

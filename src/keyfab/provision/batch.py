@@ -417,32 +417,28 @@ def outstanding(workspace: Workspace, batch_name: str) -> list[int]:
 
     A cancelled batch has none by decision, not by accident: it is refused.
     """
-    registry = workspace.registry()
-    try:
-        with registry.reading() as session:
-            found = session.execute(
-                select(Batch.id, Batch.state).where(Batch.name == batch_name)
-            ).one_or_none()
-            if found is None:
-                raise ConfigError(f"no batch {batch_name!r}")
-            batch_id, state = found
-            if state == CANCELLED:
-                raise ConflictError(
-                    f"batch {batch_name!r} is cancelled: it cannot be resumed",
-                    slug="batch-cancelled",
-                )
-            return list(
-                session.scalars(
-                    select(Device.id)
-                    .where(
-                        Device.batch_id == batch_id,
-                        Device.state.in_([DeviceState.PENDING, DeviceState.ISSUED]),
-                    )
-                    .order_by(Device.slot)
-                )
+    with workspace.registry() as registry, registry.reading() as session:
+        found = session.execute(
+            select(Batch.id, Batch.state).where(Batch.name == batch_name)
+        ).one_or_none()
+        if found is None:
+            raise ConfigError(f"no batch {batch_name!r}")
+        batch_id, state = found
+        if state == CANCELLED:
+            raise ConflictError(
+                f"batch {batch_name!r} is cancelled: it cannot be resumed",
+                slug="batch-cancelled",
             )
-    finally:
-        registry.dispose()
+        return list(
+            session.scalars(
+                select(Device.id)
+                .where(
+                    Device.batch_id == batch_id,
+                    Device.state.in_([DeviceState.PENDING, DeviceState.ISSUED]),
+                )
+                .order_by(Device.slot)
+            )
+        )
 
 
 _station: Station | None = None
@@ -505,8 +501,7 @@ def _outcomes(
 def _finish(
     workspace: Workspace, batch_name: str, failures: tuple[tuple[str, str], ...]
 ) -> Summary:
-    registry = workspace.registry()
-    try:
+    with workspace.registry() as registry:
         with registry.reading() as session:
             batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
             counts = queries.state_counts(session, batch.id)
@@ -515,8 +510,6 @@ def _finish(
         if provisioned + failed == batch.count and batch.state == "running":
             _close_batch(workspace, registry, batch_name, provisioned, failed)
         return Summary(batch_name, batch.count, provisioned, failed, failures)
-    finally:
-        registry.dispose()
 
 
 def _close_batch(
@@ -565,12 +558,8 @@ def cancel_batch(workspace: Workspace, batch_name: str, *, by: str) -> Cancellat
     issued is touched: those certificates are recorded, so no certificate goes
     unaccounted for. Cancel a batch when no station is running it.
     """
-    registry = workspace.registry()
-    try:
-        with registry.transaction() as session:
-            return _cancel(session, workspace, registry, batch_name, by)
-    finally:
-        registry.dispose()
+    with workspace.registry() as registry, registry.transaction() as session:
+        return _cancel(session, workspace, registry, batch_name, by)
 
 
 def _cancel(

@@ -159,6 +159,13 @@ class Registry:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """``with workspace.registry() as registry:`` closes its connections at the end."""
+        self.dispose()
+
 
 def _revision(connection: Connection) -> str | None:
     if not inspect(connection).has_table("alembic_version"):
