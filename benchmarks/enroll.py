@@ -117,7 +117,8 @@ def wait_ready(url: str, verify: ssl.SSLContext, process: subprocess.Popen[bytes
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"server exited: {process.stdout.read() if process.stdout else ''}")
+            output = process.stdout.read() if process.stdout else "(see its log file)"
+            raise SystemExit(f"server exited: {output!r}")
         try:
             httpx.get(url, verify=verify, timeout=2)
             return
@@ -217,6 +218,7 @@ def run_keyfab(
         raise SystemExit("PostgreSQL is not installed (make setup installs it)")
     cluster = Cluster.start(bin_dir)
     process = None
+    log = (folder / "serve.log").open("wb")  # a file, not a pipe: the access log never blocks
     try:
         url = cluster.create_database("bench")
         os.environ["KEYFAB_DATABASE_URL"] = url
@@ -229,7 +231,7 @@ def run_keyfab(
         port = free_port()
         process = subprocess.Popen(
             [str(KEYFAB), "--home", str(home), "serve", "--port", str(port), "--workers", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         trust = home / "server" / "trust.pem"
         base = f"https://127.0.0.1:{port}"
@@ -247,6 +249,7 @@ def run_keyfab(
         if process is not None:
             process.terminate()
             process.wait(timeout=30)
+        log.close()
         cluster.stop()
 
 
