@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-from pydantic_core import ErrorDetails
-
 from keyfab.errors import ConfigError, MissingExtraError
-from keyfab.rot.options import DriverOptions, Pkcs11Options, SoftOptions, Tpm2Options
 
 if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
     from keyfab.rot.base import RootOfTrust
+    from keyfab.rot.options import DriverOptions
     from keyfab.rot.uri import KeyUri
 
 __all__ = [
@@ -42,24 +41,38 @@ class Driver:
     """One root-of-trust driver.
 
     ``module`` provides ``open_uri(KeyUri)`` and ``open_device(options, slot)``;
-    ``options_model`` is the schema of its ``[rot]`` options; ``extra`` is the
-    optional part of keyfab its library comes with (None: always installed).
+    ``options`` names the schema of its ``[rot]`` options in ``keyfab.rot.options``;
+    ``extra`` is the optional part of keyfab its library comes with (None: always
+    installed).
     """
 
     name: str
     module: str
-    options_model: type[DriverOptions]
+    options: str
     extra: str | None
     summary: str
+
+    @property
+    def options_model(self) -> type[DriverOptions]:
+        """The options schema, imported when first needed: opening a key by its URI
+        (``keyfab fit sign --key soft:…``) must not pay for pydantic."""
+        from keyfab.rot import options
+
+        model: type[DriverOptions] = getattr(options, self.options)
+        return model
 
 
 DRIVERS: Mapping[str, Driver] = MappingProxyType(
     {
         d.name: d
         for d in (
-            Driver("soft", "keyfab.rot.soft", SoftOptions, None, "keys in files, for development"),
-            Driver("pkcs11", "keyfab.rot.pkcs11", Pkcs11Options, "pkcs11", "HSMs, secure elements"),
-            Driver("tpm2", "keyfab.rot.tpm2", Tpm2Options, "tpm2", "TPM 2.0 with IDevID/IAK"),
+            Driver(
+                "soft", "keyfab.rot.soft", "SoftOptions", None, "keys in files, for development"
+            ),
+            Driver(
+                "pkcs11", "keyfab.rot.pkcs11", "Pkcs11Options", "pkcs11", "HSMs, secure elements"
+            ),
+            Driver("tpm2", "keyfab.rot.tpm2", "Tpm2Options", "tpm2", "TPM 2.0 with IDevID/IAK"),
         )
     }
 )
@@ -91,6 +104,8 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
     a single device is refused before a batch reserves anything. Values are not
     echoed: an inline PIN must not end up in a message.
     """
+    from pydantic import ValidationError
+
     schema = driver(name).options_model
     try:
         schema.model_validate(dict(options))

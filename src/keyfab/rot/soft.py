@@ -46,7 +46,6 @@ from keyfab.rot.base import (
     check_label,
     check_random_size,
 )
-from keyfab.rot.options import SoftOptions
 from keyfab.rot.uri import KeyUri
 
 _SoftKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -278,6 +277,8 @@ def open_device(options: Mapping[str, Any], slot: int) -> SoftRootOfTrust:
     unique id from the moment it is opened, so a second slot pointing at the
     same directory reads the same id and the batch can tell it is one device.
     """
+    from keyfab.rot.options import SoftOptions  # a batch's driver options: pydantic only here
+
     unknown = set(options) - set(SoftOptions.model_fields)
     if unknown:
         raise ConfigError(f"soft driver: unknown option(s) {', '.join(sorted(unknown))}")
