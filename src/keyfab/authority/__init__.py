@@ -4,7 +4,7 @@ Every operation that signs, revokes or grants access lives here once, and
 writes its registry rows and audit events in one transaction: issuing and
 recording certificates (batches, EST, stations, the server's TLS, manifest
 signers), revocation with RFC 5280 reasons, CRLs with one CRLNumber rule,
-checkpoints, API tokens and station identities. ``provision``, ``server`` and
+checkpoints, API tokens and station identities, rotating the CAs. ``provision``, ``server`` and
 ``cli`` call it; it stands on ``pki``, ``registry``, ``audit`` and ``rot``.
 """
 
@@ -23,6 +23,7 @@ from keyfab.authority.revocation import (
     revoke_station,
 )
 from keyfab.authority.roles import READERS, WRITERS, Principal, Role
+from keyfab.authority.rotation import Rotation, rotate
 from keyfab.authority.service import Authority, Issued, fingerprint, labelled, record
 from keyfab.authority.setup import initialise
 
@@ -35,6 +36,7 @@ __all__ = [
     "Principal",
     "Revocation",
     "Role",
+    "Rotation",
     "current_crl",
     "enrolment",
     "fingerprint",
@@ -48,5 +50,6 @@ __all__ = [
     "revoke_certificate",
     "revoke_device",
     "revoke_station",
+    "rotate",
     "tokens",
 ]

@@ -20,16 +20,16 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
 from keyfab.clock import utc_now
-from keyfab.errors import ConfigError
+from keyfab.errors import ConfigError, NotFoundError, PkiError
 from keyfab.pki.ca import PublicKey
-from keyfab.registry import CaRecord, Certificate, Registry, certificate_row, queries
+from keyfab.registry import CaKind, CaRecord, Certificate, Registry, certificate_row, queries
 from keyfab.rot import load_key
-from keyfab.workspace import MANUFACTURING, ROOT, Workspace
+from keyfab.workspace import Workspace
 
 _INSERT_CERTIFICATES = insert(Certificate)
 
@@ -56,19 +56,27 @@ def record(
 
     One executemany and one audit append however many certificates there are:
     a batch records a whole chunk this way, an EST enrolment a single one.
+    Each row names the CA that really signed it (by its authorityKeyIdentifier),
+    so a batch or a service that opened its CA before a rotation still puts
+    what it signs on the right CA's CRL.
     Returns the rows written (their ``der`` saves the caller encoding again).
     """
     if not issued and not events:
         return []
     now = utc_now()
     rows, entries = [], []
+    signers = _signers(session) if issued else {}
     for item in issued:
+        issuer = _issuer(item.certificate, signers)
+        if issuer is None:  # never a row no CRL can list
+            raise PkiError(f"no CA of this workspace signed certificate {item.serial_number}")
         row = certificate_row(
             item.certificate,
             device_id=item.device_id,
             key_label=item.key_label,
             profile=item.profile,
             issued_at=now,
+            issuer=issuer,
         )
         rows.append(row)
         details = {"serial_number": row["serial_number"], "profile": str(item.profile)}
@@ -81,11 +89,52 @@ def record(
     return rows
 
 
+@functools.lru_cache(maxsize=64)
+def _certificate(der: bytes) -> x509.Certificate:
+    """A CA certificate parsed once per process (CA records are few and never change)."""
+    return x509.load_der_x509_certificate(der)
+
+
+@functools.lru_cache(maxsize=64)
+def _key_id(der: bytes) -> bytes:
+    """The subjectKeyIdentifier of a CA certificate (keyfab's CAs all carry one)."""
+    extension = _certificate(der).extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    return extension.value.digest
+
+
+def issuer_name(certificate: x509.Certificate, cas: Mapping[str, CaRecord]) -> str | None:
+    """The name of the CA among ``cas`` whose key signed ``certificate``, if any.
+
+    Matched on the authorityKeyIdentifier: CAs of a workspace never share a
+    key (rotation refuses to reuse one), while a root keeps its name across a
+    rollover, so the name alone would not tell the roots apart.
+    """
+    signers = {_key_id(row.certificate): name for name, row in cas.items()}
+    return _issuer(certificate, signers)
+
+
+def _issuer(certificate: x509.Certificate, signers: Mapping[bytes, str]) -> str | None:
+    try:
+        aki = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return None
+    return None if aki.value.key_identifier is None else signers.get(aki.value.key_identifier)
+
+
+def _signers(session: Session) -> Mapping[bytes, str]:
+    """Each workspace CA's key identifier and name, read in the caller's transaction."""
+    rows = session.execute(select(CaRecord.name, CaRecord.certificate)).tuples()
+    return {_key_id(der): name for name, der in rows}
+
+
 class Authority:
     """The workspace's manufacturing CA and the registry that records what it signs.
 
-    The CA key is opened on first use only (``ca``): reading the chain, listing
-    or revoking needs no HSM login, signing does.
+    The workspace may hold several CAs (``records``): the roots, the
+    manufacturing CA that issues now (``issuing``, ``ca``, ``chain``) and the
+    retired ones that still sign CRLs for what they issued (``open_ca``). A
+    key is opened on first use only: reading the chain, listing or revoking
+    needs no HSM login, signing does.
     """
 
     def __init__(
@@ -94,6 +143,7 @@ class Authority:
         self.registry = registry
         self._owns_registry = owns_registry
         self.witness = witness or audit.witness.directory(None)
+        self._opened: dict[str, pki.CertificateAuthority] = {}
 
     @classmethod
     def open(cls, workspace: Workspace, registry: Registry | None = None) -> Authority:
@@ -124,25 +174,74 @@ class Authority:
             self.registry.dispose()
 
     @functools.cached_property
-    def _records(self) -> Mapping[str, CaRecord]:
-        """The CAs as recorded (read once: the chain and key URIs cannot change meanwhile)."""
+    def records(self) -> Mapping[str, CaRecord]:
+        """The CAs as recorded, oldest first (read once: a rotation is seen by the next open)."""
         return queries.authorities(self.registry)
+
+    def record_of(self, name: str) -> CaRecord:
+        """CA ``name``'s record, or NotFoundError."""
+        found = self.records.get(name)
+        if found is None:
+            raise NotFoundError(f"no CA named {name!r} in this workspace", slug="ca-not-found")
+        return found
+
+    @functools.cached_property
+    def issuing(self) -> str:
+        """The name of the CA that issues now: the newest unretired manufacturing CA."""
+        names = [
+            name
+            for name, row in self.records.items()
+            if row.kind == CaKind.MANUFACTURING and row.retired_at is None
+        ]
+        if not names:
+            raise ConfigError("no manufacturing CA in this workspace: run 'keyfab init'")
+        return names[-1]
+
+    def certificate_of(self, name: str) -> x509.Certificate:
+        """CA ``name``'s certificate, without opening its key."""
+        return _certificate(self.record_of(name).certificate)
+
+    def issuer_of(self, name: str) -> str:
+        """The name of the CA that signed CA ``name``'s certificate (a root: itself)."""
+        return issuer_name(self.certificate_of(name), self.records) or name
 
     @functools.cached_property
     def chain(self) -> tuple[x509.Certificate, x509.Certificate]:
-        """(manufacturing CA, root) certificates, without opening any key."""
-        rows = self._records
-        if MANUFACTURING not in rows or ROOT not in rows:
-            raise ConfigError("no manufacturing CA in this workspace: run 'keyfab init'")
-        return (
-            x509.load_der_x509_certificate(rows[MANUFACTURING].certificate),
-            x509.load_der_x509_certificate(rows[ROOT].certificate),
-        )
+        """(issuing manufacturing CA, its root) certificates, without opening any key."""
+        issuing = self.issuing
+        return self.certificate_of(issuing), self.certificate_of(self.issuer_of(issuing))
 
     @property
     def certificate(self) -> x509.Certificate:
-        """The manufacturing CA certificate."""
+        """The issuing manufacturing CA's certificate."""
         return self.chain[0]
+
+    def published(self) -> tuple[x509.Certificate, ...]:
+        """Every CA certificate a device may need now: EST ``cacerts`` and the server's trust.
+
+        The issuing chain first; then every other CA still valid (a retired
+        manufacturing CA's fleet keeps verifying, an old root stays trusted
+        during its overlap); then the newest rollover's link certificates.
+        """
+        now = utc_now()
+        first = [self.issuing, self.issuer_of(self.issuing)]
+        others = [
+            name
+            for name in self.records
+            if name not in first and self.certificate_of(name).not_valid_after_utc > now
+        ]
+        update = queries.root_update(self.registry)
+        links = () if update is None else (update.new_with_old, update.old_with_new)
+        return (*(self.certificate_of(name) for name in first + others), *links)
+
+    def signers(self) -> list[x509.Certificate]:
+        """Every manufacturing CA the workspace has had: who signed its checkpoints.
+
+        A rotation's own checkpoint is signed by the CA it retires, so the log
+        passes from one signer to the next without a gap an auditor must trust.
+        """
+        rows = self.records.items()
+        return [self.certificate_of(n) for n, r in rows if r.kind == CaKind.MANUFACTURING]
 
     @property
     def organization(self) -> str:
@@ -150,17 +249,31 @@ class Authority:
         names = self.certificate.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
         return str(names[0].value) if names else ""
 
-    def key_uri(self, name: str = MANUFACTURING) -> str:
-        """Where a CA's key lives (``root`` or ``manufacturing``), as recorded."""
-        if name not in self._records:
-            raise ConfigError(f"no {name} CA in this workspace: run 'keyfab init'")
-        return self._records[name].key_uri
+    def key_uri(self, name: str | None = None) -> str:
+        """Where CA ``name``'s key lives (default: the issuing CA's), as recorded."""
+        return self.record_of(name or self.issuing).key_uri
 
     @functools.cached_property
     def ca(self) -> pki.CertificateAuthority:
-        """The manufacturing CA with its key opened in its root of trust."""
-        manufacturing, root = self.chain
-        return pki.CertificateAuthority(manufacturing, load_key(self.key_uri()), (root,))
+        """The issuing manufacturing CA with its key opened in its root of trust."""
+        return self.open_ca(self.issuing)
+
+    def open_ca(self, name: str) -> pki.CertificateAuthority:
+        """CA ``name`` with its key opened (once per Authority): to sign its CRL, say."""
+        if name not in self._opened:
+            certificate = self.certificate_of(name)
+            parent = self.issuer_of(name)
+            above = () if parent == name else (self.certificate_of(parent),)
+            self._opened[name] = pki.CertificateAuthority(
+                certificate, load_key(self.key_uri(name)), above
+            )
+        return self._opened[name]
+
+    def refresh(self) -> None:
+        """Forget what was read and opened: the next use sees the CAs as recorded now."""
+        for cached in ("records", "issuing", "chain", "ca"):
+            self.__dict__.pop(cached, None)
+        self._opened.clear()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -23,7 +23,7 @@ from keyfab import audit, pki
 from keyfab.authority.service import fingerprint
 from keyfab.clock import utc_now
 from keyfab.errors import ConfigError, KeyfabError, KeyNotFoundError
-from keyfab.registry import CaRecord, Registry, queries
+from keyfab.registry import CaKind, CaRecord, Registry, queries
 from keyfab.rot import KeyAlgorithm, KeySpec, open_rot, parse_key_uri, soft_key_uri
 from keyfab.rot.base import RootOfTrust
 from keyfab.rot.uri import KeyUri, absolute_key_uri
@@ -71,20 +71,20 @@ def _initialise(
 ) -> pki.CertificateAuthority:
     if queries.authorities(registry):
         raise ConfigError(f"{workspace.home} is already initialised")
-    root_uri = _where(given[0], workspace.home / "ca" / "root-ca.pem")
-    ca_uri = _where(given[1], workspace.home / "ca" / "manufacturing-ca.pem")
+    root_uri = key_uri_or(given[0], workspace.home / "ca" / "root-ca.pem")
+    ca_uri = key_uri_or(given[1], workspace.home / "ca" / "manufacturing-ca.pem")
     spec, created = KeySpec(algorithm), list[Path]()
     try:
-        root_ca_key = _ca_key(root_uri, spec, created, adopt=adopt and bool(given[0]))
-        manufacturing_key = _ca_key(ca_uri, spec, created, adopt=adopt and bool(given[1]))
+        root_ca_key = new_ca_key(root_uri, spec, created, adopt=adopt and bool(given[0]))
+        manufacturing_key = new_ca_key(ca_uri, spec, created, adopt=adopt and bool(given[1]))
         root, manufacturing = _create_cas(organization, root_ca_key, manufacturing_key)
     except KeyfabError:
         for path in created:  # a failed init leaves no soft key behind to block the next
             path.unlink(missing_ok=True)
         raise
     with registry.transaction() as session:
-        for label, ca, uri in ((ROOT, root, root_uri), (MANUFACTURING, manufacturing, ca_uri)):
-            _record(session, label, ca, uri)
+        record_ca(session, ROOT, CaKind.ROOT, root, root_uri)
+        record_ca(session, MANUFACTURING, CaKind.MANUFACTURING, manufacturing, ca_uri)
     return manufacturing
 
 
@@ -109,14 +109,18 @@ def _undone_on_failure(space: Workspace) -> Iterator[None]:
         raise
 
 
-def _record(session: Session, label: str, ca: pki.CertificateAuthority, uri: str) -> None:
+def record_ca(
+    session: Session, name: str, kind: CaKind, ca: pki.CertificateAuthority, uri: str
+) -> None:
+    """The CA's row and its ``ca.created`` event (rotation records its new CAs here too)."""
     der = ca.certificate.public_bytes(Encoding.DER)
-    session.add(CaRecord(name=label, certificate=der, key_uri=uri, created_at=utc_now()))
+    session.add(CaRecord(name=name, kind=kind, certificate=der, key_uri=uri, created_at=utc_now()))
     audit.append(
         session,
         "ca.created",
-        label,
+        name,
         {
+            "kind": str(kind),
             "subject": ca.certificate.subject.rfc4514_string(),
             "serial_number": pki.serial_hex(ca.certificate),
             "sha256": fingerprint(ca.certificate),
@@ -125,7 +129,7 @@ def _record(session: Session, label: str, ca: pki.CertificateAuthority, uri: str
     )
 
 
-def _where(given: str | None, default: Path) -> str:
+def key_uri_or(given: str | None, default: Path) -> str:
     """The key URI to record: the one given with absolute paths, or the default soft file."""
     return absolute_key_uri(given) if given else soft_key_uri(default.absolute())
 
@@ -151,7 +155,7 @@ def _existing(rot: RootOfTrust, label: str) -> pki.ca.CAKey | None:
         return None
 
 
-def _ca_key(uri: str, spec: KeySpec, created: list[Path], *, adopt: bool) -> pki.ca.CAKey:
+def new_ca_key(uri: str, spec: KeySpec, created: list[Path], *, adopt: bool) -> pki.ca.CAKey:
     """The CA key at ``uri``: adopted if ``adopt`` (it must exist), else generated
     (it must not exist); soft key files made are added to ``created``."""
     parsed = parse_key_uri(uri)

@@ -21,7 +21,10 @@ app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 def verify(
     ctx: typer.Context,
     signers: list[Path] = typer.Option(
-        None, "--signer", help="PEM certificate whose checkpoints you trust [default: this CA's]."
+        None,
+        "--signer",
+        help="PEM certificate whose checkpoints you trust (repeatable) "
+        "[default: this workspace's manufacturing CAs, retired ones too].",
     ),
     checkpoints: list[Path] = typer.Option(
         None,
@@ -37,7 +40,7 @@ def verify(
     one, nothing signed proves the log was not cut back or rebuilt.
     """
     with Authority.open(workspace(ctx)) as authority:
-        trusted = _load_signers(signers) if signers else [authority.certificate]
+        trusted = _load_signers(signers) if signers else authority.signers()
         given = [audit_log.witness.read(path) for path in checkpoints or ()]
         witnesses = given or audit_log.witness.found(authority.witness)  # before the snapshot
         with authority.registry.reading() as session:

@@ -21,6 +21,7 @@ from keyfab.pki.profiles import (
     manifest_signer,
     manufacturing_ca,
     root_ca,
+    root_link,
     station,
     tls_server,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "new_serial_number",
     "parse_hardware_module_name",
     "root_ca",
+    "root_link",
     "serial_hex",
     "signature_hash",
     "station",

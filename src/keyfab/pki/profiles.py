@@ -39,6 +39,7 @@ class Profile(enum.StrEnum):
     STATION = "station"
     TLS_SERVER = "tls-server"
     MANIFEST_SIGNER = "manifest-signer"
+    ROOT_LINK = "root-link"  # a root's key certified by another root (RFC 4210 section 4.4)
 
 
 DEVICE_PROFILES = frozenset({Profile.IDEVID, Profile.EST_DEVICE})
@@ -119,6 +120,21 @@ def root_ca(organization: str, common_name: str, years: int = 25) -> Template:
 def manufacturing_ca(organization: str, common_name: str, years: int = 20) -> Template:
     """The intermediate that signs device certificates on the factory floor."""
     return _ca(Profile.MANUFACTURING_CA, organization, common_name, path_length=0, years=years)
+
+
+def root_link(subject: x509.Name, not_after: datetime.datetime) -> Template:
+    """A root rollover's link certificate: one root's key certified by the other root.
+
+    The subject is the root's own name (a rollover changes the root's key, not
+    its name), so the link is self-issued and does not count against the
+    roots' path length (RFC 5280 section 6.1.4); it ends with the old root.
+    """
+    return Template(
+        profile=Profile.ROOT_LINK,
+        subject=subject,
+        extensions=((x509.BasicConstraints(ca=True, path_length=1), True), (_ca_usage(), True)),
+        not_after=not_after,
+    )
 
 
 @dataclass(frozen=True)

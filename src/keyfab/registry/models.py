@@ -70,15 +70,27 @@ class Sequence(Base):
     value: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+class CaKind(enum.StrEnum):
+    ROOT = "root"
+    MANUFACTURING = "manufacturing"
+
+
 class CaRecord(Base):
-    """A CA of this workspace: its certificate and where its key lives (a URI)."""
+    """A CA of this workspace: its certificate and where its key lives (a URI).
+
+    Rotation adds rows, never replaces one (migration 0005): the issuing CA is
+    the newest unretired manufacturing CA; a retired one stops issuing but keeps
+    signing CRLs for what it issued, so the fleet it signed stays checkable.
+    """
 
     __tablename__ = "authorities"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # CaKind
     certificate: Mapped[bytes] = mapped_column(LargeBinary)
     key_uri: Mapped[str] = mapped_column(String(1024))
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    retired_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Batch(Base):
@@ -130,10 +142,16 @@ class Certificate(Base):
     issued_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime(), index=True)
     revocation_reason: Mapped[str | None] = mapped_column(String(32))  # RFC 5280 name
+    # The CA (its ``authorities.name``) that signed it, whose CRL lists it once revoked;
+    # None for what no CA of this workspace signed (a vendor's certificates).
+    issuer: Mapped[str | None] = mapped_column(String(64))
 
 
 class CrlRecord(Base):
-    """A CRL the manufacturing CA signed. ``number`` is its CRLNumber: never reused.
+    """A CRL a CA of the workspace signed. ``number`` is its CRLNumber: never reused.
+
+    Numbers are drawn from one sequence for all the CAs, so each CA's own
+    numbers increase strictly too (RFC 5280 allows the gaps between them).
 
     The newest row is served again until a revocation or its nextUpdate makes
     it stale, so fetching the CRL does not sign (or write) on every request.
@@ -141,6 +159,7 @@ class CrlRecord(Base):
 
     __tablename__ = "crls"
     number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ca: Mapped[str] = mapped_column(String(64), index=True)  # the signer's authorities.name
     this_update: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     next_update: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     revoked: Mapped[int] = mapped_column(Integer)  # how many entries it lists

@@ -13,13 +13,15 @@ import datetime
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from cryptography import x509
 from sqlalchemy import Row, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from keyfab.errors import NotFoundError, RegistryError
+from keyfab.pki.profiles import Profile
 from keyfab.registry.db import Registry
-from keyfab.registry.models import ApiToken, Batch, CaRecord, Certificate, Device
+from keyfab.registry.models import ApiToken, Batch, CaKind, CaRecord, Certificate, Device
 
 
 @dataclass(frozen=True)
@@ -263,9 +265,55 @@ def batch_summary(registry: Registry, name: str) -> BatchSummary:
 
 
 def authorities(registry: Registry) -> Mapping[str, CaRecord]:
-    """The workspace's CAs (``root``, ``manufacturing``) by name: certificates and key URIs."""
+    """The workspace's CAs by name, oldest first: certificates, key URIs, kinds, retirement."""
     with registry.reading() as session:
-        return {row.name: row for row in session.scalars(select(CaRecord))}
+        return {row.name: row for row in session.scalars(select(CaRecord).order_by(CaRecord.id))}
+
+
+@dataclass(frozen=True)
+class RootUpdate:
+    """The newest root key update (RFC 4210 section 4.4), as CMP's rootCaKeyUpdate carries it.
+
+    ``new_with_new`` is the new root's self-signed certificate; ``new_with_old``
+    certifies the new root's key with the old root's (devices that trust only
+    the old root reach the new one through it); ``old_with_new`` certifies the
+    old root's key with the new one (the reverse, for devices given the new root).
+    """
+
+    new_with_new: x509.Certificate
+    new_with_old: x509.Certificate
+    old_with_new: x509.Certificate
+
+
+def link_label(subject: str, signer: str) -> str:
+    """The key label of the link certificate of CA ``subject``'s key signed by ``signer``."""
+    return f"{subject}-with-{signer}"
+
+
+def root_update(registry: Registry) -> RootUpdate | None:
+    """The link certificates of the newest root rollover, or None if the root never rolled."""
+    with registry.reading() as session:
+        roots = session.scalars(
+            select(CaRecord)
+            .where(CaRecord.kind == CaKind.ROOT)
+            .order_by(CaRecord.id.desc())
+            .limit(2)
+        ).all()
+        if len(roots) < 2:
+            return None
+        new, old = roots
+        labels = {link_label(new.name, old.name), link_label(old.name, new.name)}
+        rows = session.execute(
+            select(Certificate.key_label, Certificate.der).where(
+                Certificate.profile == Profile.ROOT_LINK, Certificate.key_label.in_(labels)
+            )
+        )
+        links = {label: der for label, der in rows}
+    return RootUpdate(
+        x509.load_der_x509_certificate(new.certificate),
+        x509.load_der_x509_certificate(links[link_label(new.name, old.name)]),
+        x509.load_der_x509_certificate(links[link_label(old.name, new.name)]),
+    )
 
 
 def tokens(registry: Registry) -> Sequence[ApiToken]:

@@ -22,8 +22,13 @@ def certificate_row(
     key_label: str,
     profile: str,
     issued_at: datetime.datetime,
+    issuer: str | None = None,
 ) -> dict[str, Any]:
-    """The ``certificates`` row for ``certificate`` (serial number as lowercase hex)."""
+    """The ``certificates`` row for ``certificate`` (serial number as lowercase hex).
+
+    ``issuer`` names the workspace CA that signed it; None for a certificate
+    from elsewhere (a vendor's), which no CRL of the workspace lists.
+    """
     return {
         "serial_number": serial_hex(certificate),
         "device_id": device_id,
@@ -34,4 +39,5 @@ def certificate_row(
         "not_after": certificate.not_valid_after_utc,
         "der": certificate.public_bytes(Encoding.DER),
         "issued_at": issued_at,
+        "issuer": issuer,
     }
