@@ -24,13 +24,14 @@ from keyfab.authority.revocation import (
 )
 from keyfab.authority.roles import READERS, WRITERS, Principal, Role
 from keyfab.authority.rotation import Rotation, rotate
-from keyfab.authority.service import Authority, Issued, fingerprint, labelled, record
+from keyfab.authority.service import Authority, CaState, Issued, fingerprint, labelled, record
 from keyfab.authority.setup import initialise
 
 __all__ = [
     "READERS",
     "WRITERS",
     "Authority",
+    "CaState",
     "Issued",
     "NewCredential",
     "Principal",

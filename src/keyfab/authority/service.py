@@ -10,6 +10,7 @@ batches, the service and the CLI call it; none of them signs on its own.
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -89,6 +90,15 @@ def record(
     return rows
 
 
+class CaState(enum.StrEnum):
+    """What a CA of the workspace does now, as ``keyfab ca show`` says it."""
+
+    ISSUING = "issuing"  # the manufacturing CA that signs new certificates
+    ROOT = "root"  # the issuing CA's root
+    SERVING = "serving"  # retired: issues nothing, signs the CRL of what it signed
+    EXPIRED = "expired"  # retired and past its notAfter: nothing it signed verifies
+
+
 @functools.lru_cache(maxsize=64)
 def _certificate(der: bytes) -> x509.Certificate:
     """A CA certificate parsed once per process (CA records are few and never change)."""
@@ -123,7 +133,7 @@ def _issuer(certificate: x509.Certificate, signers: Mapping[bytes, str]) -> str 
 
 def _signers(session: Session) -> Mapping[bytes, str]:
     """Each workspace CA's key identifier and name, read in the caller's transaction."""
-    rows = session.execute(select(CaRecord.name, CaRecord.certificate)).tuples()
+    rows = session.execute(select(CaRecord.name, CaRecord.certificate))
     return {_key_id(der): name for name, der in rows}
 
 
@@ -233,6 +243,15 @@ class Authority:
         update = queries.root_update(self.registry)
         links = () if update is None else (update.new_with_old, update.old_with_new)
         return (*(self.certificate_of(name) for name in first + others), *links)
+
+    def state(self, name: str) -> CaState:
+        """What CA ``name`` does now (see ``CaState``)."""
+        if name == self.issuing:
+            return CaState.ISSUING
+        if name == self.issuer_of(self.issuing):
+            return CaState.ROOT
+        expired = self.certificate_of(name).not_valid_after_utc <= utc_now()
+        return CaState.EXPIRED if expired else CaState.SERVING
 
     def signers(self) -> list[x509.Certificate]:
         """Every manufacturing CA the workspace has had: who signed its checkpoints.

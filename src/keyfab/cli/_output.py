@@ -172,6 +172,7 @@ def certificate_fields(certificate: Certificate) -> dict[str, object]:
     return {
         "key": certificate.key_label,
         "profile": certificate.profile,
+        "issuer": certificate.issuer,  # the CA whose CRL lists it once revoked
         "serial_number": certificate.serial_number,
         "subject": readable_subject(certificate.der),  # rows before 0.2 stored 2.5.4.5=
         "not_after": certificate.not_after.isoformat(),

@@ -1,4 +1,4 @@
-"""``keyfab ca``: look at the CAs, list what they issued, revoke one certificate, sign a CRL."""
+"""``keyfab ca``: look at the CAs, list what they issued, revoke, sign a CRL, rotate."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from keyfab.authority import Authority, fingerprint, new_crl, revoke_certificate
+from keyfab.authority import rotate as rotate_ca
 from keyfab.cli._context import revoke as revoke_as_user
 from keyfab.cli._context import workspace
 from keyfab.cli._output import (
@@ -30,10 +31,8 @@ from keyfab.pki import Profile, serial_hex
 from keyfab.pki.display import readable_name
 from keyfab.registry import queries
 from keyfab.rot import parse_key_uri
-from keyfab.workspace import MANUFACTURING, ROOT
 
-app = typer.Typer(help="The root and manufacturing CAs.", no_args_is_help=True)
-ROLES = (MANUFACTURING, ROOT)  # the chain's order
+app = typer.Typer(help="The root and manufacturing CAs, and rotating them.", no_args_is_help=True)
 
 
 def _key_kind(public_key: object) -> str:
@@ -49,39 +48,90 @@ def _key_kind(public_key: object) -> str:
 @app.command()
 def show(
     ctx: typer.Context,
+    name: str = typer.Argument(None, help="Only this CA (e.g. manufacturing-2) [default: all]."),
     as_json: bool = JSON_OPTION,
     pem: bool = typer.Option(
-        False, "--pem", help="Print the chain (manufacturing CA, root) as PEM."
+        False, "--pem", help="Print the issuing chain (manufacturing CA, root) as PEM."
     ),
     root: bool = typer.Option(False, "--root", help="With --pem: only the root certificate."),
 ) -> None:
-    """The CA chain: subjects, key types, validity, fingerprints."""
+    """The CAs: which issues, which still serve, subjects, key types, validity, fingerprints."""
     with Authority.open(workspace(ctx)) as authority:
-        chain = authority.chain
-        uris = [str(parse_key_uri(authority.key_uri(role))) for role in ROLES]  # PIN redacted
-    if pem:
-        for certificate in chain[-1:] if root else chain:
-            typer.echo(certificate.public_bytes(Encoding.PEM).decode(), nl=False)
-        return
-    described = [
-        {
-            "role": role,
-            "subject": readable_name(c.subject),
-            "issuer": readable_name(c.issuer),
-            "serial_number": serial_hex(c),
-            "not_before": c.not_valid_before_utc.isoformat(),
-            "not_after": c.not_valid_after_utc.isoformat(),
-            "key": _key_kind(c.public_key()),
-            "key_uri": uri,
-            "sha256": fingerprint(c),
-        }
-        for role, c, uri in zip(ROLES, chain, uris, strict=True)
-    ]
+        names = _shown(authority, name)
+        if pem:
+            chain = [authority.certificate_of(n) for n in names] if name else authority.chain
+            for certificate in chain[-1:] if root else chain:
+                typer.echo(certificate.public_bytes(Encoding.PEM).decode(), nl=False)
+            return
+        described = [_describe(authority, n) for n in names]
     if as_json:
         emit_json(described)
         return
     for entry in described:
-        fields(f"{entry.pop('role')} CA", entry)
+        fields(f"{entry.pop('name')}: {entry.pop('role')} CA, {entry.pop('state')}", entry)
+
+
+def _shown(authority: Authority, name: str | None) -> list[str]:
+    """The CAs to show: ``name`` only, or all with the issuing chain first."""
+    if name is not None:
+        return [authority.record_of(name).name]
+    first = [authority.issuing, authority.issuer_of(authority.issuing)]
+    return first + [n for n in authority.records if n not in first]
+
+
+def _describe(authority: Authority, name: str) -> dict[str, str]:
+    record, c = authority.record_of(name), authority.certificate_of(name)
+    return {
+        "name": name,
+        "role": record.kind,
+        "state": authority.state(name),
+        "issued_by": authority.issuer_of(name),
+        "subject": readable_name(c.subject),
+        "serial_number": serial_hex(c),
+        "not_before": c.not_valid_before_utc.isoformat(),
+        "not_after": c.not_valid_after_utc.isoformat(),
+        "retired_at": record.retired_at.isoformat() if record.retired_at else "",
+        "key": _key_kind(c.public_key()),
+        "key_uri": str(parse_key_uri(record.key_uri)),  # PIN redacted
+        "sha256": fingerprint(c),
+    }
+
+
+@app.command()
+def rotate(
+    ctx: typer.Context,
+    root: bool = typer.Option(
+        False,
+        "--root",
+        help="Roll the root over first: a new root key, with link certificates both ways "
+        "(RFC 4210 section 4.4).",
+    ),
+    ca_key: str = typer.Option(
+        None, "--ca-key", help="Key URI for the new CA key [default: beside the current one]."
+    ),
+    root_key: str = typer.Option(
+        None, "--root-key", help="With --root: key URI for the new root key [default: beside]."
+    ),
+    adopt_keys: bool = typer.Option(
+        False, "--adopt-keys", help="Use the keys that already exist at --ca-key/--root-key."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Make a new manufacturing CA the issuing one; the old one keeps signing its CRL."""
+    with Authority.open(workspace(ctx)) as authority:
+        done = rotate_ca(authority, root=root, ca_key=ca_key, root_key=root_key, adopt=adopt_keys)
+        described = _describe(authority, done.issuing)
+    if as_json:
+        emit_json({"issuing": done.issuing, "retired": done.retired, "root": done.root})
+        return
+    console.print(
+        f"[green]rotated[/]: {done.issuing} issues now ({described['subject']}, "
+        f"key {described['key_uri']}); {done.retired} is retired and keeps signing its CRL",
+        highlight=False,
+    )
+    if done.root:
+        console.print(f"new root {done.root}: give devices the root update (EST cacerts)")
+    console.print("restart a running 'keyfab serve' so it issues from the new CA", markup=False)
 
 
 @app.command()
@@ -98,8 +148,11 @@ def certificates(
         return
     table(
         f"certificates ({len(rows)})",
-        ["serial number", "profile", "subject", "revoked"],
-        [[r["serial_number"], r["profile"], r["subject"], r["revocation_reason"]] for r in rows],
+        ["serial number", "profile", "CA", "subject", "revoked"],
+        [
+            [r["serial_number"], r["profile"], r["issuer"], r["subject"], r["revocation_reason"]]
+            for r in rows
+        ],
     )
 
 
@@ -126,22 +179,25 @@ def crl(
         None, "--out", "-o", help="File to write the CRL to [default: stdout]."
     ),
     der: bool = typer.Option(False, "--der", help="DER instead of PEM."),
+    ca: str = typer.Option(
+        None, "--ca", help="The CA whose CRL to sign (see 'ca show') [default: the issuing CA]."
+    ),
 ) -> None:
-    """Sign a new CRL of every revoked certificate, with the next CRLNumber."""
+    """Sign a new CRL of every revoked certificate the CA issued, with the next CRLNumber."""
     if out is None:
-        data, _ = _sign_crl(ctx, der)
+        data, _ = _sign_crl(ctx, der, ca)
         typer.echo(data.decode() if not der else data.hex(), nl=False)
         return
     with _output_file(out) as handle:  # a path we cannot write fails before a CRL is signed
-        data, revoked = _sign_crl(ctx, der)
+        data, revoked = _sign_crl(ctx, der, ca)
         handle.write(data)
     console.print(f"CRL with {revoked} revoked certificate(s) written to {out}", markup=False)
 
 
-def _sign_crl(ctx: typer.Context, der: bool) -> tuple[bytes, int]:
+def _sign_crl(ctx: typer.Context, der: bool, ca: str | None) -> tuple[bytes, int]:
     """The new CRL's bytes and how many certificates it lists."""
     with Authority.open(workspace(ctx)) as authority:
-        signed = new_crl(authority)
+        signed = new_crl(authority, ca)
     return signed.public_bytes(Encoding.DER if der else Encoding.PEM), len(signed)
 
 

@@ -40,8 +40,13 @@ class Service:
 
     @functools.cached_property
     def cacerts(self) -> bytes:
-        """The EST ``cacerts`` body, built once: the chain cannot change while serving."""
-        return certs_only(self.authority.chain)
+        """The EST ``cacerts`` body, built once (a rotation is served after a restart).
+
+        Every CA certificate a device needs during a rotation's overlap: the
+        issuing chain, the retired CAs still serving, the roots and the link
+        certificates of a root rollover (RFC 7030 section 4.1.3).
+        """
+        return certs_only(self.authority.published())
 
     def start_batch(self, name: str) -> bool:
         """Run a batch's outstanding devices in a background thread; False if running here."""

@@ -63,7 +63,8 @@ async def _csr(request: Request) -> x509.CertificateSigningRequest:
 
 @router.get("/cacerts", responses=_CERTS_RESPONSE)
 def cacerts(request: Request) -> Response:
-    """The CA chain (manufacturing CA and root) as a certs-only PKCS#7."""
+    """The CA certificates as a certs-only PKCS#7: the issuing chain first, then the
+    CAs still serving after a rotation and a root rollover's link certificates."""
     return Response(service(request).cacerts, media_type=CERTS_ONLY, headers=_BASE64_HEADERS)
 
 

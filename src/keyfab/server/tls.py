@@ -55,7 +55,8 @@ def server_files(workspace: Workspace, hosts: tuple[str, ...]) -> TlsFiles:
     folder.mkdir(mode=0o700, exist_ok=True)
     files = TlsFiles(folder / "tls-cert.pem", folder / "tls-key.pem", folder / "trust.pem")
     with Authority.open(workspace) as authority:
-        _write(files.trust, b"".join(c.public_bytes(PEM) for c in authority.chain))
+        # every CA still serving: devices issued before a rotation keep re-enrolling
+        _write(files.trust, b"".join(c.public_bytes(PEM) for c in authority.published()))
         if not (_own_file(files.key) and _current(files.certificate, hosts)):
             _issue(authority, hosts, files)
     return files
