@@ -13,7 +13,8 @@ from alembic import command
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
-from keyfab.authority import Authority
+from keyfab.authority import Authority, rotate
+from keyfab.errors import ConfigError, ConflictError
 from keyfab.provision import create_batch, run_batch
 from keyfab.registry import Registry, queries
 from keyfab.registry.db import _alembic
@@ -295,3 +296,24 @@ def test_names_and_subjects_are_numbered(workspace: Workspace, count: int) -> No
         assert common_name[0].value == f"Acme Manufacturing CA {count + 1}"
         assert authority.key_uri().endswith(f"manufacturing-ca-{count + 1}.pem")
         assert [authority.state(n) for n in authority.records].count("issuing") == 1
+
+
+def test_a_rotation_racing_another_is_refused_and_leaves_no_key(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "other.pem"
+    with Authority.open(workspace) as first, Authority.open(workspace) as second:
+        assert second.issuing == "manufacturing"  # read before the other rotation commits
+        rotate(first)
+        with pytest.raises(ConfigError, match="a key already exists at"):
+            rotate(second)  # the same next name and key file: refused before anything
+        with pytest.raises(ConflictError, match="another CA rotation ran meanwhile"):
+            rotate(second, ca_key=f"soft:{elsewhere}")
+    assert not elsewhere.exists()
+    with Authority.open(workspace) as authority:
+        assert list(authority.records) == ["root", "manufacturing", "manufacturing-2"]
+    assert sorted(p.name for p in (workspace.home / "ca").glob("*.pem")) == [
+        "manufacturing-ca-2.pem",
+        "manufacturing-ca.pem",
+        "root-ca.pem",
+    ]

@@ -78,25 +78,33 @@ def rotate(
     try:
         parent, links, made = _parent(authority, root, root_key, adopt, created)
         manufacturing = _manufacturing(authority, parent.ca, ca_key, adopt, created)
+        retired = [old, *([authority.issuer_of(old)] if made else [])]
+        _commit(authority, [*([parent] if made else []), manufacturing], retired, links)
     except KeyfabError:
         for path in created:  # nothing of a failed rotation stays behind
             path.unlink(missing_ok=True)
         raise
-    with authority.transaction() as session:
-        _check_unchanged(session, authority)
-        retired = [old, *([authority.issuer_of(old)] if made else [])]
-        _retire(session, retired)
-        for new in (*([parent] if made else []), manufacturing):
-            record_ca(session, new.name, new.kind, new.ca, new.key_uri)
-        details = {
-            "retired": retired,
-            "issuing": manufacturing.name,
-            "sha256": fingerprint(manufacturing.ca.certificate),
-        }
-        record(session, links, [audit.Entry("ca.rotated", manufacturing.name, details)])
-        authority.checkpoint(session)  # signed by the CA that issued until now
     authority.refresh()
     return Rotation(manufacturing.name, old, parent.name if made else None)
+
+
+def _commit(
+    authority: Authority, new: list[_NewCa], retired: list[str], links: list[Issued]
+) -> None:
+    """Record the new CAs (the issuing one last), retire the old, in one transaction."""
+    issuing = new[-1]
+    with authority.transaction() as session:
+        _check_unchanged(session, authority)
+        _retire(session, retired)
+        for ca in new:
+            record_ca(session, ca.name, ca.kind, ca.ca, ca.key_uri)
+        details = {
+            "retired": retired,
+            "issuing": issuing.name,
+            "sha256": fingerprint(issuing.ca.certificate),
+        }
+        record(session, links, [audit.Entry("ca.rotated", issuing.name, details)])
+        authority.checkpoint(session)  # signed by the CA that issued until now
 
 
 def _parent(
