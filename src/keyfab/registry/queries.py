@@ -140,7 +140,7 @@ def expiring(
     soonest first, with their devices (an index range on ``not_after``, migration 0008).
 
     A device certificate the device has already renewed (it holds a newer
-    unrevoked certificate of the same profile that lasts longer) is left out
+    unrevoked certificate of the same profile, issued later, lasting as long) is left out
     unless ``include_renewed``: the list is of what still has to be renewed.
     """
     now = utc_now()
@@ -163,7 +163,8 @@ def expiring(
                 newer.device_id == Certificate.device_id,
                 newer.profile == Certificate.profile,
                 newer.revoked_at.is_(None),
-                newer.not_after > Certificate.not_after,
+                newer.id > Certificate.id,
+                newer.not_after >= Certificate.not_after,
             )
             .exists()
         )
