@@ -97,3 +97,35 @@ def test_readers_leave_the_write_lock_to_writers(tmp_path: Path) -> None:
             writer.execute("UPDATE sequences SET value = value + 1")
     with registry.transaction() as session:
         assert registry.allocate(session, "device", 1) == 2
+
+
+def test_upgrade_renames_est_device_certificates_and_indexes_expiry(tmp_path: Path) -> None:
+    """From an 0004 registry with an EST certificate in it: the row becomes an ldevid
+    and the expiry index exists; every other row is untouched."""
+    from alembic import command
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy import text as sql
+
+    from keyfab.registry.db import _alembic
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    when = "2026-01-01 00:00:00"
+    with engine.begin() as connection:
+        command.upgrade(_alembic(connection), "0004")
+        for number, profile in (("a1", "est-device"), ("b2", "idevid")):
+            connection.execute(
+                sql(
+                    "INSERT INTO certificates (serial_number, key_label, profile, subject,"
+                    " not_before, not_after, der, issued_at) VALUES (:n, :n, :p, 'CN=x',"
+                    " :t, :t, x'00', :t)"
+                ),
+                {"n": number, "p": profile, "t": when},
+            )
+    engine.dispose()
+    registry = Registry.open(url)
+    with registry.reading() as session:
+        rows = dict(session.execute(sql("SELECT serial_number, profile FROM certificates")).all())
+    assert rows == {"a1": "ldevid", "b2": "idevid"}
+    indexes = {i["name"] for i in inspect(registry.engine).get_indexes("certificates")}
+    assert "ix_certificates_not_after" in indexes

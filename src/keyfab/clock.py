@@ -1,6 +1,9 @@
 """The clock: time in keyfab is always timezone-aware UTC, in whole seconds."""
 
 import datetime
+import re
+
+from keyfab.errors import ConfigError
 
 UTC = datetime.UTC
 
@@ -15,3 +18,19 @@ def as_utc(moment: datetime.datetime) -> datetime.datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+_DURATION = re.compile(r"(\d{1,6})([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str, what: str) -> datetime.timedelta:
+    """``30d``, ``12h``, ``15m``, ``90s``: how every keyfab option and query spells a period.
+
+    ``what`` names the option in the error (``--within``), so the one line
+    the user sees says which value to fix.
+    """
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ConfigError(f"{what} {text!r}: give a number and s, m, h or d (e.g. 30d)")
+    return datetime.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})

@@ -201,7 +201,7 @@ def test_the_ca_itself_refuses_weak_keys(
     _, manufacturing = ca_pair
     for make_key, detail in WEAK.values():
         with pytest.raises(pki.KeyNotAllowedError) as refused:
-            manufacturing.issue(pki.est_device(subject("CA-1")), make_key().public_key())
+            manufacturing.issue(pki.ldevid(subject("CA-1")), make_key().public_key())
         assert str(refused.value) == detail
         assert refused.value.slug == "key-not-allowed"
 

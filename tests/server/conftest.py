@@ -215,6 +215,20 @@ def wait_for_batch(client: httpx.Client, name: str, deadline: float = 60.0) -> d
     raise AssertionError(f"batch {name} did not finish: {progress}")
 
 
+RENEWABLE = RECIPE + "\n[ldevid]\nvalidity_days = 30\nrenewal_days = 30\n"
+"""RECIPE whose devices may renew their operational certificate at once."""
+
+
+def batch_device(server: Server, admin: httpx.Client, name: str, recipe: str = RENEWABLE) -> str:
+    """Provision a one-device batch ``name`` made from ``recipe``; the device's serial."""
+    (server.home / "recipes" / f"{name}.toml").write_text(recipe)
+    answer = admin.post("/api/v1/batches", json={"name": name, "recipe": name, "count": 1})
+    assert answer.status_code == 201, answer.text
+    wait_for_batch(admin, name)
+    (device,) = admin.get("/api/v1/devices", params={"batch": name}).json()["items"]
+    return str(device["serial"])
+
+
 @pytest.fixture(scope="session")
 def batch(admin: httpx.Client) -> str:
     """A small batch provisioned through the API: five devices."""

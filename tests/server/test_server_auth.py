@@ -21,7 +21,7 @@ from keyfab.provision import create_batch
 from keyfab.registry import ApiToken, Registry
 from keyfab.workspace import Workspace
 from tests.conftest import Keyfab
-from tests.server.conftest import RECIPE, Server, make_workspace, wait_for_batch
+from tests.server.conftest import RECIPE, Server, batch_device, make_workspace, wait_for_batch
 from tests.server.est_client import new_csr, subject, unwrap, write_identity
 
 PKCS10 = {"Content-Type": "application/pkcs10"}
@@ -39,7 +39,7 @@ def _enrol(client: httpx.Client, caller: str) -> httpx.Response:
 
 
 def _reenrol(client: httpx.Client, caller: str) -> httpx.Response:
-    _, csr = new_csr(f"matrix-{caller}")
+    _, csr = new_csr(SETUP["renewable"][0])
     return client.post("/.well-known/est/simplereenroll", content=csr, headers=PKCS10)
 
 
@@ -98,8 +98,9 @@ def matrix_setup(server: Server, admin: httpx.Client, tokens: dict[Role, str]) -
 def device_identity(
     server: Server, admin: httpx.Client, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, Path]:
-    """A device certificate obtained by EST (same subject the matrix re-enrols)."""
-    key, csr = new_csr("matrix-device-cert")
+    """An operational certificate obtained by EST for a device the matrix re-enrols."""
+    SETUP["renewable"] = [batch_device(server, admin, "mx-renewable")]
+    key, csr = new_csr(SETUP["renewable"][0])
     answer = admin.post("/.well-known/est/simpleenroll", content=csr, headers=PKCS10)
     assert answer.status_code == 200, answer.text
     (certificate,) = unwrap(answer.content)

@@ -226,7 +226,7 @@ def test_every_certificate_from_all_five_issuers_is_in_the_registry(
     profiles = {c.profile for c in recorded.values()}
     assert profiles >= {
         Profile.IDEVID,
-        Profile.EST_DEVICE,
+        Profile.LDEVID,
         Profile.STATION,
         Profile.TLS_SERVER,
         Profile.MANIFEST_SIGNER,

@@ -47,6 +47,7 @@ def from_certificate(registry: Registry, der: bytes) -> Principal:
         Role.DEVICE,
         device_serial=device.serial,
         certificate_serial=certificate.serial_number,
+        certificate_profile=certificate.profile,
     )
 
 

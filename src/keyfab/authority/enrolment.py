@@ -4,10 +4,17 @@ Who may get what:
 * bootstrap (``simpleenroll``): an admin, operator or station may enrol any
   device serial; a device token only the serial it is bound to, or (bound to
   none) only serials keyfab does not know yet; a one-time token is used up in
-  the same transaction that records the certificate;
+  the same transaction that records the certificate; a device proven by its
+  IDevID over mutual TLS (RFC 7030 section 3.3.2, IEEE 802.1AR) only itself;
 * re-enrolment (``simplereenroll``): only a device proven by its current
-  certificate over mutual TLS, and only for exactly that certificate's subject;
+  operational certificate over mutual TLS, only for exactly that
+  certificate's subject, and only inside its renewal window;
 * never a revoked device.
+What is issued is an operational certificate (``pki.ldevid``) with the
+lifetime of the device's product (``authority.lifecycle``), for a key the
+device made for it: never its IDevID's or IAK's key, and on renewal a new key
+unless the product allows reuse. The old certificate stays good until it
+expires or is revoked, so a device that loses the answer can still retry.
 Every CSR must prove possession of its key (its signature), and a CSR carrying
 a challengePassword must carry this TLS session's tls-unique in it.
 
@@ -38,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
+from keyfab.authority import lifecycle
 from keyfab.authority.roles import Principal, Role
 from keyfab.authority.service import Authority, labelled, record
 from keyfab.authority.tokens import consume
@@ -126,8 +134,10 @@ def enrol(
     tls_unique: bytes | None,
 ) -> x509.Certificate:
     """Bootstrap enrolment: a first EST certificate for a device."""
-    if principal.role is Role.DEVICE and principal.certificate_serial is not None:
-        raise PermissionDeniedError("a device with a certificate renews with simplereenroll")
+    if principal.role is Role.DEVICE and principal.certificate_profile == pki.Profile.LDEVID:
+        raise PermissionDeniedError(
+            "a device with an operational certificate renews it with simplereenroll"
+        )
     public_key = _proof_of_possession(csr, tls_unique)
     serial = _device_serial(csr.subject)
     if principal.role is Role.DEVICE and principal.device_serial not in (None, serial):
@@ -155,20 +165,27 @@ def reenrol(
     """
     if principal.certificate_serial is None or principal.device_serial is None:
         raise AuthenticationError("re-enrolment needs the current device certificate (mutual TLS)")
+    if principal.certificate_profile != pki.Profile.LDEVID:
+        raise PermissionDeniedError(
+            "re-enrolment renews an operational certificate: "
+            "a device with only its IDevID enrols with simpleenroll",
+            slug="not-renewable",
+        )
     public_key = _proof_of_possession(csr, tls_unique)
+    _same_device(csr.subject, principal.device_serial)
     with authority.transaction() as session:
         current = session.scalars(
             select(Certificate).where(Certificate.serial_number == principal.certificate_serial)
         ).one()
-        subject = x509.load_der_x509_certificate(current.der).subject
-        _same_device(csr.subject, principal.device_serial)
         device = session.scalars(
             select(Device).where(Device.serial == principal.device_serial).with_for_update()
         ).one()
         if device.state == DeviceState.REVOKED:
             raise _revoked(device.serial)
-        target = (device.id, device.serial)
-        return _issue(authority, session, target, subject, public_key, principal, renew=True)
+        subject = x509.load_der_x509_certificate(current.der).subject
+        return _issue(
+            authority, session, (device.id, device.serial), subject, public_key, principal, current
+        )
 
 
 def _same_device(requested: x509.Name, serial: str) -> None:
@@ -219,21 +236,60 @@ def _issue(
     subject: x509.Name,
     public_key: PublicKey,
     principal: Principal,
-    *,
-    renew: bool = False,
+    renewing: Certificate | None = None,
 ) -> x509.Certificate:
-    """Sign, record the certificate and its two audit events, in the caller's transaction."""
+    """Check the key and the product's policy, sign, record the certificate and its
+    two audit events, all in the caller's transaction."""
+    policy = lifecycle.policy_of(session, device[0])
+    spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    _not_a_birth_key(session, device, spki)
+    if renewing is not None:
+        policy.check_renewal_due(renewing, utc_now())
+        if not policy.reuse_key and _spki(renewing.der) == spki:
+            raise InvalidRequestError(
+                "renewal needs a new key: the product's [ldevid] policy does not reuse keys",
+                slug="key-reused",
+            )
     number, label = labelled("est")
     details = {"device": device[1]}
     issued = authority.sign(
-        pki.est_device(subject),
+        pki.ldevid(subject, policy.validity),
         public_key,
         key_label=label,
         device_id=device[0],
         details=details,
         serial_number=number,
     )
-    kind = "est.reenrolled" if renew else "est.enrolled"
+    kind = "est.reenrolled" if renewing is not None else "est.enrolled"
     enrolled = {"serial_number": issued.serial_number, "profile": str(issued.profile), **details}
+    if renewing is not None:
+        enrolled["renews"] = renewing.serial_number
     record(session, [issued], [audit.Entry(kind, device[1], {**enrolled, "by": principal.name})])
     return issued.certificate
+
+
+_BIRTH_PROFILES = (pki.Profile.IDEVID, pki.Profile.IAK)
+
+
+def _spki(der: bytes) -> bytes:
+    return (
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def _not_a_birth_key(session: Session, device: tuple[int, str], spki: bytes) -> None:
+    """Refuse the device's IDevID or IAK key: the birth identity must stay unlinkable
+    from (and outlive) every operational one (IEEE 802.1AR section 6.2)."""
+    births = session.scalars(
+        select(Certificate.der).where(
+            Certificate.device_id == device[0], Certificate.profile.in_(_BIRTH_PROFILES)
+        )
+    )
+    if any(hmac.compare_digest(_spki(der), spki) for der in births):
+        raise InvalidRequestError(
+            f"the CSR's key is device {device[1]}'s IDevID key: "
+            "an operational certificate needs a key of its own",
+            slug="birth-key",
+        )

@@ -23,6 +23,8 @@ class Principal:
 
     ``token_id`` is set for API tokens (one-time tokens are consumed through
     it); ``certificate_serial`` for callers proven by a client certificate.
+    ``certificate_profile`` says which (an IDevID may enrol its operational
+    certificate, an LDevID may renew itself).
     ``device_serial`` limits a device to its own serial number.
     ``limited_uses`` says the token's uses are counted (one-time tokens).
     """
@@ -32,4 +34,5 @@ class Principal:
     token_id: str | None = None
     device_serial: str | None = None
     certificate_serial: str | None = None
+    certificate_profile: str | None = None
     limited_uses: bool = False  # a counted (e.g. one-time) token: enrolment uses it up

@@ -29,6 +29,7 @@ _SUBCOMMANDS = {
     "ca": ("keyfab.cli.ca", "app", True),
     "provision": ("keyfab.cli.provision", "app", True),
     "devices": ("keyfab.cli.devices", "app", True),
+    "certificates": ("keyfab.cli.certificates", "app", True),
     "batches": ("keyfab.cli.batches", "app", True),
     "audit": ("keyfab.cli.audit", "app", True),
     "fit": ("keyfab.cli.fit", "app", True),

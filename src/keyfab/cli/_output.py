@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from keyfab.clock import utc_now
 from keyfab.errors import KeyfabError
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ def certificate_fields(certificate: Certificate) -> dict[str, object]:
         "serial_number": certificate.serial_number,
         "subject": readable_subject(certificate.der),  # rows before 0.2 stored 2.5.4.5=
         "not_after": certificate.not_after.isoformat(),
+        "status": str(certificate.status(utc_now())),
         "revoked_at": revoked.isoformat() if revoked else None,
         "revocation_reason": certificate.revocation_reason,
     }

@@ -22,7 +22,6 @@ from keyfab.cli._output import (
     reason_option,
     table,
 )
-from keyfab.pki.display import readable_subject
 from keyfab.registry import DeviceState, queries
 
 app = typer.Typer(help="Devices in the registry.", no_args_is_help=True)
@@ -88,6 +87,7 @@ def show(
                 nl=False,
             )
         return
+    history = [certificate_fields(c) for c in certs]
     info = {
         "serial": device.serial,
         "state": device.state,
@@ -97,7 +97,7 @@ def show(
         "provisioned_at": device.provisioned_at.isoformat() if device.provisioned_at else None,
         "failure": device.failure,
         "evidence": json.loads(device.evidence) if device.evidence else None,
-        "certificates": [certificate_fields(c) for c in certs],
+        "certificates": history,
     }
     if as_json:
         emit_json(info)
@@ -107,10 +107,10 @@ def show(
     )
     table(
         "certificates",
-        ["key", "profile", "serial number", "subject", "revoked"],
+        ["key", "profile", "serial number", "not after", "status"],
         [
-            [c.key_label, c.profile, c.serial_number, readable_subject(c.der), c.revoked_at]
-            for c in certs
+            [c["key"], c["profile"], c["serial_number"], c["not_after"], c["status"]]
+            for c in history
         ],
         identifiers=("serial number",),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import re
 
 import typer
 
@@ -11,21 +10,12 @@ from keyfab.authority import Authority, Role
 from keyfab.authority import tokens as store
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json, errors, table
-from keyfab.errors import ConfigError
+from keyfab.clock import parse_duration
 
 app = typer.Typer(help="API tokens for 'keyfab serve'.", no_args_is_help=True)
 
-_DURATION = re.compile(r"(\d{1,6})([mhd])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-
 def _duration(text: str | None) -> datetime.timedelta | None:
-    if text is None:
-        return None
-    match = _DURATION.fullmatch(text)
-    if match is None or int(match.group(1)) == 0:
-        raise ConfigError(f"--expires-in {text!r}: give a number and m, h or d (e.g. 30d)")
-    return datetime.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    return None if text is None else parse_duration(text, "--expires-in")
 
 
 @app.command()

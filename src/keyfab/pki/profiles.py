@@ -35,14 +35,14 @@ class Profile(enum.StrEnum):
     MANUFACTURING_CA = "manufacturing-ca"
     IDEVID = "idevid"
     IAK = "iak"
-    EST_DEVICE = "est-device"
+    LDEVID = "ldevid"  # was "est-device" before migration 0006
     STATION = "station"
     TLS_SERVER = "tls-server"
     MANIFEST_SIGNER = "manifest-signer"
     ROOT_LINK = "root-link"  # a root's key certified by another root (RFC 4210 section 4.4)
 
 
-DEVICE_PROFILES = frozenset({Profile.IDEVID, Profile.EST_DEVICE})
+DEVICE_PROFILES = frozenset({Profile.IDEVID, Profile.LDEVID})
 """Profiles whose certificate proves a device's identity (e.g. for mutual TLS)."""
 
 
@@ -241,24 +241,30 @@ def tls_server(organization: str, hostnames: tuple[str, ...], days: int = 90) ->
     )
 
 
-def est_device(subject: x509.Name, days: int = 365) -> Template:
-    """A locally significant device identity (LDevID) enrolled over EST.
+LDEVID_VALIDITY = datetime.timedelta(days=90)
+"""An operational certificate's default lifetime: a product's ``[ldevid]`` may change it."""
 
-    The subject comes from EST policy (``authority.enrolment``: the CA's
-    organisation, CN and serialNumber the device serial; on re-enrolment the
-    current certificate's), never from the CSR. Unlike the IDevID it expires,
-    and it carries clientAuth so the device can use it for mutual TLS,
-    including the EST re-enrolment that renews it.
+
+def ldevid(subject: x509.Name, validity: datetime.timedelta = LDEVID_VALIDITY) -> Template:
+    """IEEE 802.1AR LDevID: the operational identity a device renews in the field.
+
+    Issued over EST or CMP to a device that proved itself (its IDevID over
+    mutual TLS, a token, or its current LDevID when renewing), for a key the
+    device made for it, never the IDevID's. The subject comes from enrolment
+    policy (``authority.enrolment``), never from the request. Unlike the IDevID
+    it expires, so a lost device drops out of the fleet by itself, and it
+    carries clientAuth so the device can use it for mutual TLS, including the
+    re-enrolment that renews it.
     """
     return Template(
-        profile=Profile.EST_DEVICE,
+        profile=Profile.LDEVID,
         subject=subject,
         extensions=(
             (x509.BasicConstraints(ca=False, path_length=None), True),
             (_SIGN_ONLY, True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
         ),
-        validity=datetime.timedelta(days=days),
+        validity=validity,
     )
 
 

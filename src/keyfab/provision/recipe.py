@@ -18,6 +18,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from keyfab.authority.lifecycle import DEFAULT_POLICY, LdevidPolicy
 from keyfab.errors import ConfigError
 from keyfab.names import check_name
 from keyfab.provision.devices import check_placeholders
@@ -212,6 +213,10 @@ class Recipe(_Strict):
         description="monotonic counters and their start values (not on pkcs11)",
     )
     finish: Finish = Field(Finish(), description="what happens after the certificates")
+    ldevid: LdevidPolicy = Field(
+        DEFAULT_POLICY,
+        description="operational certificates (IEEE 802.1AR LDevID) enrolled in the field",
+    )
 
     @model_validator(mode="after")
     def _unique_labels(self) -> Recipe:
@@ -256,7 +261,8 @@ def parse_recipe(source: str, origin: str = "recipe") -> Recipe:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "recipe"
         more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        raise ConfigError(f"{origin}: {where}: {first['msg']}{more}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{origin}: {where}: {message}{more}") from None
 
 
 def load_recipe(path: Path, driver_name: str | None = None) -> tuple[Recipe, str]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from keyfab.authority.lifecycle import LdevidPolicy
 from keyfab.errors import ConfigError
 from keyfab.provision.devices import device_options
 from keyfab.provision.recipe import (
@@ -125,6 +126,9 @@ def render_template(driver_name: str = "soft") -> str:
         "",
         *_section("[finish]"),
         *_model_lines(Finish),
+        "",
+        *_section("[ldevid]"),
+        *_model_lines(LdevidPolicy),
     ]
     return "\n".join(lines) + "\n"
 

@@ -58,6 +58,14 @@ class DeviceState(enum.StrEnum):
     CANCELLED = "cancelled"  # its batch was cancelled before anything was issued for it
 
 
+class CertificateStatus(enum.StrEnum):
+    """Where a recorded certificate stands now, as a device's history shows it."""
+
+    GOOD = "good"
+    REVOKED = "revoked"  # final: revocation wins over expiry
+    EXPIRED = "expired"
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -137,7 +145,7 @@ class Certificate(Base):
     profile: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(512))
     not_before: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
-    not_after: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime.datetime] = mapped_column(UTCDateTime(), index=True)
     der: Mapped[bytes] = mapped_column(LargeBinary)
     issued_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime(), index=True)
@@ -145,6 +153,12 @@ class Certificate(Base):
     # The CA (its ``authorities.name``) that signed it, whose CRL lists it once revoked;
     # None for what no CA of this workspace signed (a vendor's certificates).
     issuer: Mapped[str | None] = mapped_column(String(64))
+
+    def status(self, now: datetime.datetime) -> CertificateStatus:
+        """Good, revoked or expired at ``now``."""
+        if self.revoked_at is not None:
+            return CertificateStatus.REVOKED
+        return CertificateStatus.EXPIRED if self.not_after < now else CertificateStatus.GOOD
 
 
 class CrlRecord(Base):

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from cryptography import x509
 from sqlalchemy import Row, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
+from keyfab.clock import utc_now
 from keyfab.errors import NotFoundError, RegistryError
 from keyfab.pki.profiles import Profile
 from keyfab.registry.db import Registry
@@ -128,6 +129,50 @@ def issued_certificates(registry: Registry, profile: str | None = None) -> Seque
         query = query.where(Certificate.profile == profile)
     with registry.reading() as session:
         return session.scalars(query).all()
+
+
+def expiring(
+    registry: Registry,
+    within: datetime.timedelta,
+    *,
+    include_renewed: bool = False,
+    limit: int = 1000,
+) -> Sequence[CertificateRecord]:
+    """Unrevoked certificates whose notAfter falls between now and now + ``within``,
+    soonest first, with their devices (an index range on ``not_after``, migration 0006).
+
+    A device certificate the device has already renewed (it holds a newer
+    unrevoked certificate of the same profile, issued later, lasting as long) is left out
+    unless ``include_renewed``: the list is of what still has to be renewed.
+    """
+    now = utc_now()
+    newer = aliased(Certificate)
+    query = (
+        select(Certificate, Device)
+        .outerjoin(Device, Certificate.device_id == Device.id)
+        .where(
+            Certificate.revoked_at.is_(None),
+            Certificate.not_after >= now,
+            Certificate.not_after <= now + within,
+        )
+        .order_by(Certificate.not_after, Certificate.id)
+        .limit(limit)
+    )
+    if not include_renewed:
+        renewed = (
+            select(newer.id)
+            .where(
+                newer.device_id == Certificate.device_id,
+                newer.profile == Certificate.profile,
+                newer.revoked_at.is_(None),
+                newer.id > Certificate.id,
+                newer.not_after >= Certificate.not_after,
+            )
+            .exists()
+        )
+        query = query.where(~renewed)
+    with registry.reading() as session:
+        return [CertificateRecord(c, d) for c, d in session.execute(query)]
 
 
 def batch_certificates(registry: Registry, batch: str | None) -> Sequence[tuple[str, Certificate]]:

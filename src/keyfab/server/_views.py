@@ -5,6 +5,7 @@ from __future__ import annotations
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from keyfab.clock import utc_now
 from keyfab.pki.display import readable_subject
 from keyfab.registry import Certificate, Device, DeviceState
 from keyfab.server.models import CertificateInfo, CertificateSummary, DeviceSummary
@@ -20,6 +21,7 @@ def certificate_summary(row: Certificate) -> CertificateSummary:
         not_after=row.not_after,
         revoked_at=row.revoked_at,
         revocation_reason=row.revocation_reason,
+        status=row.status(utc_now()),
     )
 
 

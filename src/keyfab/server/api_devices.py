@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from keyfab.authority import READERS, WRITERS, Principal, revoke_certificate, revoke_device
+from keyfab.clock import parse_duration
 from keyfab.pki import RevocationReason
 from keyfab.registry import DeviceState, queries
 from keyfab.server._views import certificate_info, certificate_summary, device_summary
@@ -26,6 +27,7 @@ Reader = Annotated[Principal, Depends(require(*READERS))]
 Writer = Annotated[Principal, Depends(require(*WRITERS))]
 SERIAL = r"^[A-Za-z0-9._:-]{1,64}$"
 CERT_SERIAL = r"^[0-9a-f]{1,42}$"
+DURATION = r"^[1-9][0-9]{0,5}[smhd]$"
 
 
 @router.get("/devices", response_model=DevicePage)
@@ -107,6 +109,25 @@ def revoke_one(
         changed=done.changed,
         revoked_certificates=list(done.revoked),
     )
+
+
+@router.get("/certificates/expiring", response_model=list[CertificateInfo], tags=["certificates"])
+def expiring_certificates(
+    request: Request,
+    _: Reader,
+    within: Annotated[str, Query(pattern=DURATION, description="e.g. 30d, 12h")] = "30d",
+    include_renewed: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[CertificateInfo]:
+    """Unrevoked certificates expiring within the window, soonest first; those a device has
+    already renewed only with ``include_renewed``."""
+    found = queries.expiring(
+        service(request).registry,
+        parse_duration(within, "within"),
+        include_renewed=include_renewed,
+        limit=limit,
+    )
+    return [certificate_info(r.certificate, r.device_serial) for r in found]
 
 
 @router.get("/certificates/{serial_number}", response_model=CertificateInfo, tags=["certificates"])

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from keyfab.names import max_length, name_problem, pattern
 from keyfab.pki import RevocationReason
-from keyfab.registry import DeviceState
+from keyfab.registry import CertificateStatus, DeviceState
 
 
 class Strict(BaseModel):
@@ -57,6 +57,7 @@ class CertificateSummary(BaseModel):
     not_after: datetime.datetime
     revoked_at: datetime.datetime | None
     revocation_reason: str | None
+    status: CertificateStatus = Field(description="good, revoked or expired, now")
 
 
 class CertificateInfo(CertificateSummary):
