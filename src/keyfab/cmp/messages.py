@@ -152,7 +152,7 @@ def header(spec: Header, now: datetime.datetime, nonce: bytes) -> rfc4210.PKIHea
     if spec.recip_nonce is not None:
         value["recipNonce"] = value["recipNonce"].clone(spec.recip_nonce)
     if spec.implicit_confirm:
-        item = rfc4210.InfoTypeAndValue()
+        item = value["generalInfo"].getComponentType().clone()  # the size-constrained twin
         item["infoType"] = IMPLICIT_CONFIRM
         value["generalInfo"].append(item)
     return value

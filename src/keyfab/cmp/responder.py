@@ -55,7 +55,7 @@ from keyfab.registry import queries
 _log = logging.getLogger(__name__)
 TIME_WINDOW = datetime.timedelta(minutes=5)
 CONFIRM_WINDOW = datetime.timedelta(minutes=5)
-CHECK_AFTER = 10  # seconds a deferred client waits between pollReqs
+CHECK_AFTER = 2  # seconds a deferred client waits between pollReqs
 AUDIT_BURST = 20
 _REPLY = {"ir": "ip", "cr": "cp", "p10cr": "cp", "kur": "kup"}
 
