@@ -7,22 +7,29 @@ with the right PKIFailureInfo bit, never a 500, never a certificate.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyasn1_modules import rfc4210
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from sqlalchemy import select
 
+from keyfab.cmp import messages
 from keyfab.registry import AuditEvent, CmpTransaction, Registry, queries
 from tests.server.conftest import KEYFAB, Server, free_port
 
 PATH = ".well-known/cmp"
+PKIX = "application/pkixcmp"
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +156,122 @@ def test_deferred_issuance_polls_until_approved(
     err, _ = started.communicate(timeout=60)
     assert started.returncode == 0, err
     assert "POLLREQ" in err or "pollReq" in err.lower()
+
+
+def idevid(home: Path, tmp_path: Path, slot: int) -> tuple[Path, Path]:
+    """A provisioned device's IDevID key and certificate (soft root of trust files)."""
+    folder = home / "devices" / "b1" / f"{slot:06d}"
+    objects = json.loads((folder / "rot.json").read_text())["objects"]
+    cert = x509.load_der_x509_certificate(base64.b64decode(objects["idevid-cert"]))
+    path = tmp_path / "idevid.pem"
+    path.write_bytes(cert.public_bytes(Encoding.PEM))
+    return folder / "idevid.pem", path
+
+
+def test_idevid_cr_then_kur_then_rr(
+    cmp_server: Server, registry: Registry, batch: str, tmp_path: Path
+) -> None:
+    """The plant flow: IDevID → operational certificate, renewed, then revoked."""
+    key, cert = idevid(cmp_server.home, tmp_path, 0)
+    trust = ["-trusted", str(cmp_server.home / "server" / "trust.pem")]
+    ldevid, ldevid_key = tmp_path / "ldevid.pem", new_key(tmp_path / "l.pem")
+    done = openssl_cmp(
+        cmp_server, "-cmd", "cr", "-cert", str(cert), "-key", str(key), *trust,
+        "-newkey", str(ldevid_key), "-certout", str(ldevid),
+    )
+    assert done.returncode == 0, done.stdout
+    check_issued(cmp_server.home, registry, ldevid, "cmp.enrolled")
+    renewed, renewed_key = tmp_path / "renewed.pem", new_key(tmp_path / "r.pem")
+    done = openssl_cmp(
+        cmp_server, "-cmd", "kur", "-cert", str(ldevid), "-key", str(ldevid_key), *trust,
+        "-newkey", str(renewed_key), "-certout", str(renewed),
+    )
+    assert done.returncode == 0, done.stdout
+    check_issued(cmp_server.home, registry, renewed, "cmp.reenrolled")
+    refused = openssl_cmp(  # kur from the IDevID is not a renewal
+        cmp_server, "-cmd", "kur", "-cert", str(cert), "-key", str(key), *trust,
+        "-newkey", str(renewed_key), "-certout", str(tmp_path / "no.pem"),
+    )
+    assert refused.returncode != 0 and "notAuthorized" in refused.stdout
+    done = openssl_cmp(
+        cmp_server, "-cmd", "rr", "-cert", str(ldevid), "-key", str(ldevid_key), *trust,
+        "-oldcert", str(ldevid), "-revreason", "4",
+    )
+    assert done.returncode == 0, done.stdout
+    number = f"{x509.load_pem_x509_certificate(ldevid.read_bytes()).serial_number:x}"
+    found = queries.find_certificate(registry, number)
+    assert found is not None and found.certificate.revocation_reason == "superseded"
+
+
+def test_p10cr_and_genm(cmp_server: Server, registry: Registry, batch: str, tmp_path: Path) -> None:
+    key, cert = idevid(cmp_server.home, tmp_path, 1)
+    trust = ["-trusted", str(cmp_server.home / "server" / "trust.pem")]
+    new = new_key(tmp_path / "n.pem")
+    csr = tmp_path / "req.pem"
+    subprocess.run(
+        ["openssl", "req", "-new", "-key", str(new), "-subj", "/CN=x", "-out", str(csr)], check=True
+    )
+    out = tmp_path / "p10.pem"
+    done = openssl_cmp(
+        cmp_server, "-cmd", "p10cr", "-cert", str(cert), "-key", str(key), *trust,
+        "-csr", str(csr), "-certout", str(out),
+    )
+    assert done.returncode == 0, done.stdout
+    check_issued(cmp_server.home, registry, out, "cmp.enrolled")
+    done = openssl_cmp(
+        cmp_server, "-cmd", "genm", "-cert", str(cert), "-key", str(key), *trust,
+        "-infotype", "caCerts",
+    )
+    assert done.returncode == 0, done.stdout
+    assert "genp" in done.stdout.lower() or "GENP" in done.stdout
+
+
+def test_bad_input_is_a_cmp_error_never_a_500(cmp_server: Server) -> None:
+    with httpx.Client(base_url=cmp_server.url) as client:
+        garbage = client.post(
+            f"/{PATH}", content=b"\x30\x03\x02\x01", headers={"content-type": PKIX}
+        )
+        assert garbage.status_code == 400
+        assert failure(garbage.content) == "badDataFormat"
+        wrong_type = client.post(f"/{PATH}", content=b"x", headers={"content-type": "text/plain"})
+        assert wrong_type.status_code == 415
+        huge = client.post(f"/{PATH}", content=b"0" * 40000, headers={"content-type": PKIX})
+        assert huge.status_code == 413
+
+
+def failure(der: bytes) -> str:
+    """The PKIFailureInfo bit an error message carries."""
+    answer = messages.decode(der)
+    info = answer["body"]["error"]["pKIStatusInfo"]["failInfo"]
+    bits = [i for i, bit in enumerate(info) if bit]
+    names = {value: name for name, value in rfc4210.PKIFailureInfo.namedValues.items()}
+    return names[bits[0]]
+
+
+def test_replayed_and_mutated_requests(cmp_server: Server, tmp_path: Path) -> None:
+    """A captured ir replayed is refused; bounded mutations never issue and never 500."""
+    reference, value = secret(cmp_server.home, "CMP-0009")
+    captured = tmp_path / "ir.der"
+    done = openssl_cmp(
+        cmp_server, "-cmd", "ir", "-ref", reference, "-secret", f"pass:{value}",
+        "-newkey", str(new_key(tmp_path / "k.pem")), "-subject", "/CN=x",
+        "-implicit_confirm", "-reqout", str(captured),
+    )
+    assert done.returncode == 0, done.stdout
+    der = captured.read_bytes()
+    with httpx.Client(base_url=cmp_server.url) as client:
+        replay = client.post(f"/{PATH}", content=der, headers={"content-type": PKIX})
+        assert replay.status_code == 200
+        assert failure(replay.content) in ("transactionIdInUse", "notAuthorized")
+
+        @settings(max_examples=40, deadline=None)
+        @given(st.integers(0, len(der) - 1), st.integers(1, 255))
+        def mutated(position: int, flip: int) -> None:
+            changed = bytearray(der)
+            changed[position] ^= flip
+            answer = client.post(f"/{PATH}", content=bytes(changed), headers={"content-type": PKIX})
+            assert answer.status_code in (200, 400)
+            body = messages.decode(answer.content)["body"]
+            assert body.getName() == "error"
+
+        mutated()

@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 from pyasn1.codec.der import decoder
 from pyasn1.error import PyAsn1Error
+from pyasn1_modules import rfc2314
 
 from keyfab import pki
-from keyfab.cmp.messages import CmpError, encode, name_serials, spki_der
+from keyfab.cmp.messages import CmpError, encode, fill, name_serials, spki_der
 from keyfab.cmp.protection import check_pop
 from keyfab.errors import VerificationError
 from keyfab.pki import RevocationReason
@@ -71,7 +72,7 @@ def crmf(messages: Any) -> KeyRequest:
 def p10(request: Any) -> KeyRequest:
     """A p10cr's PKCS#10 request, its signature and key checked as EST checks them."""
     try:
-        csr = x509.load_der_x509_csr(encode(request))
+        csr = x509.load_der_x509_csr(encode(fill(rfc2314.CertificationRequest(), request)))
         public_key = pki.check_csr(csr)
     except ValueError:
         raise CmpError("badDataFormat", "unreadable PKCS#10 request") from None
