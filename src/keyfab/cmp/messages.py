@@ -223,7 +223,7 @@ def poll_rep_body(request_id: int, check_after: int, reason: str) -> rfc4210.PKI
 def genp_body(answers: Iterable[tuple[univ.ObjectIdentifier, Any | None]]) -> rfc4210.PKIBody:
     """genp: one InfoTypeAndValue per answer; None leaves infoValue absent ("no update")."""
     body = rfc4210.PKIBody()
-    content = body.getComponentByName("genp")
+    content = body.getComponentByName("gen")  # pyasn1-modules names genp "gen"
     for info_type, value in answers:
         item = rfc4210.InfoTypeAndValue()
         item["infoType"] = info_type
