@@ -255,7 +255,7 @@ def test_replayed_and_mutated_requests(cmp_server: Server, tmp_path: Path) -> No
     done = openssl_cmp(
         cmp_server, "-cmd", "ir", "-ref", reference, "-secret", f"pass:{value}",
         "-newkey", str(new_key(tmp_path / "k.pem")), "-subject", "/CN=x",
-        "-implicit_confirm", "-reqout", str(captured),
+        "-implicit_confirm", "-reqout", str(captured), "-certout", str(tmp_path / "c.pem"),
     )
     assert done.returncode == 0, done.stdout
     der = captured.read_bytes()

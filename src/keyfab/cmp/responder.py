@@ -526,5 +526,5 @@ class Responder:
 
 def _null_dn() -> Any:
     general = rfc2459.GeneralName()
-    general.getComponentByName("directoryName").getComponentByName("rdnSequence")
+    general.getComponentByName("directoryName").getComponentByPosition(0)  # empty RDNSequence
     return general
