@@ -16,12 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pyasn1_modules import rfc4210
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyasn1_modules import rfc4210
 from sqlalchemy import select
 
 from keyfab.cmp import messages
@@ -43,7 +43,9 @@ def cmp_server(service_home: Path, server: Server) -> Iterator[Server]:
 def secret(home: Path, device: str, *extra: str) -> tuple[str, str]:
     out = subprocess.run(
         [str(KEYFAB), "--home", str(home), "cmp", "secret", "--device", device, "--json", *extra],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     made = json.loads(out.stdout)
     return made["reference"], made["secret"]
@@ -71,7 +73,8 @@ def check_issued(home: Path, registry: Registry, certificate: Path, kind: str) -
     ca.write_bytes(chain[0].public_bytes(Encoding.PEM))
     verify = subprocess.run(
         ["openssl", "verify", "-CAfile", str(root), "-untrusted", str(ca), str(certificate)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert verify.returncode == 0, verify.stderr
     issued = x509.load_pem_x509_certificate(certificate.read_bytes())
@@ -114,13 +117,28 @@ def test_ir_with_a_one_time_secret(cmp_server: Server, registry: Registry, tmp_p
     assert not (tmp_path / "2").exists()
 
 
-def test_ir_with_implicit_confirmation(cmp_server: Server, registry: Registry, tmp_path: Path) -> None:
+def test_ir_with_implicit_confirmation(
+    cmp_server: Server, registry: Registry, tmp_path: Path
+) -> None:
     reference, value = secret(cmp_server.home, "CMP-0002")
     out = tmp_path / "cert.pem"
     done = openssl_cmp(
-        cmp_server, "-cmd", "ir", "-ref", reference, "-secret", f"pass:{value}",
-        "-newkey", str(new_key(tmp_path / "k.pem")), "-subject", "/CN=x",
-        "-implicit_confirm", "-certout", str(out), "-reqout", str(tmp_path / "ir.der"),
+        cmp_server,
+        "-cmd",
+        "ir",
+        "-ref",
+        reference,
+        "-secret",
+        f"pass:{value}",
+        "-newkey",
+        str(new_key(tmp_path / "k.pem")),
+        "-subject",
+        "/CN=x",
+        "-implicit_confirm",
+        "-certout",
+        str(out),
+        "-reqout",
+        str(tmp_path / "ir.der"),
     )
     assert done.returncode == 0, done.stdout
     assert "CERTCONF" not in done.stdout  # keyfab granted implicit confirmation
@@ -130,9 +148,20 @@ def test_ir_with_implicit_confirmation(cmp_server: Server, registry: Registry, t
 def test_wrong_secret_is_refused(cmp_server: Server, tmp_path: Path) -> None:
     reference, _ = secret(cmp_server.home, "CMP-0003")
     done = openssl_cmp(
-        cmp_server, "-cmd", "ir", "-ref", reference, "-secret", "pass:wrong-secret-value",
-        "-newkey", str(new_key(tmp_path / "k.pem")), "-subject", "/CN=x",
-        "-certout", str(tmp_path / "c.pem"), "-unprotected_errors",
+        cmp_server,
+        "-cmd",
+        "ir",
+        "-ref",
+        reference,
+        "-secret",
+        "pass:wrong-secret-value",
+        "-newkey",
+        str(new_key(tmp_path / "k.pem")),
+        "-subject",
+        "/CN=x",
+        "-certout",
+        str(tmp_path / "c.pem"),
+        "-unprotected_errors",
     )
     assert done.returncode != 0 and "badMessageCheck" in done.stdout
     assert not (tmp_path / "c.pem").exists()
@@ -143,11 +172,31 @@ def test_deferred_issuance_polls_until_approved(
 ) -> None:
     reference, value = secret(cmp_server.home, "CMP-0004", "--approval")
     started = subprocess.Popen(
-        ["openssl", "cmp", "-server", f"127.0.0.1:{cmp_server.port}", "-path", PATH,
-         "-cmd", "ir", "-ref", reference, "-secret", f"pass:{value}", "-newkey",
-         str(new_key(tmp_path / "k.pem")), "-subject", "/CN=x", "-certout", str(tmp_path / "c.pem"),
-         "-total_timeout", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            "openssl",
+            "cmp",
+            "-server",
+            f"127.0.0.1:{cmp_server.port}",
+            "-path",
+            PATH,
+            "-cmd",
+            "ir",
+            "-ref",
+            reference,
+            "-secret",
+            f"pass:{value}",
+            "-newkey",
+            str(new_key(tmp_path / "k.pem")),
+            "-subject",
+            "/CN=x",
+            "-certout",
+            str(tmp_path / "c.pem"),
+            "-total_timeout",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     wait_for_waiting(registry, reference)
     subprocess.run(
@@ -176,26 +225,66 @@ def test_idevid_cr_then_kur_then_rr(
     trust = ["-trusted", str(cmp_server.home / "server" / "trust.pem")]
     ldevid, ldevid_key = tmp_path / "ldevid.pem", new_key(tmp_path / "l.pem")
     done = openssl_cmp(
-        cmp_server, "-cmd", "cr", "-cert", str(cert), "-key", str(key), *trust,
-        "-newkey", str(ldevid_key), "-certout", str(ldevid),
+        cmp_server,
+        "-cmd",
+        "cr",
+        "-cert",
+        str(cert),
+        "-key",
+        str(key),
+        *trust,
+        "-newkey",
+        str(ldevid_key),
+        "-certout",
+        str(ldevid),
     )
     assert done.returncode == 0, done.stdout
     check_issued(cmp_server.home, registry, ldevid, "cmp.enrolled")
     renewed, renewed_key = tmp_path / "renewed.pem", new_key(tmp_path / "r.pem")
     done = openssl_cmp(
-        cmp_server, "-cmd", "kur", "-cert", str(ldevid), "-key", str(ldevid_key), *trust,
-        "-newkey", str(renewed_key), "-certout", str(renewed),
+        cmp_server,
+        "-cmd",
+        "kur",
+        "-cert",
+        str(ldevid),
+        "-key",
+        str(ldevid_key),
+        *trust,
+        "-newkey",
+        str(renewed_key),
+        "-certout",
+        str(renewed),
     )
     assert done.returncode == 0, done.stdout
     check_issued(cmp_server.home, registry, renewed, "cmp.reenrolled")
     refused = openssl_cmp(  # kur from the IDevID is not a renewal
-        cmp_server, "-cmd", "kur", "-cert", str(cert), "-key", str(key), *trust,
-        "-newkey", str(renewed_key), "-certout", str(tmp_path / "no.pem"),
+        cmp_server,
+        "-cmd",
+        "kur",
+        "-cert",
+        str(cert),
+        "-key",
+        str(key),
+        *trust,
+        "-newkey",
+        str(renewed_key),
+        "-certout",
+        str(tmp_path / "no.pem"),
     )
     assert refused.returncode != 0 and "notAuthorized" in refused.stdout
     done = openssl_cmp(
-        cmp_server, "-cmd", "rr", "-cert", str(ldevid), "-key", str(ldevid_key), *trust,
-        "-oldcert", str(ldevid), "-revreason", "4",
+        cmp_server,
+        "-cmd",
+        "rr",
+        "-cert",
+        str(ldevid),
+        "-key",
+        str(ldevid_key),
+        *trust,
+        "-oldcert",
+        str(ldevid),
+        "-revreason",
+        "4",
     )
     assert done.returncode == 0, done.stdout
     number = f"{x509.load_pem_x509_certificate(ldevid.read_bytes()).serial_number:x}"
@@ -213,14 +302,32 @@ def test_p10cr_and_genm(cmp_server: Server, registry: Registry, batch: str, tmp_
     )
     out = tmp_path / "p10.pem"
     done = openssl_cmp(
-        cmp_server, "-cmd", "p10cr", "-cert", str(cert), "-key", str(key), *trust,
-        "-csr", str(csr), "-certout", str(out),
+        cmp_server,
+        "-cmd",
+        "p10cr",
+        "-cert",
+        str(cert),
+        "-key",
+        str(key),
+        *trust,
+        "-csr",
+        str(csr),
+        "-certout",
+        str(out),
     )
     assert done.returncode == 0, done.stdout
     check_issued(cmp_server.home, registry, out, "cmp.enrolled")
     done = openssl_cmp(
-        cmp_server, "-cmd", "genm", "-cert", str(cert), "-key", str(key), *trust,
-        "-infotype", "caCerts",
+        cmp_server,
+        "-cmd",
+        "genm",
+        "-cert",
+        str(cert),
+        "-key",
+        str(key),
+        *trust,
+        "-infotype",
+        "caCerts",
     )
     assert done.returncode == 0, done.stdout
     assert "genp" in done.stdout.lower() or "GENP" in done.stdout
@@ -253,9 +360,22 @@ def test_replayed_and_mutated_requests(cmp_server: Server, tmp_path: Path) -> No
     reference, value = secret(cmp_server.home, "CMP-0009")
     captured = tmp_path / "ir.der"
     done = openssl_cmp(
-        cmp_server, "-cmd", "ir", "-ref", reference, "-secret", f"pass:{value}",
-        "-newkey", str(new_key(tmp_path / "k.pem")), "-subject", "/CN=x",
-        "-implicit_confirm", "-reqout", str(captured), "-certout", str(tmp_path / "c.pem"),
+        cmp_server,
+        "-cmd",
+        "ir",
+        "-ref",
+        reference,
+        "-secret",
+        f"pass:{value}",
+        "-newkey",
+        str(new_key(tmp_path / "k.pem")),
+        "-subject",
+        "/CN=x",
+        "-implicit_confirm",
+        "-reqout",
+        str(captured),
+        "-certout",
+        str(tmp_path / "c.pem"),
     )
     assert done.returncode == 0, done.stdout
     der = captured.read_bytes()

@@ -31,8 +31,12 @@ def secret(
     space = workspace(ctx)
     with Authority.open(space) as authority:
         made = state.create_secret(
-            authority, state.mac_key(state.folder(space.home)), device, lifetime,
-            needs_approval=approval, by="cli",
+            authority,
+            state.mac_key(state.folder(space.home)),
+            device,
+            lifetime,
+            needs_approval=approval,
+            by="cli",
         )
     if as_json:
         emit_json(

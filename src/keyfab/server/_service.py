@@ -10,7 +10,6 @@ import functools
 import logging
 import threading
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 from keyfab.authority import Authority

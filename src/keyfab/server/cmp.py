@@ -32,7 +32,9 @@ async def _answer(request: Request) -> Response:
         raise ProblemError(415, "unsupported-media-type", f"send a DER PKIMessage as {PKIX_CMP}")
     body = await request.body()
     if len(body) > MAX_MESSAGE:
-        raise ProblemError(413, "payload-too-large", f"a CMP message is at most {MAX_MESSAGE} bytes")
+        raise ProblemError(
+            413, "payload-too-large", f"a CMP message is at most {MAX_MESSAGE} bytes"
+        )
     answer = await run_in_threadpool(service(request).cmp.handle, body)
     return Response(answer.der, status_code=answer.status, media_type=PKIX_CMP)
 
