@@ -19,7 +19,8 @@ from pyasn1.error import PyAsn1Error
 from pyasn1_modules import rfc2314
 
 from keyfab import pki
-from keyfab.cmp.messages import CmpError, encode, fill, name_serials, spki_der
+from keyfab.cmp._errors import CmpError
+from keyfab.cmp.messages import encode, fill, name_serials, spki_der
 from keyfab.cmp.protection import check_pop
 from keyfab.errors import VerificationError
 from keyfab.pki import RevocationReason
@@ -44,7 +45,7 @@ def _public_key(der: bytes) -> PublicKey:
     except ValueError:
         raise CmpError("badCertTemplate", "the requested public key is unreadable") from None
     try:
-        pki.check_public_key(key)  # type: ignore[arg-type]
+        pki.check_public_key(key)
     except pki.KeyNotAllowedError as error:
         raise CmpError("badCertTemplate", str(error)) from None
     return key  # type: ignore[return-value]

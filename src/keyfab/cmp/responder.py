@@ -42,7 +42,7 @@ from keyfab.authority.revocation import revoke_certificate
 from keyfab.clock import utc_now
 from keyfab.cmp import messages as m
 from keyfab.cmp import protection, requests, state
-from keyfab.cmp.messages import CmpError
+from keyfab.cmp._errors import CmpError
 from keyfab.errors import (
     AuthenticationError,
     NotFoundError,

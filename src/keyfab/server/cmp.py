@@ -9,6 +9,8 @@ where one can be built.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -23,7 +25,7 @@ _BODY = {
         "content": {PKIX_CMP: {"schema": {"type": "string", "format": "binary"}}},
     }
 }
-_ANSWER = {200: {"content": {PKIX_CMP: {}}, "description": "a DER PKIMessage"}}
+_ANSWER: dict[int | str, dict[str, Any]] = {200: {"content": {PKIX_CMP: {}}, "description": "a DER PKIMessage"}}
 
 
 async def _answer(request: Request) -> Response:
