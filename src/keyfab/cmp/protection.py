@@ -25,7 +25,8 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 from pyasn1_modules import rfc2459, rfc4210, rfc8018
 
-from keyfab.cmp.messages import CmpError, encode
+from keyfab.cmp._errors import CmpError
+from keyfab.cmp.messages import encode
 
 PBM = univ.ObjectIdentifier("1.2.840.113533.7.66.13")
 PBMAC1 = rfc8018.id_PBMAC1
