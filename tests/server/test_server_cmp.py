@@ -80,12 +80,14 @@ def check_issued(home: Path, registry: Registry, certificate: Path, kind: str) -
     issued = x509.load_pem_x509_certificate(certificate.read_bytes())
     number = f"{issued.serial_number:x}"
     found = queries.find_certificate(registry, number)
-    assert found is not None and found.certificate.der == issued.public_bytes(Encoding.DER)
+    assert found is not None
+    assert found.certificate.der == issued.public_bytes(Encoding.DER)
     with registry.reading() as session:
         kinds = session.scalars(
             select(AuditEvent.kind).where(AuditEvent.data.contains(number))
         ).all()
-    assert "certificate.issued" in kinds and kind in kinds
+    assert "certificate.issued" in kinds
+    assert kind in kinds
     return issued
 
 
@@ -113,7 +115,8 @@ def test_ir_with_a_one_time_secret(cmp_server: Server, registry: Registry, tmp_p
     serials = issued.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
     assert [s.value for s in serials] == ["CMP-0001"]  # policy's subject, not the request's
     again = openssl_cmp(cmp_server, *args, "-subject", "/CN=x", "-certout", str(tmp_path / "2"))
-    assert again.returncode != 0 and "notAuthorized" in again.stdout  # one-time
+    assert again.returncode != 0
+    assert "notAuthorized" in again.stdout  # one-time
     assert not (tmp_path / "2").exists()
 
 
@@ -163,7 +166,8 @@ def test_wrong_secret_is_refused(cmp_server: Server, tmp_path: Path) -> None:
         str(tmp_path / "c.pem"),
         "-unprotected_errors",
     )
-    assert done.returncode != 0 and "badMessageCheck" in done.stdout
+    assert done.returncode != 0
+    assert "badMessageCheck" in done.stdout
     assert not (tmp_path / "c.pem").exists()
 
 
@@ -271,7 +275,8 @@ def test_idevid_cr_then_kur_then_rr(
         "-certout",
         str(tmp_path / "no.pem"),
     )
-    assert refused.returncode != 0 and "notAuthorized" in refused.stdout
+    assert refused.returncode != 0
+    assert "notAuthorized" in refused.stdout
     done = openssl_cmp(
         cmp_server,
         "-cmd",
@@ -289,7 +294,8 @@ def test_idevid_cr_then_kur_then_rr(
     assert done.returncode == 0, done.stdout
     number = f"{x509.load_pem_x509_certificate(ldevid.read_bytes()).serial_number:x}"
     found = queries.find_certificate(registry, number)
-    assert found is not None and found.certificate.revocation_reason == "superseded"
+    assert found is not None
+    assert found.certificate.revocation_reason == "superseded"
 
 
 def test_p10cr_and_genm(cmp_server: Server, registry: Registry, batch: str, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ PostgreSQL agrees: a transactionID is accepted once, ever, and each follow-up
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import hmac
 import secrets
@@ -47,10 +48,8 @@ def mac_key(folder: Path) -> bytes:
     path = folder / KEY_FILE
     if not path.exists():
         folder.mkdir(mode=0o700, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):  # another process made it first
             write_secret(path, secrets.token_bytes(32), sync=True)
-        except FileExistsError:
-            pass  # another process made it first: use theirs
     key = read_bounded(path, 64, "CMP key file")
     if len(key) != 32:
         raise ConfigError(f"{path} is not a CMP key file (32 bytes)")

@@ -31,7 +31,7 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {"content": {PKIX_CMP: {}}, "de
 async def _answer(request: Request) -> Response:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != PKIX_CMP:
-        raise ProblemError(415, "unsupported-media-type", f"send a DER PKIMessage as {PKIX_CMP}")
+        raise ProblemError(415, "unsupported-media-type", f"send a PKIMessage as {PKIX_CMP}")
     body = await request.body()
     if len(body) > MAX_MESSAGE:
         raise ProblemError(
