@@ -25,7 +25,9 @@ _BODY = {
         "content": {PKIX_CMP: {"schema": {"type": "string", "format": "binary"}}},
     }
 }
-_ANSWER: dict[int | str, dict[str, Any]] = {200: {"content": {PKIX_CMP: {}}, "description": "a DER PKIMessage"}}
+_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"content": {PKIX_CMP: {}}, "description": "a DER PKIMessage"}
+}
 
 
 async def _answer(request: Request) -> Response:
