@@ -34,8 +34,9 @@ LAYERS = [
     ("pki", ("registry", "authority", "provision", "server", "cli", "audit")),
     ("audit", ("authority", "provision", "server", "cli")),
     ("rot", ("registry", "authority", "provision", "server", "cli", "audit", "pki")),
-    ("authority", ("provision", "server", "cli")),
-    ("provision", ("server", "cli")),
+    ("authority", ("provision", "cmp", "server", "cli")),
+    ("cmp", ("provision", "server", "cli")),
+    ("provision", ("cmp", "server", "cli")),
     ("server", ("cli",)),
 ]
 

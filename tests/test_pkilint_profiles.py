@@ -2,8 +2,8 @@
 
 The certificates come from a real workspace through the same calls the CLI
 and the service make (init, a batch, a station, the server's TLS, a manifest
-signer, an EST enrolment, a root rollover with its link certificates); the IAK, which needs a TPM ceremony, is signed
-from its profile by the same CA.
+signer, an EST enrolment, a root rollover with its link certificates); the
+IAK, which needs a TPM ceremony, is signed from its profile by the same CA.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyfab import pki
 from keyfab.authority import Authority, Principal, Role, enrolment
-from keyfab.authority.credentials import issue_manifest_signer, issue_station, issue_tls_server
+from keyfab.authority.credentials import (
+    issue_cmp_responder,
+    issue_manifest_signer,
+    issue_station,
+    issue_tls_server,
+)
 from keyfab.registry import queries
 from keyfab.workspace import Workspace
 from tests.conftest import Keyfab
@@ -32,6 +37,7 @@ def _every_profile(workspace: Workspace, recipe_file: Path) -> None:
     with Authority.open(workspace) as authority:
         issue_station(authority, "line-1")
         issue_tls_server(authority, ("factory.example", "127.0.0.1"))
+        issue_cmp_responder(authority)
         signer = ec.generate_private_key(ec.SECP256R1()).public_key()
         issue_manifest_signer(authority, signer, "manifests", "soft:/nowhere/signer.pem")
         _, body = new_csr("LINT-1")

@@ -11,6 +11,7 @@ checkpoints, API tokens and station identities, rotating the CAs. ``provision``,
 from keyfab.authority import enrolment, tokens
 from keyfab.authority.credentials import (
     NewCredential,
+    issue_cmp_responder,
     issue_manifest_signer,
     issue_station,
     issue_tls_server,
@@ -42,6 +43,7 @@ __all__ = [
     "enrolment",
     "fingerprint",
     "initialise",
+    "issue_cmp_responder",
     "issue_manifest_signer",
     "issue_station",
     "issue_tls_server",

@@ -1,5 +1,7 @@
 """Credentials keyfab issues to its own parties: stations, the service, manifest signers.
 
+The service has two: its TLS server certificate and its CMP responder certificate.
+
 Each is signed and recorded like every other certificate (a registry row and
 its audit events, in one transaction), so it can be listed, revoked and put on
 the CRL. Keys made here (stations, the service's TLS) are returned once as PEM
@@ -63,6 +65,15 @@ def issue_tls_server(authority: Authority, hosts: tuple[str, ...]) -> NewCredent
     key, pem = _new_key()
     number, label = labelled(str(pki.Profile.TLS_SERVER))
     template = pki.tls_server(authority.organization, hosts)
+    certificate = authority.issue(template, key.public_key(), key_label=label, serial_number=number)
+    return NewCredential(certificate, pem)
+
+
+def issue_cmp_responder(authority: Authority) -> NewCredential:
+    """The certificate and key ``keyfab serve`` signs CMP responses with (RFC 9483 §3.1)."""
+    key, pem = _new_key()
+    number, label = labelled(str(pki.Profile.CMP_RESPONDER))
+    template = pki.cmp_responder(authority.organization)
     certificate = authority.issue(template, key.public_key(), key_label=label, serial_number=number)
     return NewCredential(certificate, pem)
 

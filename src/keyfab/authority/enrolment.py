@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import hmac
 import re
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -133,13 +134,31 @@ def enrol(
     csr: x509.CertificateSigningRequest,
     tls_unique: bytes | None,
 ) -> x509.Certificate:
-    """Bootstrap enrolment: a first EST certificate for a device."""
+    """Bootstrap enrolment: a first operational certificate for a device (EST)."""
+    public_key = _proof_of_possession(csr, tls_unique)
+    return enrol_key(authority, principal, _device_serial(csr.subject), public_key)
+
+
+def enrol_key(
+    authority: Authority,
+    principal: Principal,
+    serial: str,
+    public_key: PublicKey,
+    *,
+    protocol: str = "est",
+    spend: Callable[[Session], None] | None = None,
+) -> x509.Certificate:
+    """Issue a device certificate for a proven key: the core of every enrolment protocol.
+
+    EST's CSR path and CMP's CRMF path prove possession of the key their own
+    way, then both come here, so who may enrol which serial is decided once.
+    ``spend`` uses up the caller's one-time credential (a CMP secret) in the
+    transaction that records the certificate, as a one-time token is.
+    """
     if principal.role is Role.DEVICE and principal.certificate_profile == pki.Profile.LDEVID:
         raise PermissionDeniedError(
-            "a device with an operational certificate renews it with simplereenroll"
+            "a device with an operational certificate renews it (EST simplereenroll, CMP kur)"
         )
-    public_key = _proof_of_possession(csr, tls_unique)
-    serial = _device_serial(csr.subject)
     if principal.role is Role.DEVICE and principal.device_serial not in (None, serial):
         raise PermissionDeniedError("this token may not enrol that device")
     with authority.transaction() as session:
@@ -147,9 +166,11 @@ def enrol(
         device_id = _device(session, serial, public_key, new_only=unbound)
         if principal.token_id is not None and principal.limited_uses:
             consume(session, principal.token_id)
+        if spend is not None:
+            spend(session)
         target = (device_id, serial)
         subject = device_subject(authority, serial)
-        return _issue(authority, session, target, subject, public_key, principal)
+        return _issue(authority, session, target, subject, public_key, principal, protocol)
 
 
 def reenrol(
@@ -165,33 +186,55 @@ def reenrol(
     """
     if principal.certificate_serial is None or principal.device_serial is None:
         raise AuthenticationError("re-enrolment needs the current device certificate (mutual TLS)")
+    public_key = _proof_of_possession(csr, tls_unique)
+    return reenrol_key(authority, principal, public_key, _named_serials(csr.subject))
+
+
+def reenrol_key(
+    authority: Authority,
+    principal: Principal,
+    public_key: PublicKey,
+    named_serials: Sequence[str],
+    *,
+    protocol: str = "est",
+) -> x509.Certificate:
+    """Renew the certificate ``principal`` proved, for a proven key (EST and CMP ``kur``).
+
+    ``named_serials``: the serialNumbers the request's subject names (none, or
+    exactly the device's own).
+    """
+    if principal.certificate_serial is None or principal.device_serial is None:
+        raise AuthenticationError("re-enrolment needs the current device certificate")
     if principal.certificate_profile != pki.Profile.LDEVID:
         raise PermissionDeniedError(
             "re-enrolment renews an operational certificate: "
-            "a device with only its IDevID enrols with simpleenroll",
+            "a device with only its IDevID enrols (EST simpleenroll, CMP cr)",
             slug="not-renewable",
         )
-    public_key = _proof_of_possession(csr, tls_unique)
-    _same_device(csr.subject, principal.device_serial)
+    _same_device(named_serials, principal.device_serial)
     with authority.transaction() as session:
         current = session.scalars(
             select(Certificate).where(Certificate.serial_number == principal.certificate_serial)
         ).one()
+        subject = x509.load_der_x509_certificate(current.der).subject
         device = session.scalars(
             select(Device).where(Device.serial == principal.device_serial).with_for_update()
         ).one()
         if device.state == DeviceState.REVOKED:
             raise _revoked(device.serial)
-        subject = x509.load_der_x509_certificate(current.der).subject
+        target = (device.id, device.serial)
         return _issue(
-            authority, session, (device.id, device.serial), subject, public_key, principal, current
+            authority, session, target, subject, public_key, principal, protocol, renewing=current
         )
 
 
-def _same_device(requested: x509.Name, serial: str) -> None:
-    """Refuse a re-enrolment CSR naming another device's serialNumber."""
-    named = [str(a.value) for a in requested.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
-    if named and named != [serial]:
+def _named_serials(subject: x509.Name) -> list[str]:
+    return [str(a.value) for a in subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
+
+
+def _same_device(named: Sequence[str], serial: str) -> None:
+    """Refuse a re-enrolment request naming another device's serialNumber."""
+    if named and list(named) != [serial]:
         raise PermissionDeniedError(
             "re-enrolment must keep the same subject serialNumber", slug="subject-mismatch"
         )
@@ -236,6 +279,8 @@ def _issue(
     subject: x509.Name,
     public_key: PublicKey,
     principal: Principal,
+    protocol: str,
+    *,
     renewing: Certificate | None = None,
 ) -> x509.Certificate:
     """Check the key and the product's policy, sign, record the certificate and its
@@ -250,7 +295,7 @@ def _issue(
                 "renewal needs a new key: the product's [ldevid] policy does not reuse keys",
                 slug="key-reused",
             )
-    number, label = labelled("est")
+    number, label = labelled(protocol)
     details = {"device": device[1]}
     issued = authority.sign(
         pki.ldevid(subject, policy.validity),
@@ -260,7 +305,7 @@ def _issue(
         details=details,
         serial_number=number,
     )
-    kind = "est.reenrolled" if renewing is not None else "est.enrolled"
+    kind = f"{protocol}.reenrolled" if renewing is not None else f"{protocol}.enrolled"
     enrolled = {"serial_number": issued.serial_number, "profile": str(issued.profile), **details}
     if renewing is not None:
         enrolled["renews"] = renewing.serial_number
@@ -289,7 +334,7 @@ def _not_a_birth_key(session: Session, device: tuple[int, str], spki: bytes) -> 
     )
     if any(hmac.compare_digest(_spki(der), spki) for der in births):
         raise InvalidRequestError(
-            f"the CSR's key is device {device[1]}'s IDevID key: "
+            f"the requested key is device {device[1]}'s IDevID key: "
             "an operational certificate needs a key of its own",
             slug="birth-key",
         )

@@ -39,6 +39,7 @@ _SUBCOMMANDS = {
     "serve": ("keyfab.cli.serve", "serve", False),
     "tokens": ("keyfab.cli.tokens", "app", True),
     "stations": ("keyfab.cli.stations", "app", True),
+    "cmp": ("keyfab.cli.cmp", "app", True),
     "recipe": ("keyfab.cli.recipe", "app", True),
 }
 

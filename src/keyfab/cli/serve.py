@@ -13,6 +13,7 @@ from keyfab.cli._context import workspace
 from keyfab.cli._output import console
 from keyfab.errors import ConfigError, MissingExtraError
 from keyfab.server import MAX_BODY, server_files
+from keyfab.workspace import Workspace
 
 # What `keyfab serve` runs on: the `server` extra (starlette comes with fastapi).
 _SERVER_PACKAGES = ("fastapi", "starlette", "uvicorn", "httptools", "uvloop")
@@ -50,6 +51,15 @@ def _names(host: str, extra: list[str]) -> tuple[str, ...]:
     return unique
 
 
+def _prepare_cmp(space: Workspace) -> None:
+    """The CMP responder's key and certificate, once, before the workers start."""
+    from keyfab.authority import Authority
+    from keyfab.cmp.identity import prepare
+
+    with Authority.open(space) as authority:
+        prepare(space, authority)
+
+
 def serve(
     ctx: typer.Context,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
@@ -75,6 +85,7 @@ def serve(
     space.registry().dispose()  # fail now, with one clear line, if there is no workspace
     os.environ["KEYFAB_HOME"] = str(space.home)  # what the worker processes open
     os.environ["KEYFAB_MAX_BODY"] = str(max_body)
+    _prepare_cmp(space)
     tls: dict[str, object] = {}
     scheme = "http"
     if not insecure_http:

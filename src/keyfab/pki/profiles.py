@@ -40,6 +40,7 @@ class Profile(enum.StrEnum):
     TLS_SERVER = "tls-server"
     MANIFEST_SIGNER = "manifest-signer"
     ROOT_LINK = "root-link"  # a root's key certified by another root (RFC 4210 section 4.4)
+    CMP_RESPONDER = "cmp-responder"
 
 
 DEVICE_PROFILES = frozenset({Profile.IDEVID, Profile.LDEVID})
@@ -290,6 +291,28 @@ def station(organization: str, name: str, days: int = 365) -> Template:
             (x509.BasicConstraints(ca=False, path_length=None), True),
             (_SIGN_ONLY, True),
             (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        ),
+        validity=datetime.timedelta(days=days),
+    )
+
+
+CMC_CA = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.27")
+"""id-kp-cmcCA (RFC 6402): RFC 9483 §3.1 marks a CA's CMP protection key with it."""
+
+
+def cmp_responder(organization: str, days: int = 90) -> Template:
+    """The key ``keyfab serve`` signs CMP responses with: never the CA key itself.
+
+    digitalSignature (OpenSSL's CMP client checks it) and id-kp-cmcCA; short
+    lived because the service re-issues it at start-up when it nears expiry.
+    """
+    return Template(
+        profile=Profile.CMP_RESPONDER,
+        subject=_name(organization, "keyfab CMP responder"),
+        extensions=(
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_SIGN_ONLY, True),
+            (x509.ExtendedKeyUsage([CMC_CA]), False),
         ),
         validity=datetime.timedelta(days=days),
     )

@@ -8,6 +8,7 @@ import enum
 from sqlalchemy import (
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -221,3 +222,43 @@ class ApiToken(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+
+
+class CmpSecret(Base):
+    """A one-time CMP bootstrap secret: its reference (the senderKID), never the secret.
+
+    The secret is HMAC(the workspace's CMP key file, reference), so the service
+    recomputes it and the database alone gives nothing away. ``approved_at``
+    null while ``needs_approval``: issuance is deferred (polling) until an
+    operator approves.
+    """
+
+    __tablename__ = "cmp_secrets"
+    reference: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_serial: Mapped[str] = mapped_column(String(64))
+    uses_left: Mapped[int] = mapped_column(Integer)
+    needs_approval: Mapped[int] = mapped_column(Integer)  # 0 or 1: portable on every engine
+    approved_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+
+
+class CmpTransaction(Base):
+    """One CMP transaction, shared by every worker and station on the registry.
+
+    ``nonce`` is the senderNonce of keyfab's last answer: the next message of
+    the transaction must echo it as recipNonce, so a replay is refused. A
+    transactionID is used once, ever (the primary key).
+    """
+
+    __tablename__ = "cmp_transactions"
+    __table_args__ = (Index("ix_cmp_transactions_expiry", "state", "expires_at"),)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # transactionID, hex
+    state: Mapped[str] = mapped_column(String(16))  # waiting, confirm, done
+    nonce: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(128))  # who started it: reference or cert serial
+    device_serial: Mapped[str | None] = mapped_column(String(64))
+    certificate_serial: Mapped[str | None] = mapped_column(String(40))
+    public_key: Mapped[bytes | None] = mapped_column(LargeBinary)  # deferred request's key
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())

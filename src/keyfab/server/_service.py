@@ -10,6 +10,7 @@ import functools
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from keyfab.authority import Authority
 from keyfab.errors import KeyfabError
@@ -17,6 +18,9 @@ from keyfab.provision import run_batch
 from keyfab.registry import Registry
 from keyfab.server.est_messages import certs_only
 from keyfab.workspace import Workspace
+
+if TYPE_CHECKING:
+    from keyfab.cmp.responder import Responder
 
 _log = logging.getLogger(__name__)
 
@@ -37,6 +41,14 @@ class Service:
     @property
     def registry(self) -> Registry:
         return self.authority.registry
+
+    @functools.cached_property
+    def cmp(self) -> Responder:
+        """The CMP responder (its key and certificate prepared by ``keyfab serve``)."""
+        from keyfab.cmp.identity import prepare, responder
+
+        prepare(self.workspace, self.authority)  # no-op when serve prepared it already
+        return responder(self.workspace, self.authority)
 
     @functools.cached_property
     def cacerts(self) -> bytes:
