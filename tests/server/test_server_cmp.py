@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from keyfab.cmp import messages
 from keyfab.registry import AuditEvent, CmpTransaction, Registry, queries
-from tests.server.conftest import KEYFAB, Server, free_port
+from tests.server.conftest import KEYFAB, Server, batch_device, free_port
 
 PATH = ".well-known/cmp"
 PKIX = "application/pkixcmp"
@@ -211,9 +211,9 @@ def test_deferred_issuance_polls_until_approved(
     assert "POLLREQ" in err or "pollReq" in err.lower()
 
 
-def idevid(home: Path, tmp_path: Path, slot: int) -> tuple[Path, Path]:
+def idevid(home: Path, tmp_path: Path, slot: int, batch: str = "b1") -> tuple[Path, Path]:
     """A provisioned device's IDevID key and certificate (soft root of trust files)."""
-    folder = home / "devices" / "b1" / f"{slot:06d}"
+    folder = home / "devices" / batch / f"{slot:06d}"
     objects = json.loads((folder / "rot.json").read_text())["objects"]
     cert = x509.load_der_x509_certificate(base64.b64decode(objects["idevid-cert"]))
     path = tmp_path / "idevid.pem"
@@ -222,10 +222,11 @@ def idevid(home: Path, tmp_path: Path, slot: int) -> tuple[Path, Path]:
 
 
 def test_idevid_cr_then_kur_then_rr(
-    cmp_server: Server, registry: Registry, batch: str, tmp_path: Path
+    cmp_server: Server, server: Server, admin: httpx.Client, registry: Registry, tmp_path: Path
 ) -> None:
     """The plant flow: IDevID → operational certificate, renewed, then revoked."""
-    key, cert = idevid(cmp_server.home, tmp_path, 0)
+    batch_device(server, admin, "cmp-renewable")  # its product lets it renew at once
+    key, cert = idevid(cmp_server.home, tmp_path, 0, "cmp-renewable")
     trust = ["-trusted", str(cmp_server.home / "server" / "trust.pem")]
     ldevid, ldevid_key = tmp_path / "ldevid.pem", new_key(tmp_path / "l.pem")
     done = openssl_cmp(
