@@ -26,43 +26,67 @@ ST_ATTEST_QUOTE = 0x8018
 _MAX_SIZED = 1024
 
 
-class Reader:
-    """Big-endian reads from an untrusted buffer; never past its end."""
+_BIG = (struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q"))
+_LITTLE = (struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q"))
 
-    def __init__(self, data: bytes, what: str):
+
+class Reader:
+    """Reads from an untrusted buffer; never past its end.
+
+    TPM structures are big-endian; TCG event logs, written by UEFI firmware,
+    are little-endian (``little_endian=True``). ``what`` starts every error
+    message and may be narrowed while parsing (``event log: event 12``), so
+    an error says where it is without the caller formatting every field name.
+    """
+
+    def __init__(self, data: bytes, what: str, *, little_endian: bool = False):
         self._data = data
         self._at = 0
-        self._what = what
+        self.what = what
+        self._u16, self._u32, self._u64 = _LITTLE if little_endian else _BIG
 
-    def _take(self, n: int, field: str) -> bytes:
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self._at
+
+    def error(self, message: str) -> VerificationError:
+        """``what: message``, for the caller to raise."""
+        return VerificationError(f"{self.what}: {message}")
+
+    def _advance(self, n: int, field: str) -> int:
+        """Where ``n`` bytes of ``field`` start, checked against what is left."""
         if n > len(self._data) - self._at:
-            raise VerificationError(f"{self._what}: {field} runs past the end")
-        chunk = self._data[self._at : self._at + n]
+            raise self.error(f"{field} runs past the end")
+        at = self._at
         self._at += n
-        return chunk
+        return at
+
+    def take(self, n: int, field: str) -> bytes:
+        at = self._advance(n, field)
+        return self._data[at : at + n]
 
     def u8(self, field: str) -> int:
-        return self._take(1, field)[0]
+        return self._data[self._advance(1, field)]
 
     def u16(self, field: str) -> int:
-        return int(struct.unpack(">H", self._take(2, field))[0])
+        return int(self._u16.unpack_from(self._data, self._advance(2, field))[0])
 
     def u32(self, field: str) -> int:
-        return int(struct.unpack(">I", self._take(4, field))[0])
+        return int(self._u32.unpack_from(self._data, self._advance(4, field))[0])
 
     def u64(self, field: str) -> int:
-        return int(struct.unpack(">Q", self._take(8, field))[0])
+        return int(self._u64.unpack_from(self._data, self._advance(8, field))[0])
 
     def sized(self, field: str, limit: int = _MAX_SIZED) -> bytes:
         """A TPM2B: 16-bit size, then that many bytes (at most ``limit``)."""
         size = self.u16(field)
         if size > limit:
-            raise VerificationError(f"{self._what}: {field} is {size} bytes, more than {limit}")
-        return self._take(size, field)
+            raise self.error(f"{field} is {size} bytes, more than {limit}")
+        return self.take(size, field)
 
     def end(self) -> None:
         if self._at != len(self._data):
-            raise VerificationError(f"{self._what}: {len(self._data) - self._at} trailing bytes")
+            raise self.error(f"{len(self._data) - self._at} trailing bytes")
 
 
 def _hash_alg(reader: Reader, field: str) -> int:
@@ -209,7 +233,7 @@ def _pcr_selections(r: Reader) -> tuple[PcrSelection, ...]:
         size = r.u8("sizeofSelect")
         if size > 8:
             raise VerificationError("TPMS_ATTEST: PCR bitmap longer than 8 bytes")
-        bitmap = b"".join(bytes([r.u8("pcrSelect")]) for _ in range(size))
+        bitmap = r.take(size, "pcrSelect")
         pcrs = tuple(i for i in range(size * 8) if bitmap[i // 8] >> (i % 8) & 1)
         result.append(PcrSelection(alg, pcrs))
     return tuple(result)
