@@ -218,9 +218,9 @@ GOOD = [(SHA1, bytes(20)), (SHA256, bytes(32))]
     [
         (b"", "event log: empty"),
         (bytes(MAX_LOG_BYTES + 1), f"event log: {MAX_LOG_BYTES + 1} bytes, more than"),
-        (HEADER[:20], "event log: event 0: SHA-1 digest runs past the end"),
+        (HEADER[:20], "event log: event 0: event header runs past the end"),
         (HEADER + event2(GOOD)[:-1], "event log: event 1: event data runs past the end"),
-        (HEADER + event2(GOOD) + b"\x01", "event log: event 2: PCR index runs past the end"),
+        (HEADER + event2(GOOD) + b"\x01", "event log: event 2: event header runs past the end"),
         (
             HEADER + event2(GOOD, count=9),
             "event log: event 1: digest count 9 exceeds the 2 banks of the header",

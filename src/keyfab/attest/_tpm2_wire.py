@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from keyfab.errors import VerificationError
 
@@ -67,6 +68,10 @@ class Reader:
 
     def u8(self, field: str) -> int:
         return self._data[self._advance(1, field)]
+
+    def unpack(self, layout: struct.Struct, field: str) -> tuple[Any, ...]:
+        """Several fixed-size fields at once (one bounds check: parsers run hot)."""
+        return layout.unpack_from(self._data, self._advance(layout.size, field))
 
     def u16(self, field: str) -> int:
         return int(self._u16.unpack_from(self._data, self._advance(2, field))[0])

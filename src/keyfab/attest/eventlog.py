@@ -44,6 +44,9 @@ BANKS: Mapping[int, tuple[str, int]] = {
 _ALG_IDS = {name: alg for alg, (name, _) in BANKS.items()}
 _SIZES = dict(BANKS.values())
 _HASHLIB_NAMES = {"sm3_256": "sm3"}
+_DIGEST_FIELDS = {name: f"{name} digest" for name in _SIZES}
+_SHA1_HEAD = struct.Struct("<II20s")  # pcrIndex, eventType, SHA-1 digest
+_EVENT2_HEAD = struct.Struct("<III")  # pcrIndex, eventType, digest count
 
 EV_NO_ACTION = 0x3
 EV_EFI_HCRTM_EVENT = 0x80000010
@@ -145,8 +148,7 @@ def _events(
     return tuple(events)
 
 
-def _pcr(r: Reader) -> int:
-    pcr = r.u32("PCR index")
+def _pcr(r: Reader, pcr: int) -> int:
     if pcr >= PCR_COUNT:
         raise r.error(f"PCR index {pcr} is not below {PCR_COUNT}")
     return pcr
@@ -162,16 +164,15 @@ def _event_data(r: Reader) -> bytes:
 def _sha1_event(r: Reader, index: int) -> Event:
     """A ``TCG_PCClientPCREvent``: the header event, or any event of a SHA-1 log."""
     r.what = f"event log: event {index}"
-    pcr, event_type = _pcr(r), r.u32("event type")
-    digest = r.take(20, "SHA-1 digest")
-    return Event(index, pcr, event_type, MappingProxyType({"sha1": digest}), _event_data(r))
+    pcr, event_type, digest = r.unpack(_SHA1_HEAD, "event header")
+    digests = MappingProxyType({"sha1": digest})
+    return Event(index, _pcr(r, pcr), event_type, digests, _event_data(r))
 
 
 def _agile_event(r: Reader, index: int, banks: Mapping[int, tuple[str, int]]) -> Event:
     """A ``TCG_PCR_EVENT2``: a digest for (some of) the header's banks."""
     r.what = f"event log: event {index}"
-    pcr, event_type = _pcr(r), r.u32("event type")
-    count = r.u32("digest count")
+    pcr, event_type, count = r.unpack(_EVENT2_HEAD, "event header")
     if count > len(banks):
         raise r.error(f"digest count {count} exceeds the {len(banks)} banks of the header")
     digests: dict[str, bytes] = {}
@@ -182,8 +183,8 @@ def _agile_event(r: Reader, index: int, banks: Mapping[int, tuple[str, int]]) ->
         name, size = banks[algorithm]
         if name in digests:
             raise r.error(f"two {name} digests")
-        digests[name] = r.take(size, f"{name} digest")
-    return Event(index, pcr, event_type, MappingProxyType(digests), _event_data(r))
+        digests[name] = r.take(size, _DIGEST_FIELDS[name])
+    return Event(index, _pcr(r, pcr), event_type, MappingProxyType(digests), _event_data(r))
 
 
 def _spec_id(header: Event) -> dict[int, tuple[str, int]] | None:
@@ -259,7 +260,7 @@ def _hash(bank: str) -> Callable[[bytes], bytes]:
     except ValueError:
         raise VerificationError(f"event log: no {bank} hash in this Python's OpenSSL") from None
     constructor = getattr(hashlib, name, None) or functools.partial(hashlib.new, name)
-    return lambda data: bytes(constructor(data).digest())
+    return lambda data: constructor(data).digest()
 
 
 class EventLogBuilder:
