@@ -220,8 +220,9 @@ def replay(log: EventLog) -> dict[str, dict[int, bytes]]:
     there), except PCR 0, whose last byte is the locality the TPM started at:
     4 after an H-CRTM event (EV_EFI_HCRTM_EVENT), else the StartupLocality
     EV_NO_ACTION event's (PFP §10.4.5.3). EV_NO_ACTION events are never
-    extended. A bank lists the PCRs the log extended, and PCR 0 when a
-    locality set it.
+    extended: the TPM never saw them (tpm2-tools 5.6 and later agree; 5.4,
+    Debian's, extends their zero digests). A bank lists the PCRs the log
+    extended, and PCR 0 when a locality set it.
     """
     locality = _startup_locality(log.events)
     values: dict[str, dict[int, bytes]] = {bank: {} for bank in log.banks}
