@@ -101,13 +101,23 @@ class _Limiter:
             return suppressed
 
 
-def root_ca_update(authority: Authority) -> Any | None:
-    """id-it-rootCaUpdate's answer (RFC 9483 §4.3.2): None is "no update available".
+def root_ca_update(authority: Authority, old_root: x509.Certificate | None) -> Any | None:
+    """id-it-rootCaKeyUpdate's value (RFC 9483 §4.3.2); None is "no update available".
 
-    CA rotation fills this in with a RootCaKeyUpdateContent (the new root and
-    its link certificates); until then there is never an update.
+    The newest root rollover's new root and link certificates, unless the
+    device named its root (id-it-rootCaCert) and that is not the root the
+    rollover replaced: a device that already holds the new root needs nothing.
     """
-    return None
+    update = queries.root_update(authority.registry)
+    if update is None:
+        return None
+    if old_root is not None and _spki(old_root) != _spki(update.old_with_new):
+        return None
+    return m.root_ca_key_update(update.new_with_new, update.new_with_old, update.old_with_new)
+
+
+def _spki(certificate: x509.Certificate) -> bytes:
+    return certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 @dataclass
@@ -389,13 +399,16 @@ class Responder:
         return self._protect(request, sender, m.rp_body(), nonce)
 
     def _general(self, request: Any, sender: Sender) -> bytes:
+        """genm (RFC 9483 §4.3): the CAs a device needs now, and the root update."""
         answers = []
         for item in request["body"]["genm"]:
             info_type = item["infoType"]
             if info_type == m.CA_CERTS:
-                answers.append((info_type, m.ca_certs(self.authority.chain)))
-            elif info_type == m.ROOT_CA_UPDATE:
-                answers.append((info_type, root_ca_update(self.authority)))
+                answers.append((info_type, m.ca_certs(self.authority.published())))
+            elif info_type == m.ROOT_CA_CERT:
+                old_root = m.info_certificate(item)
+                update = root_ca_update(self.authority, old_root)
+                answers.append((m.ROOT_CA_KEY_UPDATE, update))
             else:
                 raise CmpError("badRequest", f"keyfab does not answer infoType {info_type}")
         nonce = secrets.token_bytes(16)
