@@ -1,10 +1,12 @@
 """CMP over HTTP (RFC 6712) at ``/.well-known/cmp`` (and ``/.well-known/cmp/p/<label>``).
 
 HTTP only: the body goes to ``cmp.Responder`` unchanged and its answer comes
-back as ``application/pkixcmp``. A PKIMessage answers with 200, even an error
-message (RFC 6712 §3.6); unreadable DER with 400, a wrong media type with
-415 and an oversized body with 413, each still carrying a CMP error body
-where one can be built.
+back as ``application/pkixcmp``. RFC 6712 §3.3 ("General Form"; §3.6 is the
+Request-URI): the CMP response to a request, an error PKIMessage included,
+comes with 200 and no other 2xx; 4xx/5xx "MAY be used to inform the client
+about errors", which keyfab does only where HTTP itself failed: unreadable
+DER 400 (still with a CMP error body), a wrong media type 415, an oversized
+body 413.
 """
 
 from __future__ import annotations
