@@ -317,14 +317,7 @@ class Responder:
         polled = request["body"]["pollReq"]
         request_id = int(polled[0]["certReqId"]) if len(polled) else 0
         if sender.reference is None or not sender.reference.approved:
-            with self.authority.transaction() as session:
-                state.follow(
-                    session, tid, m.optional(head, "recipNonce"), sender.name
-                ).nonce = nonce.hex()
-            reason = "waiting for an operator: keyfab cmp approve"
-            return self._protect(
-                request, sender, m.poll_rep_body(request_id, CHECK_AFTER, reason), nonce
-            )
+            return self._still_waiting(request, sender, request_id, nonce)
 
         def resume(session: Session) -> None:
             row = state.follow(session, tid, m.optional(head, "recipNonce"), sender.name)
@@ -351,6 +344,18 @@ class Responder:
         self._issued(tid, issued)
         reply = m.cert_rep_body("ip", request_id, issued, self._ca_pubs(sender))
         return self._protect(request, sender, reply, nonce, False, issued)
+
+    def _still_waiting(self, request: Any, sender: Sender, request_id: int, nonce: bytes) -> bytes:
+        """pollRep: not approved yet; the next pollReq must echo this answer's nonce."""
+        head = request["header"]
+        tid = m.optional(head, "transactionID") or b""
+        with self.authority.transaction() as session:
+            row = state.follow(session, tid, m.optional(head, "recipNonce"), sender.name)
+            row.nonce = nonce.hex()
+        reason = "waiting for an operator: keyfab cmp approve"
+        return self._protect(
+            request, sender, m.poll_rep_body(request_id, CHECK_AFTER, reason), nonce
+        )
 
     def _confirm(self, request: Any, sender: Sender) -> bytes:
         head = request["header"]
