@@ -302,8 +302,11 @@ def test_idevid_cr_then_kur_then_rr(
     assert found.certificate.revocation_reason == "superseded"
 
 
-def test_p10cr_and_genm(cmp_server: Server, registry: Registry, batch: str, tmp_path: Path) -> None:
-    key, cert = idevid(cmp_server.home, tmp_path, 1)
+def test_p10cr_and_genm(
+    cmp_server: Server, server: Server, admin: httpx.Client, registry: Registry, tmp_path: Path
+) -> None:
+    batch_device(server, admin, "cmp-p10cr")  # its own device: other tests read b1's
+    key, cert = idevid(cmp_server.home, tmp_path, 0, "cmp-p10cr")
     trust = ["-trusted", str(cmp_server.home / "server" / "trust.pem")]
     new = new_key(tmp_path / "n.pem")
     csr = tmp_path / "req.pem"

@@ -11,14 +11,14 @@ body 413.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from keyfab.cmp.messages import MAX_MESSAGE, PKIX_CMP
 from keyfab.server.auth import service
-from keyfab.server.problems import ProblemError
+from keyfab.server.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/.well-known/cmp", tags=["cmp"])
 _BODY = {
@@ -28,7 +28,8 @@ _BODY = {
     }
 }
 _ANSWER: dict[int | str, dict[str, Any]] = {
-    200: {"content": {PKIX_CMP: {}}, "description": "a DER PKIMessage"}
+    200: {"content": {PKIX_CMP: {}}, "description": "a DER PKIMessage"},
+    **problem_responses(413, 415, 422),
 }
 
 
@@ -52,6 +53,8 @@ async def cmp(request: Request) -> Response:
 
 
 @router.post("/p/{label}", responses=_ANSWER, openapi_extra=_BODY)
-async def cmp_labelled(request: Request, label: str) -> Response:
+async def cmp_labelled(
+    request: Request, label: Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+) -> Response:
     """The same responder under a CMP alias (RFC 9483 §6.1): keyfab has one CA."""
     return await _answer(request)
