@@ -95,13 +95,12 @@ class NoEventType(_Strict):
     data: str | None = Field(None, min_length=1, max_length=256)
 
 
+Action = Literal["mark-untrusted", "revoke-operational", "webhook"]
 Rule = Annotated[FitRelease | SecureBoot | NoEventType, Field(discriminator="kind")]
 
 
 class OnFailure(_Strict):
-    actions: list[Literal["mark-untrusted", "revoke-operational", "webhook"]] = Field(
-        default_factory=lambda: ["mark-untrusted"], max_length=3
-    )
+    actions: list[Action] = Field(default=["mark-untrusted"], max_length=3)
     webhook: str | None = Field(None, max_length=2048)
 
     @field_validator("webhook")
@@ -139,7 +138,7 @@ class Policy(_Strict):
     attestation: Attestation
     pcr: dict[Annotated[int, Field(ge=0, le=MAX_PCR)], PcrValues] = Field(default_factory=dict)
     rule: list[Rule] = Field(default_factory=list, max_length=64)
-    on_failure: OnFailure = Field(default_factory=OnFailure)
+    on_failure: OnFailure = OnFailure(webhook=None)
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -151,11 +150,15 @@ class Policy(_Strict):
             if values.releases and index not in RELEASE_PCRS:
                 raise ValueError(f"pcr.{index}: releases = true is for PCR 8 or 9 only")
             if any(len(value) != 2 * size for value in values.allowed):
-                raise ValueError(f"pcr.{index}: values must be {size}-byte hex ({self.attestation.bank})")
+                raise ValueError(
+                    f"pcr.{index}: values must be {size}-byte hex ({self.attestation.bank})"
+                )
         for rule in self.rule:
             needed = {"fit-release": {8, 9}, "secure-boot": {7}}.get(rule.kind, set())
             if not needed <= selected:
-                raise ValueError(f"rule {rule.kind} needs PCRs {sorted(needed)} in attestation.pcrs")
+                raise ValueError(
+                    f"rule {rule.kind} needs PCRs {sorted(needed)} in attestation.pcrs"
+                )
         return self
 
     @property

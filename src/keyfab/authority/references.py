@@ -108,12 +108,12 @@ def store_policy(authority: Authority, product: str, text: str, actor: str) -> b
         if current is not None and current.digest == digest:
             return False
         if current is None:
-            session.add(AttestationPolicy(product=product, policy=text, digest=digest, updated_at=utc_now()))
+            session.add(
+                AttestationPolicy(product=product, policy=text, digest=digest, updated_at=utc_now())
+            )
         else:
             current.policy, current.digest, current.updated_at = text, digest, utc_now()
         session.flush()
-        audit.append(
-            session, "attestation.policy.set", product, {"sha256": digest, "by": actor}
-        )
+        audit.append(session, "attestation.policy.set", product, {"sha256": digest, "by": actor})
         authority.checkpoint(session)
     return True
