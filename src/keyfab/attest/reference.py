@@ -10,15 +10,20 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from keyfab.authority.references import store_policy
 from keyfab.errors import ConfigError
 from keyfab.names import check_name
+from keyfab.registry import Registry, queries
 from keyfab.securefile import read_bounded
+
+if TYPE_CHECKING:
+    from keyfab.authority import Authority
 
 MAX_POLICY_BYTES = 256 << 10
 MAX_PCR = 23
@@ -192,3 +197,15 @@ def read_policy(path: Path) -> tuple[Policy, str]:
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read policy {path}: not UTF-8 text") from None
     return parse_policy(text, str(path)), text
+
+
+def set_policy(authority: Authority, path: Path, actor: str) -> tuple[Policy, bool]:
+    """Validate a policy file and store it for its product; True if it changed anything."""
+    policy, text = read_policy(path)
+    return policy, store_policy(authority, policy.product, text, actor)
+
+
+def stored_policy(registry: Registry, product: str) -> tuple[Policy, str]:
+    """A product's stored policy, parsed again (it was valid when stored), and its text."""
+    text = queries.attestation_policy(registry, product).policy
+    return parse_policy(text, f"policy of {product}"), text

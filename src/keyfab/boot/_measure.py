@@ -20,14 +20,20 @@ from __future__ import annotations
 
 import hashlib
 
+from cryptography.hazmat.primitives import serialization
+
+from keyfab.authority.references import NewRelease
 from keyfab.boot._fdt import Node
 from keyfab.boot._fit import FitImage
+from keyfab.boot._policy import ROLLBACK_PROPERTY
+from keyfab.boot._sign import Signer
 
 BANKS = ("sha1", "sha256", "sha384", "sha512")
 """The PCR banks U-Boot's TCG2 code can hash into (``tpm2_supported_algorithms``)."""
 MEASURED = {"kernel": "linux", "ramdisk": "initrd", "fdt": "dts"}
 """Configuration property -> the event data (without NUL) U-Boot logs its digest under."""
 
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 Digests = dict[str, str]
 """bank -> hex digest."""
 
@@ -65,3 +71,34 @@ def release_measurements(
     """Per configuration name (the named ones, default all), what U-Boot will measure."""
     targets = [fit.configuration(n) for n in configs] if configs else fit.configurations()
     return {config.name: measured_digests(fit, config) for config in targets}
+
+
+def signed_release(
+    fit: FitImage,
+    signer: Signer,
+    configs: list[str],
+    *,
+    product: str,
+    version: str,
+    rollback_index: int | None,
+    image: str,
+) -> NewRelease:
+    """The release record for configurations just signed: what U-Boot will measure, by whom.
+
+    Without ``rollback_index`` the first signed configuration's own
+    ``rollback-index`` (what ``fit verify --min-version`` checks) is recorded.
+    """
+    if rollback_index is None:
+        found = fit.configuration(configs[0]).prop(ROLLBACK_PROPERTY)
+        rollback_index = found.as_u32() if found is not None else None
+    spki = signer.key.public_key().public_bytes(*_SPKI)
+    return NewRelease(
+        product=product,
+        version=version,
+        rollback_index=rollback_index,
+        key_name=signer.hint,
+        key_fingerprint=hashlib.sha256(spki).hexdigest(),
+        algorithm=signer.algorithm.name,
+        image=image,
+        measurements=release_measurements(fit, configs),
+    )
