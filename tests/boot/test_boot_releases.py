@@ -88,7 +88,9 @@ def test_fit_sign_refuses_a_version_twice_before_writing(
     assert (code, err) == (1, "error: release 2.0 of acme-gateway is recorded already\n")
     assert second.read_bytes() == before
     code, out, _ = keyfab("fit", "releases", "--product", "acme-gateway")
-    assert code == 0 and "2.0" in out and "conf-1" in out
+    assert code == 0
+    assert "2.0" in out
+    assert "conf-1" in out
 
 
 @pytest.mark.parametrize(
@@ -112,7 +114,9 @@ def test_fit_sign_bad_release_options_are_one_line(
     image = make_fit()
     before = image.read_bytes()
     code, _, err = _sign(keyfab, image, keydir, control_dtb, *extra)
-    assert code == 1 and message in err and "\n" not in err.strip()
+    assert code == 1
+    assert message in err
+    assert "\n" not in err.strip()
     assert image.read_bytes() == before
 
 
@@ -146,4 +150,5 @@ def test_migration_0009_on_a_registry_with_data(tmp_path: Path) -> None:
         command.downgrade(_alembic(connection), "0007")
     with sqlite3.connect(tmp_path / "old.db") as db:
         tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert "releases" not in tables and "authorities" in tables
+    assert "releases" not in tables
+    assert "authorities" in tables
