@@ -8,6 +8,7 @@ with the right PKIFailureInfo bit, never a 500, never a certificate.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import subprocess
 import time
@@ -17,15 +18,17 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pyasn1_modules import rfc4210
+from pyasn1_modules import rfc4210, rfc8018
 from sqlalchemy import select
 
 from keyfab.cmp import messages
-from keyfab.registry import AuditEvent, CmpTransaction, Registry, queries
+from keyfab.registry import AuditEvent, CmpSecret, CmpTransaction, Registry, queries
+from tests.server import cmp_client
 from tests.server.conftest import KEYFAB, Server, batch_device, free_port
 
 PATH = ".well-known/cmp"
@@ -299,8 +302,11 @@ def test_idevid_cr_then_kur_then_rr(
     assert found.certificate.revocation_reason == "superseded"
 
 
-def test_p10cr_and_genm(cmp_server: Server, registry: Registry, batch: str, tmp_path: Path) -> None:
-    key, cert = idevid(cmp_server.home, tmp_path, 1)
+def test_p10cr_and_genm(
+    cmp_server: Server, server: Server, admin: httpx.Client, registry: Registry, tmp_path: Path
+) -> None:
+    batch_device(server, admin, "cmp-p10cr")  # its own device: other tests read b1's
+    key, cert = idevid(cmp_server.home, tmp_path, 0, "cmp-p10cr")
     trust = ["-trusted", str(cmp_server.home / "server" / "trust.pem")]
     new = new_key(tmp_path / "n.pem")
     csr = tmp_path / "req.pem"
@@ -402,3 +408,100 @@ def test_replayed_and_mutated_requests(cmp_server: Server, tmp_path: Path) -> No
             assert body.getName() == "error"
 
         mutated()
+
+
+def post(running: Server, der: bytes) -> rfc4210.PKIMessage:
+    """One request to keyfab's CMP endpoint; the answer must be a 200 PKIMessage."""
+    with httpx.Client(base_url=running.url) as client:
+        answer = client.post(f"/{PATH}", content=der, headers={"content-type": PKIX})
+    assert answer.status_code == 200, answer.text
+    return cmp_client.decode(answer.content)
+
+
+def test_ir_with_pbmac1(cmp_server: Server, registry: Registry, tmp_path: Path) -> None:
+    """PBMAC1 (RFC 9481 §6.1.1), which openssl 3.0 cannot send, built and checked apart."""
+    reference, value = secret(cmp_server.home, "CMP-0010")
+    mac = cmp_client.Pbmac1(value.encode())
+    body = cmp_client.ir_body(ec.generate_private_key(ec.SECP256R1()))
+    answer = post(cmp_server, cmp_client.mac_message(body, mac, reference, implicit=True))
+    assert answer["body"].getName() == "ip"
+    assert answer["header"]["protectionAlg"]["algorithm"] == rfc8018.id_PBMAC1
+    assert cmp_client.mac_verifies(answer, mac)
+    assert not cmp_client.mac_verifies(answer, cmp_client.Pbmac1(b"another secret"))
+    out = tmp_path / "pbmac1.pem"
+    out.write_bytes(cmp_client.issued(answer).public_bytes(Encoding.PEM))
+    check_issued(cmp_server.home, registry, out, "cmp.enrolled")
+
+
+def test_a_wrong_pbmac1_mac_is_refused(cmp_server: Server, registry: Registry) -> None:
+    reference, value = secret(cmp_server.home, "CMP-0011")
+    wrong = cmp_client.Pbmac1(value.encode()[:-1] + b"!")
+    body = cmp_client.ir_body(ec.generate_private_key(ec.SECP256R1()))
+    answer = post(cmp_server, cmp_client.mac_message(body, wrong, reference))
+    assert cmp_client.failure(answer) == "badMessageCheck"
+    with registry.reading() as session:  # still unused: a refused MAC spends nothing
+        left = session.get(CmpSecret, reference)
+        assert left is not None
+        assert left.uses_left == 1
+    right = cmp_client.Pbmac1(value.encode())
+    answer = post(cmp_server, cmp_client.mac_message(body, right, reference, implicit=True))
+    assert answer["body"].getName() == "ip"
+
+
+def test_ir_over_tls(server: Server, registry: Registry, tmp_path: Path) -> None:
+    """openssl cmp over HTTPS against the TLS ``keyfab serve``, checking its certificate."""
+    reference, value = secret(server.home, "CMP-0012")
+    out = tmp_path / "tls.pem"
+    done = openssl_cmp(
+        server,
+        "-tls_used",
+        "-tls_trusted",
+        str(server.trust),
+        "-cmd",
+        "ir",
+        "-ref",
+        reference,
+        "-secret",
+        f"pass:{value}",
+        "-newkey",
+        str(new_key(tmp_path / "k.pem")),
+        "-subject",
+        "/CN=x",
+        "-certout",
+        str(out),
+    )
+    assert done.returncode == 0, done.stdout
+    check_issued(server.home, registry, out, "cmp.enrolled")
+    untrusted = tmp_path / "other.pem"  # a TLS anchor that did not sign the server: refused
+    untrusted.write_bytes(new_self_signed().public_bytes(Encoding.PEM))
+    refused = openssl_cmp(
+        server,
+        "-tls_used",
+        "-tls_trusted",
+        str(untrusted),
+        "-cmd",
+        "genm",
+        "-ref",
+        reference,
+        "-secret",
+        f"pass:{value}",
+    )
+    assert refused.returncode != 0
+    assert "certificate verify failed" in refused.stdout
+
+
+def new_self_signed() -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "not keyfab")])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )

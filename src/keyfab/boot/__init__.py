@@ -13,6 +13,7 @@ from keyfab.boot._fit import FitImage
 from keyfab.boot._inspect import describe
 from keyfab.boot._keyfile import hint_from_image, read_pem_key, signing_key
 from keyfab.boot._keynode import ControlKey, add_key, read_keys
+from keyfab.boot._measure import measured_digests, release_measurements, signed_release
 from keyfab.boot._policy import NodeResult, VerifyReport, verify_fit
 from keyfab.boot._regions import find_regions
 from keyfab.boot._sign import (
@@ -50,10 +51,13 @@ __all__ = [
     "load_description",
     "load_dtb",
     "load_fit",
+    "measured_digests",
     "parse",
     "read_keys",
     "read_pem_key",
+    "release_measurements",
     "sign_fit",
+    "signed_release",
     "signing_key",
     "source_date",
     "verify_fit",

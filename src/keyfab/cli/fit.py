@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,8 @@ from rich.markup import escape
 from rich.text import Text
 from rich.tree import Tree
 
+from keyfab.authority import Authority
+from keyfab.authority.references import check_release, record_release
 from keyfab.boot import (
     Fdt,
     FitVerificationError,
@@ -24,11 +27,15 @@ from keyfab.boot import (
     load_fit,
     read_keys,
     sign_fit,
+    signed_release,
     signing_key,
     verify_fit,
     write_atomic,
 )
-from keyfab.cli._output import JSON_OPTION, KeyfabGroup, console, emit_json, table
+from keyfab.cli._context import operator, workspace
+from keyfab.cli._output import JSON_OPTION, KeyfabGroup, console, emit_json, print_error, table
+from keyfab.errors import ConfigError
+from keyfab.registry import Release, queries
 from keyfab.rot import KeyAlgorithm, load_key, open_rot
 
 # KeyfabGroup: the error boundary also when this sub-app runs on its own
@@ -42,6 +49,7 @@ app = typer.Typer(
 
 @app.command()
 def sign(
+    ctx: typer.Context,
     image: Annotated[Path, typer.Argument(help="FIT image (.itb) to sign in place")],
     key: Annotated[
         str | None, typer.Option(help="key URI (soft:, pkcs11:, tpm2:) or a PEM key file")
@@ -62,12 +70,28 @@ def sign(
     ] = None,
     sign_images: Annotated[bool, typer.Option(help="also sign each image")] = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write here")] = None,
+    product: Annotated[
+        str | None, typer.Option(help="record the signed release for this product")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="the release's version (with --product)")
+    ] = None,
+    rollback: Annotated[
+        int | None, typer.Option(help="rollback index; default: the configuration's")
+    ] = None,
 ) -> None:
     """Add hashes, sign configurations (and images) and write the key into the control DTB.
 
     As with mkimage, -k DIR reads DIR/<hint>.key and the hint defaults to the
     key-name-hint the image's signature nodes (from its .its) already name.
+    With --product and --version the release is recorded in the workspace's
+    registry (what U-Boot will measure for each configuration signed) before
+    the image is written, so attestation policies can name it.
     """
+    if (product is None) != (version is None):
+        raise ConfigError("--product and --version go together")
+    if product is not None and version is not None:
+        check_release(product, version, rollback)
     fit = load_fit(image)
     hint = key_name_hint or hint_from_image(fit, conf)
     private = signing_key(key, keydir, hint)
@@ -75,11 +99,28 @@ def sign(
     dtb = load_dtb(control) if control is not None else None
     if dtb is not None:  # before writing anything: a bad --required stops here
         add_key(dtb, private.public_key(), hint, algorithm.name, required)
-    signed = sign_fit(fit, Signer(private, hint, algorithm), conf, images=sign_images)
+    signer = Signer(private, hint, algorithm)
+    signed = sign_fit(fit, signer, conf, images=sign_images)
+    if product is not None and version is not None:
+        release = signed_release(
+            fit,
+            signer,
+            signed,
+            product=product,
+            version=version,
+            rollback_index=rollback,
+            image=(output or image).name,
+        )
+        with Authority.open(workspace(ctx)) as authority:  # before writing: a duplicate stops here
+            record_release(authority, release, operator())
+    else:
+        print_error("not recorded as a release (no --product)", label="note:", style="yellow")
     write_atomic(output or image, fit.chunks())
     if control is not None and dtb is not None:
         write_atomic(control, dtb.chunks())
     console.print(f"signed {', '.join(signed)} with {algorithm.name}:{hint}")
+    if product is not None:
+        console.print(f"recorded release {version} of {product}")
 
 
 def _print_report(report: VerifyReport) -> None:
@@ -231,6 +272,50 @@ def keys(
             ["node", "hint", "algo", "key", "required"],
             [[r["node"], r["hint"], r["algo"], r["key"], r["required"]] for r in rows],
         )
+
+
+@app.command()
+def releases(
+    ctx: typer.Context,
+    product: Annotated[str | None, typer.Option(help="only this product's releases")] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The releases `fit sign --product` recorded: version, rollback index, key, configurations."""
+    with workspace(ctx).registry() as registry:
+        rows = [release_fields(r) for r in queries.releases(registry, product)]
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        "releases",
+        ["product", "version", "rollback", "key", "configurations", "signed"],
+        [
+            [
+                r["product"],
+                r["version"],
+                r["rollback_index"],
+                r["key_name"],
+                ", ".join(r["measurements"]),
+                r["created_at"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+def release_fields(release: Release) -> dict[str, Any]:
+    """A release as JSON: every column, the measurements as data."""
+    return {
+        "product": release.product,
+        "version": release.version,
+        "rollback_index": release.rollback_index,
+        "key_name": release.key_name,
+        "key_fingerprint": release.key_fingerprint,
+        "algorithm": release.algorithm,
+        "image": release.image,
+        "measurements": json.loads(release.measurements),
+        "created_at": release.created_at.isoformat(),
+    }
 
 
 if __name__ == "__main__":

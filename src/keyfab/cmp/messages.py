@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pyasn1.codec.der import decoder, encoder
 from pyasn1.error import PyAsn1Error
-from pyasn1.type import char, univ
+from pyasn1.type import char, namedtype, tag, univ
 from pyasn1_modules import rfc2459, rfc2511, rfc4210
 
 from keyfab.cmp._errors import CmpError
@@ -27,7 +27,8 @@ MAX_MESSAGE = 32 * 1024
 PKIX_CMP = "application/pkixcmp"
 IMPLICIT_CONFIRM = univ.ObjectIdentifier("1.3.6.1.5.5.7.4.13")
 CA_CERTS = univ.ObjectIdentifier("1.3.6.1.5.5.7.4.17")
-ROOT_CA_UPDATE = univ.ObjectIdentifier("1.3.6.1.5.5.7.4.20")
+ROOT_CA_KEY_UPDATE = univ.ObjectIdentifier("1.3.6.1.5.5.7.4.18")  # what genp answers
+ROOT_CA_CERT = univ.ObjectIdentifier("1.3.6.1.5.5.7.4.20")  # what genm asks (RFC 9483 §4.3.2)
 SERIAL_NUMBER = univ.ObjectIdentifier("2.5.4.5")
 ACCEPTED, REJECTION, WAITING = 0, 2, 3  # PKIStatus values keyfab answers with
 
@@ -84,6 +85,12 @@ def optional(header: Any, name: str) -> bytes | None:
     """An optional OCTET STRING of the header (transactionID, nonces, KIDs), or None."""
     value = header[name]
     return bytes(value) if value.isValue else None
+
+
+def info_certificate(item: Any) -> x509.Certificate | None:
+    """The certificate an InfoTypeAndValue carries (id-it-rootCaCert's), or None if absent."""
+    value = item["infoValue"]
+    return x509.load_der_x509_certificate(bytes(value)) if value.isValue else None
 
 
 def general_info(header: Any) -> set[str]:
@@ -238,6 +245,32 @@ def ca_certs(chain: Sequence[x509.Certificate]) -> univ.SequenceOf:
     value = univ.SequenceOf(componentType=rfc4210.CMPCertificate())
     for certificate in chain:
         value.append(asn1_certificate(certificate))
+    return value
+
+
+def _explicit(number: int) -> rfc4210.CMPCertificate:
+    return rfc4210.CMPCertificate().subtype(
+        explicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatConstructed, number)
+    )
+
+
+ROOT_CA_KEY_UPDATE_CONTENT = univ.Sequence(  # RFC 9480 §2.3.2; pyasn1-modules' rfc4210 predates it
+    componentType=namedtype.NamedTypes(
+        namedtype.NamedType("newWithNew", rfc4210.CMPCertificate()),
+        namedtype.OptionalNamedType("newWithOld", _explicit(0)),  # the module is EXPLICIT TAGS
+        namedtype.OptionalNamedType("oldWithNew", _explicit(1)),
+    )
+)
+
+
+def root_ca_key_update(
+    new_with_new: x509.Certificate, new_with_old: x509.Certificate, old_with_new: x509.Certificate
+) -> univ.Sequence:
+    """id-it-rootCaKeyUpdate's value: the new root and both link certificates."""
+    value = ROOT_CA_KEY_UPDATE_CONTENT.clone()
+    value["newWithNew"] = asn1_certificate(new_with_new)
+    fill(value["newWithOld"], asn1_certificate(new_with_old))
+    fill(value["oldWithNew"], asn1_certificate(old_with_new))
     return value
 
 

@@ -74,7 +74,7 @@ class Sender:
 @dataclass(frozen=True)
 class Answer:
     der: bytes
-    status: int = 200  # RFC 6712: a PKIMessage answers with 200; unreadable input 400
+    status: int = 200  # RFC 6712 §3.3: 200 carries every PKIMessage, error ones too
 
 
 @dataclass
@@ -101,13 +101,27 @@ class _Limiter:
             return suppressed
 
 
-def root_ca_update(authority: Authority) -> Any | None:
-    """id-it-rootCaUpdate's answer (RFC 9483 §4.3.2): None is "no update available".
+def root_ca_update(authority: Authority, old_root: x509.Certificate | None) -> Any | None:
+    """id-it-rootCaKeyUpdate's value (RFC 9483 §4.3.2); None is "no update available".
 
-    CA rotation fills this in with a RootCaKeyUpdateContent (the new root and
-    its link certificates); until then there is never an update.
+    The newest root rollover's new root and link certificates, unless the
+    device named its root (id-it-rootCaCert) and that is not the root the
+    rollover replaced: a device that already holds the new root needs nothing.
     """
-    return None
+    update = queries.root_update(authority.registry)
+    if update is None:
+        return None
+    if old_root is not None and _spki(old_root) != _spki(update.old_with_new):
+        return None
+    return m.root_ca_key_update(update.new_with_new, update.new_with_old, update.old_with_new)
+
+
+def _issuer(der: bytes) -> bytes:
+    return x509.load_der_x509_certificate(der).issuer.public_bytes()
+
+
+def _spki(certificate: x509.Certificate) -> bytes:
+    return certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 @dataclass
@@ -303,14 +317,7 @@ class Responder:
         polled = request["body"]["pollReq"]
         request_id = int(polled[0]["certReqId"]) if len(polled) else 0
         if sender.reference is None or not sender.reference.approved:
-            with self.authority.transaction() as session:
-                state.follow(
-                    session, tid, m.optional(head, "recipNonce"), sender.name
-                ).nonce = nonce.hex()
-            reason = "waiting for an operator: keyfab cmp approve"
-            return self._protect(
-                request, sender, m.poll_rep_body(request_id, CHECK_AFTER, reason), nonce
-            )
+            return self._still_waiting(request, sender, request_id, nonce)
 
         def resume(session: Session) -> None:
             row = state.follow(session, tid, m.optional(head, "recipNonce"), sender.name)
@@ -337,6 +344,18 @@ class Responder:
         self._issued(tid, issued)
         reply = m.cert_rep_body("ip", request_id, issued, self._ca_pubs(sender))
         return self._protect(request, sender, reply, nonce, False, issued)
+
+    def _still_waiting(self, request: Any, sender: Sender, request_id: int, nonce: bytes) -> bytes:
+        """pollRep: not approved yet; the next pollReq must echo this answer's nonce."""
+        head = request["header"]
+        tid = m.optional(head, "transactionID") or b""
+        with self.authority.transaction() as session:
+            row = state.follow(session, tid, m.optional(head, "recipNonce"), sender.name)
+            row.nonce = nonce.hex()
+        reason = "waiting for an operator: keyfab cmp approve"
+        return self._protect(
+            request, sender, m.poll_rep_body(request_id, CHECK_AFTER, reason), nonce
+        )
 
     def _confirm(self, request: Any, sender: Sender) -> bytes:
         head = request["header"]
@@ -371,11 +390,11 @@ class Responder:
         if sender.secret is not None:
             raise CmpError("wrongIntegrity", "rr is signed with a certificate of the device")
         wanted = requests.revocation(request["body"]["rr"])
-        if wanted.issuer != self.authority.certificate.subject.public_bytes():
-            raise CmpError("badCertId", "keyfab's manufacturing CA did not issue that certificate")
         holder = queries.find_certificate(self.authority.registry, wanted.serial_number)
-        device = holder.device if holder else None
-        if device is None or device.serial != sender.principal.device_serial:
+        if holder is None or _issuer(holder.certificate.der) != wanted.issuer:
+            # any of keyfab's CAs, retired ones included: a rotation must not strand a fleet
+            raise CmpError("badCertId", "keyfab issued no certificate with that issuer and serial")
+        if holder.device is None or holder.device.serial != sender.principal.device_serial:
             raise CmpError("notAuthorized", "a device revokes only its own certificates")
         nonce = secrets.token_bytes(16)
         tid = m.optional(request["header"], "transactionID") or b""
@@ -389,13 +408,16 @@ class Responder:
         return self._protect(request, sender, m.rp_body(), nonce)
 
     def _general(self, request: Any, sender: Sender) -> bytes:
+        """genm (RFC 9483 §4.3): the CAs a device needs now, and the root update."""
         answers = []
         for item in request["body"]["genm"]:
             info_type = item["infoType"]
             if info_type == m.CA_CERTS:
-                answers.append((info_type, m.ca_certs(self.authority.chain)))
-            elif info_type == m.ROOT_CA_UPDATE:
-                answers.append((info_type, root_ca_update(self.authority)))
+                answers.append((info_type, m.ca_certs(self.authority.published())))
+            elif info_type == m.ROOT_CA_CERT:
+                old_root = m.info_certificate(item)
+                update = root_ca_update(self.authority, old_root)
+                answers.append((m.ROOT_CA_KEY_UPDATE, update))
             else:
                 raise CmpError("badRequest", f"keyfab does not answer infoType {info_type}")
         nonce = secrets.token_bytes(16)
@@ -462,13 +484,13 @@ class Responder:
         implicit: bool = False,
         issued: x509.Certificate | None = None,
     ) -> bytes:
+        """The answer: MAC'd with a MAC sender's secret, else signed by the responder."""
         head = request["header"] if request is not None else None
         recipient = head["sender"] if head is not None else _null_dn()
         tid = (
             m.optional(head, "transactionID") if head is not None else None
         ) or secrets.token_bytes(16)
         recip_nonce = m.optional(head, "senderNonce") if head is not None else None
-        chain = [self.authority.certificate]
         if sender is not None and sender.secret is not None:
             spec = m.Header(
                 m.directory_name(self.authority.certificate),
@@ -479,24 +501,38 @@ class Responder:
                 None,
                 implicit,
             )
-            value = m.header(spec, utc_now(), nonce)
-            tag = protection.mac(sender.mac_algorithm, sender.secret, m.protected_part(value, body))
-            return m.message(value, body, tag, chain if issued else [])
-        kid = self.certificate.extensions.get_extension_for_class(
-            x509.SubjectKeyIdentifier
-        ).value.digest
+            return self._mac(spec, body, nonce, sender, issued)
+        kid = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
         spec = m.Header(
             m.directory_name(self.certificate),
             recipient,
             tid,
             recip_nonce,
             protection.signature_algorithm(),
-            kid,
+            kid.value.digest,
             implicit,
         )
+        return self._signed(spec, body, nonce)
+
+    def _mac(
+        self,
+        spec: m.Header,
+        body: Any,
+        nonce: bytes,
+        sender: Sender,
+        issued: x509.Certificate | None,
+    ) -> bytes:
+        """MAC'd with the sender's secret; the issuing CA rides along with a new certificate."""
+        assert sender.secret is not None
+        value = m.header(spec, utc_now(), nonce)
+        tag = protection.mac(sender.mac_algorithm, sender.secret, m.protected_part(value, body))
+        return m.message(value, body, tag, [self.authority.certificate] if issued else [])
+
+    def _signed(self, spec: m.Header, body: Any, nonce: bytes) -> bytes:
+        """Signed by the responder, its certificate first in extraCerts (RFC 9483 §3.3)."""
         value = m.header(spec, utc_now(), nonce)
         signature = protection.sign(self.key, m.protected_part(value, body))
-        return m.message(value, body, signature, [self.certificate, *chain])
+        return m.message(value, body, signature, [self.certificate, self.authority.certificate])
 
     def _error(self, request: Any, sender: Sender | None, error: CmpError) -> bytes:
         body = m.error_body(error.failure, str(error))

@@ -3,6 +3,7 @@
 from keyfab.registry.db import Registry
 from keyfab.registry.models import (
     ApiToken,
+    AttestationPolicy,
     AuditEvent,
     AuditHead,
     Base,
@@ -16,11 +17,13 @@ from keyfab.registry.models import (
     CrlRecord,
     Device,
     DeviceState,
+    Release,
 )
 from keyfab.registry.rows import certificate_row
 
 __all__ = [
     "ApiToken",
+    "AttestationPolicy",
     "AuditEvent",
     "AuditHead",
     "Base",
@@ -35,5 +38,6 @@ __all__ = [
     "Device",
     "DeviceState",
     "Registry",
+    "Release",
     "certificate_row",
 ]

@@ -262,3 +262,36 @@ class CmpTransaction(Base):
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary)  # deferred request's key
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+
+
+class Release(Base):
+    """A firmware release signed at the factory (``keyfab fit sign --product``).
+
+    ``measurements`` is JSON: per FIT configuration, the digests U-Boot's
+    measured boot extends for it (``boot.release_measurements``), per bank, so
+    an attestation policy matches event logs against releases, not hand-typed
+    hashes. A version is recorded once per product.
+    """
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("product", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product: Mapped[str] = mapped_column(String(128), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    rollback_index: Mapped[int | None] = mapped_column(Integer)
+    key_name: Mapped[str] = mapped_column(String(64))  # key-name-hint in the control DTB
+    key_fingerprint: Mapped[str] = mapped_column(String(64))  # sha256(SPKI DER), hex
+    algorithm: Mapped[str] = mapped_column(String(32))  # sha256,rsa2048 ...
+    image: Mapped[str] = mapped_column(String(255))  # the file name signed
+    measurements: Mapped[str] = mapped_column(Text)  # JSON
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+
+
+class AttestationPolicy(Base):
+    """A product's attestation policy: its TOML text as set, validated before storing."""
+
+    __tablename__ = "attestation_policies"
+    product: Mapped[str] = mapped_column(String(128), primary_key=True)
+    policy: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(64))  # sha256 of the text, for the audit log
+    updated_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())

@@ -22,7 +22,16 @@ from keyfab.clock import utc_now
 from keyfab.errors import NotFoundError, RegistryError
 from keyfab.pki.profiles import Profile
 from keyfab.registry.db import Registry
-from keyfab.registry.models import ApiToken, Batch, CaKind, CaRecord, Certificate, Device
+from keyfab.registry.models import (
+    ApiToken,
+    AttestationPolicy,
+    Batch,
+    CaKind,
+    CaRecord,
+    Certificate,
+    Device,
+    Release,
+)
 
 
 @dataclass(frozen=True)
@@ -399,3 +408,23 @@ def unique_id_holders(registry: Registry, unique_ids: Iterable[str]) -> Mapping[
             select(Device.unique_id, Device.id, Device.serial).where(Device.unique_id.in_(wanted))
         ).all()
     return {str(unique_id): Holder(int(id_), serial) for unique_id, id_, serial in rows}
+
+
+def releases(registry: Registry, product: str | None = None) -> Sequence[Release]:
+    """Recorded firmware releases (of one product, or all), oldest first."""
+    query = select(Release).order_by(Release.id)
+    if product is not None:
+        query = query.where(Release.product == product)
+    with registry.reading() as session:
+        return session.scalars(query).all()
+
+
+def attestation_policy(registry: Registry, product: str) -> AttestationPolicy:
+    """A product's stored attestation policy, or NotFoundError."""
+    with registry.reading() as session:
+        found = session.get(AttestationPolicy, product)
+    if found is None:
+        raise NotFoundError(
+            f"no attestation policy for product {product!r}", slug="attestation-policy-not-found"
+        )
+    return found

@@ -1,22 +1,24 @@
 """CMP over HTTP (RFC 6712) at ``/.well-known/cmp`` (and ``/.well-known/cmp/p/<label>``).
 
 HTTP only: the body goes to ``cmp.Responder`` unchanged and its answer comes
-back as ``application/pkixcmp``. A PKIMessage answers with 200, even an error
-message (RFC 6712 §3.6); unreadable DER with 400, a wrong media type with
-415 and an oversized body with 413, each still carrying a CMP error body
-where one can be built.
+back as ``application/pkixcmp``. RFC 6712 §3.3 ("General Form"; §3.6 is the
+Request-URI): the CMP response to a request, an error PKIMessage included,
+comes with 200 and no other 2xx; 4xx/5xx "MAY be used to inform the client
+about errors", which keyfab does only where HTTP itself failed: unreadable
+DER 400 (still with a CMP error body), a wrong media type 415, an oversized
+body 413.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from keyfab.cmp.messages import MAX_MESSAGE, PKIX_CMP
 from keyfab.server.auth import service
-from keyfab.server.problems import ProblemError
+from keyfab.server.problems import ProblemError, problem_responses
 
 router = APIRouter(prefix="/.well-known/cmp", tags=["cmp"])
 _BODY = {
@@ -26,7 +28,8 @@ _BODY = {
     }
 }
 _ANSWER: dict[int | str, dict[str, Any]] = {
-    200: {"content": {PKIX_CMP: {}}, "description": "a DER PKIMessage"}
+    200: {"content": {PKIX_CMP: {}}, "description": "a DER PKIMessage"},
+    **problem_responses(413, 415, 422),
 }
 
 
@@ -50,6 +53,8 @@ async def cmp(request: Request) -> Response:
 
 
 @router.post("/p/{label}", responses=_ANSWER, openapi_extra=_BODY)
-async def cmp_labelled(request: Request, label: str) -> Response:
+async def cmp_labelled(
+    request: Request, label: Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+) -> Response:
     """The same responder under a CMP alias (RFC 9483 §6.1): keyfab has one CA."""
     return await _answer(request)
