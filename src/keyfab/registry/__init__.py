@@ -3,6 +3,9 @@
 from keyfab.registry.db import Registry
 from keyfab.registry.models import (
     ApiToken,
+    AttestationNonce,
+    AttestationResult,
+    AttestationState,
     AuditEvent,
     AuditHead,
     Base,
@@ -21,6 +24,9 @@ from keyfab.registry.rows import certificate_row
 
 __all__ = [
     "ApiToken",
+    "AttestationNonce",
+    "AttestationResult",
+    "AttestationState",
     "AuditEvent",
     "AuditHead",
     "Base",

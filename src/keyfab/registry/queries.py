@@ -22,7 +22,16 @@ from keyfab.clock import utc_now
 from keyfab.errors import NotFoundError, RegistryError
 from keyfab.pki.profiles import Profile
 from keyfab.registry.db import Registry
-from keyfab.registry.models import ApiToken, Batch, CaKind, CaRecord, Certificate, Device
+from keyfab.registry.models import (
+    ApiToken,
+    AttestationResult,
+    AttestationState,
+    Batch,
+    CaKind,
+    CaRecord,
+    Certificate,
+    Device,
+)
 
 
 @dataclass(frozen=True)
@@ -399,3 +408,49 @@ def unique_id_holders(registry: Registry, unique_ids: Iterable[str]) -> Mapping[
             select(Device.unique_id, Device.id, Device.serial).where(Device.unique_id.in_(wanted))
         ).all()
     return {str(unique_id): Holder(int(id_), serial) for unique_id, id_, serial in rows}
+
+
+@dataclass(frozen=True)
+class AttestationHistory:
+    """A device's attestation state and its newest results, newest first."""
+
+    device: Device
+    results: Sequence[AttestationResult]
+
+
+def attestation_history(registry: Registry, serial: str, limit: int = 100) -> AttestationHistory:
+    """The newest ``limit`` attestation results of a device (one index seek), or NotFoundError."""
+    with registry.reading() as session:
+        device = session.scalars(select(Device).where(Device.serial == serial)).one_or_none()
+        if device is None:
+            raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
+        results = session.scalars(
+            select(AttestationResult)
+            .where(AttestationResult.device_id == device.id)
+            .order_by(AttestationResult.id.desc())
+            .limit(limit)
+        ).all()
+        return AttestationHistory(device, results)
+
+
+def attestation_counts(registry: Registry, stale_after: datetime.timedelta) -> dict[str, int]:
+    """Devices per attestation state now; ``trusted`` ones attested before the cutoff are stale.
+
+    Both counts are scans of ``ix_devices_attestation`` (state, attested_at):
+    stale is a range in it, so nothing is rewritten as results age.
+    """
+    cutoff = utc_now() - stale_after
+    with registry.reading() as session:
+        rows = session.execute(
+            select(Device.attestation, func.count()).group_by(Device.attestation)
+        ).all()
+        stale = session.scalar(
+            select(func.count()).where(
+                Device.attestation == AttestationState.TRUSTED, Device.attested_at < cutoff
+            )
+        )
+    counts = {state.value: 0 for state in AttestationState}
+    counts.update({str(state): int(n) for state, n in rows})
+    counts[AttestationState.STALE] = int(stale or 0)
+    counts[AttestationState.TRUSTED] -= counts[AttestationState.STALE]
+    return counts
