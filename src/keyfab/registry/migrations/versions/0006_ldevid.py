@@ -27,9 +27,7 @@ _CERTIFICATES = sa.table("certificates", sa.column("profile", sa.String))
 
 
 def _rename(old: str, new: str) -> None:
-    op.execute(
-        _CERTIFICATES.update().where(_CERTIFICATES.c.profile == old).values(profile=new)
-    )
+    op.execute(_CERTIFICATES.update().where(_CERTIFICATES.c.profile == old).values(profile=new))
 
 
 def upgrade() -> None:
