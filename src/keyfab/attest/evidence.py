@@ -105,6 +105,11 @@ def parse_evidence(data: bytes) -> AttestationEvidence:
         document = json.loads(data)
     except (ValueError, RecursionError):
         raise VerificationError("evidence is not JSON") from None
+    return from_document(document)
+
+
+def from_document(document: object) -> AttestationEvidence:
+    """Evidence from a decoded JSON document (the API's body), bounded field by field."""
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise VerificationError(f"evidence is not a {FORMAT} document")
     unknown = set(document) - _FIELDS

@@ -116,6 +116,44 @@ class Result:
     def trusted(self) -> bool:
         return self.verdict == AttestationState.TRUSTED
 
+    @classmethod
+    def from_row(cls, serial: str, row: AttestationResult) -> Result:
+        """A recorded result (``registry.queries.attestation_history``) as a Result."""
+        pcrs = {int(i): bytes.fromhex(v) for i, v in json.loads(row.pcrs).items()}
+        firmware = None if row.firmware_version is None else int(row.firmware_version, 16)
+        return cls(
+            serial,
+            row.at,
+            AttestationState(row.verdict),
+            tuple(json.loads(row.reasons)),
+            tuple(json.loads(row.notes)),
+            row.bank,
+            pcrs,
+            row.reset_count,
+            row.restart_count,
+            row.clock,
+            firmware,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """What the API answers and ``--json`` prints."""
+        return {
+            "serial": self.serial,
+            "at": self.at.isoformat(),
+            "verdict": self.verdict.value,
+            "reasons": list(self.reasons),
+            "notes": list(self.notes),
+            "pcrs": {} if self.bank is None else {self.bank: _hex(self.pcrs)},
+            "reset_count": self.reset_count,
+            "restart_count": self.restart_count,
+            "clock": self.clock,
+            "firmware_version": self.firmware_version,
+        }
+
+
+def _hex(pcrs: Mapping[int, bytes]) -> dict[str, str]:
+    return {str(i): v.hex() for i, v in sorted(pcrs.items())}
+
 
 def _admit(principal: Principal, serial: str) -> None:
     """Devices attest themselves only; operators and admins may act for any device."""
@@ -375,7 +413,7 @@ def _record(session: Session, device: Device, result: Result) -> None:
             reasons=json.dumps(result.reasons),
             notes=json.dumps(result.notes),
             bank=result.bank,
-            pcrs=json.dumps({str(i): v.hex() for i, v in sorted(result.pcrs.items())}),
+            pcrs=json.dumps(_hex(result.pcrs)),
             reset_count=result.reset_count,
             restart_count=result.restart_count,
             clock=result.clock if result.clock is None or result.clock < 1 << 63 else None,

@@ -41,6 +41,7 @@ _SUBCOMMANDS = {
     "stations": ("keyfab.cli.stations", "app", True),
     "cmp": ("keyfab.cli.cmp", "app", True),
     "recipe": ("keyfab.cli.recipe", "app", True),
+    "attest": ("keyfab.cli.attest", "app", True),
 }
 
 

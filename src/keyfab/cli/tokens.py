@@ -14,6 +14,7 @@ from keyfab.clock import parse_duration
 
 app = typer.Typer(help="API tokens for 'keyfab serve'.", no_args_is_help=True)
 
+
 def _duration(text: str | None) -> datetime.timedelta | None:
     return None if text is None else parse_duration(text, "--expires-in")
 
