@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from keyfab.attest.eventlog import Event, EventLog
+from keyfab.attest.eventdata import uefi_variable
+from keyfab.attest.eventlog import Event, EventLog, replay
 from keyfab.attest.reference import RELEASE_PCRS, NoEventType, Policy, Rule
 from keyfab.registry import Release
 
-EV_NO_ACTION = 0x00000003
 EV_TABLE_OF_DEVICES = 0x0000000B
 EV_COMPACT_HASH = 0x0000000C
 EV_EFI_VARIABLE_DRIVER_CONFIG = 0x80000001
@@ -29,7 +28,6 @@ UBOOT_EVENTS = {
 """(event type, event data) -> what U-Boot's ``bootm_measure`` measured (see ``boot._measure``)."""
 EFI_GLOBAL_VARIABLE = bytes.fromhex("61dfe48bca93d211aa0d00e098032b8c")
 """8BE4DF61-93CA-11D2-AA0D-00E098032B8C as UEFI writes a GUID (little-endian fields)."""
-_STARTUP_LOCALITY = b"StartupLocality\0"
 
 Configuration = tuple[str, Mapping[str, str]]
 """(release version, measured name -> hex digest in the policy's bank)."""
@@ -113,30 +111,16 @@ def _pcr_values(
 
 
 def _replay_mismatches(policy: Policy, pcrs: Mapping[int, bytes], log: EventLog) -> list[str]:
-    """The quoted PCRs the log does not replay to, in the policy's bank.
-
-    Only the policy's bank is folded here; the verifier also compares the
-    whole replay with the quote. PCR 0 starts at the startup locality the log
-    records (``EV_NO_ACTION`` "StartupLocality"), the others at zero.
-    """
+    """The quoted PCRs of the policy's selection that the log does not replay to."""
     bank = policy.attestation.bank
-    size = hashlib.new(bank).digest_size
-    values = {i: bytes(size) for i in policy.attestation.pcrs}
-    for event in log.events:
-        if event.pcr not in values:
-            continue
-        if event.event_type == EV_NO_ACTION:
-            if event.pcr == 0 and event.data.startswith(_STARTUP_LOCALITY) and len(event.data) > 16:
-                values[0] = bytes(size - 1) + event.data[16:17]
-            continue
-        digest = event.digests.get(bank)
-        if digest is None:
-            return [f"event {event.index}: no {bank} digest"]
-        values[event.pcr] = _extend(values[event.pcr], digest, bank)
+    if bank not in log.banks:
+        return [f"event log: no {bank} bank"]
+    replayed, zero = replay(log)[bank], bytes(hashlib.new(bank).digest_size)
     return [
-        f"PCR {i}: the event log replays to {short(v)}, the quote has {short(pcrs[i])}"
-        for i, v in values.items()
-        if i in pcrs and v != pcrs[i]
+        f"PCR {i}: the event log replays to {short(replayed.get(i, zero))}, "
+        f"the quote has {short(pcrs[i])}"
+        for i in policy.attestation.pcrs
+        if i in pcrs and replayed.get(i, zero) != pcrs[i]
     ]
 
 
@@ -176,33 +160,15 @@ def _secure_boot(
     for event in events:
         if event.pcr != 7 or event.event_type != EV_EFI_VARIABLE_DRIVER_CONFIG:
             continue
-        variable = uefi_variable(event.data)
+        variable = uefi_variable(event)
         if variable is None:
             return [f"event {event.index} (PCR 7): malformed UEFI variable data"]
-        guid, name, value = variable
-        if guid == EFI_GLOBAL_VARIABLE and name == "SecureBoot":
+        if variable.vendor.bytes_le == EFI_GLOBAL_VARIABLE and variable.name == "SecureBoot":
+            value = variable.value
             if value == b"\x01":
                 return []
             return [f"secure boot: SecureBoot = {value.hex() or 'empty'} (event {event.index})"]
     return ["secure boot: no SecureBoot variable measured in PCR 7"]
-
-
-def uefi_variable(data: bytes) -> tuple[bytes, str, bytes] | None:
-    """(VendorGuid, name, value) of a UEFI_VARIABLE_DATA, or None when it does not parse.
-
-    Lengths are checked against the bytes present before anything is sliced.
-    """
-    if len(data) < 32:
-        return None
-    name_chars, value_size = struct.unpack_from("<QQ", data, 16)
-    if 32 + 2 * name_chars + value_size != len(data):
-        return None
-    end = 32 + 2 * name_chars
-    try:
-        name = data[32:end].decode("utf-16-le")
-    except UnicodeDecodeError:
-        return None
-    return data[:16], name, data[end:]
 
 
 def _no_event_type(

@@ -21,6 +21,7 @@ from keyfab.authority.revocation import (
     Revocation,
     revoke_certificate,
     revoke_device,
+    revoke_operational,
     revoke_station,
 )
 from keyfab.authority.roles import READERS, WRITERS, Principal, Role
@@ -52,6 +53,7 @@ __all__ = [
     "record",
     "revoke_certificate",
     "revoke_device",
+    "revoke_operational",
     "revoke_station",
     "rotate",
     "tokens",

@@ -79,6 +79,30 @@ def revoke_device(
         return revocation
 
 
+def revoke_operational(
+    authority: Authority, serial: str, reason: RevocationReason, *, by: str
+) -> Revocation:
+    """Revoke a device's operational (LDevID) certificates only; its birth identity stays.
+
+    What a failed attestation may do: the device loses its operational access
+    but keeps the IDevID and IAK it can prove itself with once it is repaired.
+    """
+    with authority.transaction() as session:
+        device = session.scalars(select(Device).where(Device.serial == serial)).one_or_none()
+        if device is None:
+            raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
+        certificates = session.scalars(
+            select(Certificate)
+            .where(Certificate.device_id == device.id, Certificate.profile == Profile.LDEVID)
+            .order_by(Certificate.id)
+        ).all()
+        revocation = Revocation(serial, reason, _revoke(session, certificates, reason))
+        if revocation.changed:
+            _event(session, "device.operational-revoked", serial, revocation, by)
+            authority.checkpoint(session)
+        return revocation
+
+
 def revoke_certificate(
     authority: Authority, serial_number: str, reason: RevocationReason, *, by: str
 ) -> Revocation:
@@ -125,4 +149,10 @@ def revoke_station(
         return revocation
 
 
-__all__ = ["Revocation", "revoke_certificate", "revoke_device", "revoke_station"]
+__all__ = [
+    "Revocation",
+    "revoke_certificate",
+    "revoke_device",
+    "revoke_operational",
+    "revoke_station",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from keyfab.cli import attest_service
 from keyfab.cli._output import KeyfabGroup
 from keyfab.cli.attest_eventlog import eventlog
 from keyfab.cli.attest_policy import app as policy_app
@@ -19,3 +20,4 @@ app = typer.Typer(
 )
 app.add_typer(policy_app, name="policy")
 app.command("eventlog")(eventlog)
+attest_service.register(app)

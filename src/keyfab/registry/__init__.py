@@ -3,7 +3,10 @@
 from keyfab.registry.db import Registry
 from keyfab.registry.models import (
     ApiToken,
+    AttestationNonce,
     AttestationPolicy,
+    AttestationResult,
+    AttestationState,
     AuditEvent,
     AuditHead,
     Base,
@@ -23,7 +26,10 @@ from keyfab.registry.rows import certificate_row
 
 __all__ = [
     "ApiToken",
+    "AttestationNonce",
     "AttestationPolicy",
+    "AttestationResult",
+    "AttestationState",
     "AuditEvent",
     "AuditHead",
     "Base",

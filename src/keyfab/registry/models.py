@@ -6,6 +6,7 @@ import datetime
 import enum
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -57,6 +58,20 @@ class DeviceState(enum.StrEnum):
     FAILED = "failed"  # the flow refused the device (reason in ``failure`` and its event)
     REVOKED = "revoked"
     CANCELLED = "cancelled"  # its batch was cancelled before anything was issued for it
+
+
+class AttestationState(enum.StrEnum):
+    """What the newest remote attestation of a device said (``devices.attestation``).
+
+    ``stale`` is never stored: a ``trusted`` device whose ``attested_at`` is older
+    than the period asked about is stale *now* (``queries.attestation_counts``),
+    so no sweeper has to rewrite ten million rows as time passes.
+    """
+
+    NEVER = "never"
+    TRUSTED = "trusted"
+    FAILED = "failed"
+    STALE = "stale"
 
 
 class CertificateStatus(enum.StrEnum):
@@ -119,7 +134,10 @@ class Batch(Base):
 
 class Device(Base):
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("batch_id", "slot"),)
+    __table_args__ = (
+        UniqueConstraint("batch_id", "slot"),
+        Index("ix_devices_attestation", "attestation", "attested_at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     serial: Mapped[str] = mapped_column(String(64), unique=True)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
@@ -134,6 +152,12 @@ class Device(Base):
     # Why the device is failed (migration 0004): on the row, so a listing needs no
     # join on the audit log; cleared when a resumed device is issued or provisioned.
     failure: Mapped[str | None] = mapped_column(String(FAILURE_MAX))
+    # The newest attestation verdict and its time (migration 0010): counting devices
+    # by state, stale ones included, is one range scan of ix_devices_attestation.
+    attestation: Mapped[str] = mapped_column(
+        String(16), default=AttestationState.NEVER, server_default=AttestationState.NEVER
+    )
+    attested_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Certificate(Base):
@@ -295,3 +319,44 @@ class AttestationPolicy(Base):
     policy: Mapped[str] = mapped_column(Text)
     digest: Mapped[str] = mapped_column(String(64))  # sha256 of the text, for the audit log
     updated_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+
+
+class AttestationNonce(Base):
+    """A one-time attestation challenge: only the SHA-256 of the nonce is kept.
+
+    The nonce itself is no secret (it travels in the clear and ends up in the
+    quote), but keeping only its digest means the table cannot be used to answer
+    for a device. ``used_at`` marks it spent; expired rows are purged per device
+    when it asks for its next challenge.
+    """
+
+    __tablename__ = "attestation_nonces"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(nonce), hex
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+
+
+class AttestationResult(Base):
+    """One verification of a device's evidence: verdict, why, and what the TPM said.
+
+    The counters are those of the quote (TPMS_CLOCK_INFO and firmwareVersion),
+    null when the quote never verified; the next verification compares against
+    the newest non-null ones (a reboot, a clock going backwards).
+    """
+
+    __tablename__ = "attestation_results"
+    __table_args__ = (Index("ix_attestation_results_device", "device_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    verdict: Mapped[str] = mapped_column(String(16))  # trusted or failed
+    reasons: Mapped[str] = mapped_column(Text)  # JSON list of strings
+    notes: Mapped[str] = mapped_column(Text)  # JSON list: reboots and restarts seen
+    bank: Mapped[str | None] = mapped_column(String(8))
+    pcrs: Mapped[str] = mapped_column(Text)  # JSON {"index": "hex"}
+    reset_count: Mapped[int | None] = mapped_column(BigInteger)
+    restart_count: Mapped[int | None] = mapped_column(BigInteger)
+    clock: Mapped[int | None] = mapped_column(BigInteger)  # milliseconds
+    firmware_version: Mapped[str | None] = mapped_column(String(16))  # u64, hex

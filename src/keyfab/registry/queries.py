@@ -25,6 +25,8 @@ from keyfab.registry.db import Registry
 from keyfab.registry.models import (
     ApiToken,
     AttestationPolicy,
+    AttestationResult,
+    AttestationState,
     Batch,
     CaKind,
     CaRecord,
@@ -428,3 +430,47 @@ def attestation_policy(registry: Registry, product: str) -> AttestationPolicy:
             f"no attestation policy for product {product!r}", slug="attestation-policy-not-found"
         )
     return found
+@dataclass(frozen=True)
+class AttestationHistory:
+    """A device's attestation state and its newest results, newest first."""
+
+    device: Device
+    results: Sequence[AttestationResult]
+
+
+def attestation_history(registry: Registry, serial: str, limit: int = 100) -> AttestationHistory:
+    """The newest ``limit`` attestation results of a device (one index seek), or NotFoundError."""
+    with registry.reading() as session:
+        device = session.scalars(select(Device).where(Device.serial == serial)).one_or_none()
+        if device is None:
+            raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
+        results = session.scalars(
+            select(AttestationResult)
+            .where(AttestationResult.device_id == device.id)
+            .order_by(AttestationResult.id.desc())
+            .limit(limit)
+        ).all()
+        return AttestationHistory(device, results)
+
+
+def attestation_counts(registry: Registry, stale_after: datetime.timedelta) -> dict[str, int]:
+    """Devices per attestation state now; ``trusted`` ones attested before the cutoff are stale.
+
+    Both counts are scans of ``ix_devices_attestation`` (state, attested_at):
+    stale is a range in it, so nothing is rewritten as results age.
+    """
+    cutoff = utc_now() - stale_after
+    with registry.reading() as session:
+        rows = session.execute(
+            select(Device.attestation, func.count()).group_by(Device.attestation)
+        ).all()
+        stale = session.scalar(
+            select(func.count()).where(
+                Device.attestation == AttestationState.TRUSTED, Device.attested_at < cutoff
+            )
+        )
+    counts = {state.value: 0 for state in AttestationState}
+    counts.update({str(state): int(n) for state, n in rows})
+    counts[AttestationState.STALE] = int(stale or 0)
+    counts[AttestationState.TRUSTED] -= counts[AttestationState.STALE]
+    return counts

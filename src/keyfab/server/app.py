@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from keyfab import __version__
 from keyfab.server import (
     MAX_BODY,
+    api_attestation,
     api_batches,
     api_devices,
     api_system,
@@ -51,6 +52,7 @@ def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
     app.add_middleware(AccessLog)  # outermost: it sees every answer, the 413s included
     app.include_router(api_system.router)
     app.include_router(api_devices.router, responses=problems.REST)
+    app.include_router(api_attestation.router, responses={**problems.REST, **_CONFLICT})
     app.include_router(api_batches.router, responses={**problems.REST, **_CONFLICT})
     app.include_router(est.router)
     app.include_router(cmp.router)
