@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from keyfab import audit, pki
 from keyfab.authority.revocation import station_label
 from keyfab.authority.service import Authority, labelled
+from keyfab.errors import ConfigError
 from keyfab.names import check_name
 from keyfab.pki.ca import PublicKey
 
@@ -80,3 +81,18 @@ def issue_manifest_signer(
         events=[audit.Entry("manifest.signer_issued", name, details)],
         serial_number=number,
     )
+
+
+def issue_ocsp_signer(authority: Authority, ca_name: str) -> NewCredential:
+    """A delegated OCSP signer for CA ``ca_name`` and its new key (7 days, see ``pki.ocsp_signer``).
+
+    Only the CA the authority signs with can delegate today: a signer issued by
+    any other key would be refused by every client.
+    """
+    if authority.key_uri(ca_name) != authority.key_uri():
+        raise ConfigError(f"the {ca_name} CA does not sign here: no OCSP signer for it")
+    key, pem = _new_key()
+    number, label = labelled(f"{pki.Profile.OCSP_SIGNER}:{ca_name}")
+    template = pki.ocsp_signer(authority.organization, ca_name)
+    certificate = authority.issue(template, key.public_key(), key_label=label, serial_number=number)
+    return NewCredential(certificate, pem)

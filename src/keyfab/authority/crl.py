@@ -23,12 +23,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
+from keyfab.authority import publication
 from keyfab.authority.service import Authority
 from keyfab.clock import utc_now
 from keyfab.registry import AuditHead, Certificate, CrlRecord
-
-VALIDITY = datetime.timedelta(days=7)
-"""How far ahead nextUpdate is set."""
 
 
 def _revocation_state(session: Session) -> tuple[int, datetime.datetime | None]:
@@ -45,13 +43,15 @@ def _newest(session: Session) -> CrlRecord | None:
     return session.scalars(select(CrlRecord).order_by(CrlRecord.number.desc()).limit(1)).first()
 
 
-def _still_current(crl: CrlRecord | None, session: Session, now: datetime.datetime) -> bool:
-    """True if ``crl`` lists every revocation and is not close to its nextUpdate.
+def _still_current(
+    crl: CrlRecord | None, session: Session, now: datetime.datetime, validity: datetime.timedelta
+) -> bool:
+    """True if ``crl`` lists every revocation and has a third of ``validity`` left.
 
     Revocations are never undone, so the set of revoked certificates only
     grows: the same count and the same newest revocation time mean the same set.
     """
-    if crl is None or crl.next_update - now < VALIDITY / 3:
+    if crl is None or crl.next_update - now < validity / 3:
         return False
     return _revocation_state(session) == (crl.revoked, crl.newest_revocation)
 
@@ -60,7 +60,8 @@ def current_crl(authority: Authority) -> x509.CertificateRevocationList:
     """The CRL to publish: the newest one if still current, else a freshly signed one."""
     with authority.registry.reading() as session:
         newest = _newest(session)
-        if newest is not None and _still_current(newest, session, utc_now()):
+        validity = publication.read(authority.registry).crl_validity
+        if newest is not None and _still_current(newest, session, utc_now(), validity):
             return x509.load_der_x509_crl(newest.der)
     return new_crl(authority)
 
@@ -94,17 +95,18 @@ def _next_number(session: Session) -> int:
 
 def new_crl(authority: Authority) -> x509.CertificateRevocationList:
     """Sign a CRL of every revoked certificate with the next CRLNumber, and record it."""
+    validity = publication.read(authority.registry).crl_validity  # the workspace's choice
     with authority.transaction() as session:
         audit.lock(session)  # from here to commit no other writer revokes or numbers a CRL
         now = utc_now()
         revoked = list(_revoked(session))
         number = _next_number(session)
-        crl = authority.ca.crl(revoked, now=now, next_update=VALIDITY, number=number)
+        crl = authority.ca.crl(revoked, now=now, next_update=validity, number=number)
         session.add(
             CrlRecord(
                 number=number,
                 this_update=now,
-                next_update=now + VALIDITY,
+                next_update=now + validity,
                 revoked=len(revoked),
                 newest_revocation=max((r.revoked_at for r in revoked), default=None),
                 der=crl.public_bytes(Encoding.DER),
@@ -113,7 +115,7 @@ def new_crl(authority: Authority) -> x509.CertificateRevocationList:
         details = {
             "number": number,
             "revoked": len(revoked),
-            "next_update": (now + VALIDITY).isoformat(),
+            "next_update": (now + validity).isoformat(),
         }
         audit.append(session, "ca.crl", "manufacturing", details)
     return crl

@@ -24,6 +24,7 @@ from sqlalchemy import event, insert
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
+from keyfab.authority import publication
 from keyfab.clock import utc_now
 from keyfab.errors import ConfigError
 from keyfab.pki.ca import PublicKey
@@ -157,10 +158,24 @@ class Authority:
         return self._records[name].key_uri
 
     @functools.cached_property
+    def settings(self) -> publication.Settings:
+        """The workspace's public URLs and validities (read once, like the chain)."""
+        return publication.read(self.registry)
+
+    @functools.cached_property
     def ca(self) -> pki.CertificateAuthority:
-        """The manufacturing CA with its key opened in its root of trust."""
+        """The manufacturing CA with its key opened in its root of trust.
+
+        It adds the workspace's AIA and CRL distribution points, when
+        configured, to everything it issues (``pki.Publication``).
+        """
         manufacturing, root = self.chain
-        return pki.CertificateAuthority(manufacturing, load_key(self.key_uri()), (root,))
+        return pki.CertificateAuthority(
+            manufacturing,
+            load_key(self.key_uri()),
+            (root,),
+            self.settings.publication(MANUFACTURING),
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

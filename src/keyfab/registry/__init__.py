@@ -12,6 +12,7 @@ from keyfab.registry.models import (
     CrlRecord,
     Device,
     DeviceState,
+    Setting,
 )
 from keyfab.registry.rows import certificate_row
 
@@ -27,5 +28,6 @@ __all__ = [
     "Device",
     "DeviceState",
     "Registry",
+    "Setting",
     "certificate_row",
 ]

@@ -148,6 +148,19 @@ class CrlRecord(Base):
     der: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class Setting(Base):
+    """A workspace setting every station and server must agree on (migration 0006).
+
+    In the registry rather than a file, so stations sharing a PostgreSQL
+    registry issue certificates naming the same public URLs. Written only by
+    ``keyfab.authority.publication``.
+    """
+
+    __tablename__ = "settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024))
+
+
 class AuditEvent(Base):
     """One link of the hash chain. ``seq`` is assigned by the audit log, not the engine."""
 

@@ -17,9 +17,10 @@ from sqlalchemy import Row, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from keyfab.clock import as_utc
 from keyfab.errors import NotFoundError, RegistryError
 from keyfab.registry.db import Registry
-from keyfab.registry.models import ApiToken, Batch, CaRecord, Certificate, Device
+from keyfab.registry.models import ApiToken, Batch, CaRecord, Certificate, Device, Setting
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,54 @@ def authorities(registry: Registry) -> Mapping[str, CaRecord]:
     """The workspace's CAs (``root``, ``manufacturing``) by name: certificates and key URIs."""
     with registry.reading() as session:
         return {row.name: row for row in session.scalars(select(CaRecord))}
+
+
+def settings(registry: Registry) -> Mapping[str, str]:
+    """The workspace settings (``name -> value``) every station shares."""
+    with registry.lookup() as connection:
+        return {str(n): str(v) for n, v in connection.execute(select(Setting.name, Setting.value))}
+
+
+@dataclass(frozen=True)
+class Status:
+    """What an OCSP answer needs of one certificate: its DER and its revocation."""
+
+    der: bytes
+    revoked_at: datetime.datetime | None
+    reason: str | None
+
+
+_STATUS = select(Certificate.der, Certificate.revoked_at, Certificate.revocation_reason)
+_REVOCATIONS = select(func.count(), func.max(Certificate.revoked_at)).where(
+    Certificate.revoked_at.is_not(None)
+)
+
+
+def status(registry: Registry, serial_number: str) -> Status | None:
+    """The recorded certificate ``serial_number`` (lowercase hex) for an OCSP answer.
+
+    One Core statement on a lookup connection: OCSP asks this for every
+    certificate not yet in its cache, so no ORM objects or transaction.
+    """
+    with registry.lookup() as connection:
+        row = connection.execute(
+            _STATUS.where(Certificate.serial_number == serial_number)
+        ).one_or_none()
+    if row is None:
+        return None
+    when = None if row[1] is None else as_utc(row[1])
+    return Status(bytes(row[0]), when, row[2])
+
+
+def revocations(registry: Registry) -> tuple[int, datetime.datetime | None]:
+    """(how many certificates are revoked, the newest revocation time).
+
+    Revocations are final, so this pair changes with every revocation and
+    only then: a cheap marker for caches of certificate status.
+    """
+    with registry.lookup() as connection:
+        count, newest = connection.execute(_REVOCATIONS).one()
+    return int(count), None if newest is None else as_utc(newest)
 
 
 def tokens(registry: Registry) -> Sequence[ApiToken]:

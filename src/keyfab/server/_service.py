@@ -12,9 +12,10 @@ import threading
 from dataclasses import dataclass, field
 
 from keyfab.authority import Authority
+from keyfab.authority.ocsp import Responder
 from keyfab.errors import KeyfabError
 from keyfab.provision import run_batch
-from keyfab.registry import Registry
+from keyfab.registry import Registry, queries
 from keyfab.server.est_messages import certs_only
 from keyfab.workspace import Workspace
 
@@ -25,6 +26,7 @@ _log = logging.getLogger(__name__)
 class Service:
     workspace: Workspace
     authority: Authority
+    responder: Responder
     _running: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -32,7 +34,7 @@ class Service:
     def open(cls, workspace: Workspace) -> Service:
         authority = Authority.open(workspace)
         authority.ca  # noqa: B018 - open the CA key now, not on the first request
-        return cls(workspace, authority)
+        return cls(workspace, authority, Responder.open(authority, workspace.home))
 
     @property
     def registry(self) -> Registry:
@@ -42,6 +44,11 @@ class Service:
     def cacerts(self) -> bytes:
         """The EST ``cacerts`` body, built once: the chain cannot change while serving."""
         return certs_only(self.authority.chain)
+
+    @functools.cached_property
+    def ca_certificates(self) -> dict[str, bytes]:
+        """Every CA certificate (DER) by name: the caIssuers URLs serve them."""
+        return {name: row.certificate for name, row in queries.authorities(self.registry).items()}
 
     def start_batch(self, name: str) -> bool:
         """Run a batch's outstanding devices in a background thread; False if running here."""

@@ -10,7 +10,16 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from keyfab import __version__
-from keyfab.server import MAX_BODY, api_batches, api_devices, api_system, est, pages, problems
+from keyfab.server import (
+    MAX_BODY,
+    api_batches,
+    api_devices,
+    api_system,
+    est,
+    ocsp,
+    pages,
+    problems,
+)
 from keyfab.server._json_body import StrictJsonBodies
 from keyfab.server._limits import BodyLimit
 from keyfab.server._logs import AccessLog, one_line_warnings
@@ -44,6 +53,7 @@ def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
     app.include_router(api_devices.router, responses=problems.REST)
     app.include_router(api_batches.router, responses={**problems.REST, **_CONFLICT})
     app.include_router(est.router)
+    app.include_router(ocsp.router)
     pages.install(app)
     return app
 

@@ -1,0 +1,98 @@
+"""OCSP (RFC 6960 appendix A, RFC 5019), the CRL and the CA certificates over plain HTTP.
+
+The URLs keyfab writes into certificates (``keyfab ca urls``) point here:
+``/ocsp`` (POST the DER request, or GET it base64 in the path), ``/crl/<ca>.crl``
+and ``/ca/<ca>.crt``. All public, all DER. Every OCSP request gets an OCSP
+response, errors included (``malformedRequest``, ``unauthorized``,
+``internalError``); only a body of the wrong media type is refused in HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from keyfab.authority import current_crl
+from keyfab.authority.ocsp import MALFORMED, Answer
+from keyfab.pki.ocsp import MAX_REQUEST, MEDIA_REQUEST, MEDIA_RESPONSE
+from keyfab.server.auth import service
+from keyfab.server.problems import ProblemError, problem_responses
+from keyfab.workspace import MANUFACTURING
+
+router = APIRouter(tags=["pki"])
+_MAX_ENCODED = (MAX_REQUEST + 2) // 3 * 4 + 16  # base64 of the largest request, some padding
+_OCSP_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {MEDIA_RESPONSE: {}}, "description": "a DER OCSPResponse"}
+}
+_OCSP_BODY = {
+    "requestBody": {"required": True, "content": {MEDIA_REQUEST: {"schema": {"type": "string"}}}}
+}
+
+
+def _response(answer: Answer) -> Response:
+    """RFC 5019 section 6: a cacheable answer says for how long; the others are not kept."""
+    if answer.max_age is None:
+        control = "no-store"
+    else:
+        control = f"max-age={max(answer.max_age, 0)}, public, no-transform, must-revalidate"
+    return Response(answer.der, media_type=MEDIA_RESPONSE, headers={"Cache-Control": control})
+
+
+async def _answer(request: Request, der: bytes) -> Response:
+    responder = service(request).responder
+    answer = responder.from_memory(der)
+    if answer is None:
+        answer = await run_in_threadpool(responder.respond, der)
+    return _response(answer)
+
+
+@router.post(
+    "/ocsp", responses={**_OCSP_RESPONSE, **problem_responses(413, 415)}, openapi_extra=_OCSP_BODY
+)
+async def ocsp_post(request: Request) -> Response:
+    """An OCSP request in the body (``application/ocsp-request``)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != MEDIA_REQUEST:
+        raise ProblemError(415, "unsupported-media-type", f"send the request as {MEDIA_REQUEST}")
+    return await _answer(request, await request.body())
+
+
+@router.get("/ocsp/{encoded:path}", responses=_OCSP_RESPONSE)
+async def ocsp_get(request: Request, encoded: str) -> Response:
+    """An OCSP request as url-encoded base64 in the path (RFC 6960 appendix A.1)."""
+    if len(encoded) > _MAX_ENCODED:
+        return _response(Answer(MALFORMED))
+    try:
+        der = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return _response(Answer(MALFORMED))
+    return await _answer(request, der)
+
+
+@router.get(
+    "/crl/{name}.crl",
+    responses={200: {"content": {"application/pkix-crl": {}}}, **problem_responses(404)},
+)
+def crl(request: Request, name: str) -> Response:
+    """The CA's current CRL, DER (the CRL distribution point of its certificates)."""
+    if name != MANUFACTURING:
+        raise ProblemError(404, "ca-not-found", f"no CRL for a CA named {name!r}")
+    signed = current_crl(service(request).authority)
+    return Response(signed.public_bytes(Encoding.DER), media_type="application/pkix-crl")
+
+
+@router.get(
+    "/ca/{name}.crt",
+    responses={200: {"content": {"application/pkix-cert": {}}}, **problem_responses(404)},
+)
+def ca_certificate(request: Request, name: str) -> Response:
+    """A CA certificate, DER (the caIssuers URL of the certificates it issued)."""
+    found = service(request).ca_certificates.get(name)
+    if found is None:
+        raise ProblemError(404, "ca-not-found", f"no CA named {name!r}")
+    return Response(found, media_type="application/pkix-cert")
