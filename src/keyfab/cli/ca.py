@@ -13,9 +13,10 @@ import typer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from keyfab.authority import Authority, fingerprint, new_crl, revoke_certificate
+from keyfab.authority import Authority, fingerprint, new_crl, publication, revoke_certificate
+from keyfab.cli._context import operator, workspace
 from keyfab.cli._context import revoke as revoke_as_user
-from keyfab.cli._context import workspace
+from keyfab.cli._duration import duration, spelled
 from keyfab.cli._output import (
     JSON_OPTION,
     certificate_fields,
@@ -165,3 +166,51 @@ def _output_file(out: Path) -> Iterator[BinaryIO]:
         raise ConfigError(f"cannot write {out}: {error.strerror}") from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@app.command()
+def urls(
+    ctx: typer.Context,
+    base: str | None = typer.Option(
+        None, "--base", help="Public URL keyfab serve is reached at, e.g. https://pki.example.com."
+    ),
+    crl_validity: str | None = typer.Option(
+        None, "--crl-validity", help="CRL nextUpdate - thisUpdate, e.g. 7d (default 7d)."
+    ),
+    ocsp_validity: str | None = typer.Option(
+        None, "--ocsp-validity", help="OCSP nextUpdate - thisUpdate, e.g. 1d (default 1d)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show or set the URLs certificates carry (OCSP, caIssuers, CRL) and the validities.
+
+    Certificates issued afterwards carry authorityInfoAccess and CRL distribution
+    points under --base; those issued before stay as they are. Running servers
+    pick the change up when restarted.
+    """
+    with Authority.open(workspace(ctx)) as authority:
+        given = (base, crl_validity, ocsp_validity)
+        settings = (
+            authority.settings
+            if given == (None, None, None)
+            else publication.configure(
+                authority,
+                by=operator(),
+                base_url=base,
+                crl_validity=duration(crl_validity, "--crl-validity"),
+                ocsp_validity=duration(ocsp_validity, "--ocsp-validity"),
+            )
+        )
+    urls = settings.publication(MANUFACTURING)
+    shown = {
+        "base_url": settings.base_url,
+        "ocsp": None if urls is None else urls.ocsp,
+        "ca_issuers": None if urls is None else urls.ca_issuers,
+        "crl": None if urls is None else urls.crl,
+        "crl_validity": spelled(settings.crl_validity),
+        "ocsp_validity": spelled(settings.ocsp_validity),
+    }
+    if as_json:
+        emit_json(shown)
+        return
+    fields("publication", {k: "(not set)" if v is None else v for k, v in shown.items()})

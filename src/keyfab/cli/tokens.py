@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
-import re
-
 import typer
 
 from keyfab.authority import Authority, Role
 from keyfab.authority import tokens as store
 from keyfab.cli._context import workspace
+from keyfab.cli._duration import duration
 from keyfab.cli._output import JSON_OPTION, console, emit_json, errors, table
-from keyfab.errors import ConfigError
 
 app = typer.Typer(help="API tokens for 'keyfab serve'.", no_args_is_help=True)
-
-_DURATION = re.compile(r"(\d{1,6})([mhd])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-
-def _duration(text: str | None) -> datetime.timedelta | None:
-    if text is None:
-        return None
-    match = _DURATION.fullmatch(text)
-    if match is None or int(match.group(1)) == 0:
-        raise ConfigError(f"--expires-in {text!r}: give a number and m, h or d (e.g. 30d)")
-    return datetime.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 @app.command()
@@ -39,7 +24,7 @@ def create(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a token and print it once: only its digest is kept."""
-    lifetime = _duration(expires_in)
+    lifetime = duration(expires_in, "--expires-in")
     with Authority.open(workspace(ctx)) as authority:  # the grant ends with a checkpoint
         token = store.create(
             authority, name, role, expires_in=lifetime, uses=uses, device_serial=device
