@@ -22,9 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyfab import pki
-from keyfab.authority import Authority, issue_station, revoke_certificate
+from keyfab.authority import Authority, issue_station, publication, revoke_certificate
 from keyfab.authority import ocsp as responder_module
-from keyfab.authority import publication
 from keyfab.authority.ocsp import Responder
 from keyfab.errors import ConfigError
 from keyfab.pki import ocsp
@@ -94,7 +93,8 @@ def test_good_revoked_and_unknown(
     good = checked(responder.respond(request_der(device, ca)).der, ca)
     assert good.certificate_status is Status.GOOD
     assert good.serial_number == device.serial_number
-    assert good.next_update_utc is not None and good.this_update_utc < good.next_update_utc
+    assert good.next_update_utc is not None
+    assert good.this_update_utc < good.next_update_utc
 
     revoke_certificate(
         authority, pki.serial_hex(device), pki.RevocationReason.KEY_COMPROMISE, by="test"
@@ -125,14 +125,16 @@ def test_cached_without_nonce_fresh_with_nonce(
     responder = Responder.open(authority, workspace.home)
     plain = request_der(device, authority.certificate)
     first = responder.respond(plain)
-    assert first.max_age is not None and first.max_age > 3600
+    assert first.max_age is not None
+    assert first.max_age > 3600
     assert responder.respond(plain).der == first.der  # signed once, served again
     assert responder.from_memory(plain) == responder.respond(plain)
 
     nonce = bytes(range(32))
     with_nonce = request_der(device, authority.certificate, nonce)
     answer = responder.respond(with_nonce)
-    assert answer.max_age is None and responder.from_memory(with_nonce) is None
+    assert answer.max_age is None
+    assert responder.from_memory(with_nonce) is None
     parsed = checked(answer.der, authority.certificate)
     assert parsed.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
     assert responder.respond(with_nonce).der != answer.der  # a fresh signature each time
@@ -235,7 +237,8 @@ def test_signer_is_shared_recorded_and_rotated(authority: Authority, workspace: 
     )
     Responder.open(authority, workspace.home)
     renewed = _signer(workspace.home)
-    assert renewed != first and renewed != stale
+    assert renewed != first
+    assert renewed != stale
     renewed.verify_directly_issued_by(authority.certificate)
 
 
