@@ -16,12 +16,13 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyfab.authority import current_crl
-from keyfab.authority.ocsp import MALFORMED, Answer
+from keyfab.authority.ocsp import MALFORMED, Answer, Responder
 from keyfab.pki.ocsp import MAX_REQUEST, MEDIA_REQUEST, MEDIA_RESPONSE
 from keyfab.server.auth import service
-from keyfab.server.problems import ProblemError, problem_responses
+from keyfab.server.problems import ProblemError, problem_responses, request_header
 from keyfab.workspace import MANUFACTURING
 
 router = APIRouter(tags=["pki"])
@@ -34,13 +35,16 @@ _OCSP_BODY = {
 }
 
 
-def _response(answer: Answer) -> Response:
-    """RFC 5019 section 6: a cacheable answer says for how long; the others are not kept."""
+def _cache_control(answer: Answer) -> str:
+    """RFC 5019 section 6.2: a cacheable answer says for how long; the others are not kept."""
     if answer.max_age is None:
-        control = "no-store"
-    else:
-        control = f"max-age={max(answer.max_age, 0)}, public, no-transform, must-revalidate"
-    return Response(answer.der, media_type=MEDIA_RESPONSE, headers={"Cache-Control": control})
+        return "no-store"
+    return f"max-age={max(answer.max_age, 0)}, public, no-transform, must-revalidate"
+
+
+def _response(answer: Answer) -> Response:
+    headers = {"Cache-Control": _cache_control(answer)}
+    return Response(answer.der, media_type=MEDIA_RESPONSE, headers=headers)
 
 
 async def _answer(request: Request, der: bytes) -> Response:
@@ -96,3 +100,74 @@ def ca_certificate(request: Request, name: str) -> Response:
     if found is None:
         raise ProblemError(404, "ca-not-found", f"no CA named {name!r}")
     return Response(found, media_type="application/pkix-cert")
+
+
+class CachedAnswers:
+    """ASGI middleware: answer OCSP requests whose signed answer is in memory, first.
+
+    A relying party asks about the same certificates again and again; once an
+    answer is signed, sending it again is a dictionary lookup, and the request
+    routing, body checks and access logging around it would cost several times
+    more. So a cached, cacheable answer is sent from here; everything else (a
+    miss, a nonce, an error, a wrong media type) goes on to the routes above,
+    with what was read of the body replayed. Hits are not access-logged.
+    """
+
+    def __init__(self, app: ASGIApp, responder: Responder):
+        self.app, self.responder = app, responder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/ocsp"):
+            der, receive = await _request_der(scope, receive)
+            answer = None if der is None else self.responder.from_memory(der)
+            if answer is not None and answer.max_age is not None:
+                await _send(send, answer)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _request_der(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
+    """The DER request of a plain GET or a small POST, and a receive that replays the body."""
+    if scope["method"] == "GET" and scope["path"].startswith("/ocsp/"):
+        encoded = scope["path"][len("/ocsp/") :]
+        try:
+            return base64.b64decode(encoded, validate=True), receive
+        except (binascii.Error, ValueError):
+            return None, receive
+    length = request_header(scope, b"content-length")
+    media = (request_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if (
+        scope["method"] != "POST"
+        or media != MEDIA_REQUEST
+        or length is None
+        or not length.isdigit()
+        or int(length) > MAX_REQUEST
+    ):
+        return None, receive
+    messages, body = [], b""
+    while True:
+        message = await receive()
+        messages.append(message)
+        body += message.get("body", b"")
+        if (
+            message["type"] != "http.request"
+            or not message.get("more_body")
+            or len(body) > MAX_REQUEST
+        ):
+            break
+    replay = iter(messages)
+
+    async def replayed() -> Message:
+        return next(replay, None) or await receive()
+
+    return body, replayed
+
+
+async def _send(send: Send, answer: Answer) -> None:
+    headers = [
+        (b"content-type", MEDIA_RESPONSE.encode()),
+        (b"content-length", str(len(answer.der)).encode()),
+    ]
+    headers.append((b"cache-control", _cache_control(answer).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.der})
