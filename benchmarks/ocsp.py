@@ -38,6 +38,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks.enroll
+
+from benchmarks.enroll import tree_cpu
 from keyfab import pki
 from keyfab.authority import initialise
 from keyfab.registry import queries
@@ -83,6 +86,56 @@ def http_post(port: int, path: str, body: bytes) -> bytes:
     return b"".join(chunks)
 
 
+class KeepAlive:
+    """One client's HTTP/1.1 connection, kept open while the server allows (RFC 5019 clients
+    reuse theirs); opened again whenever the server closes it."""
+
+    def __init__(self, port: int, path: str):
+        self.port, self.path, self.connection = port, path, None
+        self.reader: object = None
+
+    def post(self, body: bytes) -> bytes:
+        head = (
+            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            "Connection: keep-alive\r\n"
+            f"Content-Type: application/ocsp-request\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        for _ in range(2):
+            if self.connection is None:
+                self.connection = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+                self.reader = self.connection.makefile("rb")
+            try:
+                self.connection.sendall(head + body)
+                return self._read()
+            except (OSError, EOFError):
+                self.close()
+        raise SystemExit("the server closed the connection twice in a row")
+
+    def _read(self) -> bytes:
+        reader = self.reader
+        assert hasattr(reader, "readline") and hasattr(reader, "read")
+        status = reader.readline()
+        if not status:
+            raise EOFError
+        lines, length, close = [status], 0, False
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            lines.append(line)
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            if name.lower() == "connection" and "close" in value.lower():
+                close = True
+        answer = b"".join(lines) + b"\r\n" + reader.read(length)
+        if close or status.startswith(b"HTTP/1.0"):
+            self.close()
+        return answer
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        self.connection = None
+
+
 def check(answer: bytes) -> None:
     """The answer is a 200 with a successful OCSP response saying good."""
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -109,7 +162,7 @@ def wait_ready(
 
 
 def _client_process(
-    port: int, path: str, requests: list[bytes], count: int, threads: int
+    port: int, path: str, requests: list[bytes], count: int, threads: int, keep_alive: bool
 ) -> tuple[list[float], float]:
     latencies: list[float] = []
     lock = threading.Lock()
@@ -117,10 +170,11 @@ def _client_process(
 
     def worker() -> None:
         mine = []
+        client = KeepAlive(port, path) if keep_alive else None
         for index in remaining:  # next() on a shared iterator is atomic under the GIL
             body = requests[index % len(requests)]
             started = time.perf_counter()
-            answer = http_post(port, path, body)
+            answer = http_post(port, path, body) if client is None else client.post(body)
             mine.append(time.perf_counter() - started)
             if index % 97 == 0:
                 check(answer)
@@ -136,8 +190,15 @@ def _client_process(
     return latencies, time.perf_counter() - started
 
 
-def load(port: int, path: str, requests: list[bytes], args: argparse.Namespace) -> dict[str, float]:
-    """``args.count`` requests from ``args.clients`` threads spread over processes."""
+def load(
+    pid: int, port: int, path: str, requests: list[bytes], args: argparse.Namespace
+) -> dict[str, float]:
+    """``args.count`` requests from ``args.clients`` threads spread over processes.
+
+    The server's CPU per response is measured too: on a shared machine the
+    rates move with the load, CPU per response much less.
+    """
+    cpu = tree_cpu(pid)
     procs = args.processes
     with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("fork")) as pool:
         results = list(
@@ -148,6 +209,7 @@ def load(port: int, path: str, requests: list[bytes], args: argparse.Namespace) 
                 [requests] * procs,
                 [args.count // procs] * procs,
                 [args.clients // procs] * procs,
+                [args.keep_alive] * procs,
             )
         )
     latencies = [lat for lats, _ in results for lat in lats]
@@ -156,6 +218,7 @@ def load(port: int, path: str, requests: list[bytes], args: argparse.Namespace) 
         "rate": len(latencies) / max(e for _, e in results),
         "p50": quantiles[49] * 1e3,
         "p99": quantiles[98] * 1e3,
+        "cpu_us": (tree_cpu(pid) - cpu) * 1e6 / len(latencies),
     }
 
 
@@ -180,7 +243,9 @@ def prepare(folder: Path, devices: int) -> tuple[Workspace, list[bytes], int]:
     )  # fmt: skip
     space = Workspace(home)
     with space.registry() as registry:
-        ca = x509.load_der_x509_certificate(queries.authorities(registry)["manufacturing"].certificate)
+        ca = x509.load_der_x509_certificate(
+            queries.authorities(registry)["manufacturing"].certificate
+        )
         certificates = [
             x509.load_der_x509_certificate(row.der)
             for _, row in queries.batch_certificates(registry, "bench")
@@ -198,7 +263,9 @@ def prepare(folder: Path, devices: int) -> tuple[Workspace, list[bytes], int]:
     return space, requests, len(certificates)
 
 
-def run_keyfab(space: Workspace, requests: list[bytes], args: argparse.Namespace) -> dict[str, float]:
+def run_keyfab(
+    space: Workspace, requests: list[bytes], args: argparse.Namespace
+) -> dict[str, float]:
     port = free_port()
     log = (space.home.parent / "serve.log").open("wb")
     process = subprocess.Popen(
@@ -211,14 +278,16 @@ def run_keyfab(space: Workspace, requests: list[bytes], args: argparse.Namespace
         for body in requests:  # warm every worker's cache (each worker signs once per CertID)
             for _ in range(args.workers * 2):
                 check(http_post(port, "/ocsp", body))
-        return load(port, "/ocsp", requests, args)
+        return load(process.pid, port, "/ocsp", requests, args)
     finally:
         process.terminate()
         process.wait(timeout=30)
         log.close()
 
 
-def run_openssl(space: Workspace, requests: list[bytes], args: argparse.Namespace) -> dict[str, float]:
+def run_openssl(
+    space: Workspace, requests: list[bytes], args: argparse.Namespace
+) -> dict[str, float]:
     folder, signer = space.home.parent, space.home / "ocsp"
     port = free_port()
     log = (folder / "openssl.log").open("wb")
@@ -231,7 +300,7 @@ def run_openssl(space: Workspace, requests: list[bytes], args: argparse.Namespac
     )  # fmt: skip
     try:
         wait_ready(port, "/", requests[0], process, folder / "openssl.log")
-        return load(port, "/", requests, args)
+        return load(process.pid, port, "/", requests, args)
     finally:  # -multi's parent does not pass SIGTERM on: stop its whole process group
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -246,6 +315,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4, help="client processes")
     parser.add_argument("--devices", type=int, default=100, help="certificates asked about")
     parser.add_argument("--workers", type=int, default=2, help="server processes, both servers")
+    parser.add_argument(
+        "--keep-alive", action="store_true", help="HTTP/1.1 persistent connections where allowed"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         space, requests, devices = prepare(Path(tmp), args.devices)
@@ -256,14 +328,18 @@ def main() -> None:
             Responder.open(authority, space.home)
         keyfab = run_keyfab(space, requests, args)
         openssl = run_openssl(space, requests, args)
-    print(f"\n{args.count} OCSP requests (no nonce, one connection each) over {devices}", end=" ")
+    connections = "persistent connections" if args.keep_alive else "one connection each"
+    print(f"\n{args.count} OCSP requests (no nonce, {connections}) over {devices}", end=" ")
     print(f"certificates, {args.clients} concurrent clients, {os.cpu_count()} cores")
-    print(f"{'server':<52} {'resp/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'server':<52} {'resp/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/resp':>12}")
     for label, result in (
         (f"keyfab serve --insecure-http --workers {args.workers}", keyfab),
         (f"openssl ocsp -index -nmin 60 -multi {args.workers}", openssl),
     ):
-        print(f"{label:<52} {result['rate']:>8.0f} {result['p50']:>8.1f} {result['p99']:>8.1f}")
+        print(
+            f"{label:<52} {result['rate']:>8.0f} {result['p50']:>8.1f} {result['p99']:>8.1f}"
+            f" {result['cpu_us']:>12.0f}"
+        )
     print(f"keyfab / openssl rate: {keyfab['rate'] / openssl['rate']:.2f}x")
     print(f"({pki.Profile.OCSP_SIGNER} signer shared by both; clients on the same machine)")
 
