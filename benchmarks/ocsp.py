@@ -20,6 +20,7 @@ Prints responses/s and p50/p99 latency for each, and the ratio.
 from __future__ import annotations
 
 import argparse
+import io
 import multiprocessing
 import os
 import signal
@@ -91,8 +92,9 @@ class KeepAlive:
     reuse theirs); opened again whenever the server closes it."""
 
     def __init__(self, port: int, path: str):
-        self.port, self.path, self.connection = port, path, None
-        self.reader: object = None
+        self.port, self.path = port, path
+        self.connection: socket.socket | None = None
+        self.reader: io.BufferedReader | None = None
 
     def post(self, body: bytes) -> bytes:
         head = (
@@ -113,7 +115,7 @@ class KeepAlive:
 
     def _read(self) -> bytes:
         reader = self.reader
-        assert hasattr(reader, "readline") and hasattr(reader, "read")
+        assert reader is not None  # post() opened it
         status = reader.readline()
         if not status:
             raise EOFError
@@ -255,7 +257,7 @@ def prepare(folder: Path, devices: int) -> tuple[Workspace, list[bytes], int]:
         index.writelines(index_line(c) for c in certificates)
     requests = [
         ocsp.OCSPRequestBuilder()
-        .add_certificate(c, ca, hashes.SHA1())  # noqa: S303 - what OpenSSL clients send
+        .add_certificate(c, ca, hashes.SHA1())  # what OpenSSL clients send
         .build()
         .public_bytes(serialization.Encoding.DER)
         for c in certificates
