@@ -66,7 +66,7 @@ async def ocsp_post(request: Request) -> Response:
     return await _answer(request, await request.body())
 
 
-@router.get("/ocsp/{encoded:path}", responses=_OCSP_RESPONSE)
+@router.get("/ocsp/{encoded:path}", responses={**_OCSP_RESPONSE, **problem_responses(422)})
 async def ocsp_get(request: Request, encoded: str) -> Response:
     """An OCSP request as url-encoded base64 in the path (RFC 6960 appendix A.1)."""
     if len(encoded) > _MAX_ENCODED:
@@ -80,7 +80,7 @@ async def ocsp_get(request: Request, encoded: str) -> Response:
 
 @router.get(
     "/crl/{name}.crl",
-    responses={200: {"content": {"application/pkix-crl": {}}}, **problem_responses(404)},
+    responses={200: {"content": {"application/pkix-crl": {}}}, **problem_responses(404, 422)},
 )
 def crl(request: Request, name: str) -> Response:
     """The CA's current CRL, DER (the CRL distribution point of its certificates)."""
@@ -92,7 +92,7 @@ def crl(request: Request, name: str) -> Response:
 
 @router.get(
     "/ca/{name}.crt",
-    responses={200: {"content": {"application/pkix-cert": {}}}, **problem_responses(404)},
+    responses={200: {"content": {"application/pkix-cert": {}}}, **problem_responses(404, 422)},
 )
 def ca_certificate(request: Request, name: str) -> Response:
     """A CA certificate, DER (the caIssuers URL of the certificates it issued)."""
