@@ -34,3 +34,17 @@ def parse_duration(text: str, what: str) -> datetime.timedelta:
     if match is None or int(match.group(1)) == 0:
         raise ConfigError(f"{what} {text!r}: give a number and s, m, h or d (e.g. 30d)")
     return datetime.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def parse_optional_duration(text: str | None, what: str) -> datetime.timedelta | None:
+    """``parse_duration`` for an option that may be left out (None stays None)."""
+    return None if text is None else parse_duration(text, what)
+
+
+def spell_duration(value: datetime.timedelta) -> str:
+    """A period the way ``parse_duration`` reads it back: ``7d``, ``12h``, ``90m``, ``45s``."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,4 +1,4 @@
-"""``keyfab fit sign --product`` records the release U-Boot will measure; migration 0009."""
+"""``keyfab fit sign --product`` records the release U-Boot will measure; migration 0008."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_fit_sign_without_product_records_nothing_and_says_so(
     assert json.loads(keyfab("fit", "releases", "--json")[1]) == []
 
 
-def test_migration_0009_on_a_registry_with_data(tmp_path: Path) -> None:
+def test_migration_0008_on_a_registry_with_data(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     registry = Registry(url)
     with registry.engine.begin() as connection:

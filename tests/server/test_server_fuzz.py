@@ -44,6 +44,12 @@ def _pkixcmp(ctx: object, value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
+@schemathesis.serializer("application/ocsp-request")
+def _ocsp_request(ctx: object, value: object) -> bytes:
+    """OCSP bodies are DER; generated values go out as their UTF-8 text (garbage DER)."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     home = tmp_path_factory.mktemp("fuzz") / "home"

@@ -8,7 +8,7 @@ checkpoints, API tokens and station identities, rotating the CAs. ``provision``,
 ``cli`` call it; it stands on ``pki``, ``registry``, ``audit`` and ``rot``.
 """
 
-from keyfab.authority import enrolment, tokens
+from keyfab.authority import enrolment, publication, tokens
 from keyfab.authority.credentials import (
     NewCredential,
     issue_cmp_responder,
@@ -50,6 +50,7 @@ __all__ = [
     "issue_tls_server",
     "labelled",
     "new_crl",
+    "publication",
     "record",
     "revoke_certificate",
     "revoke_device",

@@ -91,3 +91,18 @@ def issue_manifest_signer(
         events=[audit.Entry("manifest.signer_issued", name, details)],
         serial_number=number,
     )
+
+
+def issue_ocsp_signer(authority: Authority, ca_name: str) -> NewCredential:
+    """A delegated OCSP signer for CA ``ca_name`` and its new key (7 days, see ``pki.ocsp_signer``).
+
+    Signed by that CA itself (RFC 6960 section 4.2.2.2), retired or not: a
+    signer issued by any other key would be refused by every client.
+    """
+    key, pem = _new_key()
+    number, label = labelled(f"{pki.Profile.OCSP_SIGNER}:{ca_name}")
+    template = pki.ocsp_signer(authority.organization, ca_name)
+    certificate = authority.issue(
+        template, key.public_key(), key_label=label, serial_number=number, ca=ca_name
+    )
+    return NewCredential(certificate, pem)

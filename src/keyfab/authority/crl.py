@@ -28,12 +28,10 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
+from keyfab.authority import publication
 from keyfab.authority.service import Authority
 from keyfab.clock import utc_now
 from keyfab.registry import AuditHead, Certificate, CrlRecord
-
-VALIDITY = datetime.timedelta(days=7)
-"""How far ahead nextUpdate is set."""
 
 
 def _revoked_by(ca: str) -> ColumnElement[bool]:
@@ -55,13 +53,15 @@ def _newest(session: Session, ca: str) -> CrlRecord | None:
     ).first()
 
 
-def _still_current(crl: CrlRecord | None, session: Session, now: datetime.datetime) -> bool:
-    """True if ``crl`` lists every revocation and is not close to its nextUpdate.
+def _still_current(
+    crl: CrlRecord | None, session: Session, now: datetime.datetime, validity: datetime.timedelta
+) -> bool:
+    """True if ``crl`` lists every revocation and has a third of ``validity`` left.
 
     Revocations are never undone, so the set of revoked certificates only
     grows: the same count and the same newest revocation time mean the same set.
     """
-    if crl is None or crl.next_update - now < VALIDITY / 3:
+    if crl is None or crl.next_update - now < validity / 3:
         return False
     return _revocation_state(session, crl.ca) == (crl.revoked, crl.newest_revocation)
 
@@ -72,7 +72,8 @@ def current_crl(authority: Authority, ca: str | None = None) -> x509.Certificate
     name = authority.record_of(ca).name if ca else authority.issuing
     with authority.registry.reading() as session:
         newest = _newest(session, name)
-        if newest is not None and _still_current(newest, session, utc_now()):
+        validity = publication.read(authority.registry).crl_validity
+        if newest is not None and _still_current(newest, session, utc_now(), validity):
             return x509.load_der_x509_crl(newest.der)
     return new_crl(authority, name)
 
@@ -106,21 +107,22 @@ def _next_number(session: Session) -> int:
 
 def new_crl(authority: Authority, ca: str | None = None) -> x509.CertificateRevocationList:
     """Sign CA ``ca``'s CRL (default: the issuing CA's) of every revoked certificate it
-    issued, with the next CRLNumber, and record it."""
+    issued, with the next CRLNumber and the workspace's validity, and record it."""
     name = authority.record_of(ca).name if ca else authority.issuing
     signer = authority.open_ca(name)  # the key opens (HSM login) before the lock is taken
+    validity = publication.read(authority.registry).crl_validity  # the workspace's choice
     with authority.transaction() as session:
         audit.lock(session)  # from here to commit no other writer revokes or numbers a CRL
         now = utc_now()
         revoked = list(_revoked(session, name))
         number = _next_number(session)
-        crl = signer.crl(revoked, now=now, next_update=VALIDITY, number=number)
+        crl = signer.crl(revoked, now=now, next_update=validity, number=number)
         session.add(
             CrlRecord(
                 number=number,
                 ca=name,
                 this_update=now,
-                next_update=now + VALIDITY,
+                next_update=now + validity,
                 revoked=len(revoked),
                 newest_revocation=max((r.revoked_at for r in revoked), default=None),
                 der=crl.public_bytes(Encoding.DER),
@@ -129,7 +131,7 @@ def new_crl(authority: Authority, ca: str | None = None) -> x509.CertificateRevo
         details = {
             "number": number,
             "revoked": len(revoked),
-            "next_update": (now + VALIDITY).isoformat(),
+            "next_update": (now + validity).isoformat(),
         }
         audit.append(session, "ca.crl", name, details)
     return crl

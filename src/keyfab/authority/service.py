@@ -25,6 +25,7 @@ from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
+from keyfab.authority import publication
 from keyfab.clock import utc_now
 from keyfab.errors import ConfigError, NotFoundError, PkiError
 from keyfab.pki.ca import PublicKey
@@ -273,6 +274,11 @@ class Authority:
         return self.record_of(name or self.issuing).key_uri
 
     @functools.cached_property
+    def settings(self) -> publication.Settings:
+        """The workspace's public URLs and validities (read once, like the chain)."""
+        return publication.read(self.registry)
+
+    @functools.cached_property
     def ca(self) -> pki.CertificateAuthority:
         """The issuing manufacturing CA with its key opened in its root of trust."""
         return self.open_ca(self.issuing)
@@ -284,13 +290,16 @@ class Authority:
             parent = self.issuer_of(name)
             above = () if parent == name else (self.certificate_of(parent),)
             self._opened[name] = pki.CertificateAuthority(
-                certificate, load_key(self.key_uri(name)), above
+                certificate,
+                load_key(self.key_uri(name)),
+                above,
+                self.settings.publication(name),  # AIA and CRL distribution points, if set
             )
         return self._opened[name]
 
     def refresh(self) -> None:
         """Forget what was read and opened: the next use sees the CAs as recorded now."""
-        for cached in ("records", "issuing", "chain", "ca"):
+        for cached in ("records", "issuing", "chain", "ca", "settings"):
             self.__dict__.pop(cached, None)
         self._opened.clear()
 
@@ -308,9 +317,15 @@ class Authority:
         device_id: int | None = None,
         details: Mapping[str, Any] | None = None,
         serial_number: int | None = None,
+        ca: str | None = None,
     ) -> Issued:
-        """Sign a certificate to be recorded by ``record`` in the caller's transaction."""
-        certificate = self.ca.issue(template, public_key, serial_number=serial_number)
+        """Sign a certificate to be recorded by ``record`` in the caller's transaction.
+
+        ``ca`` names another CA of the workspace than the issuing one: a retired
+        CA still delegates its own OCSP signer, for instance.
+        """
+        signer = self.ca if ca is None else self.open_ca(ca)
+        certificate = signer.issue(template, public_key, serial_number=serial_number)
         return Issued(certificate, template.profile, key_label, device_id, details or {})
 
     def issue(
@@ -323,6 +338,7 @@ class Authority:
         events: Sequence[audit.Entry] = (),
         serial_number: int | None = None,
         witnessed: bool = False,
+        ca: str | None = None,
     ) -> x509.Certificate:
         """Sign and record a certificate that belongs to no device, in one transaction.
 
@@ -330,7 +346,12 @@ class Authority:
         that grant access (a station's): see ``checkpoint``.
         """
         issued = self.sign(
-            template, public_key, key_label=key_label, details=details, serial_number=serial_number
+            template,
+            public_key,
+            key_label=key_label,
+            details=details,
+            serial_number=serial_number,
+            ca=ca,
         )
         with self.transaction() as session:
             record(session, [issued], events)

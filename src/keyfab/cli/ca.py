@@ -13,10 +13,10 @@ import typer
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from keyfab.authority import Authority, fingerprint, new_crl, revoke_certificate
+from keyfab.authority import Authority, fingerprint, new_crl, publication, revoke_certificate
 from keyfab.authority import rotate as rotate_ca
+from keyfab.cli._context import operator, workspace
 from keyfab.cli._context import revoke as revoke_as_user
-from keyfab.cli._context import workspace
 from keyfab.cli._output import (
     JSON_OPTION,
     certificate_fields,
@@ -26,6 +26,7 @@ from keyfab.cli._output import (
     reason_option,
     table,
 )
+from keyfab.clock import parse_optional_duration, spell_duration
 from keyfab.errors import ConfigError
 from keyfab.pki import Profile, serial_hex
 from keyfab.pki.display import readable_name
@@ -221,3 +222,51 @@ def _output_file(out: Path) -> Iterator[BinaryIO]:
         raise ConfigError(f"cannot write {out}: {error.strerror}") from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@app.command()
+def urls(
+    ctx: typer.Context,
+    base: str | None = typer.Option(
+        None, "--base", help="Public URL keyfab serve is reached at, e.g. https://pki.example.com."
+    ),
+    crl_validity: str | None = typer.Option(
+        None, "--crl-validity", help="CRL nextUpdate - thisUpdate, e.g. 7d (default 7d)."
+    ),
+    ocsp_validity: str | None = typer.Option(
+        None, "--ocsp-validity", help="OCSP nextUpdate - thisUpdate, e.g. 1d (default 1d)."
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show or set the URLs certificates carry (OCSP, caIssuers, CRL) and the validities.
+
+    Certificates issued afterwards carry authorityInfoAccess and CRL distribution
+    points under --base; those issued before stay as they are. Running servers
+    pick the change up when restarted.
+    """
+    with Authority.open(workspace(ctx)) as authority:
+        given = (base, crl_validity, ocsp_validity)
+        settings = (
+            authority.settings
+            if given == (None, None, None)
+            else publication.configure(
+                authority,
+                by=operator(),
+                base_url=base,
+                crl_validity=parse_optional_duration(crl_validity, "--crl-validity"),
+                ocsp_validity=parse_optional_duration(ocsp_validity, "--ocsp-validity"),
+            )
+        )
+    urls = settings.publication(authority.issuing)
+    shown = {
+        "base_url": settings.base_url,
+        "ocsp": None if urls is None else urls.ocsp,
+        "ca_issuers": None if urls is None else urls.ca_issuers,
+        "crl": None if urls is None else urls.crl,
+        "crl_validity": spell_duration(settings.crl_validity),
+        "ocsp_validity": spell_duration(settings.ocsp_validity),
+    }
+    if as_json:
+        emit_json(shown)
+        return
+    fields("publication", {k: "(not set)" if v is None else v for k, v in shown.items()})

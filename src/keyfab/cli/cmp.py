@@ -7,9 +7,8 @@ import typer
 from keyfab.authority import Authority
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json, errors
-from keyfab.cli.tokens import _duration
+from keyfab.clock import parse_duration
 from keyfab.cmp import state
-from keyfab.errors import ConfigError
 
 app = typer.Typer(help="Lightweight CMP (RFC 9483) for 'keyfab serve'.", no_args_is_help=True)
 
@@ -25,9 +24,7 @@ def secret(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """A one-time secret for 'openssl cmp -cmd ir -ref REF -secret pass:SECRET'; shown once."""
-    lifetime = _duration(expires)
-    if lifetime is None:
-        raise ConfigError("--expires is required")
+    lifetime = parse_duration(expires, "--expires")
     space = workspace(ctx)
     with Authority.open(space) as authority:
         made = state.create_secret(

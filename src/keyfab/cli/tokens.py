@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
-
 import typer
 
 from keyfab.authority import Authority, Role
 from keyfab.authority import tokens as store
 from keyfab.cli._context import workspace
 from keyfab.cli._output import JSON_OPTION, console, emit_json, errors, table
-from keyfab.clock import parse_duration
+from keyfab.clock import parse_optional_duration
 
 app = typer.Typer(help="API tokens for 'keyfab serve'.", no_args_is_help=True)
-
-
-def _duration(text: str | None) -> datetime.timedelta | None:
-    return None if text is None else parse_duration(text, "--expires-in")
 
 
 @app.command()
@@ -30,7 +24,7 @@ def create(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a token and print it once: only its digest is kept."""
-    lifetime = _duration(expires_in)
+    lifetime = parse_optional_duration(expires_in, "--expires-in")
     with Authority.open(workspace(ctx)) as authority:  # the grant ends with a checkpoint
         token = store.create(
             authority, name, role, expires_in=lifetime, uses=uses, device_serial=device

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from keyfab.clock import utc_now
 from keyfab.errors import PkiError, VerificationError
 from keyfab.pki.keypolicy import check_csr_signature, check_public_key
-from keyfab.pki.profiles import Template
+from keyfab.pki.profiles import UNPUBLISHED, Publication, Template
 from keyfab.pki.revocation import RevokedCertificate
 
 CAKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -71,6 +71,7 @@ def _build(
     issuer_key_id: x509.AuthorityKeyIdentifier | None,
     serial_number: int,
     now: datetime.datetime,
+    publication: Publication | None = None,
 ) -> x509.CertificateBuilder:
     not_before = now - _BACKDATE
     builder = (
@@ -85,7 +86,10 @@ def _build(
     )
     if issuer_key_id is not None:
         builder = builder.add_extension(issuer_key_id, critical=False)
-    for extension, critical in template.extensions:
+    extensions = template.extensions
+    if publication is not None and template.profile not in UNPUBLISHED:
+        extensions += publication.extensions()
+    for extension, critical in extensions:
         builder = builder.add_extension(extension, critical=critical)
     return builder
 
@@ -97,6 +101,7 @@ class CertificateAuthority:
     certificate: x509.Certificate
     key: CAKey
     chain: tuple[x509.Certificate, ...] = ()  # issuers above this CA, up to the root
+    publication: Publication | None = None  # AIA and CRL DP for what it issues, if configured
 
     def __post_init__(self) -> None:
         if self.certificate.public_key() != self.key.public_key():
@@ -151,6 +156,7 @@ class CertificateAuthority:
             self.key_id,
             serial_number or new_serial_number(),
             now or utc_now(),
+            self.publication,
         )
         return builder.sign(self.key, signature_hash(self.key))
 

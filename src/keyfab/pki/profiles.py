@@ -14,7 +14,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from keyfab.clock import UTC
 from keyfab.errors import ConfigError
@@ -41,7 +41,18 @@ class Profile(enum.StrEnum):
     MANIFEST_SIGNER = "manifest-signer"
     ROOT_LINK = "root-link"  # a root's key certified by another root (RFC 4210 section 4.4)
     CMP_RESPONDER = "cmp-responder"
+    OCSP_SIGNER = "ocsp-signer"
 
+
+UNPUBLISHED = frozenset(
+    {Profile.ROOT_CA, Profile.MANUFACTURING_CA, Profile.ROOT_LINK, Profile.OCSP_SIGNER}
+)
+"""Profiles that never carry AIA or CRL distribution points (see ``Publication``).
+
+The CAs are checked against the root, not through their own services; an OCSP
+signer carries id-pkix-ocsp-nocheck, so pointing it at a status service would
+only invite a loop.
+"""
 
 DEVICE_PROFILES = frozenset({Profile.IDEVID, Profile.LDEVID})
 """Profiles whose certificate proves a device's identity (e.g. for mutual TLS)."""
@@ -316,3 +327,62 @@ def cmp_responder(organization: str, days: int = 90) -> Template:
         ),
         validity=datetime.timedelta(days=days),
     )
+
+
+OCSP_SIGNER_DAYS = 7
+
+
+def ocsp_signer(organization: str, ca_name: str, days: int = OCSP_SIGNER_DAYS) -> Template:
+    """A CA's delegated OCSP responder (RFC 6960 section 4.2.2.2).
+
+    id-kp-OCSPSigning makes relying parties accept its responses for the CA
+    that issued it; id-pkix-ocsp-nocheck tells them not to check its own
+    status, which is safe only because it is short-lived (7 days) and
+    re-issued by ``keyfab.authority.ocsp`` well before it expires.
+    """
+    return Template(
+        profile=Profile.OCSP_SIGNER,
+        subject=_name(organization, f"{ca_name} OCSP signer"),
+        extensions=(
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_SIGN_ONLY, True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), False),
+            (x509.OCSPNoCheck(), False),
+        ),
+        validity=datetime.timedelta(days=days),
+    )
+
+
+@dataclass(frozen=True)
+class Publication:
+    """Where relying parties find a CA's certificate, its OCSP responder and its CRL.
+
+    Added by ``CertificateAuthority.issue`` to every certificate it signs
+    except ``UNPUBLISHED`` profiles: one place, so no profile can forget it.
+    """
+
+    ocsp: str
+    ca_issuers: str
+    crl: str
+
+    @classmethod
+    def under(cls, base_url: str, ca_name: str) -> Publication:
+        """The URLs keyfab serves for CA ``ca_name`` below ``base_url``."""
+        base = base_url.rstrip("/")
+        return cls(f"{base}/ocsp", f"{base}/ca/{ca_name}.crt", f"{base}/crl/{ca_name}.crl")
+
+    def extensions(self) -> tuple[tuple[x509.ExtensionType, bool], ...]:
+        access = x509.AuthorityInformationAccess(
+            [
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.OCSP,
+                    x509.UniformResourceIdentifier(self.ocsp),
+                ),
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.CA_ISSUERS,
+                    x509.UniformResourceIdentifier(self.ca_issuers),
+                ),
+            ]
+        )
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(self.crl)], None, None, None)
+        return ((access, False), (x509.CRLDistributionPoints([point]), False))

@@ -21,6 +21,7 @@ from keyfab.registry.models import (
     Device,
     DeviceState,
     Release,
+    Setting,
 )
 from keyfab.registry.rows import certificate_row
 
@@ -45,5 +46,6 @@ __all__ = [
     "DeviceState",
     "Registry",
     "Release",
+    "Setting",
     "certificate_row",
 ]

@@ -152,7 +152,7 @@ class Device(Base):
     # Why the device is failed (migration 0004): on the row, so a listing needs no
     # join on the audit log; cleared when a resumed device is issued or provisioned.
     failure: Mapped[str | None] = mapped_column(String(FAILURE_MAX))
-    # The newest attestation verdict and its time (migration 0010): counting devices
+    # The newest attestation verdict and its time (migration 0009): counting devices
     # by state, stale ones included, is one range scan of ix_devices_attestation.
     attestation: Mapped[str] = mapped_column(
         String(16), default=AttestationState.NEVER, server_default=AttestationState.NEVER
@@ -204,6 +204,19 @@ class CrlRecord(Base):
     revoked: Mapped[int] = mapped_column(Integer)  # how many entries it lists
     newest_revocation: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
     der: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Setting(Base):
+    """A workspace setting every station and server must agree on (migration 0010).
+
+    In the registry rather than a file, so stations sharing a PostgreSQL
+    registry issue certificates naming the same public URLs. Written only by
+    ``keyfab.authority.publication``.
+    """
+
+    __tablename__ = "settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(1024))
 
 
 class AuditEvent(Base):

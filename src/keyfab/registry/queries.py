@@ -18,7 +18,7 @@ from sqlalchemy import Row, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
-from keyfab.clock import utc_now
+from keyfab.clock import as_utc, utc_now
 from keyfab.errors import NotFoundError, RegistryError
 from keyfab.pki.profiles import Profile
 from keyfab.registry.db import Registry
@@ -33,6 +33,7 @@ from keyfab.registry.models import (
     Certificate,
     Device,
     Release,
+    Setting,
 )
 
 
@@ -370,6 +371,54 @@ def root_update(registry: Registry) -> RootUpdate | None:
         x509.load_der_x509_certificate(links[link_label(new.name, old.name)]),
         x509.load_der_x509_certificate(links[link_label(old.name, new.name)]),
     )
+
+
+def settings(registry: Registry) -> Mapping[str, str]:
+    """The workspace settings (``name -> value``) every station shares."""
+    with registry.lookup() as connection:
+        return {str(n): str(v) for n, v in connection.execute(select(Setting.name, Setting.value))}
+
+
+@dataclass(frozen=True)
+class Status:
+    """What an OCSP answer needs of one certificate: its DER and its revocation."""
+
+    der: bytes
+    revoked_at: datetime.datetime | None
+    reason: str | None
+
+
+_STATUS = select(Certificate.der, Certificate.revoked_at, Certificate.revocation_reason)
+_REVOCATIONS = select(func.count(), func.max(Certificate.revoked_at)).where(
+    Certificate.revoked_at.is_not(None)
+)
+
+
+def status(registry: Registry, serial_number: str) -> Status | None:
+    """The recorded certificate ``serial_number`` (lowercase hex) for an OCSP answer.
+
+    One Core statement on a lookup connection: OCSP asks this for every
+    certificate not yet in its cache, so no ORM objects or transaction.
+    """
+    with registry.lookup() as connection:
+        row = connection.execute(
+            _STATUS.where(Certificate.serial_number == serial_number)
+        ).one_or_none()
+    if row is None:
+        return None
+    when = None if row[1] is None else as_utc(row[1])
+    return Status(bytes(row[0]), when, row[2])
+
+
+def revocations(registry: Registry) -> tuple[int, datetime.datetime | None]:
+    """(how many certificates are revoked, the newest revocation time).
+
+    Revocations are final, so this pair changes with every revocation and
+    only then: a cheap marker for caches of certificate status.
+    """
+    with registry.lookup() as connection:
+        count, newest = connection.execute(_REVOCATIONS).one()
+    return int(count), None if newest is None else as_utc(newest)
 
 
 def tokens(registry: Registry) -> Sequence[ApiToken]:

@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from keyfab.authority import Authority
+from keyfab.authority.ocsp import Responder as OcspResponder
 from keyfab.errors import KeyfabError
 from keyfab.provision import run_batch
-from keyfab.registry import Registry
+from keyfab.registry import Registry, queries
 from keyfab.server.est_messages import certs_only
 from keyfab.workspace import Workspace
 
 if TYPE_CHECKING:
-    from keyfab.cmp.responder import Responder
+    from keyfab.cmp.responder import Responder as CmpResponder
 
 _log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ _log = logging.getLogger(__name__)
 class Service:
     workspace: Workspace
     authority: Authority
+    ocsp: OcspResponder
     _running: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -36,14 +38,14 @@ class Service:
     def open(cls, workspace: Workspace) -> Service:
         authority = Authority.open(workspace)
         authority.ca  # noqa: B018 - open the CA key now, not on the first request
-        return cls(workspace, authority)
+        return cls(workspace, authority, OcspResponder.open(authority, workspace.home))
 
     @property
     def registry(self) -> Registry:
         return self.authority.registry
 
     @functools.cached_property
-    def cmp(self) -> Responder:
+    def cmp(self) -> CmpResponder:
         """The CMP responder (its key and certificate prepared by ``keyfab serve``)."""
         from keyfab.cmp.identity import prepare, responder
 
@@ -59,6 +61,11 @@ class Service:
         certificates of a root rollover (RFC 7030 section 4.1.3).
         """
         return certs_only(self.authority.published())
+
+    @functools.cached_property
+    def ca_certificates(self) -> dict[str, bytes]:
+        """Every CA certificate (DER) by name: the caIssuers URLs serve them."""
+        return {name: row.certificate for name, row in queries.authorities(self.registry).items()}
 
     def start_batch(self, name: str) -> bool:
         """Run a batch's outstanding devices in a background thread; False if running here."""

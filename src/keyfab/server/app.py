@@ -18,6 +18,7 @@ from keyfab.server import (
     api_system,
     cmp,
     est,
+    ocsp,
     pages,
     problems,
 )
@@ -49,13 +50,15 @@ def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
     problems.install(app)
     app.add_middleware(StrictJsonBodies)  # inside the limit: it reads bodies already capped
     app.add_middleware(BodyLimit, limit=max_body)
-    app.add_middleware(AccessLog)  # outermost: it sees every answer, the 413s included
+    app.add_middleware(AccessLog)  # it sees every answer, the 413s included
+    app.add_middleware(ocsp.CachedAnswers, responder=svc.ocsp)  # outermost: hits only
     app.include_router(api_system.router)
     app.include_router(api_devices.router, responses=problems.REST)
     app.include_router(api_attestation.router, responses={**problems.REST, **_CONFLICT})
     app.include_router(api_batches.router, responses={**problems.REST, **_CONFLICT})
     app.include_router(est.router)
     app.include_router(cmp.router)
+    app.include_router(ocsp.router)
     pages.install(app)
     return app
 

@@ -4,7 +4,7 @@ Reference values for remote attestation: what ``keyfab fit sign --product``
 signed (with the digests U-Boot measures for each configuration) and the
 policy a product's devices are verified against.
 
-Revision ID: 0009
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-14
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 from keyfab.registry.models import UTCDateTime
 
-revision = "0009"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None

@@ -6,8 +6,8 @@ composite index, so counting a fleet by state is an index scan and "stale"
 nothing has to rewrite rows as they age. Results are kept per device in an
 index on (device_id, id): the history and the previous counters are one seek.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-14
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 
 from keyfab.registry.models import UTCDateTime
 
-revision = "0010"
-down_revision = "0009"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
