@@ -343,3 +343,29 @@ def test_mutated_requests_never_raise(
         x509_ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
         x509_ocsp.OCSPResponseStatus.UNAUTHORIZED,
     }
+
+
+def test_a_retired_ca_keeps_answering_for_what_it_issued(workspace: Workspace) -> None:
+    """After ``keyfab ca rotate``, a certificate of the old CA is still answered, by a
+    signer that CA delegated, and its revocation shows; the new CA answers for its own."""
+    from keyfab.authority import rotate
+
+    with Authority.open(workspace) as before:
+        old_ca = before.certificate
+        old = issue_station(before, "line-old").certificate
+        rotate(before)
+    with Authority.open(workspace) as authority:
+        new_ca = authority.certificate
+        new = issue_station(authority, "line-new").certificate
+        revoke_certificate(
+            authority, pki.serial_hex(old), pki.RevocationReason.SUPERSEDED, by="test"
+        )
+        responder = Responder.open(authority, workspace.home)
+        revoked = checked(responder.respond(request_der(old, old_ca)).der, old_ca)
+        good = checked(responder.respond(request_der(new, new_ca)).der, new_ca)
+        crossed = status_of(responder.respond(request_der(new, old_ca)).der)
+    assert revoked.certificate_status is Status.REVOKED
+    assert revoked.revocation_reason is x509.ReasonFlags.superseded
+    assert good.certificate_status is Status.GOOD
+    # the new CA's name with the old CA's key: no CA of the workspace is both
+    assert crossed is x509_ocsp.OCSPResponseStatus.UNAUTHORIZED
