@@ -19,6 +19,7 @@ from keyfab.authority import Authority, Principal, Role, enrolment
 from keyfab.authority.credentials import (
     issue_cmp_responder,
     issue_manifest_signer,
+    issue_ocsp_signer,
     issue_station,
     issue_tls_server,
 )
@@ -38,6 +39,7 @@ def _every_profile(workspace: Workspace, recipe_file: Path) -> None:
         issue_station(authority, "line-1")
         issue_tls_server(authority, ("factory.example", "127.0.0.1"))
         issue_cmp_responder(authority)
+        issue_ocsp_signer(authority, authority.issuing)
         signer = ec.generate_private_key(ec.SECP256R1()).public_key()
         issue_manifest_signer(authority, signer, "manifests", "soft:/nowhere/signer.pem")
         _, body = new_csr("LINT-1")

@@ -134,7 +134,9 @@ def quote(
     pcrs: str = typer.Option("0-9", "--pcrs", help="The PCRs the challenge names."),
     bank: str = typer.Option("sha256", "--bank", help="PCR bank."),
     log: Path = typer.Option(MEASUREMENTS, "--log", help="The boot event log."),
-    out: Path = typer.Option(None, "--out", help="Write the evidence here (default: stdout)."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="File to write the evidence to [default: stdout]."
+    ),
 ) -> None:
     """On the device: quote the PCRs with the IAK over the nonce; print the evidence (JSON)."""
     try:
