@@ -83,23 +83,28 @@ def _extend(value: bytes, digest: bytes, bank: str) -> bytes:
     return hashlib.new(bank, value + digest).digest()
 
 
+def release_pcr_values(
+    policy: Policy, configurations: Sequence[Configuration], index: int
+) -> list[tuple[str, bytes]]:
+    """(version, value) PCR ``index`` (8 or 9) holds after U-Boot measured each configuration."""
+    bank = policy.attestation.bank
+    zero = bytes(hashlib.new(bank).digest_size)
+    name = RELEASE_PCRS[index]
+    return [
+        (v, _extend(zero, bytes.fromhex(m[name]), bank)) for v, m in configurations if name in m
+    ]
+
+
 def _pcr_values(
     policy: Policy, pcrs: Mapping[int, bytes], configurations: Sequence[Configuration]
 ) -> list[str]:
-    bank = policy.attestation.bank
-    zero = bytes(hashlib.new(bank).digest_size)
     reasons = []
     for index, values in policy.pcr.items():
         if index not in pcrs:
             continue
         value = pcrs[index]
         if values.releases:
-            name = RELEASE_PCRS[index]
-            expected = [
-                (v, _extend(zero, bytes.fromhex(m[name]), bank))
-                for v, m in configurations
-                if name in m
-            ]
+            expected = release_pcr_values(policy, configurations, index)
             if not any(value == good for _, good in expected):
                 reasons.append(
                     f"PCR {index}: value {short(value)}, expected one of {_versions(expected)}"
