@@ -81,7 +81,7 @@ def export(
         typer.Option("--from-log", help="a golden boot event log of the product (keylime-mb)"),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="write here [default: stdout]")
+        Path | None, typer.Option("--out", "-o", help="File to write it to [default: stdout].")
     ] = None,
 ) -> None:
     """Export a product's policy in Keylime's formats (see docs/attestation.md)."""
