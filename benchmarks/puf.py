@@ -28,12 +28,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from keyfab.rot import KeyAlgorithm  # noqa: E402
-from keyfab.rot.puf import private_scalar  # noqa: E402
-from keyfab.rot.puf.extractor import (  # noqa: E402
+from keyfab.rot import KeyAlgorithm
+from keyfab.rot.puf import private_scalar
+from keyfab.rot.puf.extractor import (
     BCH_T,
     CODEWORD_BITS,
     MESSAGE_BITS,
@@ -43,7 +43,7 @@ from keyfab.rot.puf.extractor import (  # noqa: E402
     enrol,
     reconstruct,
 )
-from keyfab.rot.puf.sources import ModelSource  # noqa: E402
+from keyfab.rot.puf.sources import ModelSource
 
 OUT = Path(__file__).parent / "out"
 BERS = [round(0.05 + 0.0125 * i, 4) for i in range(17)]  # 5 % to 25 %
