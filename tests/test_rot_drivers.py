@@ -220,6 +220,14 @@ def test_a_missing_tpm2_library_names_the_extra(without: Any) -> None:
     assert str(error.value) == "the tpm2 driver needs: pip install 'keyfab[tpm2]'"
 
 
+@pytest.mark.parametrize("library", ["numpy", "bchlib"])
+def test_a_missing_puf_library_names_the_extra(without: Any, library: str) -> None:
+    without(library, "keyfab.rot.puf")
+    with pytest.raises(MissingExtraError) as error:
+        open_device("puf", {}, 0, "b", "/home")
+    assert str(error.value) == "the puf driver needs: pip install 'keyfab[puf]'"
+
+
 def test_a_misspelt_option_is_named_rather_than_the_missing_one() -> None:
     with pytest.raises(ConfigError, match="unknown \\[rot\\] option 'tcit'"):
         check_options("tpm2", {"tcit": "swtpm:"})
