@@ -27,22 +27,22 @@ from keyfab.workspace import Workspace
 
 from .conftest import RECIPE, Keyfab
 
-CHOICES = "choose soft, pkcs11 or tpm2"
-_OPTIONAL = ("pkcs11", "tpm2_pytss")
+CHOICES = "choose soft, pkcs11, tpm2 or puf"
+_OPTIONAL = ("pkcs11", "tpm2_pytss", "numpy", "bchlib")
 
 
 def test_the_table_lists_the_drivers_that_exist() -> None:
-    assert driver_names() == ("soft", "pkcs11", "tpm2")
+    assert driver_names() == ("soft", "pkcs11", "tpm2", "puf")
     for name, entry in DRIVERS.items():
         assert entry.name == name
         assert entry.module == f"keyfab.rot.{name}"
         assert issubclass(entry.options_model, DriverOptions)
         assert entry.summary
-    assert [DRIVERS[n].extra for n in driver_names()] == [None, "pkcs11", "tpm2"]
+    assert [DRIVERS[n].extra for n in driver_names()] == [None, "pkcs11", "tpm2", "puf"]
     assert driver_names() == SCHEMES
 
 
-@pytest.mark.parametrize("name", ["puf", "", "Soft", "keyfab.rot.soft"])
+@pytest.mark.parametrize("name", ["se050", "", "Soft", "keyfab.rot.soft"])
 def test_unknown_driver_is_refused_with_the_list(name: str) -> None:
     with pytest.raises(ConfigError) as error:
         driver(name)
@@ -52,14 +52,16 @@ def test_unknown_driver_is_refused_with_the_list(name: str) -> None:
 
 
 def test_uri_schemes_come_from_the_table() -> None:
-    with pytest.raises(ConfigError, match="soft:, pkcs11:, tpm2:"):
-        open_rot("puf:device=1")
+    with pytest.raises(ConfigError, match="soft:, pkcs11:, tpm2:, puf:"):
+        open_rot("se050:device=1")
 
 
 def test_recipe_refuses_an_unknown_driver_in_one_line() -> None:
     with pytest.raises(ConfigError) as error:
-        parse_recipe(RECIPE.replace('driver = "soft"', 'driver = "puf"'), "r.toml")
-    assert str(error.value) == f"r.toml: rot.driver: unknown root-of-trust driver 'puf': {CHOICES}"
+        parse_recipe(RECIPE.replace('driver = "soft"', 'driver = "se050"'), "r.toml")
+    assert (
+        str(error.value) == f"r.toml: rot.driver: unknown root-of-trust driver 'se050': {CHOICES}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,6 +72,10 @@ def test_recipe_refuses_an_unknown_driver_in_one_line() -> None:
         ("pkcs11", {"token": "dev-{slot}", "pin_file": "{home}/pin", "initialize": True}),
         ("pkcs11", {"serial": "0123", "module": "/usr/lib/softhsm/libsofthsm2.so", "pin": "1"}),
         ("tpm2", {"tcti": "swtpm:host=127.0.0.1,port=2321"}),
+        ("puf", {}),
+        ("puf", {"path": "{home}/devices/{batch}/{slot:06d}", "ber": 0.15, "bias": 0.6}),
+        ("puf", {"source": "files", "dumps": "{home}/dumps/{slot}", "cells": 8192}),
+        ("puf", {"chip": "{batch}-{slot}", "temperature": -40, "age": 10}),
         (
             "tpm2",
             {
@@ -96,6 +102,11 @@ def test_every_option_a_driver_takes_today_passes(name: str, options: dict[str, 
         ("pkcs11", {"path": "x", "token": "t"}, "pkcs11 driver: unknown [rot] option 'path'"),
         ("tpm2", {"tcti": "swtpm:", "path": "x"}, "tpm2 driver: unknown [rot] option 'path'"),
         ("tpm2", {}, "tpm2 driver: [rot] needs tcti ="),
+        ("puf", {"source": "files"}, 'puf driver: [rot] source = "files" needs dumps ='),
+        ("puf", {"source": "sram"}, "puf driver: [rot] source:"),
+        ("puf", {"ber": 0.5}, "puf driver: [rot] ber:"),
+        ("puf", {"cells": 1000}, "puf driver: [rot] cells: must be a multiple of 16"),
+        ("puf", {"tcti": "x"}, "puf driver: unknown [rot] option 'tcti'"),
         ("pkcs11", {"pin": "1"}, "pkcs11 driver: [rot] needs token = or serial ="),
         ("pkcs11", {"token": "t", "initialize": "yes"}, "pkcs11 driver: [rot] initialize:"),
         ("soft", {"path": 3}, "soft driver: [rot] path:"),
@@ -127,7 +138,7 @@ def test_recipe_options_are_checked_against_the_driver_at_parse_time() -> None:
 
 def test_with_driver_refuses_a_driver_that_does_not_exist() -> None:
     with pytest.raises(ConfigError, match=CHOICES):
-        with_driver(RECIPE, "puf")
+        with_driver(RECIPE, "se050")
 
 
 def _batches(home: Path) -> int:
@@ -138,8 +149,8 @@ def _batches(home: Path) -> int:
 @pytest.mark.parametrize(
     ("args", "recipe", "message"),
     [
-        (("--backend", "puf"), RECIPE, f"unknown root-of-trust driver 'puf': {CHOICES}"),
-        ((), RECIPE.replace('driver = "soft"', 'driver = "puf"'), CHOICES),
+        (("--backend", "se050"), RECIPE, f"unknown root-of-trust driver 'se050': {CHOICES}"),
+        ((), RECIPE.replace('driver = "soft"', 'driver = "se050"'), CHOICES),
         (("--backend", "pkcs11"), RECIPE, "pkcs11 driver: unknown [rot] option 'path'"),
         (("--backend", "tpm2"), RECIPE, "tpm2 driver: unknown [rot] option 'path'"),
     ],
@@ -164,7 +175,7 @@ def test_backend_help_is_generated_from_the_table(keyfab: Keyfab) -> None:
     flat = " ".join(out.split())
     for entry in DRIVERS.values():
         assert entry.name in flat
-    assert "puf" not in flat
+    assert "se050" not in flat
 
 
 def test_importing_the_table_imports_no_optional_library() -> None:
@@ -207,6 +218,14 @@ def test_a_missing_tpm2_library_names_the_extra(without: Any) -> None:
     with pytest.raises(MissingExtraError) as error:
         open_device("tpm2", {"tcti": "swtpm:"}, 0, "b", "/home")
     assert str(error.value) == "the tpm2 driver needs: pip install 'keyfab[tpm2]'"
+
+
+@pytest.mark.parametrize("library", ["numpy", "bchlib"])
+def test_a_missing_puf_library_names_the_extra(without: Any, library: str) -> None:
+    without(library, "keyfab.rot.puf")
+    with pytest.raises(MissingExtraError) as error:
+        open_device("puf", {}, 0, "b", "/home")
+    assert str(error.value) == "the puf driver needs: pip install 'keyfab[puf]'"
 
 
 def test_a_misspelt_option_is_named_rather_than_the_missing_one() -> None:

@@ -105,8 +105,19 @@ def test_300_character_batch_name_leaves_no_batch(keyfab: Keyfab, good: Path) ->
     assert_name_free(keyfab, good, "b" * 128)  # the longest name the registry keeps
 
 
-def test_backend_puf_leaves_no_batch(keyfab: Keyfab, good: Path) -> None:
-    assert_one_line(provision(keyfab, good, "p", "--backend", "puf"), "puf")
+def test_backend_puf_provisions_the_batch(keyfab: Keyfab, good: Path) -> None:
+    """Issue 17: ``--backend puf`` exists now and runs the same recipe end to end."""
+    code, _, err = provision(keyfab, good, "p", "--backend", "puf")
+    assert code == 0, err
+    devices = json.loads(keyfab("devices", "list", "--json")[1])
+    assert [d["state"] for d in devices] == ["provisioned"] * 2
+
+
+def test_backend_puf_with_a_bad_model_leaves_no_batch(
+    keyfab: Keyfab, good: Path, tmp_path: Path
+) -> None:
+    bad = recipe(tmp_path, RECIPE.replace('driver = "soft"', 'driver = "soft"\nber = 0.7'))
+    assert_one_line(provision(keyfab, bad, "p", "--backend", "puf"), "ber")
     nothing_recorded(keyfab)
     assert_name_free(keyfab, good, "p")
 

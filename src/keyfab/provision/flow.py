@@ -36,10 +36,11 @@ from keyfab.pki import (
     signature_hash,
 )
 from keyfab.provision.recipe import Recipe
-from keyfab.rot import Evidence, KeySpec, PrivateKey, PublicKey, RootOfTrust
+from keyfab.rot import EnrolledRot, Evidence, KeySpec, PrivateKey, PublicKey, RootOfTrust
 
 CHAIN_PREFIX = "ca-cert-"
 IAK_LABEL = "iak"  # the IAK certificate is written back as object "iak-cert"
+ENROLMENT = "enrolment"  # evidence entry of an EnrolledRot, beside the per-key entries
 
 
 def certificate_label(key_label: str) -> str:
@@ -164,6 +165,8 @@ def issue_device(
             issued.append(sign(entry.label, idevid(identity), public_key))
     if iak_key is not None:
         issued.append(sign(IAK_LABEL, iak(identity), iak_key))
+    if isinstance(rot, EnrolledRot):  # a PUF: the digest of the helper data it enrolled
+        evidence[ENROLMENT] = dict(rot.enrolment_record())
     return Issuance(
         device_id, info.unique_id, info.kind, first_public_key, tuple(issued), evidence or None
     )

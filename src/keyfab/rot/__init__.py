@@ -6,6 +6,7 @@ from keyfab.errors import ConfigError
 from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
 from keyfab.rot.base import (
     Capability,
+    EnrolledRot,
     Evidence,
     KeyAlgorithm,
     KeySpec,
@@ -23,6 +24,7 @@ __all__ = [
     "DRIVERS",
     "Capability",
     "Driver",
+    "EnrolledRot",
     "Evidence",
     "HardwareECPrivateKey",
     "HardwareRSAPrivateKey",

@@ -148,6 +148,17 @@ class MonotonicCounter(Protocol):
 
 
 @runtime_checkable
+class EnrolledRot(Protocol):
+    """A root of trust whose keys rest on public enrolment data (a PUF's helper data).
+
+    The registry keeps ``enrolment_record()`` with the device's evidence, so the
+    helper data a device uses later can be checked against what was enrolled.
+    """
+
+    def enrolment_record(self) -> Mapping[str, str]: ...
+
+
+@runtime_checkable
 class RootOfTrust(Protocol):
     """The seam every hardware driver implements."""
 

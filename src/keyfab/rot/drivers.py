@@ -73,6 +73,7 @@ DRIVERS: Mapping[str, Driver] = MappingProxyType(
                 "pkcs11", "keyfab.rot.pkcs11", "Pkcs11Options", "pkcs11", "HSMs, secure elements"
             ),
             Driver("tpm2", "keyfab.rot.tpm2", "Tpm2Options", "tpm2", "TPM 2.0 with IDevID/IAK"),
+            Driver("puf", "keyfab.rot.puf", "PufOptions", "puf", "SRAM PUF: keys never stored"),
         )
     }
 )

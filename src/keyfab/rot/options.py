@@ -15,9 +15,21 @@ strings, since the placeholders are filled per device.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+from typing import Literal
 
-__all__ = ["DriverOptions", "Pkcs11Options", "SoftOptions", "Tpm2Options"]
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+__all__ = ["DriverOptions", "Pkcs11Options", "PufOptions", "SoftOptions", "Tpm2Options"]
 
 
 class DriverOptions(BaseModel):
@@ -105,3 +117,56 @@ class Tpm2Options(DriverOptions):
     ek_roots: StrictStr | list[StrictStr] | None = Field(
         None, description="TPM vendor roots and intermediates (PEM files or directories)"
     )
+
+
+_Number = StrictFloat | StrictInt
+
+
+class PufOptions(DriverOptions):
+    """``puf``: where each device keeps its public state, and where its PUF reads come from.
+
+    The model's parameters are checked here; the extractor (and numpy) are not
+    imported: a recipe check must not need the ``puf`` extra.
+    """
+
+    path: StrictStr | None = Field(
+        None,
+        description="directory of each device's public state (helper data, key labels, "
+        "objects, counters); unset: in memory only",
+        examples=["{home}/devices/{batch}/{slot:06d}"],
+    )
+    source: Literal["model", "files"] = Field(
+        "model", description="'model': simulated SRAM; 'files': start-up dumps (docs/puf.md)"
+    )
+    dumps: StrictStr | None = Field(
+        None,
+        description="files: directory of the device's start-up dumps, one .bin per power-up",
+        examples=["{home}/dumps/{slot:06d}"],
+    )
+    cells: StrictInt = Field(16384, description="SRAM cells (bits) of the PUF region")
+    chip: StrictStr | None = Field(
+        None,
+        description="model: the simulated chip's name (same name, same silicon); "
+        "unset: the device's path, or a new chip each time in memory",
+        examples=["{batch}-{slot}"],
+    )
+    ber: _Number = Field(0.10, gt=0, lt=0.5, description="model: per-read bit error rate")
+    bias: _Number = Field(0.5, gt=0, lt=1, description="model: fraction of cells starting as 1")
+    temperature: _Number = Field(
+        25.0, ge=-55, le=150, description="model: temperature of the reads in °C"
+    )
+    age: _Number = Field(0.0, ge=0, le=50, description="model: the chip's age in years")
+
+    @field_validator("cells")
+    @classmethod
+    def _whole_pairs(cls, cells: int) -> int:
+        """The extractor's bound, restated: 16 extra lines beat importing numpy here."""
+        if not (4176 <= cells <= 1 << 20 and cells % 16 == 0):
+            raise ValueError("must be a multiple of 16 from 4176 to 1048576")
+        return cells
+
+    @model_validator(mode="after")
+    def _files_need_dumps(self) -> PufOptions:
+        if self.source == "files" and self.dumps is None:
+            raise ValueError('source = "files" needs dumps = (the directory of start-up dumps)')
+        return self

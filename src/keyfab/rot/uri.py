@@ -46,6 +46,13 @@ _KNOWN: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"tcti", "persistent", "object", "nv", "hierarchy"}),
         frozenset({"pin-source", "pin-value"}),
     ),
+    "puf": (
+        frozenset(
+            {"path", "object", "source", "dumps", "cells", "chip"}
+            | {"ber", "bias", "temperature", "age"}  # the model's parameters
+        ),
+        frozenset(),
+    ),
 }
 _MAX_URI = 4096
 MAX_PIN_FILE = 4096
