@@ -7,11 +7,15 @@ crypto-agile log, as firmware does; ``collect`` is the device side.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import http.server
 import json
+import queue
 import struct
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -175,3 +179,29 @@ def checkquote(
         capture_output=True,
         text=True,
     )  # fmt: skip
+
+
+Received = queue.Queue[dict[str, object]]
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, Received]]:
+    """A loopback HTTP receiver: its URL and the JSON bodies POSTed to it."""
+    received: Received = queue.Queue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.put(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+        server.server_close()

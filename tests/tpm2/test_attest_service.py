@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import http.server
-import json
-import queue
 import re
 import shutil
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -33,7 +29,7 @@ from keyfab.errors import ConflictError, InvalidRequestError, PermissionDeniedEr
 from keyfab.registry import AttestationState, Certificate, queries
 
 from .conftest import start_swtpm
-from .fleet import BOOT, EV_IPL, Device, Fleet, checkquote, event_log
+from .fleet import BOOT, EV_IPL, Device, Fleet, checkquote, event_log, webhook_receiver
 
 
 def _attest(fleet: Fleet, device: Device, **kwargs: object) -> Result:
@@ -224,33 +220,15 @@ def test_attest_reboot_is_seen(fleet: Fleet, request: pytest.FixtureRequest) -> 
     assert after.notes == (f"reboot: resetCount {first.reset_count} → {first.reset_count + 1}",)
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: queue.Queue[dict[str, object]] = queue.Queue()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.put(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_attest_failure_calls_the_webhook(fleet: Fleet) -> None:
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    with webhook_receiver() as (url, received):
         evidence = _fresh(fleet, fleet.a)
         tampered = dataclasses.replace(evidence, signature=_flip(evidence.signature, 10))
         service.verify(
             fleet.authority, fleet.a.serial, fleet.a.principal, tampered,
             actions=Actions(webhook=url),
         )  # fmt: skip
-        got = _Receiver.received.get(timeout=10)
-    finally:
-        server.shutdown()
+        got = received.get(timeout=10)
     assert got["event"] == "attestation.failed"
     assert got["serial"] == fleet.a.serial
     assert "signature does not verify" in str(got["reasons"])
