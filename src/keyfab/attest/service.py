@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from cryptography import x509
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from keyfab import audit
@@ -171,32 +171,89 @@ def _admit(principal: Principal, serial: str) -> None:
         raise PermissionDeniedError("a device may attest only itself")
 
 
+class _Iak(NamedTuple):
+    der: bytes
+    serial_number: str
+    revoked_at: datetime.datetime | None
+
+
+class _Counters(NamedTuple):
+    """The TPM's counters in the device's newest result that had a verified quote."""
+
+    reset_count: int | None
+    restart_count: int | None
+    clock: int | None
+
+
 class _Target(NamedTuple):
-    """The device being attested, with its product's policy (None: no policy set)."""
+    """The device being attested, with its product's policy (None: no policy set) and,
+    when verifying, its recorded IAK certificate and its previous counters."""
 
     id: int
     serial: str
     policy: Policy | None
+    iak: _Iak | None = None
+    previous: _Counters | None = None
 
 
+_DEVICES = Device.metadata.tables["devices"]
+_CERTIFICATES = Certificate.metadata.tables["certificates"]
+_RESULTS = AttestationResult.metadata.tables["attestation_results"]
 _DEVICE = (
     select(Device.id, Device.state, AttestationPolicy.policy)
+    .select_from(Device)
     .outerjoin(Batch, Batch.id == Device.batch_id)
     .outerjoin(AttestationPolicy, AttestationPolicy.product == Batch.product)
     .where(Device.serial == bindparam("serial"))
 )
-"""One statement for the device and its product's policy text (the hot path's first read)."""
-_DEVICE_LOCKED = _DEVICE.with_for_update(of=Device)  # results of one device in order
+"""The device and its product's policy text, in one statement (a challenge's only read)."""
+_OTHER_CERTIFICATES, _OTHER_RESULTS = _CERTIFICATES.alias(), _RESULTS.alias()
+_NEWEST_IAK = (
+    select(func.max(_OTHER_CERTIFICATES.c.id))
+    .where(
+        _OTHER_CERTIFICATES.c.device_id == Device.id,
+        _OTHER_CERTIFICATES.c.profile == Profile.IAK,
+    )
+    .correlate(Device)
+    .scalar_subquery()
+)
+_NEWEST_COUNTED = (
+    select(func.max(_OTHER_RESULTS.c.id))
+    .where(_OTHER_RESULTS.c.device_id == Device.id, _OTHER_RESULTS.c.clock.is_not(None))
+    .correlate(Device)
+    .scalar_subquery()
+)
+_SUBJECT = (
+    _DEVICE.add_columns(
+        _CERTIFICATES.c.der,
+        _CERTIFICATES.c.serial_number,
+        _CERTIFICATES.c.revoked_at,
+        _RESULTS.c.reset_count,
+        _RESULTS.c.restart_count,
+        _RESULTS.c.clock,
+    )
+    .outerjoin(_CERTIFICATES, _CERTIFICATES.c.id == _NEWEST_IAK)
+    .outerjoin(_RESULTS, _RESULTS.c.id == _NEWEST_COUNTED)
+    .with_for_update(of=Device)  # the results of one device are made in order
+)
+"""A verification's one read: the device, its policy, its newest IAK certificate and the
+counters of its newest verified quote."""
 
 
-def _device(connection: Connection, serial: str, *, lock: bool = False) -> _Target:
-    found = connection.execute(_DEVICE_LOCKED if lock else _DEVICE, {"serial": serial}).first()
+def _device(connection: Connection, serial: str, *, verifying: bool = False) -> _Target:
+    found = connection.execute(_SUBJECT if verifying else _DEVICE, {"serial": serial}).first()
     if found is None:
         raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
-    device_id, state, text = found
+    device_id, state, text, *recorded = found
     if state == DeviceState.REVOKED:
         raise PermissionDeniedError(f"device {serial} is revoked", slug="device-revoked")
-    return _Target(device_id, serial, None if text is None else _parsed_policy(text))
+    policy = None if text is None else _parsed_policy(text)
+    if not verifying:
+        return _Target(device_id, serial, policy)
+    der, number, revoked, *counters = recorded
+    iak = None if der is None else _Iak(der, number, revoked)
+    previous = None if counters[-1] is None else _Counters(*counters)
+    return _Target(device_id, serial, policy, iak, previous)
 
 
 @functools.lru_cache(maxsize=256)
@@ -342,12 +399,6 @@ def _chained_key(der: bytes, trust: _Trust, day: datetime.date) -> PublicKey:
     return key
 
 
-class _Iak(NamedTuple):
-    der: bytes
-    serial_number: str
-    revoked_at: datetime.datetime | None
-
-
 def _iak_key(authority: Authority, presented: bytes | None, recorded: _Iak | None) -> PublicKey:
     """The device's IAK: the certificate chains to keyfab's CAs and is the one recorded."""
     if recorded is None:
@@ -362,19 +413,6 @@ def _iak_key(authority: Authority, presented: bytes | None, recorded: _Iak | Non
     if recorded.revoked_at is not None:
         raise VerificationError(f"IAK certificate {recorded.serial_number} is revoked")
     return key
-
-
-_RECORDED_IAK = (
-    select(Certificate.der, Certificate.serial_number, Certificate.revoked_at)
-    .where(Certificate.device_id == bindparam("device"), Certificate.profile == Profile.IAK)
-    .order_by(Certificate.id.desc())
-    .limit(1)
-)
-
-
-def _recorded_iak(connection: Connection, device: _Target) -> _Iak | None:
-    row = connection.execute(_RECORDED_IAK, {"device": device.id}).first()
-    return None if row is None else _Iak(*row)
 
 
 def _quote(evidence: AttestationEvidence, key: PublicKey, selection: Selection) -> TpmAttest:
@@ -436,14 +474,6 @@ def _replay_reasons(log: _Log, bank: str, pcrs: Mapping[int, bytes]) -> list[str
     return reasons
 
 
-class _Counters(NamedTuple):
-    """The TPM's counters in the device's newest result that had a verified quote."""
-
-    reset_count: int | None
-    restart_count: int | None
-    clock: int | None
-
-
 def _counter_reasons(attest: TpmAttest, previous: _Counters | None) -> tuple[list[str], list[str]]:
     """(reasons, notes) from the TPM's counters against the previous verified quote."""
     if previous is None or previous.reset_count is None:
@@ -469,20 +499,6 @@ def _counter_reasons(attest: TpmAttest, previous: _Counters | None) -> tuple[lis
     return reasons, notes
 
 
-_RESULTS = AttestationResult.metadata.tables["attestation_results"]
-_PREVIOUS = (
-    select(_RESULTS.c.reset_count, _RESULTS.c.restart_count, _RESULTS.c.clock)
-    .where(_RESULTS.c.device_id == bindparam("device"), _RESULTS.c.clock.is_not(None))
-    .order_by(_RESULTS.c.id.desc())
-    .limit(1)
-)
-
-
-def _previous(connection: Connection, device: _Target) -> _Counters | None:
-    row = connection.execute(_PREVIOUS, {"device": device.id}).first()
-    return None if row is None else _Counters(*row)
-
-
 def _evaluate(
     authority: Authority, connection: Connection, device: _Target, evidence: AttestationEvidence
 ) -> Result:
@@ -490,8 +506,7 @@ def _evaluate(
     now, serial = utc_now(), device.serial
     selection = pcr_selection(device.policy)
     try:
-        recorded = _recorded_iak(connection, device)
-        key = _iak_key(authority, evidence.iak_certificate, recorded)
+        key = _iak_key(authority, evidence.iak_certificate, device.iak)
         attest = _quote(evidence, key, selection)
         log = _parsed_log(evidence.eventlog)
     except VerificationError as error:
@@ -499,7 +514,7 @@ def _evaluate(
     reasons = _replay_reasons(log, evidence.bank, evidence.pcrs)
     if not reasons:
         reasons = _policy_reasons(connection, device.policy, log, evidence.pcrs)
-    counter_reasons, notes = _counter_reasons(attest, _previous(connection, device))
+    counter_reasons, notes = _counter_reasons(attest, device.previous)
     reasons += counter_reasons
     verdict = AttestationState.FAILED if reasons else AttestationState.TRUSTED
     return Result(
@@ -518,7 +533,6 @@ def _evaluate(
 
 
 _RECORD = insert(_RESULTS)
-_DEVICES = Device.metadata.tables["devices"]
 _STATE = (
     update(_DEVICES)
     .where(_DEVICES.c.id == bindparam("device"))
@@ -573,7 +587,7 @@ def verify(
     _admit(principal, serial)
     with authority.transaction() as session:  # one transaction: nonce, result, state, event
         connection = session.connection()
-        device = _device(connection, serial, lock=True)
+        device = _device(connection, serial, verifying=True)
         _spend(connection, device, evidence.nonce)
         result = _evaluate(authority, connection, device, evidence)
         _record(session, device, result)
