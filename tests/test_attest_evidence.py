@@ -33,8 +33,11 @@ def test_evidence_round_trip() -> None:
         ({"format": "x"}, "is not a keyfab-attestation-v1"),
         ({"extra": 1}, "unknown field"),
         ({"nonce": "***"}, "nonce is not base64"),
+        ({"nonce": "AA\u00e9="}, "nonce is not base64"),  # not ASCII: ValueError, not binascii
         ({"quote": "A" * 4000}, "quote must be base64 of at most"),
         ({"pcrs": {"sha256": {"24": "00" * 32}}}, "not a PCR index"),
+        ({"pcrs": {"sha256": {"03": "00" * 32}}}, "not a PCR index"),
+        ({"pcrs": {"sha256": {"\u0663": "00" * 32}}}, "not a PCR index"),  # Arabic-Indic 3
         ({"pcrs": {"sha256": {"0": "00"}}}, "PCR 0 is not a sha256 digest"),
         ({"pcrs": {"md5": {}}}, "unsupported PCR bank"),
         ({"pcrs": {}}, "exactly one bank"),

@@ -28,7 +28,11 @@ if not (shutil.which("swtpm") and shutil.which("swtpm_setup")):
     )
 pytest.importorskip("tpm2_pytss", reason="tpm2-pytss needs libtss2-dev to build")
 
+from keyfab.authority import Authority
 from keyfab.rot.tpm2 import Tpm2RootOfTrust, open_device
+from keyfab.workspace import Workspace
+
+from .fleet import Fleet, provision
 
 _READY_SECONDS = 10.0
 
@@ -218,3 +222,14 @@ def wipe(device: Tpm2RootOfTrust) -> None:
     for label in ("idevid", "iak", "other"):
         with contextlib.suppress(KeyNotFoundError):
             device.delete_key(label)
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    tmp_path_factory: pytest.TempPathFactory, swtpm_factory: SwtpmFactory, local_ca: LocalCa
+) -> Iterator[Fleet]:
+    """Two swtpm devices of product acme-gateway, provisioned and booted (tests/tpm2/fleet.py)."""
+    home = tmp_path_factory.mktemp("attest") / "home"
+    devices = provision(home, [swtpm_factory(local_ca) for _ in range(2)], local_ca)
+    with Authority.open(Workspace(home)) as authority:
+        yield Fleet(home, authority, *devices)

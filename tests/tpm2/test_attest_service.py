@@ -11,120 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import http.server
-import json
-import queue
 import re
 import shutil
 import sqlite3
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
-from tpm2_pytss.types import TPML_DIGEST_VALUES, TPMT_HA
 
 from keyfab.attest import service
-from keyfab.attest.eventlog import EventLogBuilder
-from keyfab.attest.evidence import AttestationEvidence, collect
+from keyfab.attest.evidence import AttestationEvidence
 from keyfab.attest.service import Actions, Result
-from keyfab.authority import Authority, Principal, Role, enrolment
+from keyfab.authority import Principal, Role, enrolment
 from keyfab.errors import ConflictError, InvalidRequestError, PermissionDeniedError
 from keyfab.registry import AttestationState, Certificate, queries
-from keyfab.workspace import Workspace
-from tests.conftest import Keyfab
 
-from .conftest import LocalCa, Swtpm, SwtpmFactory, start_swtpm
-
-RECIPE = """\
-[product]
-name = "acme-gateway"
-organization = "Acme"
-hw_type = "1.3.6.1.4.1.99999.1.1"
-serial = "AGW-{{seq:08d}}"
-
-[rot]
-driver = "tpm2"
-tcti = {tctis}
-ek_roots = ["{root}", "{issuer}"]
-
-[[keys]]
-label = "idevid"
-algorithm = "ec-p256"
-"""
-
-EV_POST_CODE, EV_SEPARATOR, EV_IPL = 0x1, 0x4, 0xD
-BOOT = [
-    (0, EV_POST_CODE, b"firmware 2.1"),
-    (1, EV_POST_CODE, b"firmware configuration"),
-    (4, EV_IPL, b"u-boot 2024.01"),
-    (4, EV_IPL, b"fit configuration conf-1"),
-    (7, EV_POST_CODE, b"secure boot on"),
-    (9, EV_IPL, b"kernel 6.6"),
-    *[(pcr, EV_SEPARATOR, b"\x00\x00\x00\x00") for pcr in range(8)],
-]
-
-
-@dataclasses.dataclass
-class Device:
-    serial: str
-    tpm: Swtpm
-    log: bytes = b""
-
-    @property
-    def principal(self) -> Principal:
-        return Principal(self.serial, Role.DEVICE, device_serial=self.serial)
-
-    def boot(self, sequence: list[tuple[int, int, bytes]] = BOOT) -> None:
-        """Extend the PCRs event by event, writing the log as a measured boot does."""
-        builder = EventLogBuilder()
-        with self.tpm.open() as rot:
-            for pcr, kind, data in sequence:
-                value = TPMT_HA(hashAlg=TPM2_ALG.SHA256)
-                value.digest.sha256 = builder.extend(pcr, kind, data)["sha256"]
-                rot._tpm.esys.pcr_extend(ESYS_TR.PCR0 + pcr, TPML_DIGEST_VALUES([value]))
-        self.log = builder.to_bytes()
-
-    def evidence(
-        self, nonce: bytes, pcrs: range | list[int] = range(10), log: bytes | None = None
-    ) -> AttestationEvidence:
-        with self.tpm.open() as rot:
-            return collect(rot, nonce, list(pcrs), self.log if log is None else log)
-
-
-@dataclasses.dataclass
-class Fleet:
-    home: Path
-    authority: Authority
-    a: Device
-    b: Device
-
-
-@pytest.fixture(scope="module")
-def fleet(
-    tmp_path_factory: pytest.TempPathFactory, swtpm_factory: SwtpmFactory, local_ca: LocalCa
-) -> Iterator[Fleet]:
-    home = tmp_path_factory.mktemp("attest") / "home"
-    keyfab = Keyfab(home)
-    assert keyfab("init", "--org", "Acme")[0] == 0
-    tpms = [swtpm_factory(local_ca) for _ in range(2)]
-    recipe = home.parent / "recipe.toml"
-    tctis = json.dumps([t.tcti for t in tpms])
-    recipe.write_text(RECIPE.format(tctis=tctis, root=local_ca.root, issuer=local_ca.issuer))
-    code, _, err = keyfab("provision", "-r", str(recipe), "--backend", "tpm2", "-n", "2")
-    assert code == 0, err
-    serials = sorted(d["serial"] for d in json.loads(keyfab("devices", "list", "--json")[1]))
-    devices = [Device(serial, tpm) for serial, tpm in zip(serials, tpms, strict=True)]
-    for device in devices:
-        device.boot()
-    with Authority.open(Workspace(home)) as authority:
-        yield Fleet(home, authority, *devices)
+from .conftest import start_swtpm
+from .fleet import BOOT, EV_IPL, Device, Fleet, checkquote, event_log, webhook_receiver
 
 
 def _attest(fleet: Fleet, device: Device, **kwargs: object) -> Result:
@@ -164,32 +69,13 @@ def test_attest_trusted_judged_by_tpm2_tools(fleet: Fleet, tmp_path: Path) -> No
     assert result.verdict == AttestationState.TRUSTED, result.reasons
     assert sorted(result.pcrs) == list(range(10))
 
-    # tpm2_checkquote accepts the same quote (signature under the IAK, nonce)
-    key = x509.load_der_x509_certificate(_iak(fleet, fleet.a).der).public_key()
-    assert isinstance(key, ec.EllipticCurvePublicKey)
-    pem = key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    files = {"key.pem": pem, "msg": evidence.quote, "sig": evidence.signature}
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-    checked = subprocess.run(
-        [
-            "tpm2_checkquote", "-u", str(tmp_path / "key.pem"), "-m", str(tmp_path / "msg"),
-            "-s", str(tmp_path / "sig"), "-g", "sha256", "-q", evidence.nonce.hex(),
-        ],
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
+    # tpm2_checkquote accepts the same quote: signature, nonce and PCR values
+    iak = _iak(fleet, fleet.a).der
+    checked = checkquote(tmp_path, iak, evidence)
     assert checked.returncode == 0, checked.stderr
-    checked_other_nonce = subprocess.run(
-        [
-            "tpm2_checkquote", "-u", str(tmp_path / "key.pem"), "-m", str(tmp_path / "msg"),
-            "-s", str(tmp_path / "sig"), "-g", "sha256", "-q", bytes(32).hex(),
-        ],
-        capture_output=True,
-    )  # fmt: skip
-    assert checked_other_nonce.returncode != 0
+    assert checkquote(tmp_path, iak, evidence, nonce=bytes(32)).returncode != 0
+    pcr9 = {**evidence.pcrs, 9: bytes(32)}
+    assert checkquote(tmp_path, iak, dataclasses.replace(evidence, pcrs=pcr9)).returncode != 0
 
     history = queries.attestation_history(fleet.authority.registry, fleet.a.serial)
     assert history.device.attestation == AttestationState.TRUSTED
@@ -228,29 +114,22 @@ def test_attest_flipped_bit_in_event_log(fleet: Fleet) -> None:
     _failed(_verify(fleet, fleet.a, tampered), "PCR 9: the event log replays to")
 
 
-def _log(sequence: list[tuple[int, int, bytes]]) -> bytes:
-    builder = EventLogBuilder()
-    for event in sequence:
-        builder.extend(*event)
-    return builder.to_bytes()
-
-
 def test_attest_event_removed(fleet: Fleet) -> None:
-    log = _log([e for e in BOOT if e[2] != b"u-boot 2024.01"])
+    log = event_log([e for e in BOOT if e[2] != b"u-boot 2024.01"])
     evidence = dataclasses.replace(_fresh(fleet, fleet.a), eventlog=log)
     _failed(_verify(fleet, fleet.a, evidence), "PCR 4: the event log replays to")
 
 
 def test_attest_events_reordered(fleet: Fleet) -> None:
     reordered = [BOOT[0], BOOT[1], BOOT[3], BOOT[2], *BOOT[4:]]
-    evidence = dataclasses.replace(_fresh(fleet, fleet.a), eventlog=_log(reordered))
+    evidence = dataclasses.replace(_fresh(fleet, fleet.a), eventlog=event_log(reordered))
     result = _verify(fleet, fleet.a, evidence)
     _failed(result, "PCR 4: the event log replays to")
     assert len(result.reasons) == 1  # only PCR 4 differs
 
 
 def test_attest_log_of_another_boot(fleet: Fleet) -> None:
-    other = _log([*BOOT, (9, EV_IPL, b"initrd debug")])
+    other = event_log([*BOOT, (9, EV_IPL, b"initrd debug")])
     evidence = dataclasses.replace(_fresh(fleet, fleet.a), eventlog=other)
     _failed(_verify(fleet, fleet.a, evidence), "PCR 9")
 
@@ -341,33 +220,15 @@ def test_attest_reboot_is_seen(fleet: Fleet, request: pytest.FixtureRequest) -> 
     assert after.notes == (f"reboot: resetCount {first.reset_count} → {first.reset_count + 1}",)
 
 
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    received: queue.Queue[dict[str, object]] = queue.Queue()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.put(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_attest_failure_calls_the_webhook(fleet: Fleet) -> None:
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    with webhook_receiver() as (url, received):
         evidence = _fresh(fleet, fleet.a)
         tampered = dataclasses.replace(evidence, signature=_flip(evidence.signature, 10))
         service.verify(
             fleet.authority, fleet.a.serial, fleet.a.principal, tampered,
             actions=Actions(webhook=url),
         )  # fmt: skip
-        got = _Receiver.received.get(timeout=10)
-    finally:
-        server.shutdown()
+        got = received.get(timeout=10)
     assert got["event"] == "attestation.failed"
     assert got["serial"] == fleet.a.serial
     assert "signature does not verify" in str(got["reasons"])

@@ -19,7 +19,6 @@ field, the PCR map. Any defect is one ``VerificationError`` line.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ _FIELDS = {"format", "nonce", "quote", "signature", "pcrs", "eventlog", "iak_cer
 _LIMITS = {"nonce": 64, "quote": 1024, "signature": 1024, "iak_certificate": 8192}
 _DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
 _PCR_COUNT = 24
+_PCR_NAMES = frozenset(str(i) for i in range(_PCR_COUNT))
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _bytes(document: Mapping[str, Any], name: str, limit: int) -> bytes:
         raise VerificationError(f"evidence: {name} must be base64 of at most {limit} bytes")
     try:
         return base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a str that is not ASCII
         raise VerificationError(f"evidence: {name} is not base64") from None
 
 
@@ -86,8 +86,8 @@ def _pcrs(value: object) -> tuple[str, dict[int, bytes]]:
         raise VerificationError(f"evidence: unsupported PCR bank {str(bank)[:16]!r}")
     pcrs: dict[int, bytes] = {}
     for key, digest in values.items():
-        if not (key.isdecimal() and len(key) <= 2 and int(key) < _PCR_COUNT):
-            raise VerificationError(f"evidence: {key[:8]!r} is not a PCR index")
+        if key not in _PCR_NAMES:  # "3", never "03" or "٣": one spelling per PCR
+            raise VerificationError(f"evidence: {str(key)[:8]!r} is not a PCR index")
         if not isinstance(digest, str) or len(digest) != 2 * size:
             raise VerificationError(f"evidence: PCR {key} is not a {bank} digest")
         try:

@@ -170,6 +170,13 @@ class Policy(_Strict):
     def product(self) -> str:
         return self.attestation.product
 
+    @property
+    def uses_releases(self) -> bool:
+        """Whether a verdict needs the product's recorded releases (read only then)."""
+        return any(v.releases for v in self.pcr.values()) or any(
+            r.kind == "fit-release" for r in self.rule
+        )
+
 
 def parse_policy(source: str, origin: str = "policy") -> Policy:
     """A validated Policy from TOML text, or ConfigError naming the first problem."""

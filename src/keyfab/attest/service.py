@@ -28,11 +28,13 @@ import secrets
 import threading
 import urllib.request
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 from cryptography import x509
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from keyfab import audit
@@ -42,7 +44,7 @@ from keyfab.attest.eventlog import EventLog, parse_eventlog, replay
 from keyfab.attest.evidence import AttestationEvidence
 from keyfab.attest.reference import Policy, parse_policy
 from keyfab.attest.tpm2 import QUOTE_FORMAT, verify_quote
-from keyfab.attest.verdict import evaluate
+from keyfab.attest.verdict import ReleaseRecord, Replayed, evaluate
 from keyfab.authority import Authority, Principal, Role, revoke_operational
 from keyfab.clock import utc_now
 from keyfab.errors import (
@@ -69,6 +71,7 @@ from keyfab.rot import Evidence
 
 NONCE_BYTES = 32
 NONCE_LIFETIME = datetime.timedelta(minutes=5)
+LOG_CACHE = 512  # parsed event logs kept per process (see _parsed_log)
 WEBHOOK_TIMEOUT = 3.0  # seconds: a slow receiver never holds a verification up
 _ATTESTERS = frozenset({Role.DEVICE, Role.ADMIN, Role.OPERATOR})
 _log = logging.getLogger(__name__)
@@ -168,57 +171,130 @@ def _admit(principal: Principal, serial: str) -> None:
         raise PermissionDeniedError("a device may attest only itself")
 
 
-def _device(session: Session, serial: str, *, lock: bool = False) -> Device:
-    query = select(Device).where(Device.serial == serial)
-    device = session.scalars(query.with_for_update() if lock else query).one_or_none()
-    if device is None:
+class _Iak(NamedTuple):
+    der: bytes
+    serial_number: str
+    revoked_at: datetime.datetime | None
+
+
+class _Counters(NamedTuple):
+    """The TPM's counters in the device's newest result that had a verified quote."""
+
+    reset_count: int | None
+    restart_count: int | None
+    clock: int | None
+
+
+class _Target(NamedTuple):
+    """The device being attested, with its product's policy (None: no policy set) and,
+    when verifying, its recorded IAK certificate and its previous counters."""
+
+    id: int
+    serial: str
+    policy: Policy | None
+    iak: _Iak | None = None
+    previous: _Counters | None = None
+
+
+_DEVICES = Device.metadata.tables["devices"]
+_CERTIFICATES = Certificate.metadata.tables["certificates"]
+_RESULTS = AttestationResult.metadata.tables["attestation_results"]
+_DEVICE = (
+    select(Device.id, Device.state, AttestationPolicy.policy)
+    .select_from(Device)
+    .outerjoin(Batch, Batch.id == Device.batch_id)
+    .outerjoin(AttestationPolicy, AttestationPolicy.product == Batch.product)
+    .where(Device.serial == bindparam("serial"))
+)
+"""The device and its product's policy text, in one statement (a challenge's only read)."""
+_OTHER_CERTIFICATES, _OTHER_RESULTS = _CERTIFICATES.alias(), _RESULTS.alias()
+_NEWEST_IAK = (
+    select(func.max(_OTHER_CERTIFICATES.c.id))
+    .where(
+        _OTHER_CERTIFICATES.c.device_id == Device.id,
+        _OTHER_CERTIFICATES.c.profile == Profile.IAK,
+    )
+    .correlate(Device)
+    .scalar_subquery()
+)
+_NEWEST_COUNTED = (
+    select(func.max(_OTHER_RESULTS.c.id))
+    .where(_OTHER_RESULTS.c.device_id == Device.id, _OTHER_RESULTS.c.clock.is_not(None))
+    .correlate(Device)
+    .scalar_subquery()
+)
+_SUBJECT = (
+    _DEVICE.add_columns(
+        _CERTIFICATES.c.der,
+        _CERTIFICATES.c.serial_number,
+        _CERTIFICATES.c.revoked_at,
+        _RESULTS.c.reset_count,
+        _RESULTS.c.restart_count,
+        _RESULTS.c.clock,
+    )
+    .outerjoin(_CERTIFICATES, _CERTIFICATES.c.id == _NEWEST_IAK)
+    .outerjoin(_RESULTS, _RESULTS.c.id == _NEWEST_COUNTED)
+    .with_for_update(of=Device)  # the results of one device are made in order
+)
+"""A verification's one read: the device, its policy, its newest IAK certificate and the
+counters of its newest verified quote."""
+
+
+def _device(connection: Connection, serial: str, *, verifying: bool = False) -> _Target:
+    found = connection.execute(_SUBJECT if verifying else _DEVICE, {"serial": serial}).first()
+    if found is None:
         raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
-    if device.state == DeviceState.REVOKED:
+    device_id, state, text, *recorded = found
+    if state == DeviceState.REVOKED:
         raise PermissionDeniedError(f"device {serial} is revoked", slug="device-revoked")
-    return device
+    policy = None if text is None else _parsed_policy(text)
+    if not verifying:
+        return _Target(device_id, serial, policy)
+    der, number, revoked, *counters = recorded
+    iak = None if der is None else _Iak(der, number, revoked)
+    previous = None if counters[-1] is None else _Counters(*counters)
+    return _Target(device_id, serial, policy, iak, previous)
 
 
 @functools.lru_cache(maxsize=256)
 def _parsed_policy(text: str) -> Policy:
-    """A stored policy was validated when it was set; parse each text once per process."""
+    """A stored policy was validated when it was set; parse each text once per process
+    (a policy set later is a new text, so no process serves a stale one)."""
     return parse_policy(text, "stored attestation policy")
 
 
-def _product_policy(session: Session, device: Device) -> Policy | None:
-    """The attestation policy of the product of the device's batch, if one is set."""
-    if device.batch_id is None:
-        return None
-    text = session.scalar(
-        select(AttestationPolicy.policy)
-        .join(Batch, Batch.product == AttestationPolicy.product)
-        .where(Batch.id == device.batch_id)
-    )
-    return None if text is None else _parsed_policy(text)
-
-
-def pcr_selection(session: Session, device: Device) -> Selection:
-    """The PCRs the device's product quotes (sha256 PCRs 0-9 without a policy)."""
-    policy = _product_policy(session, device)
+def pcr_selection(policy: Policy | None) -> Selection:
+    """The PCRs the product quotes (sha256 PCRs 0-9 without a policy)."""
     if policy is None:
         return Selection()
-    return Selection(policy.attestation.bank, tuple(policy.attestation.pcrs))
+    return _selection(policy.attestation.bank, tuple(policy.attestation.pcrs))
+
+
+@functools.lru_cache(maxsize=256)
+def _selection(bank: str, pcrs: tuple[int, ...]) -> Selection:
+    return Selection(bank, pcrs)
+
+
+_RELEASES = select(Release.product, Release.version, Release.measurements).where(
+    Release.product == bindparam("product")
+)
 
 
 def _policy_reasons(
-    session: Session, device: Device, log: EventLog, pcrs: Mapping[int, bytes]
+    connection: Connection, policy: Policy | None, log: _Log, pcrs: Mapping[int, bytes]
 ) -> list[str]:
     """The product policy's reasons to refuse a verified quote and its replayed log
     (reference values, the product's releases, rules over events); none without one."""
-    policy = _product_policy(session, device)
     if policy is None:
         return []
-    releases = session.scalars(select(Release).where(Release.product == policy.product)).all()
-    return evaluate(policy, pcrs=pcrs, log=log, releases=releases)
+    releases: Sequence[ReleaseRecord] = []
+    if policy.uses_releases:
+        releases = connection.execute(_RELEASES, {"product": policy.product}).all()
+    return evaluate(policy, pcrs=pcrs, log=log.events, releases=releases, replayed=log.replayed)
 
 
-def _policy_actions(session: Session, device: Device) -> Actions:
-    """What the device's product policy does on failure (by default: mark it untrusted)."""
-    policy = _product_policy(session, device)
+def _policy_actions(policy: Policy | None) -> Actions:
+    """What the product policy does on failure (by default: mark the device untrusted)."""
     if policy is None:
         return Actions()
     chosen = policy.on_failure
@@ -228,33 +304,54 @@ def _policy_actions(session: Session, device: Device) -> Actions:
     )
 
 
+_NONCES = AttestationNonce.metadata.tables["attestation_nonces"]
+_PURGE = delete(_NONCES).where(
+    _NONCES.c.device_id == bindparam("device"), _NONCES.c.expires_at <= bindparam("now")
+)
+_ISSUE = insert(_NONCES)
+
+
 def challenge(authority: Authority, serial: str, principal: Principal) -> Challenge:
     """A fresh one-time nonce for ``serial``; that device's expired nonces are purged."""
     _admit(principal, serial)
     nonce, now = secrets.token_bytes(NONCE_BYTES), utc_now()
+    expires = now + NONCE_LIFETIME
     with authority.transaction() as session:
-        device = _device(session, serial)
-        session.execute(
-            delete(AttestationNonce).where(
-                AttestationNonce.device_id == device.id, AttestationNonce.expires_at <= now
-            )
-        )
-        expires = now + NONCE_LIFETIME
-        session.add(
-            AttestationNonce(
-                digest=_digest(nonce), device_id=device.id, created_at=now, expires_at=expires
-            )
-        )
-        return Challenge(serial, nonce, expires, pcr_selection(session, device))
+        connection = session.connection()
+        device = _device(connection, serial)
+        connection.execute(_PURGE, {"device": device.id, "now": now})
+        row = {"digest": _digest(nonce), "device_id": device.id, "created_at": now}
+        connection.execute(_ISSUE, {**row, "expires_at": expires, "used_at": None})
+    return Challenge(serial, nonce, expires, pcr_selection(device.policy))
 
 
 def _digest(nonce: bytes) -> str:
     return hashlib.sha256(nonce).hexdigest()
 
 
-def _spend(session: Session, device: Device, nonce: bytes) -> None:
-    """Mark the nonce used, or refuse it: unknown, another device's, used, expired."""
-    row = session.get(AttestationNonce, _digest(nonce), with_for_update=True)
+_SPEND = (
+    update(_NONCES)
+    .where(
+        _NONCES.c.digest == bindparam("nonce"),
+        _NONCES.c.device_id == bindparam("device"),
+        _NONCES.c.used_at.is_(None),
+        _NONCES.c.expires_at > bindparam("now"),
+    )
+    .values(used_at=bindparam("now"))
+)
+_NONCE = select(_NONCES.c.device_id, _NONCES.c.used_at).where(
+    _NONCES.c.digest == bindparam("digest")
+)
+
+
+def _spend(connection: Connection, device: _Target, nonce: bytes) -> None:
+    """Mark the nonce used in one statement, or say why not: unknown, another device's,
+    used, expired (the refusal is read only when the spend changed no row)."""
+    digest, now = _digest(nonce), utc_now()
+    spent = connection.execute(_SPEND, {"nonce": digest, "device": device.id, "now": now})
+    if spent.rowcount == 1:
+        return
+    row = connection.execute(_NONCE, {"digest": digest}).first()
     if row is None:
         raise InvalidRequestError("unknown attestation nonce", slug="nonce-unknown")
     if row.device_id != device.id:
@@ -263,10 +360,7 @@ def _spend(session: Session, device: Device, nonce: bytes) -> None:
         )
     if row.used_at is not None:
         raise ConflictError("the attestation nonce was already used", slug="nonce-used")
-    now = utc_now()
-    if row.expires_at <= now:
-        raise InvalidRequestError("the attestation nonce has expired", slug="nonce-expired")
-    row.used_at = now
+    raise InvalidRequestError("the attestation nonce has expired", slug="nonce-expired")
 
 
 @dataclass(frozen=True)
@@ -305,9 +399,7 @@ def _chained_key(der: bytes, trust: _Trust, day: datetime.date) -> PublicKey:
     return key
 
 
-def _iak_key(
-    authority: Authority, presented: bytes | None, recorded: Certificate | None
-) -> PublicKey:
+def _iak_key(authority: Authority, presented: bytes | None, recorded: _Iak | None) -> PublicKey:
     """The device's IAK: the certificate chains to keyfab's CAs and is the one recorded."""
     if recorded is None:
         raise VerificationError("the device has no IAK certificate recorded")
@@ -321,15 +413,6 @@ def _iak_key(
     if recorded.revoked_at is not None:
         raise VerificationError(f"IAK certificate {recorded.serial_number} is revoked")
     return key
-
-
-def _recorded_iak(session: Session, device: Device) -> Certificate | None:
-    return session.scalars(
-        select(Certificate)
-        .where(Certificate.device_id == device.id, Certificate.profile == Profile.IAK)
-        .order_by(Certificate.id.desc())
-        .limit(1)
-    ).first()
 
 
 def _quote(evidence: AttestationEvidence, key: PublicKey, selection: Selection) -> TpmAttest:
@@ -353,11 +436,33 @@ def _quote(evidence: AttestationEvidence, key: PublicKey, selection: Selection) 
     return quoted.attest
 
 
-def _replay_reasons(log: EventLog, bank: str, pcrs: Mapping[int, bytes]) -> list[str]:
+@dataclass(frozen=True)
+class _Log:
+    """A parsed event log and its replay (read-only: shared by every verification)."""
+
+    events: EventLog
+    replayed: Replayed
+
+
+@functools.lru_cache(maxsize=LOG_CACHE)
+def _parsed_log(data: bytes) -> _Log:
+    """Parse and replay each distinct log once: a device sends the same log at every
+    interval until it reboots, and devices on one firmware mostly the same one.
+
+    Keyed by the bytes themselves (a hit compares them all), so the result is
+    exactly what parsing them again would give; a malformed log raises and is
+    not kept. At most ``LOG_CACHE`` logs of at most 48 KiB each are held.
+    """
+    log = parse_eventlog(data)
+    banks = {bank: MappingProxyType(values) for bank, values in replay(log).items()}
+    return _Log(log, MappingProxyType(banks))
+
+
+def _replay_reasons(log: _Log, bank: str, pcrs: Mapping[int, bytes]) -> list[str]:
     """Every quoted PCR the log does not replay to, each with both values."""
-    if bank not in log.banks:
+    if bank not in log.events.banks:
         return [f"the event log has no {bank} bank"]
-    replayed = replay(log)[bank]
+    replayed = log.replayed[bank]
     reasons = []
     for pcr, quoted in sorted(pcrs.items()):
         value = replayed.get(pcr, bytes(len(quoted)))
@@ -369,9 +474,7 @@ def _replay_reasons(log: EventLog, bank: str, pcrs: Mapping[int, bytes]) -> list
     return reasons
 
 
-def _counter_reasons(
-    attest: TpmAttest, previous: AttestationResult | None
-) -> tuple[list[str], list[str]]:
+def _counter_reasons(attest: TpmAttest, previous: _Counters | None) -> tuple[list[str], list[str]]:
     """(reasons, notes) from the TPM's counters against the previous verified quote."""
     if previous is None or previous.reset_count is None:
         return [], []
@@ -396,31 +499,22 @@ def _counter_reasons(
     return reasons, notes
 
 
-def _previous(session: Session, device: Device) -> AttestationResult | None:
-    return session.scalars(
-        select(AttestationResult)
-        .where(AttestationResult.device_id == device.id, AttestationResult.clock.is_not(None))
-        .order_by(AttestationResult.id.desc())
-        .limit(1)
-    ).first()
-
-
 def _evaluate(
-    authority: Authority, session: Session, device: Device, evidence: AttestationEvidence
+    authority: Authority, connection: Connection, device: _Target, evidence: AttestationEvidence
 ) -> Result:
     """Every check after the nonce, in order; the first cryptographic failure stops them."""
     now, serial = utc_now(), device.serial
-    selection = pcr_selection(session, device)
+    selection = pcr_selection(device.policy)
     try:
-        key = _iak_key(authority, evidence.iak_certificate, _recorded_iak(session, device))
+        key = _iak_key(authority, evidence.iak_certificate, device.iak)
         attest = _quote(evidence, key, selection)
-        log = parse_eventlog(evidence.eventlog)
+        log = _parsed_log(evidence.eventlog)
     except VerificationError as error:
         return Result(serial, now, AttestationState.FAILED, (str(error),))
     reasons = _replay_reasons(log, evidence.bank, evidence.pcrs)
     if not reasons:
-        reasons = _policy_reasons(session, device, log, evidence.pcrs)
-    counter_reasons, notes = _counter_reasons(attest, _previous(session, device))
+        reasons = _policy_reasons(connection, device.policy, log, evidence.pcrs)
+    counter_reasons, notes = _counter_reasons(attest, device.previous)
     reasons += counter_reasons
     verdict = AttestationState.FAILED if reasons else AttestationState.TRUSTED
     return Result(
@@ -438,29 +532,42 @@ def _evaluate(
     )
 
 
-def _record(session: Session, device: Device, result: Result) -> None:
-    session.add(
-        AttestationResult(
-            device_id=device.id,
-            at=result.at,
-            verdict=result.verdict,
-            reasons=json.dumps(result.reasons),
-            notes=json.dumps(result.notes),
-            bank=result.bank,
-            pcrs=json.dumps(_hex(result.pcrs)),
-            reset_count=result.reset_count,
-            restart_count=result.restart_count,
-            clock=result.clock if result.clock is None or result.clock < 1 << 63 else None,
-            firmware_version=None
-            if result.firmware_version is None
-            else f"{result.firmware_version:016x}",
-        )
+_RECORD = insert(_RESULTS)
+_STATE = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("device"))
+    .values(attestation=bindparam("verdict"), attested_at=bindparam("when"))
+)
+
+
+def _record(session: Session, device: _Target, result: Result) -> None:
+    """The result row, the device's state and the audit event: Core statements on the
+    verification's own transaction (no ORM objects on the hot path)."""
+    connection = session.connection()
+    firmware = result.firmware_version
+    clock = result.clock if result.clock is None or result.clock < 1 << 63 else None
+    connection.execute(
+        _RECORD,
+        {
+            "device_id": device.id,
+            "at": result.at,
+            "verdict": result.verdict.value,
+            "reasons": json.dumps(result.reasons),
+            "notes": json.dumps(result.notes),
+            "bank": result.bank,
+            "pcrs": json.dumps(_hex(result.pcrs)),
+            "reset_count": result.reset_count,
+            "restart_count": result.restart_count,
+            "clock": clock,
+            "firmware_version": None if firmware is None else f"{firmware:016x}",
+        },
     )
-    device.attestation, device.attested_at = result.verdict, result.at
+    connection.execute(
+        _STATE, {"device": device.id, "verdict": result.verdict.value, "when": result.at}
+    )
     kind = "attestation.verified" if result.trusted else "attestation.failed"
-    audit.append(
-        session, kind, device.serial, {"reasons": list(result.reasons), "notes": list(result.notes)}
-    )
+    details = {"reasons": list(result.reasons), "notes": list(result.notes)}
+    audit.append_many(session, [audit.Entry(kind, device.serial, details)])
 
 
 def verify(
@@ -478,12 +585,13 @@ def verify(
     result. ``actions`` overrides the product policy's (tests, the CLI).
     """
     _admit(principal, serial)
-    with authority.transaction() as session:
-        device = _device(session, serial, lock=True)  # results of one device in order
-        _spend(session, device, evidence.nonce)
-        result = _evaluate(authority, session, device, evidence)
+    with authority.transaction() as session:  # one transaction: nonce, result, state, event
+        connection = session.connection()
+        device = _device(connection, serial, verifying=True)
+        _spend(connection, device, evidence.nonce)
+        result = _evaluate(authority, connection, device, evidence)
         _record(session, device, result)
-        todo = actions if actions is not None else _policy_actions(session, device)
+    todo = actions if actions is not None else _policy_actions(device.policy)
     if not result.trusted:
         _act(authority, result, todo, principal)
     return result

@@ -11,11 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from keyfab.attest.eventdata import uefi_variable
 from keyfab.attest.eventlog import Event, EventLog, replay
 from keyfab.attest.reference import RELEASE_PCRS, NoEventType, Policy, Rule
-from keyfab.registry import Release
+
+
+class ReleaseRecord(Protocol):
+    """What a verdict reads of a recorded release (a ``registry.Release`` row has it)."""
+
+    @property
+    def product(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def measurements(self) -> str: ...
+
 
 EV_TABLE_OF_DEVICES = 0x0000000B
 EV_COMPACT_HASH = 0x0000000C
@@ -29,6 +41,8 @@ UBOOT_EVENTS = {
 EFI_GLOBAL_VARIABLE = bytes.fromhex("61dfe48bca93d211aa0d00e098032b8c")
 """8BE4DF61-93CA-11D2-AA0D-00E098032B8C as UEFI writes a GUID (little-endian fields)."""
 
+Replayed = Mapping[str, Mapping[int, bytes]]
+"""bank -> PCR -> value, as ``eventlog.replay`` gives it."""
 Configuration = tuple[str, Mapping[str, str]]
 """(release version, measured name -> hex digest in the policy's bank)."""
 
@@ -44,14 +58,16 @@ def evaluate(
     *,
     pcrs: Mapping[int, bytes],
     log: EventLog | None,
-    releases: Sequence[Release],
+    releases: Sequence[ReleaseRecord],
+    replayed: Replayed | None = None,
 ) -> list[str]:
-    """Why the evidence fails the policy (empty: trusted). ``pcrs``: the quoted values."""
+    """Why the evidence fails the policy (empty: trusted). ``pcrs``: the quoted values;
+    ``replayed``: ``replay(log)`` when the caller has it already."""
     configurations = release_configurations(policy, releases)
     reasons = [f"PCR {i}: not in the quote" for i in policy.attestation.pcrs if i not in pcrs]
     reasons += _pcr_values(policy, pcrs, configurations)
     if log is not None:
-        reasons += _replay_mismatches(policy, pcrs, log)
+        reasons += _replay_mismatches(policy, pcrs, log, replayed or replay(log))
     if not policy.rule or reasons:
         return reasons
     if log is None:
@@ -62,7 +78,9 @@ def evaluate(
     return reasons
 
 
-def release_configurations(policy: Policy, releases: Iterable[Release]) -> list[Configuration]:
+def release_configurations(
+    policy: Policy, releases: Iterable[ReleaseRecord]
+) -> list[Configuration]:
     """Every configuration of the product's releases, in the policy's bank."""
     bank = policy.attestation.bank
     found: list[Configuration] = []
@@ -115,17 +133,19 @@ def _pcr_values(
     return reasons
 
 
-def _replay_mismatches(policy: Policy, pcrs: Mapping[int, bytes], log: EventLog) -> list[str]:
+def _replay_mismatches(
+    policy: Policy, pcrs: Mapping[int, bytes], log: EventLog, replayed: Replayed
+) -> list[str]:
     """The quoted PCRs of the policy's selection that the log does not replay to."""
     bank = policy.attestation.bank
     if bank not in log.banks:
         return [f"event log: no {bank} bank"]
-    replayed, zero = replay(log)[bank], bytes(hashlib.new(bank).digest_size)
+    values, zero = replayed[bank], bytes(hashlib.new(bank).digest_size)
     return [
-        f"PCR {i}: the event log replays to {short(replayed.get(i, zero))}, "
+        f"PCR {i}: the event log replays to {short(values.get(i, zero))}, "
         f"the quote has {short(pcrs[i])}"
         for i in policy.attestation.pcrs
-        if i in pcrs and replayed.get(i, zero) != pcrs[i]
+        if i in pcrs and values.get(i, zero) != pcrs[i]
     ]
 
 
