@@ -616,3 +616,17 @@ def checkpoint_events(registry: Registry, limit: int = 20) -> tuple[int, Sequenc
             select(AuditEvent).where(kind).order_by(AuditEvent.seq.desc()).limit(limit)
         ).all()
     return int(total), newest
+
+
+def newest_per_profile(registry: Registry, batch_ids: Sequence[int]) -> Sequence[Certificate]:
+    """The newest certificate of each profile the devices of ``batch_ids`` hold (what to lint)."""
+    newest = (
+        select(func.max(Certificate.id))
+        .join(Device, Certificate.device_id == Device.id)
+        .where(Device.batch_id.in_(list(batch_ids)))
+        .group_by(Certificate.profile)
+    )
+    with registry.reading() as session:
+        return session.scalars(
+            select(Certificate).where(Certificate.id.in_(newest)).order_by(Certificate.profile)
+        ).all()

@@ -17,8 +17,9 @@ from keyfab.errors import VerificationError
 
 SIGNATURE_MAX = 64 * 1024
 MAX_CERTIFICATES = 4
-_SHA256 = "2.16.840.1.101.3.4.2.1"
-_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
+# The AlgorithmIdentifiers as cryptography writes them (sha256 with NULL parameters).
+_SHA256 = bytes.fromhex("300d06096086480165030402010500")
+_ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
 
 
 @dataclass(frozen=True)
@@ -46,26 +47,29 @@ def parse_signed_data(data: bytes) -> SignedParts:
             raise VerificationError("not DER")
         if info["contentType"] != rfc5652.id_signedData:
             raise VerificationError("not CMS SignedData")
-        signed, rest = decoder.decode(info["content"], asn1Spec=rfc5652.SignedData())
-        if rest:
-            raise VerificationError("trailing bytes in SignedData")
+        inner = bytes(info["content"])
+        signed, rest = decoder.decode(inner, asn1Spec=rfc5652.SignedData())
+        if rest or encoder.encode(signed) != inner:  # its certificates are DER too
+            raise VerificationError("SignedData is not DER")
         return _parts(signed, encoder.encode, rfc5652)
-    except (PyAsn1Error, ValueError) as error:
+    except (PyAsn1Error, ValueError, KeyError) as error:
         raise VerificationError(f"not a CMS signature ({type(error).__name__})") from None
 
 
 def _parts(signed: Any, encode: Any, m: Any) -> SignedParts:
     content = signed["encapContentInfo"]
-    if content["contentType"] != m.id_data or content["eContent"].isValue:
+    if content["eContentType"] != m.id_data or content["eContent"].isValue:
         raise VerificationError("not a detached signature over data")
-    algorithms = [str(a["algorithm"]) for a in signed["digestAlgorithms"]]
+    algorithms = [bytes(encode(a)) for a in signed["digestAlgorithms"]]
     infos = list(signed["signerInfos"])
     if algorithms != [_SHA256] or len(infos) != 1:
         raise VerificationError("not one SHA-256 signer")
     info = infos[0]
-    if str(info["digestAlgorithm"]["algorithm"]) != _SHA256:
+    if int(signed["version"]) != 1 or int(info["version"]) != 1:
+        raise VerificationError("not a version 1 SignedData and SignerInfo")
+    if bytes(encode(info["digestAlgorithm"])) != _SHA256:
         raise VerificationError("the signer's digest is not SHA-256")
-    if str(info["signatureAlgorithm"]["algorithm"]) != _ECDSA_SHA256:
+    if bytes(encode(info["signatureAlgorithm"])) != _ECDSA_SHA256:
         raise VerificationError("the signature is not ECDSA with SHA-256")
     certificates = _certificates(signed["certificates"], info["sid"], encode)
     der = bytearray(encode(info["signedAttrs"]))

@@ -56,4 +56,6 @@ def _summary(bom: dict[str, object]) -> Sbom:
     tools = bom.get("metadata", {}).get("tools", {})  # type: ignore[attr-defined]
     names = [f"{t['name']} {t['version']}" for t in tools.get("components", [])][:1]
     ours = [c.get("version") for c in listed if c.get("name") == "keyfab"]
-    return Sbom(str(bom.get("specVersion")), len(listed), ", ".join(names), ours[0] if ours else None)
+    return Sbom(
+        str(bom.get("specVersion")), len(listed), ", ".join(names), ours[0] if ours else None
+    )

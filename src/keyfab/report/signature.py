@@ -16,7 +16,7 @@ import hmac
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
@@ -55,7 +55,7 @@ class Signed:
     signing_time: datetime.datetime
 
 
-class ContentMismatch(VerificationError):
+class ContentMismatchError(VerificationError):
     """The signature is good but covers other content than the one given."""
 
 
@@ -64,12 +64,18 @@ def check(signature: bytes, content: bytes, roots: list[x509.Certificate]) -> Si
 
     Order matters for the message: first the signature over the signed
     attributes and the chain (a fault there is the signature file's), then the
-    content's digest (a fault there is the content's: ``ContentMismatch``).
+    content's digest (a fault there is the content's: ``ContentMismatchError``).
     """
     try:
-        parts = parse_signed_data(signature)
+        return _check(signature, content, roots)
     except ImportError:
         raise MissingExtraError("keyfab report verify", "report") from None
+    except (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.InvalidVersion):
+        raise VerificationError("an embedded certificate is malformed") from None
+
+
+def _check(signature: bytes, content: bytes, roots: list[x509.Certificate]) -> Signed:
+    parts = parse_signed_data(signature)
     signer = _signer(parts)
     try:
         key = signer.public_key()
@@ -80,7 +86,7 @@ def check(signature: bytes, content: bytes, roots: list[x509.Certificate]) -> Si
     when = as_utc(parts.signing_time)
     verify_device_chain(signer, parts.certificates[1:], roots, at=when)
     if not hmac.compare_digest(parts.message_digest, hashlib.sha256(content).digest()):
-        raise ContentMismatch("does not match the digest its signature covers")
+        raise ContentMismatchError("does not match the digest its signature covers")
     return Signed(signer, when)
 
 
