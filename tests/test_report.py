@@ -16,7 +16,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ ARTEFACTS = Path(os.environ.get("KEYFAB_ARTEFACTS", Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, Path]]:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Path]:
     root = tmp_path_factory.mktemp("report")
     space = Workspace(root / "home")
     initialise(space, "Acme")
@@ -64,7 +63,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace,
         "report", "evidence", "--product", PRODUCT, "--batch", "b1", "--out", str(out)
     )
     assert code == 0, err
-    yield space, out
+    return space, out
 
 
 def _attest(authority: Authority, verdicts: dict[str, list[str]]) -> None:
@@ -104,9 +103,15 @@ def test_every_figure_is_the_registry_s(fleet: tuple[Workspace, Path]) -> None:
     )
     expected = {
         "states": _sql(space, f"SELECT state, count(*) {devices} GROUP BY state"),
-        "failures": _sql(space, f"SELECT failure, count(*) {devices} AND failure IS NOT NULL GROUP BY 1"),
+        "failures": _sql(
+            space, f"SELECT failure, count(*) {devices} AND failure IS NOT NULL GROUP BY 1"
+        ),
         "by_profile": _sql(space, f"SELECT c.profile, count(*) {joined} GROUP BY 1"),
-        "revoked": _sql(space, f"SELECT c.revocation_reason, count(*) {joined} AND c.revoked_at IS NOT NULL GROUP BY 1"),
+        "revoked": _sql(
+            space,
+            f"SELECT c.revocation_reason, count(*) {joined} AND c.revoked_at IS NOT NULL"
+            " GROUP BY 1",
+        ),
         "devices": _sql(space, f"SELECT attestation, count(*) {devices} GROUP BY 1"),
         "results": _sql(space, f"SELECT r.verdict, count(*) {results} GROUP BY 1"),
     }  # fmt: skip
@@ -149,7 +154,8 @@ def test_ca_keys_and_lint_and_audit_are_reported(fleet: tuple[Workspace, Path]) 
     assert all("development only" in ca["note"] for ca in evidence["cas"])
     linted = {r["profile"]: r["findings"] for r in evidence["profiles"]["results"]}
     assert linted == {"root-ca": [], "manufacturing-ca": [], "idevid": []}
-    assert evidence["audit"]["ok"] and evidence["audit"]["checkpoints"] >= 3
+    assert evidence["audit"]["ok"]
+    assert evidence["audit"]["checkpoints"] >= 3
     assert evidence["sbom"]["components"] > 20
     sbom = json.loads((out / "sbom.cdx.json").read_text())
     assert sbom["bomFormat"] == "CycloneDX"
@@ -176,13 +182,15 @@ def test_openssl_and_sha256sum_accept_the_pack(
         (tmp_path / "root.pem").write_bytes(authority.chain[1].public_bytes(Encoding.PEM))
     done = subprocess.run(
         ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(out / SIGNATURE),
-         "-content", str(out / MANIFEST), "-CAfile", str(tmp_path / "root.pem"), "-out", os.devnull],
+         "-content", str(out / MANIFEST), "-CAfile", str(tmp_path / "root.pem"),
+         "-out", os.devnull],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Verification successful" in done.stderr
     sums = subprocess.run(["sha256sum", "-c", MANIFEST], cwd=out, capture_output=True, text=True)
-    assert sums.returncode == 0 and sums.stdout.count(": OK") == len(FILES)
+    assert sums.returncode == 0
+    assert sums.stdout.count(": OK") == len(FILES)
     code, said, err = Keyfab(space.home)(
         "report", "verify", str(out), "--CAfile", str(tmp_path / "root.pem")
     )
