@@ -37,6 +37,7 @@ LAYERS = [
     ("authority", ("provision", "cmp", "server", "cli")),
     ("cmp", ("provision", "server", "cli")),
     ("provision", ("cmp", "server", "cli")),
+    ("report", ("provision", "cmp", "server", "cli")),
     ("server", ("cli",)),
 ]
 

@@ -23,6 +23,7 @@ from keyfab.authority.credentials import (
     issue_station,
     issue_tls_server,
 )
+from keyfab.authority.reports import certify_report
 from keyfab.registry import queries
 from keyfab.workspace import Workspace
 from tests.conftest import Keyfab
@@ -40,6 +41,7 @@ def _every_profile(workspace: Workspace, recipe_file: Path) -> None:
         issue_tls_server(authority, ("factory.example", "127.0.0.1"))
         issue_cmp_responder(authority)
         issue_ocsp_signer(authority, authority.issuing)
+        certify_report(authority, "acme-gateway", ["lint"], "00" * 32)
         signer = ec.generate_private_key(ec.SECP256R1()).public_key()
         issue_manifest_signer(authority, signer, "manifests", "soft:/nowhere/signer.pem")
         _, body = new_csr("LINT-1")

@@ -54,6 +54,10 @@ class AuditError(KeyfabError):
     """The audit log is broken or could not be appended to."""
 
 
+class ReportError(KeyfabError):
+    """An evidence pack could not be written, or does not verify (the message names the file)."""
+
+
 class ProvisionError(KeyfabError):
     """Provisioning a device or a batch failed."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pkcs11
@@ -13,7 +14,7 @@ from cryptography.x509.oid import NameOID
 from pkcs11 import Attribute, ObjectClass
 
 from keyfab.errors import KeyExistsError, KeyNotFoundError
-from keyfab.rot import KeyAlgorithm, KeySpec, load_key, open_rot
+from keyfab.rot import KeyAlgorithm, KeySpec, key_protection, load_key, open_rot
 from keyfab.rot.pkcs11 import Pkcs11RootOfTrust
 
 if TYPE_CHECKING:
@@ -113,3 +114,27 @@ def test_pkcs11_info_is_the_token_serial(rot: Pkcs11RootOfTrust, softhsm: SoftHs
     assert rot.info.vendor == "SoftHSM project"
     assert len(rot.random(48)) == 48
     assert rot.random(0) == b""
+
+
+def test_key_protection_is_read_from_the_token(rot: Pkcs11RootOfTrust, softhsm: SoftHsm) -> None:
+    """What the evidence pack says of a CA key comes from the token's own attributes."""
+    rot.generate_key("evidence", KeySpec(KeyAlgorithm.EC_P256))
+    found = key_protection(softhsm.uri("device", "evidence"))
+    assert found.scheme == "pkcs11"
+    assert found.attributes == {
+        "CKA_SENSITIVE": True,
+        "CKA_EXTRACTABLE": False,
+        "CKA_ALWAYS_SENSITIVE": True,
+        "CKA_NEVER_EXTRACTABLE": True,
+        "CKA_TOKEN": True,
+        "CKA_PRIVATE": True,
+    }
+    assert found.non_exportable is True
+    with pytest.raises(KeyNotFoundError):
+        key_protection(softhsm.uri("device", "no-such-key"))
+
+
+def test_a_soft_key_is_reported_as_development(tmp_path: Path) -> None:
+    found = key_protection(f"soft:{tmp_path}/ca.pem")
+    assert (found.scheme, found.hardware, found.non_exportable) == ("soft", False, None)
+    assert "development only" in found.note

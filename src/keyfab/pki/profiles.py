@@ -42,6 +42,7 @@ class Profile(enum.StrEnum):
     ROOT_LINK = "root-link"  # a root's key certified by another root (RFC 4210 section 4.4)
     CMP_RESPONDER = "cmp-responder"
     OCSP_SIGNER = "ocsp-signer"
+    REPORT_SIGNER = "report-signer"  # one per evidence pack, its key discarded after signing
 
 
 UNPUBLISHED = frozenset(
@@ -350,6 +351,37 @@ def ocsp_signer(organization: str, ca_name: str, days: int = OCSP_SIGNER_DAYS) -
             (x509.OCSPNoCheck(), False),
         ),
         validity=datetime.timedelta(days=days),
+    )
+
+
+DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+"""id-kp-documentSigning (RFC 9336): what a report signer really does."""
+REPORT_SIGNER_YEARS = 10
+"""The CRA keeps technical documentation for ten years; the pack must verify that long."""
+
+
+def report_signer(organization: str, product: str, years: int = REPORT_SIGNER_YEARS) -> Template:
+    """The signer of one compliance evidence pack (CMS, RFC 5652): never the CA key itself.
+
+    The CA key's keyUsage is keyCertSign and cRLSign only, and one key doing
+    one job is what an auditor checks first; so the CA certifies a fresh key per
+    pack, which signs once and is discarded. Its long validity costs nothing
+    (the key no longer exists). id-kp-emailProtection beside id-kp-documentSigning
+    is what ``openssl cms -verify`` (purpose smimesign) and S/MIME tools require
+    of a CMS signer; no other EKU, so it can never pass for a TLS client.
+    """
+    return Template(
+        profile=Profile.REPORT_SIGNER,
+        subject=_name(organization, f"keyfab evidence pack {product}"),
+        extensions=(
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            (_SIGN_ONLY, True),
+            (
+                x509.ExtendedKeyUsage([DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]),
+                False,
+            ),
+        ),
+        validity=datetime.timedelta(days=365 * years + years // 4),
     )
 
 

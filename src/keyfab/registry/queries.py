@@ -10,11 +10,13 @@ service turns into a stable problem type.
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
-from sqlalchemy import Row, Select, func, select, text
+from sqlalchemy import ColumnElement, Row, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
@@ -27,6 +29,7 @@ from keyfab.registry.models import (
     AttestationPolicy,
     AttestationResult,
     AttestationState,
+    AuditEvent,
     Batch,
     CaKind,
     CaRecord,
@@ -479,6 +482,8 @@ def attestation_policy(registry: Registry, product: str) -> AttestationPolicy:
             f"no attestation policy for product {product!r}", slug="attestation-policy-not-found"
         )
     return found
+
+
 @dataclass(frozen=True)
 class AttestationHistory:
     """A device's attestation state and its newest results, newest first."""
@@ -523,3 +528,107 @@ def attestation_counts(registry: Registry, stale_after: datetime.timedelta) -> d
     counts[AttestationState.STALE] = int(stale or 0)
     counts[AttestationState.TRUSTED] -= counts[AttestationState.STALE]
     return counts
+
+
+def product_batches(registry: Registry, product: str, names: Sequence[str] = ()) -> Sequence[Batch]:
+    """The batches of ``product`` (only ``names`` if given), oldest first.
+
+    A named batch that does not exist or belongs to another product is a
+    NotFoundError: a report scoped to it must not silently cover less.
+    """
+    query = select(Batch).where(Batch.product == product).order_by(Batch.id)
+    if names:
+        query = query.where(Batch.name.in_(list(names)))
+    with registry.reading() as session:
+        found = session.scalars(query).all()
+    missing = sorted(set(names) - {batch.name for batch in found})
+    if missing:
+        raise NotFoundError(
+            f"no batch named {missing[0]!r} for product {product!r}", slug="batch-not-found"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class FleetFigures:
+    """What an evidence pack counts over a set of batches (every mapping: name -> count)."""
+
+    states: Mapping[str, int]  # devices per DeviceState
+    failures: Mapping[str, int]  # failed devices per reason
+    attestation: Mapping[str, int]  # devices per newest attestation verdict
+    results: Mapping[str, int]  # attestation results per verdict
+    result_reasons: Mapping[str, int]  # failed results per reason (JSON list, as recorded)
+    certificates: Mapping[str, int]  # device certificates per profile
+    revocations: Mapping[str, int]  # revoked device certificates per RFC 5280 reason
+
+
+def _count_by(session: Session, query: Select[Any, int]) -> dict[str, int]:
+    return {str(key): int(count) for key, count in session.execute(query)}
+
+
+def _reasons(session: Session, query: Select[str, int]) -> dict[str, int]:
+    """Failed results per single reason: each result stores its reasons as a JSON list."""
+    counts: dict[str, int] = {}
+    for reasons, count in session.execute(query):
+        for reason in json.loads(reasons):
+            counts[str(reason)] = counts.get(str(reason), 0) + int(count)
+    return counts
+
+
+def fleet_figures(registry: Registry, batch_ids: Sequence[int]) -> FleetFigures:
+    """The ``FleetFigures`` of the devices of ``batch_ids``: grouped counts, nothing streamed."""
+    in_scope = Device.batch_id.in_(list(batch_ids))
+    count = func.count()
+
+    def of_devices(column: Any, *where: ColumnElement[bool]) -> Select[Any, int]:
+        return select(column, count).where(in_scope, *where).group_by(column)
+
+    def joined(model: Any, column: Any, *where: ColumnElement[bool]) -> Select[Any, int]:
+        return (
+            select(column, count)
+            .join(Device, model.device_id == Device.id)
+            .where(in_scope, *where)
+            .group_by(column)
+        )
+
+    failed = AttestationResult.verdict == AttestationState.FAILED
+    revoked = Certificate.revoked_at.is_not(None)
+    with registry.reading() as session:
+        return FleetFigures(
+            states=_count_by(session, of_devices(Device.state)),
+            failures=_count_by(session, of_devices(Device.failure, Device.failure.is_not(None))),
+            attestation=_count_by(session, of_devices(Device.attestation)),
+            results=_count_by(session, joined(AttestationResult, AttestationResult.verdict)),
+            result_reasons=_reasons(
+                session, joined(AttestationResult, AttestationResult.reasons, failed)
+            ),
+            certificates=_count_by(session, joined(Certificate, Certificate.profile)),
+            revocations=_count_by(
+                session, joined(Certificate, Certificate.revocation_reason, revoked)
+            ),
+        )
+
+
+def checkpoint_events(registry: Registry, limit: int = 20) -> tuple[int, Sequence[AuditEvent]]:
+    """(how many signed checkpoints the log holds, the newest ``limit`` of them, newest first)."""
+    kind = AuditEvent.kind == "audit.checkpoint"
+    with registry.reading() as session:
+        total = session.scalar(select(func.count()).where(kind)) or 0
+        newest = session.scalars(
+            select(AuditEvent).where(kind).order_by(AuditEvent.seq.desc()).limit(limit)
+        ).all()
+    return int(total), newest
+
+
+def newest_per_profile(registry: Registry, batch_ids: Sequence[int]) -> Sequence[Certificate]:
+    """The newest certificate of each profile the devices of ``batch_ids`` hold (what to lint)."""
+    newest = (
+        select(func.max(Certificate.id))
+        .join(Device, Certificate.device_id == Device.id)
+        .where(Device.batch_id.in_(list(batch_ids)))
+        .group_by(Certificate.profile)
+    )
+    with registry.reading() as session:
+        return session.scalars(
+            select(Certificate).where(Certificate.id.in_(newest)).order_by(Certificate.profile)
+        ).all()

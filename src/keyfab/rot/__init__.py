@@ -18,6 +18,7 @@ from keyfab.rot.base import (
     check_label,
 )
 from keyfab.rot.drivers import DRIVERS, Driver, check_options, driver, driver_names, open_uri
+from keyfab.rot.protection import KeyProtection, key_protection
 from keyfab.rot.uri import KeyUri, parse_key_uri, read_pin, soft_key_uri
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "HardwareECPrivateKey",
     "HardwareRSAPrivateKey",
     "KeyAlgorithm",
+    "KeyProtection",
     "KeySpec",
     "KeyUri",
     "MonotonicCounter",
@@ -40,6 +42,7 @@ __all__ = [
     "check_options",
     "driver",
     "driver_names",
+    "key_protection",
     "load_key",
     "open_rot",
     "parse_key_uri",

@@ -145,6 +145,15 @@ class Pkcs11RootOfTrust:
             label, public_key, self._rsa_signer(label, key_id, public_key.key_size)
         )
 
+    def key_attributes(self, label: str) -> dict[str, bool]:
+        """The private key's protection attributes as the token reports them (an audit read)."""
+        check_label(label)
+        with self._session(f"read key {label!r}") as lease:
+            private = _find(lease.session, ObjectClass.PRIVATE_KEY, label)
+            if private is None:
+                raise KeyNotFoundError(f"pkcs11 token {self.name!r} has no key {label!r}")
+            return {f"CKA_{a.name}": bool(private[a]) for a in PROTECTION_ATTRIBUTES}
+
     def _private(self, lease: Lease, label: str, key_id: bytes) -> pkcs11.SignMixin:
         """The key object through this session, found once per session."""
         cached = lease.keys.get(key_id)
@@ -293,6 +302,17 @@ class Pkcs11RootOfTrust:
         if self._pid_pool is not None and self._pid_pool[0] == os.getpid():
             release_pool(self._module_path, self._pid_pool[1])
         self._pid_pool = None
+
+
+PROTECTION_ATTRIBUTES = (
+    Attribute.SENSITIVE,
+    Attribute.EXTRACTABLE,
+    Attribute.ALWAYS_SENSITIVE,
+    Attribute.NEVER_EXTRACTABLE,
+    Attribute.TOKEN,
+    Attribute.PRIVATE,
+)
+"""What says a private key cannot leave its token (PKCS#11 v2.40 section 4.9)."""
 
 
 def _find(session: pkcs11.Session, object_class: ObjectClass, label: str) -> pkcs11.Object | None:
