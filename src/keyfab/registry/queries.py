@@ -10,11 +10,13 @@ service turns into a stable problem type.
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from cryptography import x509
-from sqlalchemy import Row, Select, func, select, text
+from sqlalchemy import ColumnElement, Integer, Row, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
@@ -27,10 +29,13 @@ from keyfab.registry.models import (
     AttestationPolicy,
     AttestationResult,
     AttestationState,
+    AuditEvent,
+    AuditHead,
     Batch,
     CaKind,
     CaRecord,
     Certificate,
+    DashboardSession,
     Device,
     Release,
     Setting,
@@ -479,6 +484,8 @@ def attestation_policy(registry: Registry, product: str) -> AttestationPolicy:
             f"no attestation policy for product {product!r}", slug="attestation-policy-not-found"
         )
     return found
+
+
 @dataclass(frozen=True)
 class AttestationHistory:
     """A device's attestation state and its newest results, newest first."""
@@ -523,3 +530,202 @@ def attestation_counts(registry: Registry, stale_after: datetime.timedelta) -> d
     counts[AttestationState.STALE] = int(stale or 0)
     counts[AttestationState.TRUSTED] -= counts[AttestationState.STALE]
     return counts
+
+
+# --- the dashboard's reads: keyset pages and counts from indexes (migration 0012) ---
+
+
+def dashboard_session(registry: Registry, digest: str) -> DashboardSession | None:
+    """The dashboard session whose secret has this SHA-256 digest (a primary-key lookup)."""
+    with registry.reading() as session:
+        return session.get(DashboardSession, digest)
+
+
+def token_valid(registry: Registry, token_id: str) -> bool:
+    """Whether the token still counts: recorded, unrevoked and unexpired."""
+    with registry.lookup() as connection:
+        row = connection.execute(
+            select(ApiToken.revoked_at, ApiToken.expires_at).where(ApiToken.id == token_id)
+        ).one_or_none()
+    if row is None or row.revoked_at is not None:
+        return False
+    return row.expires_at is None or as_utc(row.expires_at) > utc_now()
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Devices by state, by product (and state), and in all: from one index scan."""
+
+    by_state: Mapping[str, int]
+    by_product: Mapping[str, Mapping[str, int]]
+    total: int
+
+
+NO_PRODUCT = "(no batch)"
+"""The product column for devices that came without a batch (imported manifests)."""
+
+
+def fleet(registry: Registry) -> Fleet:
+    """The fleet's counts: a grouped scan of ``ix_devices_batch_state`` and the batches."""
+    with registry.reading() as session:
+        products = dict(session.execute(select(Batch.id, Batch.product)).tuples().all())
+        rows = session.execute(
+            select(Device.batch_id, Device.state, func.count()).group_by(
+                Device.batch_id, Device.state
+            )
+        ).all()
+    by_state: dict[str, int] = {}
+    by_product: dict[str, dict[str, int]] = {}
+    for batch_id, state, count in rows:
+        product = NO_PRODUCT if batch_id is None else products.get(batch_id, NO_PRODUCT)
+        by_state[state] = by_state.get(state, 0) + count
+        per = by_product.setdefault(product, {})
+        per[state] = per.get(state, 0) + count
+    return Fleet(by_state, by_product, sum(by_state.values()))
+
+
+def _bucket(registry: Registry, column: Any, width: int) -> ColumnElement[Any]:
+    """The index of the ``width``-second period a time falls in (since 1970), per engine."""
+    if registry.engine.dialect.name == "sqlite":
+        seconds: ColumnElement[Any] = func.cast(func.strftime("%s", column), Integer)
+        return seconds / width
+    return func.floor(func.extract("epoch", column) / width)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Devices provisioned per period: (period start, count), oldest first, gaps left out."""
+
+    width: datetime.timedelta
+    points: Sequence[tuple[datetime.datetime, int]]
+
+
+def throughput(
+    registry: Registry,
+    *,
+    batch: str | None = None,
+    since: datetime.datetime,
+    width: datetime.timedelta,
+) -> Throughput:
+    """Provisioned devices per ``width`` since ``since``, of one batch or all.
+
+    A range of ``ix_devices_batch_state`` (one batch) or ``ix_devices_provisioned_at``:
+    devices provisioned before ``since`` are never read.
+    """
+    seconds = max(int(width.total_seconds()), 1)
+    bucket = _bucket(registry, Device.provisioned_at, seconds).label("bucket")
+    query = (
+        select(bucket, func.count())
+        .where(Device.provisioned_at >= since)
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    with registry.reading() as session:
+        if batch is not None:
+            query = query.where(Device.batch_id == _batch_id(session, batch))
+        rows = session.execute(query).all()
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    points = [(epoch + datetime.timedelta(seconds=int(b) * seconds), int(n)) for b, n in rows]
+    return Throughput(datetime.timedelta(seconds=seconds), points)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One keyset page: its rows and the key to ask for the next one (None at the end)."""
+
+    items: Sequence[T]
+    next: int | None
+
+
+def device_page(
+    registry: Registry,
+    *,
+    batch: str | None = None,
+    state: str | None = None,
+    serial: str | None = None,
+    after: int = 0,
+    limit: int = 50,
+) -> Page[DeviceRow]:
+    """Devices by id after ``after``, filtered by batch, state and serial prefix.
+
+    Keyset pagination: page 10,000 costs what page 1 does, unlike an offset.
+    """
+    query = _device_query(None, state).where(Device.id > after)
+    if serial:
+        query = query.where(Device.serial >= serial, Device.serial < serial + "\uffff")
+    with registry.reading() as session:
+        if batch is not None:
+            query = query.where(Device.batch_id == _batch_id(session, batch))
+        rows = session.execute(query.order_by(Device.id).limit(limit + 1)).all()
+    items = [DeviceRow(device, name) for device, name in rows[:limit]]
+    return Page(items, items[-1].device.id if len(rows) > limit else None)
+
+
+def audit_events(
+    registry: Registry,
+    *,
+    kind: str | None = None,
+    subjects: Sequence[str] = (),
+    before: int | None = None,
+    limit: int = 50,
+) -> Page[AuditEvent]:
+    """Audit events newest first, of one kind and/or about some subjects, before ``before``.
+
+    Keyset pagination over ``seq``; a kind or subject filter walks
+    ``ix_audit_events_kind`` or ``ix_audit_events_subject``.
+    """
+    query = select(AuditEvent)
+    if kind:
+        query = query.where(AuditEvent.kind == kind)
+    if subjects:
+        query = query.where(AuditEvent.subject.in_(list(subjects)))
+    if before is not None:
+        query = query.where(AuditEvent.seq < before)
+    with registry.reading() as session:
+        rows = session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit + 1)).all()
+    items = rows[:limit]
+    return Page(items, items[-1].seq if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint event and the hash the chain holds at the event it covers (None if gone)."""
+
+    event: AuditEvent
+    covered_seq: int | None
+    covered_hash: str | None
+
+
+def audit_head(registry: Registry) -> tuple[int, str] | None:
+    """The chain's newest link (seq, hash), None for an empty log."""
+    with registry.reading() as session:
+        row = session.execute(select(AuditHead.seq, AuditHead.hash)).one_or_none()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def recent_checkpoints(
+    registry: Registry, kind: str, *, before: int | None = None, limit: int = 20
+) -> Page[Checkpoint]:
+    """Checkpoint events newest first, each with the stored hash of the event it covers."""
+    page = audit_events(registry, kind=kind, before=before, limit=limit)
+    covered = {e.seq: _covered_seq(e) for e in page.items}
+    wanted = [seq for seq in covered.values() if seq is not None]
+    with registry.reading() as session:
+        hashes = dict(
+            session.execute(
+                select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.in_(wanted))
+            ).tuples()
+        )
+    items = [Checkpoint(e, covered[e.seq], hashes.get(covered[e.seq] or -1)) for e in page.items]
+    return Page(items, page.next)
+
+
+def _covered_seq(event: AuditEvent) -> int | None:
+    try:
+        seq = json.loads(event.data).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) else None
