@@ -717,7 +717,9 @@ def recent_checkpoints(
         hashes = dict(
             session.execute(
                 select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.in_(wanted))
-            ).tuples()
+            )
+            .tuples()
+            .all()
         )
     items = [Checkpoint(e, covered[e.seq], hashes.get(covered[e.seq] or -1)) for e in page.items]
     return Page(items, page.next)
