@@ -45,7 +45,9 @@ DEADLINE_MS = 60_000
 
 
 @pytest.fixture(scope="module")
-def dashboard_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[Role, str]]]:
+def dashboard_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Server, dict[Role, str]]]:
     home = tmp_path_factory.mktemp("dashboard") / "home"
     space = make_workspace(home)
     tokens = make_tokens(space)
@@ -84,9 +86,7 @@ class Watched:
         )
         self.errors: list[str] = []
         self.page = self.context.new_page()
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
 
     def sign_in(self, token: str) -> None:
@@ -117,7 +117,8 @@ def _start_batch(server: Server, tokens: dict[Role, str], name: str, count: int)
     broken.parent.mkdir(parents=True, exist_ok=True)
     broken.write_text("not a key directory")
     with _admin(server, tokens) as client:
-        answer = client.post("/api/v1/batches", json={"recipe": "gateway", "name": name, "count": count})
+        body = {"recipe": "gateway", "name": name, "count": count}
+        answer = client.post("/api/v1/batches", json=body)
     assert answer.status_code == 201, answer.text
 
 
@@ -178,7 +179,7 @@ def test_operator_watches_a_batch_finds_a_failure_and_revokes(
 def test_auditor_sees_everything_and_changes_nothing(
     watched: Watched, dashboard_server: tuple[Server, dict[Role, str]]
 ) -> None:
-    server, tokens = dashboard_server
+    _, tokens = dashboard_server
     page = watched.page
     watched.sign_in(tokens[Role.AUDITOR])
     page.goto(f"/dashboard/devices?batch={BATCH}&state=provisioned")
@@ -262,7 +263,8 @@ def test_every_page_renders_cleanly(
             page.goto(f"/dashboard/devices?batch={BATCH}")
             path = page.locator("#devices td a").first.get_attribute("href") or ""
         answer = page.goto(path)
-        assert answer is not None and answer.status == 200, (name, path)
+        assert answer is not None
+        assert answer.status == 200, (name, path)
         page.screenshot(path=shots / f"{name}-{size}.png", full_page=True)
         wide = page.evaluate("document.documentElement.scrollWidth")
         assert wide <= VIEWPORTS[size][0], f"{name} scrolls sideways at {size}: {wide}px"

@@ -181,7 +181,7 @@ def batch_list(request: Request, seen: Seen) -> Response:
     start = datetime.datetime.combine(
         (utc_now() - datetime.timedelta(days=13)).date(), datetime.time(), datetime.UTC
     )
-    per_day = queries.throughput(svc.registry, since=start, width=datetime.timedelta(days=1))
+    per_day = queries.throughput(svc.registry, since=start, period="day")
     throughput = [(when.strftime("%m-%d"), float(n)) for when, n in per_day.points]
     return render(
         request,
@@ -199,17 +199,12 @@ def _progress_context(request: Request, name: str) -> dict[str, Any]:
     svc = service(request)
     found = queries.batch_summary(svc.registry, name)
     age = (found.last_provisioned or utc_now()) - found.batch.created_at
-    width = (
-        datetime.timedelta(minutes=1)
-        if age < datetime.timedelta(hours=2)
-        else (datetime.timedelta(hours=1))
-    )
+    per = "minute" if age < datetime.timedelta(hours=2) else "hour"
     points = queries.throughput(
-        svc.registry, batch=name, since=found.batch.created_at, width=width
+        svc.registry, batch=name, since=found.batch.created_at, period=per
     ).points
-    label = "%H:%M" if width < datetime.timedelta(days=1) else "%m-%d"
+    label = "%H:%M" if per == "minute" else "%m-%d %H"
     chart = [(when.strftime(label), float(n)) for when, n in points]
-    per = "minute" if width == datetime.timedelta(minutes=1) else "hour"
     done = sum(n for s, n in found.devices.items() if s != "pending")
     return {
         "found": found,
