@@ -146,6 +146,26 @@ def _parse(event: AuditEvent) -> SignedHead:
         raise AuditError(f"checkpoint {event.seq} is malformed") from None
 
 
+def judge(data: str, covered_hash: str | None, trusted_der: Sequence[bytes]) -> str:
+    """Why one recorded checkpoint does not hold ("" if it does): the dashboard's check.
+
+    ``data`` is the event's stored JSON, ``covered_hash`` the hash the chain
+    holds at the event it names. The same two tests as ``verify_checkpoints``,
+    for one checkpoint, without walking the log.
+    """
+    try:
+        point = SignedHead.from_data(json.loads(data))
+    except ValueError:
+        return "is malformed"
+    problem = point.problem(trusted_der)
+    if problem:
+        return problem
+    stored = covered_hash if covered_hash is not None else GENESIS if point.seq == 0 else ""
+    if not hmac.compare_digest(stored, point.head):
+        return f"does not match event {point.seq} as stored"
+    return ""
+
+
 def verify_checkpoints(session: Session, trusted: Sequence[x509.Certificate]) -> CheckpointReport:
     """Check every checkpoint's signature and that it matches the chain as stored.
 

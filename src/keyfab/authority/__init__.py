@@ -8,7 +8,7 @@ checkpoints, API tokens and station identities, rotating the CAs. ``provision``,
 ``cli`` call it; it stands on ``pki``, ``registry``, ``audit`` and ``rot``.
 """
 
-from keyfab.authority import enrolment, publication, tokens
+from keyfab.authority import enrolment, publication, sessions, tokens
 from keyfab.authority.credentials import (
     NewCredential,
     issue_cmp_responder,
@@ -57,5 +57,6 @@ __all__ = [
     "revoke_operational",
     "revoke_station",
     "rotate",
+    "sessions",
     "tokens",
 ]

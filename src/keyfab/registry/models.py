@@ -137,6 +137,9 @@ class Device(Base):
     __table_args__ = (
         UniqueConstraint("batch_id", "slot"),
         Index("ix_devices_attestation", "attestation", "attested_at"),
+        # The dashboard counts from these (migration 0011): progress, rate, yield, per day.
+        Index("ix_devices_batch_state", "batch_id", "state", "provisioned_at"),
+        Index("ix_devices_provisioned_at", "provisioned_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     serial: Mapped[str] = mapped_column(String(64), unique=True)
@@ -223,6 +226,10 @@ class AuditEvent(Base):
     """One link of the hash chain. ``seq`` is assigned by the audit log, not the engine."""
 
     __tablename__ = "audit_events"
+    __table_args__ = (  # a device's events, the dashboard's search (migration 0011)
+        Index("ix_audit_events_subject", "subject", "seq"),
+        Index("ix_audit_events_kind", "kind", "seq"),
+    )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     kind: Mapped[str] = mapped_column(String(64))
@@ -259,6 +266,23 @@ class ApiToken(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
+
+
+class DashboardSession(Base):
+    """A dashboard sign-in (migration 0011): only a digest of its secret is kept.
+
+    The session stands for the token or certificate it was opened with, which
+    is checked again on every request: revoking either ends the session too.
+    """
+
+    __tablename__ = "dashboard_sessions"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(secret), hex
+    principal: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    token_id: Mapped[str | None] = mapped_column(String(16))
+    certificate_serial: Mapped[str | None] = mapped_column(String(42))
+    created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
 
 
 class CmpSecret(Base):

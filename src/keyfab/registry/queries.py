@@ -13,7 +13,7 @@ import datetime
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cryptography import x509
 from sqlalchemy import ColumnElement, Row, Select, func, select, text
@@ -30,10 +30,12 @@ from keyfab.registry.models import (
     AttestationResult,
     AttestationState,
     AuditEvent,
+    AuditHead,
     Batch,
     CaKind,
     CaRecord,
     Certificate,
+    DashboardSession,
     Device,
     Release,
     Setting,
@@ -632,3 +634,211 @@ def newest_per_profile(registry: Registry, batch_ids: Sequence[int]) -> Sequence
         return session.scalars(
             select(Certificate).where(Certificate.id.in_(newest)).order_by(Certificate.profile)
         ).all()
+# --- the dashboard's reads: keyset pages and counts from indexes (migration 0011) ---
+
+
+def dashboard_session(registry: Registry, digest: str) -> DashboardSession | None:
+    """The dashboard session whose secret has this SHA-256 digest (a primary-key lookup)."""
+    with registry.reading() as session:
+        return session.get(DashboardSession, digest)
+
+
+def token_valid(registry: Registry, token_id: str) -> bool:
+    """Whether the token still counts: recorded, unrevoked and unexpired."""
+    with registry.lookup() as connection:
+        row = connection.execute(
+            select(ApiToken.revoked_at, ApiToken.expires_at).where(ApiToken.id == token_id)
+        ).one_or_none()
+    if row is None or row.revoked_at is not None:
+        return False
+    return row.expires_at is None or as_utc(row.expires_at) > utc_now()
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Devices by state, by product (and state), and in all: from one index scan."""
+
+    by_state: Mapping[str, int]
+    by_product: Mapping[str, Mapping[str, int]]
+    total: int
+
+
+NO_PRODUCT = "(no batch)"
+"""The product column for devices that came without a batch (imported manifests)."""
+
+
+def fleet(registry: Registry) -> Fleet:
+    """The fleet's counts: a grouped scan of ``ix_devices_batch_state`` and the batches."""
+    with registry.reading() as session:
+        products = dict(session.execute(select(Batch.id, Batch.product)).tuples().all())
+        rows = session.execute(
+            select(Device.batch_id, Device.state, func.count()).group_by(
+                Device.batch_id, Device.state
+            )
+        ).all()
+    by_state: dict[str, int] = {}
+    by_product: dict[str, dict[str, int]] = {}
+    for batch_id, state, count in rows:
+        product = NO_PRODUCT if batch_id is None else products.get(batch_id, NO_PRODUCT)
+        by_state[state] = by_state.get(state, 0) + count
+        per = by_product.setdefault(product, {})
+        per[state] = per.get(state, 0) + count
+    return Fleet(by_state, by_product, sum(by_state.values()))
+
+
+PERIODS = {"minute": 16, "hour": 13, "day": 10}
+"""The periods a throughput chart counts by, and the length of their ISO prefix."""
+
+
+def _period(registry: Registry, column: Any, period: str) -> ColumnElement[Any]:
+    """The start of the period a time falls in, as the engine can compute it cheaply.
+
+    SQLite stores times as ISO text, so a period is a prefix (no date parsing
+    per row: ``strftime`` over a million rows costs seconds); PostgreSQL truncates.
+    """
+    if registry.engine.dialect.name == "sqlite":
+        return func.substr(column, 1, PERIODS[period])
+    return func.to_char(func.date_trunc(period, func.timezone("UTC", column)), "YYYY-MM-DD HH24:MI")
+
+
+def _start(text_: str) -> datetime.datetime:
+    padded = (text_ + "0000-01-01 00:00"[len(text_) :])[:16].replace("T", " ")
+    return datetime.datetime.strptime(padded, "%Y-%m-%d %H:%M").replace(tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Devices provisioned per period: (period start, count), oldest first, gaps left out."""
+
+    period: str
+    points: Sequence[tuple[datetime.datetime, int]]
+
+
+def throughput(
+    registry: Registry,
+    *,
+    batch: str | None = None,
+    since: datetime.datetime,
+    period: str,
+) -> Throughput:
+    """Provisioned devices per ``period`` (minute, hour, day) since ``since``, of one batch or all.
+
+    A range of ``ix_devices_batch_state`` (one batch) or ``ix_devices_provisioned_at``:
+    devices provisioned before ``since`` are never read.
+    """
+    bucket = _period(registry, Device.provisioned_at, period).label("bucket")
+    query = (
+        select(bucket, func.count())
+        .where(Device.provisioned_at >= since)
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    with registry.reading() as session:
+        if batch is not None:
+            query = query.where(Device.batch_id == _batch_id(session, batch))
+        rows = session.execute(query).all()
+    return Throughput(period, [(_start(str(b)), int(n)) for b, n in rows])
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One keyset page: its rows and the key to ask for the next one (None at the end)."""
+
+    items: Sequence[T]
+    next: int | None
+
+
+def device_page(
+    registry: Registry,
+    *,
+    batch: str | None = None,
+    state: str | None = None,
+    serial: str | None = None,
+    after: int = 0,
+    limit: int = 50,
+) -> Page[DeviceRow]:
+    """Devices by id after ``after``, filtered by batch, state and serial prefix.
+
+    Keyset pagination: page 10,000 costs what page 1 does, unlike an offset.
+    """
+    query = _device_query(None, state).where(Device.id > after)
+    if serial:
+        query = query.where(Device.serial >= serial, Device.serial < serial + "\uffff")
+    with registry.reading() as session:
+        if batch is not None:
+            query = query.where(Device.batch_id == _batch_id(session, batch))
+        rows = session.execute(query.order_by(Device.id).limit(limit + 1)).all()
+    items = [DeviceRow(device, name) for device, name in rows[:limit]]
+    return Page(items, items[-1].device.id if len(rows) > limit else None)
+
+
+def audit_events(
+    registry: Registry,
+    *,
+    kind: str | None = None,
+    subjects: Sequence[str] = (),
+    before: int | None = None,
+    limit: int = 50,
+) -> Page[AuditEvent]:
+    """Audit events newest first, of one kind and/or about some subjects, before ``before``.
+
+    Keyset pagination over ``seq``; a kind or subject filter walks
+    ``ix_audit_events_kind`` or ``ix_audit_events_subject``.
+    """
+    query = select(AuditEvent)
+    if kind:
+        query = query.where(AuditEvent.kind == kind)
+    if subjects:
+        query = query.where(AuditEvent.subject.in_(list(subjects)))
+    if before is not None:
+        query = query.where(AuditEvent.seq < before)
+    with registry.reading() as session:
+        rows = session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit + 1)).all()
+    items = rows[:limit]
+    return Page(items, items[-1].seq if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint event and the hash the chain holds at the event it covers (None if gone)."""
+
+    event: AuditEvent
+    covered_seq: int | None
+    covered_hash: str | None
+
+
+def audit_head(registry: Registry) -> tuple[int, str] | None:
+    """The chain's newest link (seq, hash), None for an empty log."""
+    with registry.reading() as session:
+        row = session.execute(select(AuditHead.seq, AuditHead.hash)).one_or_none()
+    return None if row is None else (int(row[0]), str(row[1]))
+
+
+def recent_checkpoints(
+    registry: Registry, kind: str, *, before: int | None = None, limit: int = 20
+) -> Page[Checkpoint]:
+    """Checkpoint events newest first, each with the stored hash of the event it covers."""
+    page = audit_events(registry, kind=kind, before=before, limit=limit)
+    covered = {e.seq: _covered_seq(e) for e in page.items}
+    wanted = [seq for seq in covered.values() if seq is not None]
+    with registry.reading() as session:
+        hashes = dict(
+            session.execute(
+                select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.in_(wanted))
+            )
+            .tuples()
+            .all()
+        )
+    items = [Checkpoint(e, covered[e.seq], hashes.get(covered[e.seq] or -1)) for e in page.items]
+    return Page(items, page.next)
+
+
+def _covered_seq(event: AuditEvent) -> int | None:
+    try:
+        seq = json.loads(event.data).get("seq")
+    except (ValueError, AttributeError):
+        return None
+    return seq if isinstance(seq, int) else None

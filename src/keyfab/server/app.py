@@ -17,6 +17,7 @@ from keyfab.server import (
     api_devices,
     api_system,
     cmp,
+    dashboard,
     est,
     ocsp,
     pages,
@@ -59,6 +60,7 @@ def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
     app.include_router(est.router)
     app.include_router(cmp.router)
     app.include_router(ocsp.router)
+    app.include_router(dashboard.router)
     pages.install(app)
     return app
 

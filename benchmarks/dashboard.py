@@ -1,0 +1,129 @@
+"""Dashboard page render times with a large fleet: p50 and p95 per page, against 200 ms.
+
+Builds a workspace whose registry holds N devices (default 1,000,000) in
+batches of 10,000, inserted with batched Core statements (one in 500 failed
+with a reason, the rest provisioned over the past days, some attested),
+then renders every dashboard page in-process through the real application
+(FastAPI's test client, a real session cookie) R times each and prints the
+p50 and p95 per page. The baseline in the same run is the health endpoint
+(one ``SELECT 1``): the ratio shows what each page costs beyond the framework.
+``/dashboard/audit/verify`` reads the whole log by design and is left out.
+
+    python benchmarks/dashboard.py [--devices N] [--rounds R] [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from keyfab.authority import Authority, Principal, Role, initialise, sessions
+from keyfab.clock import utc_now
+from keyfab.registry import Batch, Device
+from keyfab.rot.soft import SoftRotWarning
+from keyfab.server import create_app
+from keyfab.workspace import Workspace
+
+PER_BATCH = 10_000
+CHUNK = 50_000
+BUDGET_MS = 200.0
+
+
+def _fill(authority: Authority, devices: int) -> str:
+    """Batches and devices straight into the registry; the name of the newest batch."""
+    now, name = utc_now(), ""
+    engine = authority.registry.engine
+    batches = (devices + PER_BATCH - 1) // PER_BATCH
+    with engine.begin() as connection:
+        for b in range(batches):
+            name = f"bench-{b:04d}"
+            created = now - datetime.timedelta(hours=(batches - b) * 2)
+            connection.execute(
+                insert(Batch),
+                [{"id": b + 1, "name": name, "product": f"product-{b % 3}", "recipe": "",
+                  "recipe_dir": "", "count": PER_BATCH, "state": "finished",
+                  "created_at": created, "finished_at": created}],
+            )  # fmt: skip
+    rows: list[dict[str, object]] = []
+    with engine.begin() as connection:
+        for i in range(devices):
+            b = i // PER_BATCH
+            created = now - datetime.timedelta(hours=(batches - b) * 2)
+            failed = i % 500 == 7
+            rows.append(
+                {"serial": f"SN{i:08d}", "batch_id": b + 1, "slot": i % PER_BATCH,
+                 "state": "failed" if failed else "provisioned", "created_at": created,
+                 "provisioned_at": None if failed else created + datetime.timedelta(seconds=i % 3600),  # noqa: E501
+                 "failure": "CSR signature does not verify" if failed else None,
+                 "attestation": "trusted" if i % 4 == 0 else "never",
+                 "attested_at": created if i % 4 == 0 else None}
+            )  # fmt: skip
+            if len(rows) == CHUNK:
+                connection.execute(insert(Device), rows)
+                rows = []
+        if rows:
+            connection.execute(insert(Device), rows)
+    return name
+
+
+def _time(client: TestClient, path: str, rounds: int) -> tuple[float, float]:
+    spent = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        answer = client.get(path)
+        spent.append((time.perf_counter() - start) * 1000)
+        assert answer.status_code == 200, (path, answer.status_code)
+    spent.sort()
+    return statistics.median(spent), spent[max(int(len(spent) * 0.95) - 1, 0)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", SoftRotWarning)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.database_url:
+            import os
+
+            os.environ["KEYFAB_DATABASE_URL"] = args.database_url
+        space = Workspace(Path(tmp) / "home")
+        initialise(space, "Bench")
+        with Authority.open(space) as authority:
+            start = time.perf_counter()
+            newest = _fill(authority, args.devices)
+            print(f"{args.devices:,} devices inserted in {time.perf_counter() - start:.1f} s")
+            session = sessions.open_session(authority, Principal("bench", Role.ADMIN))
+        serial = f"SN{args.devices - 1:08d}"
+        pages = [
+            "/api/v1/health", "/dashboard", "/dashboard/batches", f"/dashboard/batches/{newest}",
+            f"/dashboard/batches/{newest}/progress", "/dashboard/devices",
+            "/dashboard/devices?state=failed", f"/dashboard/devices?after={args.devices // 2}",
+            f"/dashboard/devices/{serial}", "/dashboard/audit",
+            "/dashboard/audit?kind=session.opened", "/dashboard/admin",
+        ]  # fmt: skip
+        with TestClient(create_app(space), base_url="https://testserver") as client:
+            client.cookies.set("kf_session", session.secret, path="/dashboard")
+            base = _time(client, pages[0], args.rounds)[0]
+            print(f"{'page':48} {'p50 ms':>8} {'p95 ms':>8} {'p50/health':>10}")
+            worst = 0.0
+            for path in pages:
+                p50, p95 = _time(client, path, args.rounds)
+                worst = max(worst, p95) if path.startswith("/dashboard") else worst
+                print(f"{path:48} {p50:8.1f} {p95:8.1f} {p50 / base:10.1f}")
+            verdict = "within" if worst < BUDGET_MS else "OVER"
+            print(f"slowest page p95 {worst:.1f} ms: {verdict} the {BUDGET_MS:.0f} ms budget")
+
+
+if __name__ == "__main__":
+    main()
