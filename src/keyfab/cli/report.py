@@ -22,9 +22,11 @@ def evidence(
     ctx: typer.Context,
     product: str = typer.Option(..., "--product", help="The product the pack is about."),
     batches: list[str] = typer.Option(
-        None, "--batch", help="Only this batch of the product (repeatable) [default: all]."
+        None, "--batch", "-b", help="Only this batch of the product (repeatable) [default: all]."
     ),
-    out: Path = typer.Option(..., "--out", help="Directory to write the pack into (new or empty)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Directory to write the pack into (new or empty)."
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Write report.html, report.pdf, evidence.json, the SBOM and their signed SHA256SUMS."""
