@@ -140,6 +140,36 @@ def test_cached_without_nonce_fresh_with_nonce(
     assert responder.respond(with_nonce).der != answer.der  # a fresh signature each time
 
 
+def test_answers_found_by_request_bytes_follow_revocations(
+    authority: Authority, workspace: Workspace, device: x509.Certificate
+) -> None:
+    """The server's hot path (``from_memory``, by request bytes) never outlives a revocation."""
+    ca = authority.certificate
+    responder = Responder.open(authority, workspace.home)
+    asked = request_der(device, ca)
+    other = request_der(device, ca, None, hashes.SHA256())  # cached too, but not asked again
+    for der in (asked, other):
+        first = responder.respond(der)
+        hit = responder.from_memory(der)
+        assert hit is not None
+        assert hit.der == first.der
+
+    revoke_certificate(
+        authority, pki.serial_hex(device), pki.RevocationReason.SUPERSEDED, by="test"
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # as the server does: memory first, else respond
+        answer = responder.from_memory(asked) or responder.respond(asked)
+        if checked(answer.der, ca).certificate_status is Status.REVOKED:
+            break
+        time.sleep(0.05)
+    assert checked(answer.der, ca).certificate_status is Status.REVOKED
+    again = responder.from_memory(asked)
+    assert again is not None  # the revoked answer is cached in turn
+    assert checked(again.der, ca).certificate_status is Status.REVOKED
+    assert responder.from_memory(other) is None  # dropped with the rest: signed again when asked
+
+
 @pytest.mark.parametrize("algorithm", [hashes.SHA256(), hashes.SHA384(), hashes.SHA512()])
 def test_certid_hashes_other_than_sha1(
     authority: Authority,

@@ -13,7 +13,10 @@ revocation is seen by a marker, (revoked count, newest revocation time),
 read at most every ``FRESHNESS`` seconds: revocations are final, so the pair
 changes with each one, whichever process made it. Answers with a nonce are
 signed afresh. Unknown serials are never cached, so made-up requests cannot
-fill memory.
+fill memory. Cached answers are also found by the request's own bytes (for
+requests up to ``_KEY_LIMIT`` bytes, which every one-CertID request without
+nonce is): a client asks with the same bytes each time, and a dictionary
+lookup costs far less than parsing them again.
 
 Refusals (a CA keyfab does not run, a malformed request) leave no audit
 event: OCSP is public and unauthenticated, so anyone could flood the log
@@ -32,6 +35,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -57,6 +61,10 @@ FRESHNESS = 0.5
 CACHE_LIMIT = 200_000
 """Cached answers kept at most (about 1 KB each); the oldest go first."""
 _FILE_LIMIT = 16 * 1024
+_KEY_LIMIT = 160
+"""Bytes: longer requests are found by CertID only, so variants cannot fill memory faster."""
+
+_Key = TypeVar("_Key")
 
 MALFORMED = ocsp.error_response(OCSPResponseStatus.MALFORMED_REQUEST)
 UNAUTHORIZED = ocsp.error_response(OCSPResponseStatus.UNAUTHORIZED)
@@ -96,6 +104,7 @@ class Responder:
         }
         self._signers: dict[str, ocsp.Signer] = {}
         self._cache: dict[tuple[tuple[str, bytes, bytes], int], _Cached] = {}
+        self._by_request: dict[bytes, _Cached] = {}  # the same answers, by request bytes
         self._generation = 0  # bumped whenever the cache is dropped
         self._marker: tuple[int, datetime.datetime | None] | None = None
         self._checked = -FRESHNESS
@@ -120,13 +129,16 @@ class Responder:
         The service calls this on its event loop and ``respond`` in a thread
         only when it says None: the common case never leaves the loop.
         """
-        request = self._parse(der)
-        if isinstance(request, Answer):
-            return request
-        if request.nonce is not None or time.monotonic() - self._checked >= FRESHNESS:
-            return None
+        fresh = time.monotonic() - self._checked < FRESHNESS
+        hit = self._by_request.get(der) if fresh else None
+        if hit is None:
+            request = self._parse(der)
+            if isinstance(request, Answer):
+                return request
+            if request.nonce is not None or not fresh:
+                return None
+            hit = self._cache.get((request.issuer, request.serial_number))
         now = utc_now()
-        hit = self._cache.get((request.issuer, request.serial_number))
         if hit is None or hit.refresh_at <= now:
             return None
         return Answer(hit.der, int((hit.next_update - now).total_seconds()))
@@ -148,31 +160,36 @@ class Responder:
         try:
             if request.nonce is not None:
                 return Answer(self._sign(name, request, self._status(name, request)))
-            return self._cached(name, request)
+            return self._cached(name, request, der)
         except Exception:  # the responder's error boundary: internalError, never a 500
             _log.exception("OCSP answer for the %s CA failed", name)
             return Answer(INTERNAL_ERROR)
 
-    def _cached(self, name: str, request: ocsp.Request) -> Answer:
+    def _cached(self, name: str, request: ocsp.Request, der: bytes) -> Answer:
         self._check_marker()
+        generation = self._generation
         key = (request.issuer, request.serial_number)
         now = utc_now()
         hit = self._cache.get(key)
         if hit is None or hit.refresh_at <= now:
-            generation = self._generation
             status = self._status(name, request)
-            der = self._sign(name, request, status, now)
+            signed = self._sign(name, request, status, now)
             if status is ocsp.UNKNOWN:
-                return Answer(der)
-            hit = _Cached(der, now + self._validity / 2, now + self._validity)
-            if generation == self._generation:  # no revocation seen while we looked
-                self._store(key, hit)
+                return Answer(signed)
+            hit = _Cached(signed, now + self._validity / 2, now + self._validity)
+        self._keep(generation, key, der, hit)
         return Answer(hit.der, int((hit.next_update - now).total_seconds()))
 
-    def _store(self, key: tuple[tuple[str, bytes, bytes], int], entry: _Cached) -> None:
-        if len(self._cache) >= CACHE_LIMIT:
-            self._cache.pop(next(iter(self._cache)), None)
-        self._cache[key] = entry
+    def _keep(
+        self, generation: int, key: tuple[tuple[str, bytes, bytes], int], der: bytes, hit: _Cached
+    ) -> None:
+        """Cache ``hit`` unless a revocation was seen since ``generation`` (it may predate it)."""
+        with self._lock:  # the same lock as the marker check: no store lands after a clear
+            if generation != self._generation:
+                return
+            _store(self._cache, key, hit)
+            if len(der) <= _KEY_LIMIT:
+                _store(self._by_request, der, hit)
 
     def _check_marker(self) -> None:
         """Drop the cache if a revocation happened since the last look (at most every 0.5 s)."""
@@ -186,6 +203,7 @@ class Responder:
             if marker != self._marker:
                 self._generation += 1
                 self._cache.clear()
+                self._by_request.clear()
                 self._marker = marker
             self._checked = started  # whatever committed before ``started`` is now seen
 
@@ -260,6 +278,13 @@ class Responder:
             return None
         recorded = queries.status(self._authority.registry, pki.serial_hex(certificate))
         return signer if recorded is not None and recorded.revoked_at is None else None
+
+
+def _store(cache: dict[_Key, _Cached], key: _Key, entry: _Cached) -> None:
+    """Keep ``entry``, dropping the oldest entry when the cache is full."""
+    if key not in cache and len(cache) >= CACHE_LIMIT:
+        cache.pop(next(iter(cache)), None)
+    cache[key] = entry
 
 
 def _expiring(signer: ocsp.Signer) -> bool:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from keyfab import __version__
 from keyfab.server import (
@@ -52,7 +53,6 @@ def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
     app.add_middleware(StrictJsonBodies)  # inside the limit: it reads bodies already capped
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(AccessLog)  # it sees every answer, the 413s included
-    app.add_middleware(ocsp.CachedAnswers, responder=svc.ocsp)  # outermost: hits only
     app.include_router(api_system.router)
     app.include_router(api_devices.router, responses=problems.REST)
     app.include_router(api_attestation.router, responses={**problems.REST, **_CONFLICT})
@@ -68,12 +68,16 @@ def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
 _CONFLICT = problems.problem_responses(409)
 
 
-def from_environment() -> FastAPI:
+def from_environment() -> ASGIApp:
     """uvicorn's factory for worker processes: the workspace comes from KEYFAB_HOME.
+
+    The application is wrapped in the OCSP cache (``ocsp.CachedAnswers``), outside
+    everything Starlette and FastAPI add, so a cached answer costs only uvicorn.
 
     A worker is a fresh process: it does not inherit the CLI's warning display,
     so it sets the same one-line, once-per-process display before opening the CA.
     """
     one_line_warnings()
     limit = int(os.environ.get("KEYFAB_MAX_BODY") or MAX_BODY)
-    return create_app(Workspace(Path(default_home()).absolute()), max_body=limit)
+    app = create_app(Workspace(Path(default_home()).absolute()), max_body=limit)
+    return ocsp.CachedAnswers(app, app.state.service.ocsp)

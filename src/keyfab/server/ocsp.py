@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -111,6 +112,8 @@ class CachedAnswers:
     more. So a cached, cacheable answer is sent from here; everything else (a
     miss, a nonce, an error, a wrong media type) goes on to the routes above,
     with what was read of the body replayed. Hits are not access-logged.
+    ``keyfab serve`` wraps the whole application in it (``app.from_environment``),
+    so a hit does not pass through Starlette's and FastAPI's own middleware.
     """
 
     def __init__(self, app: ASGIApp, responder: Responder):
@@ -164,10 +167,16 @@ async def _request_der(scope: Scope, receive: Receive) -> tuple[bytes | None, Re
 
 
 async def _send(send: Send, answer: Answer) -> None:
-    headers = [
-        (b"content-type", MEDIA_RESPONSE.encode()),
-        (b"content-length", str(len(answer.der)).encode()),
-    ]
-    headers.append((b"cache-control", _cache_control(answer).encode()))
+    headers = _headers(len(answer.der), answer.max_age)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": answer.der})
+
+
+@functools.lru_cache(maxsize=1024)
+def _headers(length: int, max_age: int | None) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers of a cached answer, built once per (length, max-age second), not per hit."""
+    return (
+        (b"content-type", MEDIA_RESPONSE.encode()),
+        (b"content-length", str(length).encode()),
+        (b"cache-control", _cache_control(Answer(b"", max_age)).encode()),
+    )
