@@ -98,7 +98,10 @@ class DeviceApi:
         """Open the root of trust ``rot_uri`` names: ``tpm2:tcti=...``,
         ``pkcs11:token=...?...``, or ``soft:DIR`` (a soft device directory)."""
         uri = parse_key_uri(rot_uri)
-        rot = open_device("soft", {"path": uri.path}, 0) if uri.scheme == "soft" else open_rot(uri)
+        if uri.scheme == "soft":  # soft:DIR is a device directory (soft:memory: none)
+            rot = open_device("soft", {"path": "" if uri.path == "memory" else uri.path}, 0)
+        else:
+            rot = open_rot(uri)
         return cls(
             rot,
             state_dir,

@@ -93,7 +93,13 @@ def decrypt(session: pkcs11.Session, payload: bytes, aad: bytes) -> bytes:
     params = pkcs11.GCMParams(payload[:_NONCE], aad, _TAG * 8)
     try:
         data = key.decrypt(payload[_NONCE:], mechanism=Mechanism.AES_GCM, mechanism_param=params)
-    except (p11e.EncryptedDataInvalid, p11e.EncryptedDataLenRange, p11e.FunctionFailed):
+    # a failed tag check: CKR_ENCRYPTED_DATA_INVALID by the standard, CKR_GENERAL_ERROR in SoftHSM2
+    except (
+        p11e.EncryptedDataInvalid,
+        p11e.EncryptedDataLenRange,
+        p11e.FunctionFailed,
+        p11e.GeneralError,
+    ):
         raise refused from None
     assert isinstance(data, bytes)
     return data
