@@ -18,9 +18,21 @@ from tests.pkcs11.conftest import SoftHsm, softhsm  # noqa: F401  (the session f
 
 def _list_objects(hsm: SoftHsm, token: str) -> str:
     return subprocess.run(
-        ["pkcs11-tool", "--module", hsm.module, "--token-label", token, "--login",
-         "--pin", hsm.pin, "--list-objects"],
-        capture_output=True, text=True, check=True, env=hsm.env(),
+        [
+            "pkcs11-tool",
+            "--module",
+            hsm.module,
+            "--token-label",
+            token,
+            "--login",
+            "--pin",
+            hsm.pin,
+            "--list-objects",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=hsm.env(),
     ).stdout
 
 
@@ -47,9 +59,7 @@ def test_ecdh_is_ckm_ecdh1_derive(device: DeviceApi) -> None:
     peer = ec.generate_private_key(ec.SECP256R1())
     ours = serialization.load_der_public_key(device.public_key("kex"))
     assert isinstance(ours, ec.EllipticCurvePublicKey)
-    expected = HKDF(hashes.SHA256(), 32, salt=None, info=b"").derive(
-        peer.exchange(ec.ECDH(), ours)
-    )
+    expected = HKDF(hashes.SHA256(), 32, salt=None, info=b"").derive(peer.exchange(ec.ECDH(), ours))
     spki = peer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -41,9 +41,21 @@ def test_sign_message_verified_by_openssl(device: DeviceApi, tmp_path: Path) -> 
     (tmp_path / "sig").write_bytes(signature)
     (tmp_path / "msg").write_bytes(message)
     result = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-verify", str(tmp_path / "pub.der"), "-keyform", "DER",
-         "-signature", str(tmp_path / "sig"), str(tmp_path / "msg")],
-        capture_output=True, text=True, check=False,
+        [
+            "openssl",
+            "dgst",
+            "-sha256",
+            "-verify",
+            str(tmp_path / "pub.der"),
+            "-keyform",
+            "DER",
+            "-signature",
+            str(tmp_path / "sig"),
+            str(tmp_path / "msg"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert device.verify("idevid", signature, message=message)
@@ -126,7 +138,9 @@ def test_blob_parser_never_crashes(data: bytes) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(min_value=0, max_value=60), st.integers(min_value=0, max_value=255))
-def test_any_changed_byte_is_refused(tmp_path_factory: pytest.TempPathFactory, at: int, value: int) -> None:
+def test_any_changed_byte_is_refused(
+    tmp_path_factory: pytest.TempPathFactory, at: int, value: int
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SoftRotWarning)
         api = DeviceApi.open("soft:memory", state_dir=tmp_path_factory.mktemp("s"))

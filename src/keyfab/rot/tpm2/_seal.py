@@ -25,7 +25,7 @@ from tpm2_pytss.types import (
     TPM2B_SENSITIVE_CREATE,
     TPM2B_SENSITIVE_DATA,
     TPMS_SENSITIVE_CREATE,
-    TPMS_SIGNATURE_ECDSA,
+    TPMS_SIGNATURE_ECC,
     TPMT_PUBLIC,
     TPMT_SIGNATURE,
     TPMT_SYM_DEF,
@@ -200,7 +200,7 @@ def _signature(der: bytes) -> TPMT_SIGNATURE:
         raise VerificationError("the maker's policy signature is malformed") from None
     size = 32 if max(r.bit_length(), s.bit_length()) <= 256 else 48  # P-256 or P-384
     signature = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA)
-    signature.signature.ecdsa = TPMS_SIGNATURE_ECDSA(
+    signature.signature.ecdsa = TPMS_SIGNATURE_ECC(
         hash=TPM2_ALG.SHA256, signatureR=r.to_bytes(size, "big"), signatureS=s.to_bytes(size, "big")
     )
     return signature
