@@ -42,6 +42,7 @@ _SUBCOMMANDS = {
     "cmp": ("keyfab.cli.cmp", "app", True),
     "recipe": ("keyfab.cli.recipe", "app", True),
     "attest": ("keyfab.cli.attest", "app", True),
+    "device": ("keyfab.cli.device", "app", True),
 }
 
 
