@@ -86,7 +86,8 @@ def test_sign_then_openssl_verifies(config: Path, tmp_path: Path) -> None:
         "-i",
         str(tmp_path / "msg"),
     )
-    assert ours.returncode == 0 and b"Verified OK" in ours.stdout
+    assert ours.returncode == 0
+    assert b"Verified OK" in ours.stdout
     bad = _keyfab(
         "device",
         "verify",
@@ -117,7 +118,8 @@ def test_lock_unlock_through_pipes(config: Path) -> None:
 
 def test_counter_and_random(config: Path) -> None:
     up = _keyfab("device", "counter", "--config", str(config), "fw", "--increment", "--json")
-    assert up.returncode == 0 and b'"value": 1' in up.stdout
+    assert up.returncode == 0
+    assert b'"value": 1' in up.stdout
     rand = _keyfab("device", "random", "--config", str(config), "16", "--hex")
     assert len(rand.stdout.strip()) == 32
 
@@ -127,4 +129,5 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
     path.write_text('rot = "soft:x"\nstate_dir = "s"\nsokcet = "/tmp/x"\n')
     result = _keyfab("device", "random", "--config", str(path), "4")
     assert result.returncode == 1
-    assert "sokcet" in result.stderr.decode() and "Traceback" not in result.stderr.decode()
+    assert "sokcet" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()

@@ -107,9 +107,11 @@ def test_unlock_survives_an_approved_update_only(
         assert device.unlock(locked) == b"database key"
 
     _tool(tpm, "tpm2_pcrextend", f"7:sha256={'ab' * 32}")  # an unauthorised change
-    with _open(tpm, state, maker) as device:
-        with pytest.raises(VerificationError, match="match no policy"):
-            device.unlock(locked)
+    with (
+        _open(tpm, state, maker) as device,
+        pytest.raises(VerificationError, match="match no policy"),
+    ):
+        device.unlock(locked)
 
     release_2 = sign_policy(_wrap(maker), "sha256", _pcr_values(tpm, tmp_path))
     with _open(tpm, state, maker) as device:
@@ -155,9 +157,11 @@ def test_foreign_and_tampered_blobs(
             device.unlock(bytes(tampered))
         device.erase()
     other = swtpm_factory(local_ca)
-    with _open(other, tmp_path / "b", maker) as stranger:
-        with pytest.raises(VerificationError, match="another device"):
-            stranger.unlock(locked)
+    with (
+        _open(other, tmp_path / "b", maker) as stranger,
+        pytest.raises(VerificationError, match="another device"),
+    ):
+        stranger.unlock(locked)
 
 
 def test_erase_evicts_and_undefines(

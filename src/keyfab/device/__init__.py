@@ -83,6 +83,7 @@ class DeviceApi:
         self.pcr_bank = pcr_bank
         self.policy_key = policy_key
         self._lock = threading.RLock()
+        self._keys: dict[str, PrivateKey] = {}  # a token lookup per call costs more than a sign
 
     @classmethod
     def open(
@@ -156,7 +157,10 @@ class DeviceApi:
         return _spki(self._key(label).public_key())
 
     def _key(self, label: str) -> PrivateKey:
-        return self._serial(lambda: self.rot.key(check_label(label)))
+        with self._lock:
+            if label not in self._keys:
+                self._keys[label] = self.rot.key(check_label(label))
+            return self._keys[label]
 
     def sign(
         self, label: str, *, message: bytes | None = None, digest: bytes | None = None
@@ -340,6 +344,7 @@ class DeviceApi:
         """Destroy the device's keys and objects (TPM: evict and undefine; PKCS#11:
         destroy; soft: delete the files) and forget the renewed certificate."""
         with self._lock:
+            self._keys.clear()
             self._sealer().erase()
             (self.state_dir / _CERTIFICATE_FILE).unlink(missing_ok=True)
 

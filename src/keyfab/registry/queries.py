@@ -479,6 +479,8 @@ def attestation_policy(registry: Registry, product: str) -> AttestationPolicy:
             f"no attestation policy for product {product!r}", slug="attestation-policy-not-found"
         )
     return found
+
+
 @dataclass(frozen=True)
 class AttestationHistory:
     """A device's attestation state and its newest results, newest first."""
