@@ -36,6 +36,7 @@ from keyfab.errors import (
     KeyNotFoundError,
     RotError,
     RotLockedError,
+    UnsupportedError,
 )
 from keyfab.rot import _aead
 from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
@@ -44,6 +45,7 @@ from keyfab.rot.base import (
     Capability,
     Evidence,
     KeySpec,
+    KeyUsage,
     MonotonicCounter,
     PrivateKey,
     RotInfo,
@@ -100,16 +102,20 @@ def _replace_file(path: Path, data: bytes) -> None:
         raise RotError(f"cannot write {path}: {error.strerror}") from None
 
 
-def _wrap(label: str, key: _SoftKey) -> PrivateKey:
+def _wrap(label: str, key: _SoftKey, *, agreement: bool = False) -> PrivateKey:
+    """A key for one job, as hardware makes them: signing, or (``agreement``) ECDH only,
+    so code developed on the soft driver fails here the way it would on a TPM."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
 
         def sign_ec(digest: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+            if agreement:
+                raise UnsupportedError(f"soft: {label!r} is a key-agreement key; it cannot sign")
             return key.sign(digest, ec.ECDSA(utils.Prehashed(algorithm)))
 
         def agree(peer: ec.EllipticCurvePublicKey) -> bytes:
             return key.exchange(ec.ECDH(), peer)
 
-        return HardwareECPrivateKey(label, key.public_key(), sign_ec, agree)
+        return HardwareECPrivateKey(label, key.public_key(), sign_ec, agree if agreement else None)
 
     def sign_rsa(
         digest: bytes, algorithm: hashes.HashAlgorithm, pad: padding.AsymmetricPadding
@@ -201,6 +207,9 @@ class SoftRootOfTrust:
         self._check_unlocked()
         if label in self._keys:
             raise KeyExistsError(f"key {label!r} already exists")
+        if spec.usage is KeyUsage.AGREE:
+            if not spec.algorithm.is_ec:
+                raise UnsupportedError(f"soft: key agreement needs an EC key, not {spec.algorithm}")
         key = _generate(spec)
         if self._directory is not None:
             pem = key.private_bytes(
@@ -210,14 +219,20 @@ class SoftRootOfTrust:
             )
             write_secret(self._file(label, ".pem"), pem)
         self._keys[label] = key
+        if spec.usage is KeyUsage.AGREE:
+            self._state.setdefault("agreement", []).append(label)
+            self._changed()
         self.flush()  # the device's identity is on disk with its first key
-        return _wrap(label, key)
+        return self._wrapped(label, key)
+
+    def _wrapped(self, label: str, key: _SoftKey) -> PrivateKey:
+        return _wrap(label, key, agreement=label in self._state.get("agreement", ()))
 
     def key(self, label: str) -> PrivateKey:
         check_label(label)
         if label not in self._keys:
             self._keys[label] = self._read_key(label)
-        return _wrap(label, self._keys[label])
+        return self._wrapped(label, self._keys[label])
 
     def _read_key(self, label: str) -> _SoftKey:
         if self._directory is None:
@@ -291,6 +306,7 @@ class SoftRootOfTrust:
         self._keys.clear()
         self._seal_key = None
         self._state["objects"] = {}
+        self._state["agreement"] = []
         self._changed()
         if self._directory is not None:
             for path in [*self._directory.glob("*.pem"), self._directory / _SEAL_KEY]:
