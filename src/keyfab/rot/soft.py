@@ -207,9 +207,8 @@ class SoftRootOfTrust:
         self._check_unlocked()
         if label in self._keys:
             raise KeyExistsError(f"key {label!r} already exists")
-        if spec.usage is KeyUsage.AGREE:
-            if not spec.algorithm.is_ec:
-                raise UnsupportedError(f"soft: key agreement needs an EC key, not {spec.algorithm}")
+        if spec.usage is KeyUsage.AGREE and not spec.algorithm.is_ec:
+            raise UnsupportedError(f"soft: key agreement needs an EC key, not {spec.algorithm}")
         key = _generate(spec)
         if self._directory is not None:
             pem = key.private_bytes(
