@@ -39,7 +39,11 @@ LAYERS = [
     ("provision", ("cmp", "server", "cli")),
     ("report", ("provision", "cmp", "server", "cli")),
     ("server", ("cli",)),
+    # the device side: no CA key, registry or audit log is reachable from it
+    ("device", ("registry", "authority", "provision", "cmp", "server", "cli", "audit", "pki")),
 ]
+DEVICE_KEY_SIGNERS = {"cli/device.py"}
+"""Front ends whose ``.sign()`` is the device's own key via keyfab.device (no CA key: LAYERS)."""
 
 
 def _modules(package: str) -> Iterator[tuple[Path, ast.Module]]:
@@ -73,6 +77,7 @@ def test_front_ends_do_not_touch_the_database_or_sign(package: str) -> None:
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Attribute)
                 and node.func.attr in SIGNING_CALLS
+                and not (node.func.attr == "sign" and str(where) in DEVICE_KEY_SIGNERS)
             ):
                 problems.append(f"{where}:{node.lineno}: calls .{node.func.attr}() itself")
             if isinstance(node, ast.Attribute) and node.attr in ("append", "append_many"):

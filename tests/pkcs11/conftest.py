@@ -27,7 +27,10 @@ from cryptography.x509.oid import NameOID
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 USER_PIN = "4321-user"
 SO_PIN = "87654321-so"
-TOKENS = ("ca", "device", "export", "objects", "errors", "wrong-pin", "interop", "fork", "bench")
+TOKENS = (
+    "ca", "device", "export", "objects", "errors", "wrong-pin", "interop", "fork", "bench",
+    "agent",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ _SUBCOMMANDS = {
     "recipe": ("keyfab.cli.recipe", "app", True),
     "attest": ("keyfab.cli.attest", "app", True),
     "report": ("keyfab.cli.report", "app", True),
+    "device": ("keyfab.cli.device", "app", True),
 }
 
 

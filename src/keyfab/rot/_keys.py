@@ -25,6 +25,9 @@ from keyfab.errors import KeyNotExportableError, UnsupportedError
 ECDigestSigner = Callable[[bytes, hashes.HashAlgorithm], bytes]
 """Signs a digest made with the given hash; returns a DER ECDSA signature."""
 
+KeyAgreement = Callable[[ec.EllipticCurvePublicKey], bytes]
+"""ECDH inside the root of trust: the peer's public key in, the shared x-coordinate out."""
+
 RSADigestSigner = Callable[[bytes, hashes.HashAlgorithm, padding.AsymmetricPadding], bytes]
 """Signs a digest made with the given hash and padding; returns the signature."""
 
@@ -57,11 +60,16 @@ class HardwareECPrivateKey(ec.EllipticCurvePrivateKey):
     """An elliptic-curve key whose ``sign()`` runs inside a root of trust."""
 
     def __init__(
-        self, label: str, public_key: ec.EllipticCurvePublicKey, sign_digest: ECDigestSigner
+        self,
+        label: str,
+        public_key: ec.EllipticCurvePublicKey,
+        sign_digest: ECDigestSigner,
+        agree: KeyAgreement | None = None,
     ):
         self.label = label
         self._public_key = public_key
         self._sign_digest = sign_digest
+        self._agree = agree
 
     def sign(self, data: Message, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         if not isinstance(signature_algorithm, ec.ECDSA):
@@ -81,7 +89,16 @@ class HardwareECPrivateKey(ec.EllipticCurvePrivateKey):
         return self._public_key.curve.key_size
 
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
-        raise UnsupportedError("key agreement with a root-of-trust key is not supported")
+        """ECDH in the root of trust, for keys made for agreement (``KeyUsage.AGREE``)."""
+        if self._agree is None:
+            raise UnsupportedError(f"key {self.label!r} is not a key-agreement key")
+        if not isinstance(algorithm, ec.ECDH):
+            raise UnsupportedError("only ECDH key agreement is supported")
+        if peer_public_key.curve.name != self.curve.name:
+            raise UnsupportedError(
+                f"the peer's key is on {peer_public_key.curve.name}, not {self.curve.name}"
+            )
+        return self._agree(peer_public_key)
 
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         _refuse(self.label)

@@ -89,11 +89,21 @@ class KeyAlgorithm(enum.StrEnum):
         raise UnsupportedError(f"unsupported key type {type(public_key).__name__}")
 
 
+class KeyUsage(enum.StrEnum):
+    """What a key may do: hardware keys are made for one job (a TPM key signs or
+    decrypts, a PKCS#11 key has CKA_SIGN or CKA_DERIVE), so the job is chosen
+    when the key is made."""
+
+    SIGN = "sign"
+    AGREE = "agree"  # elliptic-curve key agreement (ECDH): TPM2_ECDH_ZGen, CKM_ECDH1_DERIVE
+
+
 @dataclass(frozen=True)
 class KeySpec:
     """What key to generate. Keys are always non-exportable."""
 
     algorithm: KeyAlgorithm
+    usage: KeyUsage = KeyUsage.SIGN
 
     def matches(self, public_key: object) -> bool:
         """True if ``public_key`` is of this spec's algorithm and size."""
@@ -144,6 +154,59 @@ class MonotonicCounter(Protocol):
 
     def advance_to(self, value: int) -> int:
         """Raise the counter to at least ``value``; never lowers it. Returns the new value."""
+        ...
+
+
+MAX_SEALED = 1 << 16
+"""The most bytes one ``seal()`` call protects: device secrets, not files."""
+
+
+@dataclass(frozen=True)
+class PcrApproval:
+    """A PCR policy the maker signed, for TPM2_PolicyAuthorize.
+
+    ``policy`` is the PolicyPCR digest over ``pcrs`` of ``bank`` with the values a
+    release measures; ``signature`` is the maker's DER ECDSA over
+    SHA-256(``policy``) (an empty policyRef). Checked by the TPM, never trusted here.
+    """
+
+    bank: str
+    pcrs: tuple[int, ...]
+    policy: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class SealBinding:
+    """What sealed data is bound to besides the device that sealed it.
+
+    ``context`` is authenticated but not secret (a locked blob's header: change
+    one byte and unsealing fails). ``authority`` is the SPKI DER of the maker's
+    policy-signing key and ``approvals`` the PCR policies it signed: a TPM seals
+    under PolicyAuthorize(authority), so data stays readable across an update
+    the maker approves and not after any other change of the boot state.
+    Drivers without measured boot ignore both.
+    """
+
+    context: bytes
+    authority: bytes | None = None
+    approvals: tuple[PcrApproval, ...] = ()
+
+
+@runtime_checkable
+class SealingRot(Protocol):
+    """A root of trust that can bind data to itself and destroy what it holds."""
+
+    def seal(self, data: bytes, binding: SealBinding) -> bytes:
+        """Data only this root of trust can recover (with ``binding`` satisfied)."""
+        ...
+
+    def unseal(self, payload: bytes, binding: SealBinding) -> bytes:
+        """``seal``'s data back; VerificationError if it is not this device's or was changed."""
+        ...
+
+    def erase(self) -> int:
+        """Destroy every key and object keyfab made here (tamper response); how many."""
         ...
 
 

@@ -5,6 +5,7 @@ soft key is no device identity; keyfab says so with a SoftRotWarning. The layout
 of a soft root of trust directory::
 
     <label>.pem     private keys (PKCS#8, mode 0600), written when generated
+    seal.key        the AES-256 key ``seal()`` uses (0600), made on first use
     rot.json        unique id, counters, locked flag and data objects (base64), 0600
 
 Like a device committing its configuration, ``rot.json`` is written atomically
@@ -31,23 +32,30 @@ from keyfab import securefile
 from keyfab.errors import (
     ConfigError,
     KeyExistsError,
+    KeyfabError,
     KeyNotFoundError,
     RotError,
     RotLockedError,
+    UnsupportedError,
 )
+from keyfab.rot import _aead
 from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
 from keyfab.rot.base import (
+    MAX_SEALED,
     Capability,
     Evidence,
     KeySpec,
+    KeyUsage,
     MonotonicCounter,
     PrivateKey,
     RotInfo,
+    SealBinding,
     check_label,
     check_random_size,
 )
 from keyfab.rot.uri import KeyUri
 
+_SEAL_KEY = "seal.key"
 _SoftKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
@@ -94,13 +102,20 @@ def _replace_file(path: Path, data: bytes) -> None:
         raise RotError(f"cannot write {path}: {error.strerror}") from None
 
 
-def _wrap(label: str, key: _SoftKey) -> PrivateKey:
+def _wrap(label: str, key: _SoftKey, *, agreement: bool = False) -> PrivateKey:
+    """A key for one job, as hardware makes them: signing, or (``agreement``) ECDH only,
+    so code developed on the soft driver fails here the way it would on a TPM."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
 
         def sign_ec(digest: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+            if agreement:
+                raise UnsupportedError(f"soft: {label!r} is a key-agreement key; it cannot sign")
             return key.sign(digest, ec.ECDSA(utils.Prehashed(algorithm)))
 
-        return HardwareECPrivateKey(label, key.public_key(), sign_ec)
+        def agree(peer: ec.EllipticCurvePublicKey) -> bytes:
+            return key.exchange(ec.ECDH(), peer)
+
+        return HardwareECPrivateKey(label, key.public_key(), sign_ec, agree if agreement else None)
 
     def sign_rsa(
         digest: bytes, algorithm: hashes.HashAlgorithm, pad: padding.AsymmetricPadding
@@ -142,6 +157,7 @@ class SoftRootOfTrust:
         _warn()
         self._directory = directory
         self._keys: dict[str, _SoftKey] = {}
+        self._seal_key: bytes | None = None
         self._dirty = False
         self._state: dict[str, Any] = self._load_state()
         self.info = RotInfo(
@@ -191,6 +207,8 @@ class SoftRootOfTrust:
         self._check_unlocked()
         if label in self._keys:
             raise KeyExistsError(f"key {label!r} already exists")
+        if spec.usage is KeyUsage.AGREE and not spec.algorithm.is_ec:
+            raise UnsupportedError(f"soft: key agreement needs an EC key, not {spec.algorithm}")
         key = _generate(spec)
         if self._directory is not None:
             pem = key.private_bytes(
@@ -200,14 +218,20 @@ class SoftRootOfTrust:
             )
             write_secret(self._file(label, ".pem"), pem)
         self._keys[label] = key
+        if spec.usage is KeyUsage.AGREE:
+            self._state.setdefault("agreement", []).append(label)
+            self._changed()
         self.flush()  # the device's identity is on disk with its first key
-        return _wrap(label, key)
+        return self._wrapped(label, key)
+
+    def _wrapped(self, label: str, key: _SoftKey) -> PrivateKey:
+        return _wrap(label, key, agreement=label in self._state.get("agreement", ()))
 
     def key(self, label: str) -> PrivateKey:
         check_label(label)
         if label not in self._keys:
             self._keys[label] = self._read_key(label)
-        return _wrap(label, self._keys[label])
+        return self._wrapped(label, self._keys[label])
 
     def _read_key(self, label: str) -> _SoftKey:
         if self._directory is None:
@@ -244,6 +268,52 @@ class SoftRootOfTrust:
 
     def counter(self, name: str) -> MonotonicCounter:
         return _Counter(self, check_label(name))
+
+    # sealing and erasing (the device API's lock/unlock and tamper response) ---
+
+    def _sealing_key(self) -> bytes:
+        """The key file ``seal()`` uses: as safe as the other key files, no more."""
+        if self._seal_key is not None:
+            return self._seal_key
+        if self._directory is None:
+            self._seal_key = secrets.token_bytes(_aead.KEY_BYTES)
+            return self._seal_key
+        path = self._directory / _SEAL_KEY
+        with contextlib.suppress(KeyExistsError):  # made earlier: read it below
+            write_secret(path, secrets.token_bytes(_aead.KEY_BYTES))
+        try:
+            key = securefile.read_bounded(path, _aead.KEY_BYTES, "soft sealing key")
+        except KeyfabError as error:
+            raise RotError(str(error)) from None
+        if len(key) != _aead.KEY_BYTES:
+            raise RotError(f"soft sealing key {path} is damaged")
+        self._seal_key = key
+        return key
+
+    def seal(self, data: bytes, binding: SealBinding) -> bytes:
+        """AES-256-GCM under ``seal.key``; the binding's context is authenticated."""
+        if len(data) > MAX_SEALED:
+            raise ConfigError(f"soft: cannot seal more than {MAX_SEALED} bytes")
+        return _aead.encrypt(self._sealing_key(), data, binding.context)
+
+    def unseal(self, payload: bytes, binding: SealBinding) -> bytes:
+        return _aead.decrypt(self._sealing_key(), payload, binding.context, "soft: locked data")
+
+    def erase(self) -> int:
+        """Delete every key file, the sealing key and the data objects; counters stay."""
+        erased = len(self._state["objects"])
+        self._keys.clear()
+        self._seal_key = None
+        self._state["objects"] = {}
+        self._state["agreement"] = []
+        self._changed()
+        if self._directory is not None:
+            for path in [*self._directory.glob("*.pem"), self._directory / _SEAL_KEY]:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    erased += 1
+        self.flush()
+        return erased
 
     def lock(self) -> None:
         if not self.locked:

@@ -36,20 +36,24 @@ from keyfab.rot._keys import (
     ECDigestSigner,
     HardwareECPrivateKey,
     HardwareRSAPrivateKey,
+    KeyAgreement,
     RSADigestSigner,
 )
 from keyfab.rot.base import (
+    MAX_SEALED,
     Capability,
     Evidence,
     KeySpec,
     MonotonicCounter,
     PrivateKey,
     RotInfo,
+    SealBinding,
     check_label,
     check_random_size,
 )
 from keyfab.rot.pkcs11 import _keys as keys
 from keyfab.rot.pkcs11 import _objects as objects
+from keyfab.rot.pkcs11 import _seal
 from keyfab.rot.pkcs11._errors import translate, translated
 from keyfab.rot.pkcs11._init import initialise_token
 from keyfab.rot.pkcs11._options import DeviceOptions
@@ -118,7 +122,7 @@ class Pkcs11RootOfTrust:
         pool = self._pool()
         mechanism = keys.generation_mechanism(spec.algorithm, pool.mechanisms)
         public_t, private_t = keys.templates(
-            spec.algorithm, label, secrets.token_bytes(_KEY_ID_BYTES)
+            spec.algorithm, label, secrets.token_bytes(_KEY_ID_BYTES), spec.usage
         )
         with self._session(f"generate {spec.algorithm.value} key {label!r}") as lease:
             if _find(lease.session, ObjectClass.PRIVATE_KEY, label) is not None:
@@ -133,13 +137,15 @@ class Pkcs11RootOfTrust:
             if private is None:
                 raise KeyNotFoundError(f"pkcs11 token {self.name!r} has no key {label!r}")
             key_id = bytes(private[Attribute.ID])
+            derives = bool(private[Attribute.DERIVE])
             public = _find(lease.session, ObjectClass.PUBLIC_KEY, label)
             if public is None:
                 raise KeyNotFoundError(f"pkcs11 token {self.name!r} has no public key {label!r}")
             public_key = keys.public_key_of(public)
         if isinstance(public_key, ec.EllipticCurvePublicKey):
+            agree = self._agreement(label, key_id) if derives else None
             return HardwareECPrivateKey(
-                label, public_key, self._ec_signer(label, key_id, public_key)
+                label, public_key, self._ec_signer(label, key_id, public_key), agree
             )
         return HardwareRSAPrivateKey(
             label, public_key, self._rsa_signer(label, key_id, public_key.key_size)
@@ -189,6 +195,16 @@ class Pkcs11RootOfTrust:
             )
 
         return sign
+
+    def _agreement(self, label: str, key_id: bytes) -> KeyAgreement:
+        def agree(peer: ec.EllipticCurvePublicKey) -> bytes:
+            with self._session(f"ECDH with {label!r}") as lease:
+                found = lease.session.get_key(ObjectClass.PRIVATE_KEY, id=key_id, label=label)
+                if not isinstance(found, pkcs11.DeriveMixin):
+                    raise UnsupportedError(f"pkcs11 token {self.name!r}: {label!r} cannot derive")
+                return keys.ecdh(found, peer)
+
+        return agree
 
     def _rsa_signer(self, label: str, key_id: bytes, bits: int) -> RSADigestSigner:
         def sign(
@@ -275,6 +291,28 @@ class Pkcs11RootOfTrust:
         raise UnsupportedError(
             f"pkcs11 token {self.name!r}: PKCS#11 offers no settable monotonic counter"
         )
+
+    # -- sealing and erasing -------------------------------------------------
+
+    def seal(self, data: bytes, binding: SealBinding) -> bytes:
+        """AES-GCM in the token under its non-extractable sealing key (made on first use).
+
+        The sealing key is the device's own, not a provisioned one, so a locked
+        token still gets it.
+        """
+        if len(data) > MAX_SEALED:
+            raise ConfigError(f"pkcs11: cannot seal more than {MAX_SEALED} bytes")
+        with self._session("seal data") as lease:
+            return _seal.encrypt(lease.session, self._pool().mechanisms, data, binding.context)
+
+    def unseal(self, payload: bytes, binding: SealBinding) -> bytes:
+        with self._session("unseal data") as lease:
+            return _seal.decrypt(lease.session, payload, binding.context)
+
+    def erase(self) -> int:
+        """Destroy every key, certificate and data object on the token (tamper response)."""
+        with self._session("erase") as lease:
+            return _seal.destroy_all(lease.session)
 
     def lock(self) -> None:
         """Mark the token finished; keyfab then refuses to add keys or objects to it.

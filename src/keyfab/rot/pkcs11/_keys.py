@@ -16,10 +16,11 @@ from typing import Any
 import pkcs11
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pkcs11 import Attribute, KeyType, Mechanism
 
 from keyfab.errors import RotError, UnsupportedError
-from keyfab.rot.base import KeyAlgorithm, PublicKey
+from keyfab.rot.base import KeyAlgorithm, KeyUsage, PublicKey
 
 # DER OIDs of the named curves, as CKA_EC_PARAMS wants them.
 _EC_PARAMS = {
@@ -50,15 +51,21 @@ def generation_mechanism(algorithm: KeyAlgorithm, available: frozenset[Mechanism
 
 
 def templates(
-    algorithm: KeyAlgorithm, label: str, key_id: bytes
+    algorithm: KeyAlgorithm, label: str, key_id: bytes, usage: KeyUsage = KeyUsage.SIGN
 ) -> tuple[dict[Attribute, Any], dict[Attribute, Any]]:
-    """Public and private templates: a signing-only key that never leaves the token."""
+    """Public and private templates: a key for one job that never leaves the token.
+
+    A signing key may only sign; an agreement key (EC only) may only derive.
+    """
+    agree = usage is KeyUsage.AGREE
+    if agree and not algorithm.is_ec:
+        raise UnsupportedError(f"key agreement needs an EC key, not {algorithm.value}")
     common = {Attribute.TOKEN: True, Attribute.LABEL: label, Attribute.ID: key_id}
     public: dict[Attribute, Any] = {
         **common,
         Attribute.CLASS: pkcs11.ObjectClass.PUBLIC_KEY,
         Attribute.PRIVATE: False,
-        Attribute.VERIFY: True,
+        Attribute.VERIFY: not agree,
         Attribute.ENCRYPT: False,
         Attribute.WRAP: False,
     }
@@ -68,10 +75,10 @@ def templates(
         Attribute.PRIVATE: True,
         Attribute.SENSITIVE: True,
         Attribute.EXTRACTABLE: False,
-        Attribute.SIGN: True,
+        Attribute.SIGN: not agree,
         Attribute.DECRYPT: False,
         Attribute.UNWRAP: False,
-        Attribute.DERIVE: False,
+        Attribute.DERIVE: agree,
     }
     if algorithm.is_ec:
         public[Attribute.KEY_TYPE] = private[Attribute.KEY_TYPE] = KeyType.EC
@@ -178,3 +185,29 @@ def _pss_params(
         salt = algorithm.digest_size
     hash_mechanism, mgf = _PSS_HASH[algorithm.name]
     return hash_mechanism, mgf, int(salt)
+
+
+def ecdh(key: pkcs11.DeriveMixin, peer: ec.EllipticCurvePublicKey) -> bytes:
+    """CKM_ECDH1_DERIVE with no KDF: the shared x-coordinate, in a session-only secret.
+
+    The derived secret is a session object (CKA_TOKEN false) that the caller's
+    HKDF needs to read, so it is extractable; the private key itself is not.
+    """
+    point = peer.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    size = (peer.curve.key_size + 7) // 8
+    secret = key.derive_key(
+        KeyType.GENERIC_SECRET,
+        size * 8,
+        mechanism=Mechanism.ECDH1_DERIVE,
+        mechanism_param=(pkcs11.KDF.NULL, None, point),
+        template={
+            Attribute.TOKEN: False,
+            Attribute.SENSITIVE: False,
+            Attribute.EXTRACTABLE: True,
+            Attribute.VALUE_LEN: size,
+        },
+    )
+    try:
+        return bytes(secret[Attribute.VALUE])
+    finally:
+        secret.destroy()

@@ -25,9 +25,12 @@ the TPM's own time); ESAPI serves quotes and an EK nobody persisted.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from tpm2_pytss.constants import ESYS_TR, TPMA_OBJECT
 from tpm2_pytss.types import TPMT_PUBLIC
 
@@ -36,25 +39,32 @@ from keyfab.errors import (
     KeyExistsError,
     KeyNotFoundError,
     RotLockedError,
+    UnsupportedError,
+    VerificationError,
 )
+from keyfab.rot import _aead, pcr_policy
 from keyfab.rot.base import (
+    MAX_SEALED,
     Capability,
     Evidence,
     KeySpec,
+    KeyUsage,
     MonotonicCounter,
+    PcrApproval,
     PrivateKey,
     RotInfo,
+    SealBinding,
     check_label,
     check_random_size,
 )
-from keyfab.rot.tpm2 import _attest, _commands, _nv
+from keyfab.rot.tpm2 import _attest, _commands, _nv, _seal
 from keyfab.rot.tpm2._attest import check_nonce
-from keyfab.rot.tpm2._config import Tcti, Tpm2Options
+from keyfab.rot.tpm2._config import NV_FIRST, PERSISTENT_FIRST, Tcti, Tpm2Options
 from keyfab.rot.tpm2._device import TpmConnection
 from keyfab.rot.tpm2._ek import EndorsementKey, ek_policy, find_ek
 from keyfab.rot.tpm2._public import decode_public
-from keyfab.rot.tpm2._sign import wrap_key
-from keyfab.rot.tpm2._templates import key_template
+from keyfab.rot.tpm2._sign import wrap_agreement_key, wrap_key
+from keyfab.rot.tpm2._templates import AGREEMENT_ATTRIBUTES, key_template
 from keyfab.rot.uri import KeyUri
 
 __all__ = ["CERTIFY_FORMAT", "QUOTE_FORMAT", "Tpm2RootOfTrust", "open_device", "open_uri"]
@@ -62,6 +72,7 @@ __all__ = ["CERTIFY_FORMAT", "QUOTE_FORMAT", "Tpm2RootOfTrust", "open_device", "
 CERTIFY_FORMAT = "tpm2-certify"
 QUOTE_FORMAT = "tpm2-quote"
 _PT_MANUFACTURER = 0x105
+_KEYFAB_NV = (0x01100000, 0x01300000)  # derived objects and counters (see _config)
 
 
 class Tpm2RootOfTrust:
@@ -125,7 +136,16 @@ class Tpm2RootOfTrust:
         handle = self.options.key_handle(label)
         if self._exists(handle):
             raise KeyExistsError(f"tpm2: key {label!r} already exists at {handle:#010x}")
-        template = key_template(spec.algorithm, restricted=label == self.options.iak_label)
+        agree = spec.usage is KeyUsage.AGREE
+        if agree and not spec.algorithm.is_ec:
+            raise UnsupportedError(
+                f"tpm2: key agreement needs an EC key, not {spec.algorithm.value}"
+            )
+        template = key_template(
+            spec.algorithm,
+            restricted=label == self.options.iak_label,
+            attributes=int(AGREEMENT_ATTRIBUTES) if agree else None,
+        )
         self._public[handle] = _commands.create_persistent(self._tpm.transact, template, handle)
         return self.key(label)
 
@@ -136,6 +156,9 @@ class Tpm2RootOfTrust:
             attributes, public_key = decode_public(self.public_bytes(label))
         except KeyNotFoundError:
             raise KeyNotFoundError(f"tpm2: no key {label!r} at {handle:#010x}") from None
+        agreement = attributes & (TPMA_OBJECT.DECRYPT | TPMA_OBJECT.RESTRICTED)
+        if agreement == TPMA_OBJECT.DECRYPT and isinstance(public_key, ec.EllipticCurvePublicKey):
+            return wrap_agreement_key(self._tpm.transact, label, handle, public_key)
         if not attributes & TPMA_OBJECT.SIGN_ENCRYPT:
             raise KeyNotFoundError(f"tpm2: the object at {handle:#010x} is not a signing key")
         restricted = bool(attributes & TPMA_OBJECT.RESTRICTED)
@@ -265,6 +288,79 @@ class Tpm2RootOfTrust:
                 "iak_public": self.public_bytes(self.options.iak_label),
             },
         )
+
+    # sealing and erasing (the device API) --------------------------------
+
+    def _srk(self) -> ESYS_TR:
+        """The storage key sealed data lives under, made and persisted on first use."""
+        handle = self.options.key_handle(_seal.SRK_LABEL)
+        if not self._exists(handle):
+            _seal.create_srk(self._tpm, handle)
+        return self._esys(handle)
+
+    def _approval(self, binding: SealBinding) -> PcrApproval:
+        """The maker-signed policy the PCRs satisfy now, or VerificationError."""
+        if binding.authority is None:
+            raise ConfigError("tpm2: lock/unlock needs the maker's policy-signing key")
+        values: dict[tuple[str, tuple[int, ...]], bytes] = {}
+        for approval in binding.approvals:
+            selection = (approval.bank, approval.pcrs)
+            if selection not in values:
+                now = _seal.read_pcrs(self._tpm, approval.bank, approval.pcrs)
+                values[selection] = pcr_policy.policy_pcr(approval.bank, approval.pcrs, now)
+            if hmac.compare_digest(values[selection], approval.policy):
+                return approval
+        raise VerificationError(
+            "tpm2: the PCRs match no policy the maker signed (boot state changed without an "
+            "approved update)"
+        )
+
+    def seal(self, data: bytes, binding: SealBinding) -> bytes:
+        """A fresh data key sealed under PolicyAuthorize(maker), the data under AES-GCM.
+
+        Refused unless a maker-signed policy matches the PCRs now: data locked
+        otherwise could never be unlocked.
+        """
+        if len(data) > MAX_SEALED:
+            raise ConfigError(f"tpm2: cannot seal more than {MAX_SEALED} bytes")
+        self._approval(binding)
+        assert binding.authority is not None
+        key = self.random(_aead.KEY_BYTES)
+        sealed = _seal.seal(self._tpm, self._srk(), key, binding.authority)
+        return struct.pack(">I", len(sealed)) + sealed + _aead.encrypt(key, data, binding.context)
+
+    def unseal(self, payload: bytes, binding: SealBinding) -> bytes:
+        approval = self._approval(binding)
+        assert binding.authority is not None
+        if len(payload) < 4 or 4 + int.from_bytes(payload[:4], "big") > len(payload):
+            raise VerificationError("tpm2: locked data is truncated")
+        end = 4 + int.from_bytes(payload[:4], "big")
+        key = _seal.unseal(self._tpm, self._srk(), payload[4:end], binding.authority, approval)
+        return _aead.decrypt(key, payload[end:], binding.context, "tpm2: locked data")
+
+    def erase(self) -> int:
+        """Evict keyfab's persistent keys and undefine its NV indices (tamper response).
+
+        keyfab's are the handles in its ranges (the mapped ones, 0x8102xxxx, and
+        NV 0x0110xxxx-0x012Fxxxx); the EK and its certificate are the TPM
+        vendor's and stay.
+        """
+        for esys in self._handles.values():
+            self._tpm.esys.tr_close(esys)
+        self._handles.clear()
+        self._public.clear()
+        erased = 0
+        for handle in self._tpm.handles(PERSISTENT_FIRST):
+            if handle in self.options.handles.values() or handle >> 16 == 0x8102:
+                _commands.evict(self._tpm.transact, handle)
+                erased += 1
+        mapped = {*self.options.nv.values(), *self.options.counters.values()}
+        for index in self._tpm.handles(NV_FIRST):
+            if index in mapped or _KEYFAB_NV[0] <= index < _KEYFAB_NV[1]:
+                _nv.undefine(self._tpm, index)
+                erased += 1
+        self._written.clear()
+        return erased
 
     def transient_count(self) -> int:
         """Transient objects loaded in the TPM right now (zero between calls)."""

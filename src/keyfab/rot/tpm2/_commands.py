@@ -28,7 +28,7 @@ from keyfab.rot.tpm2._raw import (
 )
 
 _CC_CREATE_PRIMARY, _CC_EVICT_CONTROL, _CC_READ_PUBLIC = 0x131, 0x120, 0x173
-_CC_SIGN, _CC_CERTIFY = 0x15D, 0x148
+_CC_SIGN, _CC_CERTIFY, _CC_ECDH_ZGEN = 0x15D, 0x148, 0x154
 _CC_START_AUTH_SESSION, _CC_POLICY_SECRET, _CC_ACTIVATE = 0x176, 0x151, 0x147
 _SE_POLICY, _ALG_NULL, _ST_HASHCHECK = 0x01, 0x0010, 0x8024
 _EMPTY_SENSITIVE = b(b(b"") + b(b""))  # TPM2B_SENSITIVE_CREATE: no auth value, no data
@@ -95,6 +95,19 @@ def sign(transport: Transport, key: int, digest: bytes, scheme: int, hash_alg: i
         command(ST_SESSIONS, _CC_SIGN, struct.pack(">I", key), PASSWORD_AUTH, params),
     )
     return parameters(body, 0, "Sign")
+
+
+def ecdh_zgen(transport: Transport, key: int, x: bytes, y: bytes) -> bytes:
+    """TPM2_ECDH_ZGen: the shared point's x-coordinate for the peer point (x, y)."""
+    point = b(b(x) + b(y))
+    body = run(
+        transport,
+        "ECDH_ZGen",
+        command(ST_SESSIONS, _CC_ECDH_ZGEN, struct.pack(">I", key), PASSWORD_AUTH, point),
+    )
+    out, _ = sized(parameters(body, 0, "ECDH_ZGen"), 0, "ECDH_ZGen")
+    shared_x, _ = sized(out, 0, "ECDH_ZGen")
+    return shared_x
 
 
 def certify(transport: Transport, key: int, signer: int, nonce: bytes) -> tuple[bytes, bytes]:

@@ -17,7 +17,7 @@ from tpm2_pytss.constants import TPM2_ALG
 from keyfab.errors import RotError, UnsupportedError
 from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
 from keyfab.rot.base import PrivateKey, PublicKey
-from keyfab.rot.tpm2._commands import sign
+from keyfab.rot.tpm2._commands import ecdh_zgen, sign
 from keyfab.rot.tpm2._raw import Transport, sized
 
 HASHES = {"sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384, "sha512": TPM2_ALG.SHA512}
@@ -87,3 +87,21 @@ def wrap_key(
         return _signature_values(raw)[1][0]
 
     return HardwareRSAPrivateKey(label, public_key, sign_rsa)
+
+
+def wrap_agreement_key(
+    transport: Transport, label: str, handle: int, public_key: ec.EllipticCurvePublicKey
+) -> PrivateKey:
+    """A ``cryptography`` EC key whose ``exchange()`` is TPM2_ECDH_ZGen; it cannot sign."""
+    size = (public_key.curve.key_size + 7) // 8
+
+    def refuse(digest: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        raise UnsupportedError(f"tpm2: {label!r} is a key-agreement key; it cannot sign")
+
+    def agree(peer: ec.EllipticCurvePublicKey) -> bytes:
+        numbers = peer.public_numbers()
+        return ecdh_zgen(
+            transport, handle, numbers.x.to_bytes(size, "big"), numbers.y.to_bytes(size, "big")
+        )
+
+    return HardwareECPrivateKey(label, public_key, refuse, agree)
