@@ -41,15 +41,17 @@ from collections.abc import Callable, Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AttributeOID, NameOID
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
 from keyfab.authority import lifecycle
+from keyfab.authority.group import Unit
 from keyfab.authority.roles import Principal, Role
-from keyfab.authority.service import Authority, labelled, record
-from keyfab.authority.tokens import consume
+from keyfab.authority.service import Authority, labelled
+from keyfab.authority.tokens import TokenRefusedError, authenticate, consume
 from keyfab.clock import utc_now
 from keyfab.errors import (
     AuthenticationError,
@@ -62,6 +64,15 @@ from keyfab.pki.ca import PublicKey
 from keyfab.registry import Certificate, Device, DeviceState
 
 _INSERT_DEVICE = insert(Device).returning(Device.id)
+_INSERT_NEW = {
+    "postgresql": postgresql.insert(Device)
+    .on_conflict_do_nothing(index_elements=[Device.serial])
+    .returning(Device.id),
+    "sqlite": sqlite.insert(Device)
+    .on_conflict_do_nothing(index_elements=[Device.serial])
+    .returning(Device.id),
+}
+"""First enrolments insert and learn in one statement whether the serial was free."""
 _LOCK_DEVICE = (
     select(Device.id, Device.state).where(Device.serial == bindparam("serial")).with_for_update()
 )
@@ -139,6 +150,42 @@ def enrol(
     return enrol_key(authority, principal, _device_serial(csr.subject), public_key)
 
 
+ENROLLERS = frozenset({Role.ADMIN, Role.OPERATOR, Role.DEVICE})
+"""The roles whose tokens may bootstrap-enrol a device (EST ``simpleenroll``, CMP)."""
+
+
+def enrol_with_token(
+    authority: Authority,
+    presented: str,
+    csr: x509.CertificateSigningRequest,
+    tls_unique: bytes | None,
+    *,
+    user: str | None = None,
+) -> tuple[x509.Certificate, Principal]:
+    """Bootstrap enrolment with an API token checked in the enrolment's own transaction.
+
+    The token is read where it is used up and the certificate recorded, so a
+    token revoked or spent meanwhile cannot slip between a check and the
+    issue, and the request costs one transaction instead of a lookup and one.
+    ``user`` is HTTP Basic's user name, which must name the token. Returns the
+    certificate and who asked (for the access log).
+    """
+
+    def work(session: Session) -> Unit[tuple[x509.Certificate, Principal]]:
+        principal = authenticate(session.connection(), presented)
+        if user is not None and not hmac.compare_digest(user.encode(), principal.name.encode()):
+            raise TokenRefusedError("unknown token")
+        if principal.role not in ENROLLERS:
+            raise PermissionDeniedError(f"role {principal.role} may not enrol devices")
+        public_key = _proof_of_possession(csr, tls_unique)  # after the token: refusals are cheap
+        serial = _device_serial(csr.subject)
+        _may_enrol(principal, serial)
+        unit = _enrol_unit(authority, session, principal, serial, public_key, "est", None)
+        return Unit(unit.issued, unit.events, (unit.answer, principal))
+
+    return authority.group.submit(work)
+
+
 def enrol_key(
     authority: Authority,
     principal: Principal,
@@ -153,24 +200,46 @@ def enrol_key(
     EST's CSR path and CMP's CRMF path prove possession of the key their own
     way, then both come here, so who may enrol which serial is decided once.
     ``spend`` uses up the caller's one-time credential (a CMP secret) in the
-    transaction that records the certificate, as a one-time token is.
+    transaction that records the certificate, as a one-time token is. That
+    transaction is shared with concurrent enrolments (``authority.group``).
     """
+    _may_enrol(principal, serial)
+
+    def work(session: Session) -> Unit[x509.Certificate]:
+        return _enrol_unit(authority, session, principal, serial, public_key, protocol, spend)
+
+    return authority.group.submit(work)
+
+
+def _may_enrol(principal: Principal, serial: str) -> None:
+    """Refuse what the principal may not bootstrap-enrol, before any database work."""
     if principal.role is Role.DEVICE and principal.certificate_profile == pki.Profile.LDEVID:
         raise PermissionDeniedError(
             "a device with an operational certificate renews it (EST simplereenroll, CMP kur)"
         )
     if principal.role is Role.DEVICE and principal.device_serial not in (None, serial):
         raise PermissionDeniedError("this token may not enrol that device")
-    with authority.transaction() as session:
-        unbound = principal.role is Role.DEVICE and principal.device_serial is None
-        device_id = _device(session, serial, public_key, new_only=unbound)
-        if principal.token_id is not None and principal.limited_uses:
-            consume(session, principal.token_id)
-        if spend is not None:
-            spend(session)
-        target = (device_id, serial)
-        subject = device_subject(authority, serial)
-        return _issue(authority, session, target, subject, public_key, principal, protocol)
+
+
+def _enrol_unit(
+    authority: Authority,
+    session: Session,
+    principal: Principal,
+    serial: str,
+    public_key: PublicKey,
+    protocol: str,
+    spend: Callable[[Session], None] | None,
+) -> Unit[x509.Certificate]:
+    """One enrolment's writes and signature, in the (group's) transaction."""
+    unbound = principal.role is Role.DEVICE and principal.device_serial is None
+    device_id, new = _device(session, serial, public_key, new_only=unbound)
+    if principal.token_id is not None and principal.limited_uses:
+        consume(session, principal.token_id)
+    if spend is not None:
+        spend(session)
+    target = (device_id, serial)
+    subject = device_subject(authority, serial)
+    return _issue(authority, session, target, subject, public_key, principal, protocol, new=new)
 
 
 def reenrol(
@@ -212,7 +281,8 @@ def reenrol_key(
             slug="not-renewable",
         )
     _same_device(named_serials, principal.device_serial)
-    with authority.transaction() as session:
+
+    def work(session: Session) -> Unit[x509.Certificate]:
         current = session.scalars(
             select(Certificate).where(Certificate.serial_number == principal.certificate_serial)
         ).one()
@@ -227,6 +297,8 @@ def reenrol_key(
             authority, session, target, subject, public_key, principal, protocol, renewing=current
         )
 
+    return authority.group.submit(work)
+
 
 def _named_serials(subject: x509.Name) -> list[str]:
     return [str(a.value) for a in subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)]
@@ -240,34 +312,58 @@ def _same_device(named: Sequence[str], serial: str) -> None:
         )
 
 
-def _device(session: Session, serial: str, public_key: PublicKey, *, new_only: bool) -> int:
-    """The device's id (row locked), recorded on first enrolment; never a revoked one.
+def _device(
+    session: Session, serial: str, public_key: PublicKey, *, new_only: bool
+) -> tuple[int, bool]:
+    """The device's id (row locked) and whether it is new; recorded on first enrolment;
+    never a revoked one.
 
     ``new_only``: a device token bound to no serial (a fleet bootstrap secret)
     may bring new devices in, but not get a certificate for a device keyfab
     already knows: that would let one leaked secret impersonate any device.
+    A new device is inserted first (one statement, and its new row is locked);
+    only a serial already taken costs the locking read.
     """
-    found = session.connection().execute(_LOCK_DEVICE, {"serial": serial}).one_or_none()
-    if found is not None:
-        if found.state == DeviceState.REVOKED:
-            raise _revoked(serial)
-        if new_only:
-            raise PermissionDeniedError(
-                f"device {serial} is enrolled: this token admits new ones", slug="device-exists"
-            )
-        return int(found.id)
+    connection = session.connection()
+    created = _insert_new(connection, serial, public_key)
+    if created is not None:
+        return created, True
+    found = connection.execute(_LOCK_DEVICE, {"serial": serial}).one_or_none()
+    if found is None:  # taken by a transaction that then rolled back, or unsupported SQL
+        return _insert_plain(connection, serial, public_key), True
+    if found.state == DeviceState.REVOKED:
+        raise _revoked(serial)
+    if new_only:
+        raise PermissionDeniedError(
+            f"device {serial} is enrolled: this token admits new ones", slug="device-exists"
+        )
+    return int(found.id), False
+
+
+def _new_row(serial: str, public_key: PublicKey) -> dict[str, object]:
     now = utc_now()
-    spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return {
+        "serial": serial,
+        "state": DeviceState.PROVISIONED,
+        "rot_kind": "est",
+        "public_key": public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+        "created_at": now,
+        "provisioned_at": now,
+    }
+
+
+def _insert_new(connection: Connection, serial: str, public_key: PublicKey) -> int | None:
+    """Insert the device unless its serial is taken (None then, and nothing written)."""
+    statement = _INSERT_NEW.get(connection.dialect.name)
+    if statement is None:
+        return None
+    created = connection.execute(statement, _new_row(serial, public_key)).scalar_one_or_none()
+    return None if created is None else int(created)
+
+
+def _insert_plain(connection: Connection, serial: str, public_key: PublicKey) -> int:
     try:  # two first enrolments of one serial at once: the unique index stops the second
-        row = {
-            "serial": serial,
-            "state": DeviceState.PROVISIONED,
-            "rot_kind": "est",
-            "public_key": spki,
-            "created_at": now,
-            "provisioned_at": now,
-        }
-        return int(session.connection().execute(_INSERT_DEVICE, row).scalar_one())
+        return int(connection.execute(_INSERT_DEVICE, _new_row(serial, public_key)).scalar_one())
     except IntegrityError:
         raise ConflictError(f"device {serial} is being enrolled concurrently") from None
 
@@ -282,12 +378,18 @@ def _issue(
     protocol: str,
     *,
     renewing: Certificate | None = None,
-) -> x509.Certificate:
-    """Check the key and the product's policy, sign, record the certificate and its
-    two audit events, all in the caller's transaction."""
-    policy = lifecycle.policy_of(session, device[0])
+    new: bool = False,
+) -> Unit[x509.Certificate]:
+    """Check the key and the product's policy and sign, in the caller's transaction;
+    the certificate and its two audit events are recorded by the group.
+
+    A device just recorded (``new``) has no batch and no certificates: its
+    policy is the default and it has no birth key, so neither is read.
+    """
+    policy = lifecycle.DEFAULT_POLICY if new else lifecycle.policy_of(session, device[0])
     spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    _not_a_birth_key(session, device, spki)
+    if not new:
+        _not_a_birth_key(session, device, spki)
     if renewing is not None:
         policy.check_renewal_due(renewing, utc_now())
         if not policy.reuse_key and _spki(renewing.der) == spki:
@@ -309,8 +411,8 @@ def _issue(
     enrolled = {"serial_number": issued.serial_number, "profile": str(issued.profile), **details}
     if renewing is not None:
         enrolled["renews"] = renewing.serial_number
-    record(session, [issued], [audit.Entry(kind, device[1], {**enrolled, "by": principal.name})])
-    return issued.certificate
+    entry = audit.Entry(kind, device[1], {**enrolled, "by": principal.name})
+    return Unit([issued], [entry], issued.certificate)
 
 
 _BIRTH_PROFILES = (pki.Profile.IDEVID, pki.Profile.IAK)

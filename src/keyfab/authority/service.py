@@ -10,6 +10,7 @@ batches, the service and the CLI call it; none of them signs on its own.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import functools
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
 from keyfab.authority import publication
+from keyfab.authority.group import GroupCommit, Unit
 from keyfab.clock import utc_now
 from keyfab.errors import ConfigError, NotFoundError, PkiError
 from keyfab.pki.ca import PublicKey
@@ -52,7 +54,11 @@ class Issued:
 
 
 def record(
-    session: Session, issued: Sequence[Issued], events: Sequence[audit.Entry] = ()
+    session: Session,
+    issued: Sequence[Issued],
+    events: Sequence[audit.Entry] = (),
+    *,
+    signers: Mapping[bytes, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Record certificates and their ``certificate.issued`` events, then ``events``.
 
@@ -60,35 +66,68 @@ def record(
     a batch records a whole chunk this way, an EST enrolment a single one.
     Each row names the CA that really signed it (by its authorityKeyIdentifier),
     so a batch or a service that opened its CA before a rotation still puts
-    what it signs on the right CA's CRL.
+    what it signs on the right CA's CRL. ``signers`` (``Authority.signer_ids``)
+    saves reading the CAs again; a certificate no CA in it signed is looked up.
     Returns the rows written (their ``der`` saves the caller encoding again).
     """
-    if not issued and not events:
-        return []
+    return record_all(session, [(issued, events)], signers=signers)
+
+
+def record_all(
+    session: Session,
+    units: Sequence[tuple[Sequence[Issued], Sequence[audit.Entry]]],
+    *,
+    signers: Mapping[bytes, str] | None = None,
+) -> list[dict[str, Any]]:
+    """``record`` for several units at once (a group commit's members), in one insert
+    and one audit append: each unit's ``certificate.issued`` events, then its own."""
     now = utc_now()
-    rows, entries = [], []
-    signers = _signers(session) if issued else {}
-    for item in issued:
-        issuer = _issuer(item.certificate, signers)
-        if issuer is None:  # never a row no CRL can list
-            raise PkiError(f"no CA of this workspace signed certificate {item.serial_number}")
-        row = certificate_row(
-            item.certificate,
-            device_id=item.device_id,
-            key_label=item.key_label,
-            profile=item.profile,
-            issued_at=now,
-            issuer=issuer,
-        )
-        rows.append(row)
-        details = {"serial_number": row["serial_number"], "profile": str(item.profile)}
-        entries.append(
-            audit.Entry("certificate.issued", row["subject"], {**details, **item.details})
-        )
+    rows: list[dict[str, Any]] = []
+    entries: list[audit.Entry] = []
+    known = _Signers(session, signers)
+    for issued, events in units:
+        for item in issued:
+            row = _row(item, now, known)
+            rows.append(row)
+            details = {"serial_number": row["serial_number"], "profile": str(item.profile)}
+            entries.append(
+                audit.Entry("certificate.issued", row["subject"], {**details, **item.details})
+            )
+        entries += events
     if rows:
         session.connection().execute(_INSERT_CERTIFICATES, rows)
-    audit.append_many(session, [*entries, *events])
+    if entries:
+        audit.append_many(session, entries)
     return rows
+
+
+class _Signers:
+    """CA key identifiers to names: the caller's if given, the recorded ones read once if not."""
+
+    def __init__(self, session: Session, given: Mapping[bytes, str] | None):
+        self._session, self._given, self._read = session, given or {}, False
+
+    def name(self, certificate: x509.Certificate) -> str | None:
+        found = _issuer(certificate, self._given)
+        if found is None and not self._read:  # a CA the caller did not know: read them
+            self._given, self._read = _signers(self._session), True
+            found = _issuer(certificate, self._given)
+        return found
+
+
+def _row(item: Issued, now: datetime.datetime, signers: _Signers) -> dict[str, Any]:
+    """The registry row of one certificate, naming the CA that signed it."""
+    issuer = signers.name(item.certificate)
+    if issuer is None:  # never a row no CRL can list
+        raise PkiError(f"no CA of this workspace signed certificate {item.serial_number}")
+    return certificate_row(
+        item.certificate,
+        device_id=item.device_id,
+        key_label=item.key_label,
+        profile=item.profile,
+        issued_at=now,
+        issuer=issuer,
+    )
 
 
 class CaState(enum.StrEnum):
@@ -197,6 +236,19 @@ class Authority:
         return found
 
     @functools.cached_property
+    def signer_ids(self) -> Mapping[bytes, str]:
+        """Each recorded CA's key identifier and name: how ``record`` names a row's issuer."""
+        return {_key_id(row.certificate): name for name, row in self.records.items()}
+
+    @functools.cached_property
+    def group(self) -> GroupCommit:
+        """This process's group commit for enrolments (see ``authority.group``)."""
+        return GroupCommit(self.registry, self._record_units)
+
+    def _record_units(self, session: Session, units: Sequence[Unit[Any]]) -> None:
+        record_all(session, [(u.issued, u.events) for u in units], signers=self.signer_ids)
+
+    @functools.cached_property
     def issuing(self) -> str:
         """The name of the CA that issues now: the newest unretired manufacturing CA."""
         names = [
@@ -299,7 +351,7 @@ class Authority:
 
     def refresh(self) -> None:
         """Forget what was read and opened: the next use sees the CAs as recorded now."""
-        for cached in ("records", "issuing", "chain", "ca", "settings"):
+        for cached in ("records", "signer_ids", "issuing", "chain", "ca", "settings"):
             self.__dict__.pop(cached, None)
         self._opened.clear()
 

@@ -39,17 +39,22 @@ def service(request: Request) -> Service:
     return found
 
 
-def _from_header(svc: Service, header: str) -> Principal:
+def presented_token(header: str) -> tuple[str, str | None]:
+    """The token an ``Authorization`` header presents, and Basic's user name (else None).
+
+    Only the header's form is checked here; the token itself is checked
+    where it is used (``authority.access``, or an enrolment's transaction).
+    """
     scheme, _, credentials = header.partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer":
-        return from_token(svc.registry, credentials.strip())
+        return credentials.strip(), None
     if scheme == "basic":
-        return _basic(svc, credentials.strip())
+        return _basic(credentials.strip())
     raise AuthenticationError("unsupported authorization scheme: use Bearer or Basic")
 
 
-def _basic(svc: Service, credentials: str) -> Principal:
+def _basic(credentials: str) -> tuple[str, str]:
     if len(credentials) > 512:
         raise AuthenticationError("malformed Basic credentials")
     try:
@@ -58,8 +63,13 @@ def _basic(svc: Service, credentials: str) -> Principal:
         raise AuthenticationError("malformed Basic credentials") from None
     if not sep:
         raise AuthenticationError("malformed Basic credentials")
-    principal = from_token(svc.registry, password)
-    if not hmac.compare_digest(user.encode(), principal.name.encode()):
+    return password, user
+
+
+def _from_header(svc: Service, header: str) -> Principal:
+    presented, user = presented_token(header)
+    principal = from_token(svc.registry, presented)
+    if user is not None and not hmac.compare_digest(user.encode(), principal.name.encode()):
         raise AuthenticationError("unknown token")
     return principal
 

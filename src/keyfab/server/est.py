@@ -7,6 +7,7 @@ trusts anything); ``simpleenroll`` takes a token (Bearer or Basic);
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -14,9 +15,11 @@ from cryptography import x509
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from keyfab.authority import Authority, Principal, Role, enrolment
+from keyfab.authority import Authority, Principal, enrolment
+from keyfab.errors import AuthenticationError
+from keyfab.server._logs import PRINCIPAL
 from keyfab.server._peer import tls_unique
-from keyfab.server.auth import identify, require, service, unauthorized
+from keyfab.server.auth import identify, presented_token, service, unauthorized
 from keyfab.server.est_messages import (
     CERTS_ONLY,
     CSRATTRS,
@@ -26,7 +29,7 @@ from keyfab.server.est_messages import (
     csr_attributes,
     decode_csr,
 )
-from keyfab.server.problems import ProblemError, problem_responses
+from keyfab.server.problems import ProblemError, from_keyfab_error, problem_responses
 
 router = APIRouter(prefix="/.well-known/est", tags=["est"])
 _BASE64_HEADERS = {"Content-Transfer-Encoding": "base64"}
@@ -43,7 +46,6 @@ _CSRATTRS_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {CSRATTRS: {}}, "description": "base64 CsrAttrs"}
 }
 _ENROL_RESPONSES = {**_CERTS_RESPONSE, **problem_responses(400, 401, 403, 409, 413, 415)}
-Enroller = Annotated[Principal, Depends(require(Role.ADMIN, Role.OPERATOR, Role.DEVICE))]
 
 
 def _pkcs7(certificates: list[x509.Certificate]) -> Response:
@@ -88,9 +90,39 @@ async def _enrol(request: Request, principal: Principal, action: Enrol) -> Respo
 
 
 @router.post("/simpleenroll", responses=_ENROL_RESPONSES, openapi_extra=_PKCS10_BODY)
-async def simpleenroll(request: Request, principal: Enroller) -> Response:
-    """Bootstrap enrolment with a token (HTTP Basic or Bearer)."""
-    return await _enrol(request, principal, enrolment.enrol)
+async def simpleenroll(request: Request) -> Response:
+    """Bootstrap enrolment with a token (HTTP Basic or Bearer) or an IDevID (mutual TLS).
+
+    A token is checked in the enrolment's own transaction (``enrol_with_token``),
+    not by a lookup of its own first.
+    """
+    header = request.headers.get("authorization")
+    if header is None:
+        return await _enrol(request, _idevid(request), enrolment.enrol)
+    try:
+        presented, user = presented_token(header)
+    except AuthenticationError as refused:
+        raise from_keyfab_error(refused) from None
+    csr = await _csr(request)
+    certificate, principal = await run_in_threadpool(
+        functools.partial(enrolment.enrol_with_token, user=user),
+        service(request).authority,
+        presented,
+        csr,
+        tls_unique(request.scope),
+    )
+    setattr(request.state, PRINCIPAL, principal.name)  # for the access log line
+    return _pkcs7([certificate])
+
+
+def _idevid(request: Request) -> Principal:
+    """The device an IDevID presented over mutual TLS proves (no header was sent)."""
+    principal = identify(request)
+    if principal is None:
+        raise unauthorized("authentication required")
+    if principal.role not in enrolment.ENROLLERS:
+        raise ProblemError(403, "forbidden", f"role {principal.role} may not enrol devices")
+    return principal
 
 
 def _device_certificate(request: Request) -> Principal:

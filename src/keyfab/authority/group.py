@@ -1,0 +1,141 @@
+"""Group commit: concurrent enrolments of one process share one transaction.
+
+Every certificate's row and audit events are written in the transaction that
+decides to issue it, and every audit append locks the chain's head row until
+commit. With one transaction per enrolment, that lock turns concurrent
+writers into a queue with a database round trip per place. Here, callers of
+one process queue their work instead; the first becomes the leader, runs
+everyone's work in one transaction (each member in a savepoint of its own, so
+a refused member leaves no trace and costs the others nothing), records all
+their certificates with one insert and one audit append, and commits once.
+Followers wait for their answer; whoever is first in the queue when the
+leader finishes leads the next group.
+
+The chain is exactly as strong: events are appended under the head lock in
+one order, each member's certificate with its events, and nothing is
+answered before the commit that holds them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session
+
+from keyfab import audit
+from keyfab.errors import KeyfabError, RegistryError
+from keyfab.registry import Registry
+
+T = TypeVar("T")
+MAX_GROUP = 64
+"""Members per transaction: enough to absorb a burst, small enough to keep locks short."""
+
+
+@dataclass(frozen=True)
+class Unit(Generic[T]):
+    """What one member's work produced: certificates and events to record, the answer."""
+
+    issued: Sequence[Any]  # authority.Issued (service.py holds the group: no import back)
+    events: Sequence[audit.Entry]
+    answer: T
+
+
+Work = Callable[[Session], Unit[T]]
+Recorder = Callable[[Session, Sequence[Unit[Any]]], None]
+
+
+@dataclass(eq=False)
+class _Member:
+    work: Work[Any]
+    wake: threading.Event = field(default_factory=threading.Event)
+    leads: bool = False
+    done: bool = False
+    unit: Unit[Any] | None = None
+    error: BaseException | None = None
+
+
+class GroupCommit:
+    """One queue of enrolment work per process, committed in groups by a leader."""
+
+    def __init__(self, registry: Registry, recorder: Recorder):
+        self._registry = registry
+        self._record = recorder
+        self._lock = threading.Lock()
+        self._queue: list[_Member] = []
+        self._busy = False
+
+    def submit(self, work: Work[T]) -> T:
+        """Run ``work`` in a shared transaction; return its answer once that commits.
+
+        A ``KeyfabError`` (or any error) raised by ``work`` is raised here, to
+        this caller only; its savepoint is rolled back.
+        """
+        member = _Member(work)
+        with self._lock:
+            self._queue.append(member)
+            if not self._busy:
+                self._busy = member.leads = True
+        if not member.leads:
+            member.wake.wait()
+        if not member.done:  # promoted to lead the next group
+            self._lead()
+        if member.unit is None:
+            raise member.error or RegistryError("the enrolment's transaction did not finish")
+        answer: T = member.unit.answer
+        return answer
+
+    def _lead(self) -> None:
+        with self._lock:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+        try:
+            self._commit(group)
+        finally:
+            with self._lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.leads = True
+                    successor.wake.set()
+                else:
+                    self._busy = False
+            for member in group:
+                member.done = True
+                member.wake.set()
+
+    def _commit(self, group: list[_Member]) -> None:
+        """One transaction for the group; on a failure of the whole, each member alone."""
+        try:
+            with self._registry.transaction() as session:
+                done = [m for m in group if _run(session, m, savepoint=len(group) > 1)]
+                self._record(session, [m.unit for m in done if m.unit is not None])
+        except Exception as error:  # handed to the members, never lost
+            if len(group) == 1:
+                _fail(group, error)
+                return
+            for member in group:  # the group's commit failed: nobody's work stands
+                member.unit = member.error = None
+                self._commit([member])
+
+
+def _run(session: Session, member: _Member, *, savepoint: bool) -> bool:
+    """Run one member's work; True if it produced a unit to record."""
+    try:
+        if savepoint:
+            with session.begin_nested():
+                member.unit = member.work(session)
+        else:
+            member.unit = member.work(session)
+    except KeyfabError as refused:
+        if not savepoint:
+            raise
+        member.error = refused
+        return False
+    return True
+
+
+def _fail(group: list[_Member], error: BaseException) -> None:
+    for member in group:
+        member.unit = None
+        member.error = member.error or error
