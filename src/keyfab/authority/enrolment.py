@@ -36,7 +36,8 @@ from __future__ import annotations
 import base64
 import hmac
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -48,15 +49,21 @@ from sqlalchemy.orm import Session
 
 from keyfab import audit, pki
 from keyfab.authority import lifecycle
-from keyfab.authority.group import Unit
+from keyfab.authority.group import Outcome, Unit
 from keyfab.authority.roles import Principal, Role
 from keyfab.authority.service import Authority, labelled
-from keyfab.authority.tokens import TokenRefusedError, authenticate, consume
+from keyfab.authority.tokens import (
+    TokenRefusedError,
+    authenticate,
+    authenticate_many,
+    consume,
+)
 from keyfab.clock import utc_now
 from keyfab.errors import (
     AuthenticationError,
     ConflictError,
     InvalidRequestError,
+    KeyfabError,
     PermissionDeniedError,
     VerificationError,
 )
@@ -67,10 +74,10 @@ _INSERT_DEVICE = insert(Device).returning(Device.id)
 _INSERT_NEW = {
     "postgresql": postgresql.insert(Device)
     .on_conflict_do_nothing(index_elements=[Device.serial])
-    .returning(Device.id),
+    .returning(Device.id, Device.serial),
     "sqlite": sqlite.insert(Device)
     .on_conflict_do_nothing(index_elements=[Device.serial])
-    .returning(Device.id),
+    .returning(Device.id, Device.serial),
 }
 """First enrolments insert and learn in one statement whether the serial was free."""
 _LOCK_DEVICE = (
@@ -166,24 +173,80 @@ def enrol_with_token(
 
     The token is read where it is used up and the certificate recorded, so a
     token revoked or spent meanwhile cannot slip between a check and the
-    issue, and the request costs one transaction instead of a lookup and one.
-    ``user`` is HTTP Basic's user name, which must name the token. Returns the
-    certificate and who asked (for the access log).
+    issue, and the request costs no lookup of its own. ``user`` is HTTP
+    Basic's user name, which must name the token. Returns the certificate and
+    who asked (for the access log).
     """
+    return authority.group.submit(_TokenEnrolment(authority, presented, user, csr, tls_unique))
 
-    def work(session: Session) -> Unit[tuple[x509.Certificate, Principal]]:
-        principal = authenticate(session.connection(), presented)
+
+@dataclass(frozen=True)
+class _TokenEnrolment:
+    """One token enrolment as group work: alone (``__call__``) or with others (``run_many``)."""
+
+    authority: Authority
+    presented: str
+    user: str | None
+    csr: x509.CertificateSigningRequest
+    tls_unique: bytes | None
+
+    def __call__(self, session: Session) -> Unit[tuple[x509.Certificate, Principal]]:
+        principal = authenticate(session.connection(), self.presented)
+        public_key, serial = self._checked(principal)
+        unit = _enrol_unit(self.authority, session, principal, serial, public_key, "est", None)
+        return Unit(unit.issued, unit.events, (unit.answer, principal))
+
+    def _checked(self, principal: Principal) -> tuple[PublicKey, str]:
+        """Everything decided without the database: Basic's user, the role, the CSR."""
+        user = self.user
         if user is not None and not hmac.compare_digest(user.encode(), principal.name.encode()):
             raise TokenRefusedError("unknown token")
         if principal.role not in ENROLLERS:
             raise PermissionDeniedError(f"role {principal.role} may not enrol devices")
-        public_key = _proof_of_possession(csr, tls_unique)  # after the token: refusals are cheap
-        serial = _device_serial(csr.subject)
+        public_key = _proof_of_possession(self.csr, self.tls_unique)  # after the token
+        serial = _device_serial(self.csr.subject)
         _may_enrol(principal, serial)
-        unit = _enrol_unit(authority, session, principal, serial, public_key, "est", None)
+        return public_key, serial
+
+    def _issue_new(
+        self, session: Session, device_id: int, serial: str, key: PublicKey, principal: Principal
+    ) -> Unit[tuple[x509.Certificate, Principal]]:
+        subject = device_subject(self.authority, serial)
+        target = (device_id, serial)
+        unit = _issue(self.authority, session, target, subject, key, principal, "est", new=True)
         return Unit(unit.issued, unit.events, (unit.answer, principal))
 
-    return authority.group.submit(work)
+    @classmethod
+    def run_many(cls, session: Session, items: Sequence[_TokenEnrolment]) -> list[Outcome]:
+        """First enrolments of new devices with unlimited tokens, three statements for all:
+        one token SELECT, one device INSERT, (the group's) one certificate INSERT.
+
+        A refusal is answered before anything is written; a counted token, a
+        serial named twice or a device keyfab knows goes alone (None).
+        """
+        principals = authenticate_many(session.connection(), [i.presented for i in items])
+        outcomes: list[Outcome] = [None] * len(items)
+        fresh: dict[str, tuple[int, Principal, PublicKey]] = {}
+        for index, (item, principal) in enumerate(zip(items, principals, strict=True)):
+            try:
+                if isinstance(principal, TokenRefusedError):
+                    raise principal
+                public_key, serial = item._checked(principal)
+            except KeyfabError as refused:
+                outcomes[index] = refused
+                continue
+            if not principal.limited_uses and serial not in fresh:
+                fresh[serial] = (index, principal, public_key)
+        created = _insert_many(session.connection(), {s: f[2] for s, f in fresh.items()})
+        for serial, (index, principal, public_key) in fresh.items():
+            if serial in created:
+                authority = items[index].authority
+                target, subject = (created[serial], serial), device_subject(authority, serial)
+                unit = _issue(
+                    authority, session, target, subject, public_key, principal, "est", new=True
+                )
+                outcomes[index] = Unit(unit.issued, unit.events, (unit.answer, principal))
+        return outcomes
 
 
 def enrol_key(
@@ -354,11 +417,20 @@ def _new_row(serial: str, public_key: PublicKey) -> dict[str, object]:
 
 def _insert_new(connection: Connection, serial: str, public_key: PublicKey) -> int | None:
     """Insert the device unless its serial is taken (None then, and nothing written)."""
+    return _insert_many(connection, {serial: public_key}).get(serial)
+
+
+def _insert_many(connection: Connection, keys: Mapping[str, PublicKey]) -> dict[str, int]:
+    """Insert a device per serial not taken yet, in one statement; their ids by serial.
+
+    Nothing is written for a taken serial, and nothing at all (an empty answer)
+    on a database without ``ON CONFLICT DO NOTHING``.
+    """
     statement = _INSERT_NEW.get(connection.dialect.name)
-    if statement is None:
-        return None
-    created = connection.execute(statement, _new_row(serial, public_key)).scalar_one_or_none()
-    return None if created is None else int(created)
+    if statement is None or not keys:
+        return {}
+    rows = [_new_row(serial, key) for serial, key in keys.items()]
+    return {serial: int(key) for key, serial in connection.execute(statement, rows)}
 
 
 def _insert_plain(connection: Connection, serial: str, public_key: PublicKey) -> int:

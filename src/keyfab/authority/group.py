@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from sqlalchemy.orm import Session
 
@@ -44,6 +44,24 @@ class Unit(Generic[T]):
 
 
 Work = Callable[[Session], Unit[T]]
+Outcome = Unit[Any] | KeyfabError | None
+
+
+@runtime_checkable
+class Batchable(Protocol):
+    """Work whose kind can run many members with a few statements for all of them.
+
+    ``run_many`` answers per item: a unit, a refusal (raised before the item
+    wrote anything), or None to have that item run alone as ``item(session)``
+    in its savepoint. Anything it raises fails the whole group.
+    """
+
+    def __call__(self, session: Session) -> Unit[Any]: ...
+
+    @classmethod
+    def run_many(cls, session: Session, items: Sequence[Any]) -> list[Outcome]: ...
+
+
 Recorder = Callable[[Session, Sequence[Unit[Any]]], None]
 
 
@@ -108,8 +126,11 @@ class GroupCommit:
         """One transaction for the group; on a failure of the whole, each member alone."""
         try:
             with self._registry.transaction() as session:
-                done = [m for m in group if _run(session, m, savepoint=len(group) > 1)]
-                self._record(session, [m.unit for m in done if m.unit is not None])
+                _run_batched(session, group)
+                for member in group:
+                    if member.unit is None and member.error is None:
+                        _run(session, member, savepoint=len(group) > 1)
+                self._record(session, [m.unit for m in group if m.unit is not None])
         except Exception as error:  # handed to the members, never lost
             if len(group) == 1:
                 _fail(group, error)
@@ -119,8 +140,23 @@ class GroupCommit:
                 self._commit([member])
 
 
-def _run(session: Session, member: _Member, *, savepoint: bool) -> bool:
-    """Run one member's work; True if it produced a unit to record."""
+def _run_batched(session: Session, group: list[_Member]) -> None:
+    """Let each batchable kind of work run its members together first."""
+    kinds: dict[type[Batchable], list[_Member]] = {}
+    for member in group:
+        if isinstance(member.work, Batchable):
+            kinds.setdefault(type(member.work), []).append(member)
+    for kind, members in kinds.items():
+        outcomes = kind.run_many(session, [m.work for m in members])
+        for member, outcome in zip(members, outcomes, strict=True):
+            if isinstance(outcome, Unit):
+                member.unit = outcome
+            else:
+                member.error = outcome
+
+
+def _run(session: Session, member: _Member, *, savepoint: bool) -> None:
+    """Run one member's work alone (in a savepoint when others share the transaction)."""
     try:
         if savepoint:
             with session.begin_nested():
@@ -131,8 +167,6 @@ def _run(session: Session, member: _Member, *, savepoint: bool) -> bool:
         if not savepoint:
             raise
         member.error = refused
-        return False
-    return True
 
 
 def _fail(group: list[_Member], error: BaseException) -> None:
