@@ -13,6 +13,7 @@ two kinds, so every slot ends provisioned exactly once.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import multiprocessing
 import signal
@@ -40,7 +41,9 @@ from keyfab.registry.models import FAILURE_MAX
 from keyfab.rot import RootOfTrust
 from keyfab.workspace import Workspace
 
-CHUNK = 32
+CHUNK = 32  # the smallest chunk: a crash redoes at most this many devices' signatures
+MAX_CHUNK = 256
+CHUNKS_PER_WORKER = 4  # enough to even out workers that finish at different times
 
 # Core statements for the hot path: plain executemany, no ORM bookkeeping per row.
 _DEVICES = Base.metadata.tables["devices"]
@@ -340,7 +343,7 @@ class Station:
                     audit.Entry("device.failed", s, {"reason": r, "batch": self.batch_name})
                     for s, r in failures
                 ]
-            rows = record(session, certificates, events)
+            rows = record(session, certificates, events, signers=self.authority.signer_ids)
         recorded: dict[int, list[tuple[str, bytes]]] = {}
         for row in rows:
             recorded.setdefault(row["device_id"], []).append((row["key_label"], row["der"]))
@@ -458,6 +461,7 @@ def _start_worker(home: str, batch_name: str) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _station = Station(Workspace(Path(home)), batch_name)
+    gc.freeze()  # start-up objects (and the parent's, shared after fork) leave the collector's
 
 
 def _run_chunk(device_ids: list[int]) -> Outcome:
@@ -475,7 +479,8 @@ def run_batch(
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
     todo = outstanding(workspace, batch_name)
-    chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    size = chunk_size(len(todo), workers)
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     failures: list[tuple[str, str]] = []
     for outcome in _outcomes(workspace, batch_name, chunks, workers):
         failures += outcome.failures
@@ -483,11 +488,19 @@ def run_batch(
     return _finish(workspace, batch_name, tuple(failures))
 
 
+def chunk_size(devices: int, workers: int) -> int:
+    """Devices per chunk: large enough that a chunk's fixed cost (its queries, two commits,
+    the unique-id check) fades beside its signatures, small enough that every worker
+    gets several chunks to balance on. Between ``CHUNK`` and ``MAX_CHUNK``."""
+    return max(CHUNK, min(MAX_CHUNK, devices // (workers * CHUNKS_PER_WORKER)))
+
+
 def _outcomes(
     workspace: Workspace, batch_name: str, chunks: list[list[int]], workers: int
 ) -> Iterable[Outcome]:
     if workers == 1 or len(chunks) <= 1:
         station = Station(workspace, batch_name)
+        gc.freeze()  # what start-up made lives on: keep the collector from walking it again
         try:
             yield from map(station.run, chunks)
         finally:

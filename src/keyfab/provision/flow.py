@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -111,6 +112,13 @@ def _attest(
     return (None if proof_or_none is None else _evidence_record(proof_or_none, nonce)), None
 
 
+@functools.lru_cache(maxsize=32)
+def _enrolled(kind: type[RootOfTrust]) -> bool:
+    """Whether a driver class keeps an enrolment record: a protocol check, paid once per
+    class rather than once per device (it walks the protocol's members each time)."""
+    return issubclass(kind, EnrolledRot)
+
+
 def issue_device(
     rot: RootOfTrust,
     device_id: int,
@@ -165,8 +173,8 @@ def issue_device(
             issued.append(sign(entry.label, idevid(identity), public_key))
     if iak_key is not None:
         issued.append(sign(IAK_LABEL, iak(identity), iak_key))
-    if isinstance(rot, EnrolledRot):  # a PUF: the digest of the helper data it enrolled
-        evidence[ENROLMENT] = dict(rot.enrolment_record())
+    if _enrolled(type(rot)):  # a PUF: the digest of the helper data it enrolled
+        evidence[ENROLMENT] = dict(cast(EnrolledRot, rot).enrolment_record())
     return Issuance(
         device_id, info.unique_id, info.kind, first_public_key, tuple(issued), evidence or None
     )
