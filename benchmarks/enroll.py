@@ -140,13 +140,19 @@ async def load(
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, verify=verify, limits=limits, timeout=60) as client:
 
+        async def once(index: int) -> None:
+            try:
+                await send(client, index)
+            except httpx.RemoteProtocolError:  # a keep-alive connection the server just closed
+                await send(client, index)
+
         async def worker() -> None:
             for index in queue:
                 started = time.perf_counter()
-                await send(client, index)
+                await once(index)
                 latencies.append(time.perf_counter() - started)
 
-        await asyncio.gather(*(send(client, i) for i in indices[:clients]))  # one per connection
+        await asyncio.gather(*(once(i) for i in indices[:clients]))  # one per connection
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - started
