@@ -69,10 +69,6 @@ def append(session: Session, kind: str, subject: str, data: JSON) -> int:
 
 _LOCK_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
 _INSERT_EVENTS = insert(_EVENTS)
-_ROWS_PER_INSERT = 500
-"""Events per INSERT: one multi-row statement rather than one execution per event, so
-the head's lock is held for one statement however many events a group or chunk adds
-(7 parameters a row stays far below SQLite's limit on bound parameters)."""
 _MOVE_HEAD = update(AuditHead).where(AuditHead.id == 1)
 
 
@@ -90,9 +86,11 @@ def append_many(session: Session, entries: Sequence[Entry]) -> int:
     """Append events in order in the caller's transaction; returns the last seq.
 
     The statements go straight to the session's connection (Core, not the ORM's
-    bulk machinery: a third of an EST enrolment's CPU went there), the events as
-    multi-row INSERTs. Pending ORM changes are flushed first, so events still
-    follow what they record.
+    bulk machinery: a third of an EST enrolment's CPU went there); on PostgreSQL
+    the executemany becomes multi-row INSERTs (``registry.db``), so the head's
+    lock is held for one statement however many events a group or a chunk adds.
+    Pending ORM changes are flushed first, so events still follow what they
+    record.
     """
     session.flush()
     connection = session.connection()
@@ -118,9 +116,8 @@ def append_many(session: Session, entries: Sequence[Entry]) -> int:
             }
         )
         prev = digest
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        connection.execute(_INSERT_EVENTS.values(rows[start : start + _ROWS_PER_INSERT]))
     if rows:
+        connection.execute(_INSERT_EVENTS, rows)  # Core executemany: no ORM work per row
         connection.execute(_MOVE_HEAD, {"seq": seq, "hash": prev})
     return int(seq)
 

@@ -74,6 +74,12 @@ class Registry:
             raise RegistryError(f"cannot use database URL: {error}") from None
         if self.engine.dialect.name == "sqlite":
             _sqlite_setup(self.engine)
+        if self.engine.dialect.name == "postgresql":
+            # Executemany INSERTs (certificates, audit events, a batch's devices) as
+            # multi-row statements, compiled once: psycopg's own executemany runs the
+            # INSERT once per row in the server, a chunk's audit append 256 times
+            # under the head's lock.
+            self.engine.dialect.use_insertmanyvalues_wo_returning = True
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
