@@ -180,6 +180,20 @@ def enrol_with_token(
     return authority.group.submit(_TokenEnrolment(authority, presented, user, csr, tls_unique))
 
 
+async def enrol_with_token_async(
+    authority: Authority,
+    presented: str,
+    csr: x509.CertificateSigningRequest,
+    tls_unique: bytes | None,
+    *,
+    user: str | None = None,
+) -> tuple[x509.Certificate, Principal]:
+    """``enrol_with_token`` for the service's event loop: the request waits without a
+    thread of its own (``GroupCommit.submit_async``)."""
+    work = _TokenEnrolment(authority, presented, user, csr, tls_unique)
+    return await authority.group.submit_async(work)
+
+
 @dataclass(frozen=True)
 class _TokenEnrolment:
     """One token enrolment as group work: alone (``__call__``) or with others (``run_many``)."""

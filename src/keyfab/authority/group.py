@@ -18,9 +18,10 @@ answered before the commit that holds them.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from sqlalchemy.orm import Session
@@ -68,11 +69,16 @@ Recorder = Callable[[Session, Sequence[Unit[Any]]], None]
 @dataclass(eq=False)
 class _Member:
     work: Work[Any]
-    wake: threading.Event = field(default_factory=threading.Event)
+    signal: Callable[[], object]  # called when the member is promoted to lead, and when done
     leads: bool = False
     done: bool = False
     unit: Unit[Any] | None = None
     error: BaseException | None = None
+
+    def answer(self) -> Any:
+        if self.unit is None:
+            raise self.error or RegistryError("the enrolment's transaction did not finish")
+        return self.unit.answer
 
 
 class GroupCommit:
@@ -91,19 +97,48 @@ class GroupCommit:
         A ``KeyfabError`` (or any error) raised by ``work`` is raised here, to
         this caller only; its savepoint is rolled back.
         """
-        member = _Member(work)
+        woken = threading.Event()
+        member = self._join(_Member(work, woken.set))
+        if not member.leads:
+            woken.wait()
+        if not member.done:  # promoted to lead the next group
+            self._lead()
+        answer: T = member.answer()
+        return answer
+
+    async def submit_async(self, work: Work[T]) -> T:
+        """``submit`` for an event loop: no thread waits per request.
+
+        The request waits on the loop; a member promoted to lead starts the
+        group in a thread from the loop's own callback (so a request cancelled
+        meanwhile cannot leave the queue without a leader), once per group:
+        a hundred waiting enrolments cost no hundred thread hand-offs.
+        """
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def wake() -> None:  # on the loop
+            if member.leads and not member.done:
+                member.leads = False  # led from now on: start it once
+                loop.run_in_executor(None, self._lead)
+            woken.set()
+
+        member = _Member(work, lambda: loop.call_soon_threadsafe(wake))
+        if self._join(member).leads:
+            wake()
+        while not member.done:
+            await woken.wait()
+            woken.clear()
+        answer: T = member.answer()
+        return answer
+
+    def _join(self, member: _Member) -> _Member:
+        """Queue ``member``; it leads at once if no group is being committed."""
         with self._lock:
             self._queue.append(member)
             if not self._busy:
                 self._busy = member.leads = True
-        if not member.leads:
-            member.wake.wait()
-        if not member.done:  # promoted to lead the next group
-            self._lead()
-        if member.unit is None:
-            raise member.error or RegistryError("the enrolment's transaction did not finish")
-        answer: T = member.unit.answer
-        return answer
+        return member
 
     def _lead(self) -> None:
         with self._lock:
@@ -111,16 +146,17 @@ class GroupCommit:
         try:
             self._commit(group)
         finally:
+            for member in group:
+                member.done = True
             with self._lock:
                 if self._queue:
                     successor = self._queue[0]
                     successor.leads = True
-                    successor.wake.set()
+                    successor.signal()
                 else:
                     self._busy = False
             for member in group:
-                member.done = True
-                member.wake.set()
+                member.signal()
 
     def _commit(self, group: list[_Member]) -> None:
         """One transaction for the group; on a failure of the whole, each member alone."""

@@ -47,6 +47,7 @@ class Issued:
     key_label: str
     device_id: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)  # added to the audit event
+    subject: x509.Name | None = None  # the name it was signed with (saves parsing it back)
 
     @property
     def serial_number(self) -> str:
@@ -127,6 +128,7 @@ def _row(item: Issued, now: datetime.datetime, signers: _Signers) -> dict[str, A
         profile=item.profile,
         issued_at=now,
         issuer=issuer,
+        subject=item.subject,
     )
 
 
@@ -378,7 +380,9 @@ class Authority:
         """
         signer = self.ca if ca is None else self.open_ca(ca)
         certificate = signer.issue(template, public_key, serial_number=serial_number)
-        return Issued(certificate, template.profile, key_label, device_id, details or {})
+        return Issued(
+            certificate, template.profile, key_label, device_id, details or {}, template.subject
+        )
 
     def issue(
         self,

@@ -144,7 +144,7 @@ def issue_device(
     def sign(label: str, template: Template, public_key: PublicKey) -> Issued:
         details = {"device_unique_id": info.unique_id, "key": label, **(context or {})}
         certificate = ca.issue(template, public_key)
-        return Issued(certificate, template.profile, label, device_id, details)
+        return Issued(certificate, template.profile, label, device_id, details, template.subject)
 
     evidence: dict[str, Any] = {}
     first_public_key = b""

@@ -7,7 +7,6 @@ trusts anything); ``simpleenroll`` takes a token (Bearer or Basic);
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -104,12 +103,8 @@ async def simpleenroll(request: Request) -> Response:
     except AuthenticationError as refused:
         raise from_keyfab_error(refused) from None
     csr = await _csr(request)
-    certificate, principal = await run_in_threadpool(
-        functools.partial(enrolment.enrol_with_token, user=user),
-        service(request).authority,
-        presented,
-        csr,
-        tls_unique(request.scope),
+    certificate, principal = await enrolment.enrol_with_token_async(
+        service(request).authority, presented, csr, tls_unique(request.scope), user=user
     )
     setattr(request.state, PRINCIPAL, principal.name)  # for the access log line
     return _pkcs7([certificate])
