@@ -48,6 +48,7 @@ class Issued:
     device_id: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)  # added to the audit event
     subject: x509.Name | None = None  # the name it was signed with (saves parsing it back)
+    issuer: str | None = None  # the workspace CA that signed it, when the signer knows
 
     @property
     def serial_number(self) -> str:
@@ -65,10 +66,12 @@ def record(
 
     One executemany and one audit append however many certificates there are:
     a batch records a whole chunk this way, an EST enrolment a single one.
-    Each row names the CA that really signed it (by its authorityKeyIdentifier),
-    so a batch or a service that opened its CA before a rotation still puts
-    what it signs on the right CA's CRL. ``signers`` (``Authority.signer_ids``)
-    saves reading the CAs again; a certificate no CA in it signed is looked up.
+    Each row names the CA that really signed it: the one the signer names
+    (``Issued.issuer``, set by ``Authority.sign`` from the CA it opened), else
+    the one its authorityKeyIdentifier matches, so a batch or a service that
+    opened its CA before a rotation still puts what it signs on the right CA's
+    CRL. ``signers`` (``Authority.signer_ids``) saves reading the CAs again; a
+    certificate no CA in it signed is looked up.
     Returns the rows written (their ``der`` saves the caller encoding again).
     """
     return record_all(session, [(issued, events)], signers=signers)
@@ -118,7 +121,7 @@ class _Signers:
 
 def _row(item: Issued, now: datetime.datetime, signers: _Signers) -> dict[str, Any]:
     """The registry row of one certificate, naming the CA that signed it."""
-    issuer = signers.name(item.certificate)
+    issuer = item.issuer or signers.name(item.certificate)
     if issuer is None:  # never a row no CRL can list
         raise PkiError(f"no CA of this workspace signed certificate {item.serial_number}")
     return certificate_row(
@@ -380,8 +383,15 @@ class Authority:
         """
         signer = self.ca if ca is None else self.open_ca(ca)
         certificate = signer.issue(template, public_key, serial_number=serial_number)
+        name = self.issuing if ca is None else ca
         return Issued(
-            certificate, template.profile, key_label, device_id, details or {}, template.subject
+            certificate,
+            template.profile,
+            key_label,
+            device_id,
+            details or {},
+            template.subject,
+            name,
         )
 
     def issue(

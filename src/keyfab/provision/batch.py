@@ -252,6 +252,7 @@ class Station:
                         self.ca,
                         self.attestation,
                         context,
+                        self.authority.issuing,
                     )
                 )
             except KeyfabError as error:

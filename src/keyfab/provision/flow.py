@@ -127,13 +127,16 @@ def issue_device(
     ca: CertificateAuthority,
     attestation: Tpm2Policy | None = None,
     context: Mapping[str, Any] | None = None,
+    issuer: str | None = None,
 ) -> Issuance:
     """Steps 1-5 for one device. Raises VerificationError if the device's proof fails.
 
     ``attestation`` (TPM devices) makes the CA verify the evidence before it
     issues, then issue an IAK certificate beside the IDevID. The certificates
     come back unrecorded: the caller records them (``authority.record``) before
-    any of them reaches the device. ``context`` goes into their audit events.
+    any of them reaches the device. ``context`` goes into their audit events;
+    ``issuer`` names ``ca`` as the workspace records it (else ``record`` finds it
+    from each certificate's authorityKeyIdentifier).
     """
     info = rot.info
     identity = DeviceIdentity(
@@ -144,7 +147,9 @@ def issue_device(
     def sign(label: str, template: Template, public_key: PublicKey) -> Issued:
         details = {"device_unique_id": info.unique_id, "key": label, **(context or {})}
         certificate = ca.issue(template, public_key)
-        return Issued(certificate, template.profile, label, device_id, details, template.subject)
+        return Issued(
+            certificate, template.profile, label, device_id, details, template.subject, issuer
+        )
 
     evidence: dict[str, Any] = {}
     first_public_key = b""
