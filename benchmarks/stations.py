@@ -5,9 +5,10 @@ holds the registry. Devices are soft roots of trust in memory, so the figures
 are keyfab's and the database's, not the file system's. Printed:
 * a batch's rate with 2 worker processes as a multiple of 1 worker's
   (target >= 1.8x);
-* 8 stations (8 processes, one batch each, 1 worker each) started together:
-  their summed rate against 1 station's rate times the machine's cores (what
-  8 stations can at best get out of them; target 1.0).
+* 8 stations (8 processes, one batch each as large as the single station's,
+  1 worker each) started together: their summed rate against 1 station's rate
+  times the machine's cores (what 8 stations can at best get out of them;
+  target 1.0).
 Rounds are interleaved and the best of each kept: fair when the machine is busy.
 
     python benchmarks/stations.py [--count N] [--stations S] [--rounds R]
@@ -85,7 +86,7 @@ def main() -> None:
             initialise(space, "bench")
             keyfab_batch(space, scratch, 100, 1)  # warm up the database and the imports
             runs: dict[str, list[float]] = {}
-            per_station = max(1, args.count // 4)  # 8 stations do 2x one batch's work
+            per_station = args.count  # each station a batch as large as the single one's
             for _ in range(args.rounds):
                 runs.setdefault("one", []).append(keyfab_batch(space, scratch, args.count, 1))
                 runs.setdefault("two", []).append(keyfab_batch(space, scratch, args.count, 2))

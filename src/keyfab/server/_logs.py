@@ -63,6 +63,11 @@ class AccessLog:
             _log_request(scope, str(state.get(PRINCIPAL) or "-"), status, started)
 
 
+def log_request(scope: Scope, principal: str, status: int, started: float) -> None:
+    """One access-log line, for an answer sent outside the application (``est_fast``)."""
+    _log_request(scope, principal, status, started)
+
+
 def _log_request(scope: Scope, principal: str, status: int, started: float) -> None:
     client = scope.get("client")
     peer = f"{client[0]}:{client[1]}" if client else "-"

@@ -20,6 +20,7 @@ from keyfab.server import (
     cmp,
     dashboard,
     est,
+    est_fast,
     ocsp,
     pages,
     problems,
@@ -71,8 +72,10 @@ _CONFLICT = problems.problem_responses(409)
 def from_environment() -> ASGIApp:
     """uvicorn's factory for worker processes: the workspace comes from KEYFAB_HOME.
 
-    The application is wrapped in the OCSP cache (``ocsp.CachedAnswers``), outside
-    everything Starlette and FastAPI add, so a cached answer costs only uvicorn.
+    The application is wrapped in the OCSP cache (``ocsp.CachedAnswers``) and the
+    EST token enrolments (``est_fast.TokenEnrolments``), outside everything
+    Starlette and FastAPI add, so a cached answer or a successful enrolment costs
+    only uvicorn and keyfab's own work.
 
     A worker is a fresh process: it does not inherit the CLI's warning display,
     so it sets the same one-line, once-per-process display before opening the CA.
@@ -80,4 +83,5 @@ def from_environment() -> ASGIApp:
     one_line_warnings()
     limit = int(os.environ.get("KEYFAB_MAX_BODY") or MAX_BODY)
     app = create_app(Workspace(Path(default_home()).absolute()), max_body=limit)
-    return ocsp.CachedAnswers(app, app.state.service.ocsp)
+    enrolments = est_fast.TokenEnrolments(app, app.state.service)
+    return ocsp.CachedAnswers(enrolments, app.state.service.ocsp)
