@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.server.postgres
@@ -67,6 +68,45 @@ def stations(space: Workspace, scratch: Path, count: int, how_many: int) -> floa
     return count * how_many / (time.perf_counter() - started)
 
 
+def _pg_cpu(cluster: Cluster) -> float:
+    """CPU seconds PostgreSQL used so far: the postmaster, its reaped and its live backends."""
+    pid = int((cluster.folder / "data" / "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid:  # its own time and its exited backends' (cutime, cstime)
+            total += sum(int(f) for f in fields[11:15]) / tick
+        elif int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and its reaped children (workers, stations)."""
+    now = os.times()
+    return now.user + now.system + now.children_user + now.children_system
+
+
+def costed(
+    cluster: Cluster, run: Callable[[], float], devices: int, into: dict[str, list[float]], key: str
+) -> None:
+    """Run, keep its rate, and the CPU per device it cost keyfab and PostgreSQL (ms).
+
+    On a machine shared with other work the rates move with the load; what a
+    device costs in CPU does not, and says how far more workers could scale.
+    """
+    own, pg = _own_cpu(), _pg_cpu(cluster)
+    into.setdefault(key, []).append(run())
+    into.setdefault(f"{key}-cpu", []).append((_own_cpu() - own) * 1e3 / devices)
+    into.setdefault(f"{key}-pg", []).append((_pg_cpu(cluster) - pg) * 1e3 / devices)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000, help="devices per batch")
@@ -87,15 +127,26 @@ def main() -> None:
             keyfab_batch(space, scratch, 100, 1)  # warm up the database and the imports
             runs: dict[str, list[float]] = {}
             per_station = args.count  # each station a batch as large as the single one's
+            count, many = args.count, args.stations
             for _ in range(args.rounds):
-                runs.setdefault("one", []).append(keyfab_batch(space, scratch, args.count, 1))
-                runs.setdefault("two", []).append(keyfab_batch(space, scratch, args.count, 2))
-                runs.setdefault("many", []).append(
-                    stations(space, scratch, per_station, args.stations)
+                costed(cluster, lambda: keyfab_batch(space, scratch, count, 1), count, runs, "one")
+                costed(cluster, lambda: keyfab_batch(space, scratch, count, 2), count, runs, "two")
+                costed(
+                    cluster,
+                    lambda: stations(space, scratch, per_station, many),
+                    per_station * many,
+                    runs,
+                    "many",
                 )
     finally:
         cluster.stop()
+    report(args, runs, per_station)
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[float]], per_station: int) -> None:
     one, two, many = (max(runs[k]) for k in ("one", "two", "many"))
+    cpu = {k: min(runs[f"{k}-cpu"]) for k in ("one", "two", "many")}
+    pg = {k: min(runs[f"{k}-pg"]) for k in ("one", "two", "many")}
     cores = os.cpu_count() or 1
     share = one * min(cores, args.stations)
     print(f"stations on PostgreSQL: {args.count} P-256 devices per batch (in memory),", end=" ")
@@ -107,6 +158,13 @@ def main() -> None:
         f"  {label:<34} {many:7.0f} devices/s  {many / share:5.2f}x"
         f" (1 station x {min(cores, args.stations)} cores = {share:.0f}/s)"
     )
+    print("  CPU per device (ms; least of the rounds), keyfab + PostgreSQL:")
+    for key, what in (("one", "1 worker"), ("two", "2 workers"), ("many", "stations")):
+        print(f"    {what:<10} {cpu[key]:5.2f} + {pg[key]:5.2f} = {cpu[key] + pg[key]:5.2f}")
+    ceiling = (cpu["one"] + pg["one"]) / (cpu["two"] + pg["two"])
+    print(f"  2 workers' CPU per device is {1 / ceiling:.2f}x 1 worker's: on {cores} free cores")
+    print(f"  they could reach {min(cores, 2) * ceiling:.2f}x; load average now", end=" ")
+    print(f"{os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
