@@ -463,6 +463,7 @@ def _start_worker(home: str, batch_name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     _station = Station(Workspace(Path(home)), batch_name)
     gc.freeze()  # start-up objects (and the parent's, shared after fork) leave the collector's
+    # sight: a worker lives for one batch, so nothing frozen here is kept for long
 
 
 def _run_chunk(device_ids: list[int]) -> Outcome:
@@ -500,8 +501,7 @@ def _outcomes(
     workspace: Workspace, batch_name: str, chunks: list[list[int]], workers: int
 ) -> Iterable[Outcome]:
     if workers == 1 or len(chunks) <= 1:
-        station = Station(workspace, batch_name)
-        gc.freeze()  # what start-up made lives on: keep the collector from walking it again
+        station = Station(workspace, batch_name)  # no gc.freeze(): this may be a server
         try:
             yield from map(station.run, chunks)
         finally:
