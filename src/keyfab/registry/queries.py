@@ -298,14 +298,18 @@ def _per_state(session: Session, batch_id: int | None = None) -> Sequence[tuple[
 def _newest(session: Session, batch_ids: Sequence[int]) -> dict[int, datetime.datetime]:
     """Each batch's newest provisioning time: two index seeks per batch, whatever its size.
 
-    Only provisioned and revoked devices have one; ``max`` with the batch and
-    state fixed reads the last entry of ``ix_devices_batch_state``.
+    Only provisioned and revoked devices have one; with the batch and state
+    fixed, the newest is the last entry of ``ix_devices_batch_state`` (read
+    backwards, one row: an ``ORDER BY ... LIMIT 1`` both engines answer by a seek).
     """
 
     def newest(state: DeviceState) -> Any:
+        at = Device.provisioned_at
         return (
-            select(func.max(Device.provisioned_at))
-            .where(Device.batch_id == Batch.id, Device.state == state)
+            select(at)
+            .where(Device.batch_id == Batch.id, Device.state == state, at.is_not(None))
+            .order_by(at.desc())
+            .limit(1)
             .scalar_subquery()
         )
 
