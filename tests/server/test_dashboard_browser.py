@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -308,7 +309,10 @@ def test_operator_cancels_a_running_batch_and_it_stops(
     cancelled = _number(page, "#count-cancelled")
     assert 0 < cancelled < count
     with _admin(server, tokens) as client:  # stopped: nothing runs, nothing is left pending
+        deadline = time.monotonic() + DEADLINE_MS / 1000
         progress = client.get(f"/api/v1/batches/{name}").json()
+        while progress["running"] and time.monotonic() < deadline:  # its thread's last step
+            progress = client.get(f"/api/v1/batches/{name}").json()
     assert progress["running"] is False
     assert "pending" not in progress["devices"]
     assert progress["devices"]["cancelled"] == cancelled
