@@ -205,7 +205,7 @@ def _progress_context(request: Request, name: str) -> dict[str, Any]:
     ).points
     label = "%H:%M" if per == "minute" else "%m-%d %H"
     chart = [(when.strftime(label), float(n)) for when, n in points]
-    done = sum(n for s, n in found.devices.items() if s != "pending")
+    done = sum(n for s, n in found.devices.items() if s not in ("pending", "cancelled"))
     return {
         "found": found,
         "done": done,
