@@ -1,11 +1,13 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright against ``keyfab serve``.
 
-Everything a person does is done through the page: signing in with a token,
-watching a running batch's progress move, finding a failed device and its
+Everything a person does is done through the page: signing in with a token
+or a station's client certificate, watching a running batch's progress move,
+cancelling a running batch and seeing it stop, finding a failed device and its
 reason, revoking as an operator, an auditor finding no revoke button and a
-forged POST refused, signing out. Every page is photographed at a desktop and
-a phone size (``tests/artifacts/dashboard/``, printed) and must log no console
-error and not scroll sideways on the phone.
+forged POST refused, an admin revoking a token and its session ending, signing
+out. Every page is photographed at a desktop and a phone size
+(``tests/artifacts/dashboard/``, printed), must log no console error, and no
+element of it may reach past the viewport's sides at either size.
 """
 
 from __future__ import annotations
@@ -368,3 +370,31 @@ def test_station_signs_in_with_its_client_certificate(
     page.wait_for_url("**/dashboard/signin")
     context.close()
     assert errors == []
+
+
+def test_admin_revokes_a_token_and_its_session_ends(
+    browser: playwright_api.Browser, dashboard_server: tuple[Server, dict[Role, str]]
+) -> None:
+    """A token made and revoked on the admin page: the session opened with it ends at once."""
+    server, tokens = dashboard_server
+    admin = Watched(browser, server.url, VIEWPORTS["desktop"])
+    admin.sign_in(tokens[Role.ADMIN])
+    admin.page.goto("/dashboard/admin")
+    admin.page.fill("input[name=name]", "night-shift")
+    admin.page.select_option("select[name=role]", "auditor")
+    admin.page.click("form.card button")
+    secret = (admin.page.text_content("#new-token") or "").strip()
+    auditor = Watched(browser, server.url, VIEWPORTS["phone"])
+    auditor.sign_in(secret)
+    assert "night-shift" in (auditor.page.text_content(".who") or "")
+
+    admin.page.goto("/dashboard/admin")
+    row = admin.page.locator("#tokens tr", has=admin.page.locator("td", has_text="night-shift"))
+    row.locator("button").click()
+    admin.page.wait_for_url("**/dashboard/admin")
+    assert "revoked" in (row.text_content() or "")
+    auditor.page.goto("/dashboard")
+    assert auditor.page.url.endswith("/dashboard/signin")  # the revoked token's session is over
+    for opened in (admin, auditor):
+        opened.context.close()
+        assert opened.errors == [], opened.errors
