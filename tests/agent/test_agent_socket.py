@@ -40,7 +40,8 @@ def test_the_device_calls_through_the_socket(client: AgentClient) -> None:
     )
     assert client.ecdh("kex", their_der, info=b"ctx", length=48) == expected
 
-    assert len(client.random(32)) == 32 and client.random(32) != client.random(32)
+    assert len(client.random(32)) == 32
+    assert client.random(32) != client.random(32)
     start = client.counter("fw")
     assert client.increment("fw") == start + 1
     blob = client.lock(b"database key")
