@@ -14,6 +14,7 @@ import pwd
 import socket
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -24,8 +25,10 @@ class Peer:
     uid: int
     gid: int
 
+    @cached_property
     def groups(self) -> frozenset[int]:
-        """The primary gid and the supplementary groups the uid's account has."""
+        """The primary gid and the supplementary groups the uid's account has (looked up
+        once per connection: the account database is slow next to a call)."""
         try:
             name = pwd.getpwuid(self.uid).pw_name
         except KeyError:

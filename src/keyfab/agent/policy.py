@@ -151,7 +151,7 @@ class CallPolicy:
         rules = self._admins | self._allow.get(call, frozenset())
         if ("*", 0) in rules or ("uid", peer.uid) in rules:
             return True
-        groups = {("gid", gid) for gid in peer.groups()}
+        groups = {("gid", gid) for gid in peer.groups}
         return bool(groups & rules)
 
 

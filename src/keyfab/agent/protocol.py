@@ -24,7 +24,7 @@ class ProtocolError(Exception):
 
 
 def encode(message: Any) -> bytes:
-    body = json.dumps(message, default=_bytes, separators=(",", ":")).encode()
+    body = _ENCODER.encode(message).encode()
     return _HEADER.pack(len(body)) + body
 
 
@@ -36,7 +36,7 @@ def _bytes(value: object) -> object:
 
 def decode(body: bytes) -> Any:
     try:
-        return json.loads(body, object_hook=_unwrap)
+        return _DECODER.decode(body.decode())
     except (ValueError, RecursionError):
         raise ProtocolError("the message is not JSON") from None
 
@@ -51,6 +51,11 @@ def _unwrap(document: dict[str, Any]) -> Any:
         except ValueError:
             raise ProtocolError("b64 is not base64") from None
     return document
+
+
+# one encoder and decoder for every message: json.dumps/loads with options build new ones per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_bytes)
+_DECODER = json.JSONDecoder(object_hook=_unwrap)
 
 
 class Reader(Protocol):
