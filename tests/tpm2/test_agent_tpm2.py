@@ -170,14 +170,14 @@ def test_the_agent_on_a_tpm_end_to_end(
 
             _until(lambda: bool(reported()), "the server to record the tamper event")
             assert reported()[0]["sensor"] == "case"
+        agent.stop()
+        with (
+            DeviceApi.open((restarted or device.tpm).uri, state_dir=tmp_path / "state") as after,
+            pytest.raises(KeyNotFoundError),
+        ):
+            after.public_key("idevid")  # erased
     finally:
         agent.stop()
         print(agent.log.read_text(errors="replace")[-4000:])
-    tpm = restarted or device.tpm
-    with (
-        DeviceApi.open(tpm.uri, state_dir=tmp_path / "state") as after,
-        pytest.raises(KeyNotFoundError),
-    ):
-        after.public_key("idevid")  # erased
-    if restarted is not None:
-        restarted.stop()
+        if restarted is not None:
+            restarted.stop()
