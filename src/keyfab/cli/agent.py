@@ -46,11 +46,12 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every call.")] = False,
 ) -> None:
     """Check the boot manifest, then serve the device API until SIGTERM."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="keyfab-agent: %(levelname)s %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)  # the journal adds the time
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("keyfab.agent")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
     Agent(load_settings(config)).run()
 
 
