@@ -7,6 +7,8 @@ import os
 import socket
 import stat
 import struct
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,30 @@ def test_a_file_in_the_way_is_not_replaced(start_agent: StartAgent, socket_dir: 
     with pytest.raises(ConfigError, match="not a socket"):
         start_agent()
     assert (socket_dir / "agent.sock").read_text() == "precious"
+
+
+def test_connections_beyond_the_limit_are_refused_in_one_line(start_agent: StartAgent) -> None:
+    agent = start_agent("[agent]\nworkers = 1")
+    path = agent.settings.device.socket
+    with AgentClient(path) as first:
+        assert len(first.random(8)) == 8  # holds the only slot
+        with _raw(path) as second, second.makefile("rb") as reader:
+            answer = protocol.receive(reader, protocol.MAX_ANSWER)
+            assert answer == {
+                "error": "too many connections to the agent",
+                "kind": "OutOfServiceError",
+            }
+    deadline = time.monotonic() + 20  # the slot is free again once the first one's thread ends
+    while (drawn := _random_or_refusal(path)) == "too many connections to the agent":
+        assert time.monotonic() < deadline
+        threading.Event().wait(0.01)
+    assert isinstance(drawn, bytes)
+    assert len(drawn) == 8
+
+
+def _random_or_refusal(path: Path) -> bytes | str:
+    try:
+        with AgentClient(path) as client:
+            return client.random(8)
+    except AgentError as error:
+        return str(error)

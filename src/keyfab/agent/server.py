@@ -64,6 +64,7 @@ class AgentServer:
         self.service = service
         self.policy = policy
         self.max_request = max_request
+        self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self._closing = threading.Event()
 
@@ -76,7 +77,7 @@ class AgentServer:
                     return
                 raise
             if not self._slots.acquire(blocking=False):
-                log.warning("refusing a connection: %d connections already open", 0)
+                log.warning("refusing a connection: %d already open", self.max_connections)
                 self._refuse(connection, "too many connections to the agent")
                 continue
             threading.Thread(target=self._connection, args=(connection,), daemon=True).start()
