@@ -39,12 +39,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # ./pkcs11.py shadows
-sys.path.insert(0, str(_HERE.parent / "tests" / "tpm2"))
-from conftest import make_local_ca, manufacture, start_swtpm  # noqa: E402
-
+sys.path.insert(0, str(_HERE.parent))  # the repository: tests.tpm2 is a package
 from keyfab.agent.client import AgentClient, AgentError  # noqa: E402
 from keyfab.device import DeviceApi  # noqa: E402
 from keyfab.device.policy import sign_policy  # noqa: E402
+from tests.tpm2.conftest import make_local_ca, manufacture, start_swtpm  # noqa: E402
 
 Samples = list[float]
 Measured = dict[str, tuple[Samples, Samples | None]]  # call -> (library, raw)
