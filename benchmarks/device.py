@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket as sockets
 import statistics
 import struct
 import subprocess
@@ -325,6 +326,48 @@ def bench_soft(work: Path, n: int) -> None:
         f"soft random(32) through the socket: {len(burst) / sum(burst):,.0f} calls/s "
         f"(one connection, {len(burst)} sequential calls)"
     )
+    floor = echo_round_trips(work, 20 * n)
+    print(
+        f"floor: a bare Python echo between two processes on a Unix socket: median "
+        f"{statistics.median(floor) * 1e6:.0f} us, {len(floor) / sum(floor):,.0f} round trips/s"
+    )
+
+
+ECHO = """
+import socket, sys
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1]); listener.listen(1)
+connection, _ = listener.accept()
+while data := connection.recv(4096):
+    connection.sendall(data)
+"""
+
+
+def echo_round_trips(work: Path, n: int) -> Samples:
+    """What any Python agent pays per call before doing anything: two wake-ups and four
+    system calls (the socket column's floor on this machine, measured in the same run)."""
+    path = work / "echo.sock"
+    server = subprocess.Popen([sys.executable, "-c", ECHO, str(path)])
+    client = sockets.socket(sockets.AF_UNIX)
+    try:
+        deadline = time.monotonic() + 30
+        while client.connect_ex(str(path)) != 0:  # not bound or not listening yet
+            assert time.monotonic() < deadline, "the echo server did not start"
+            time.sleep(0.01)  # polling for the socket, not synchronisation
+        message = b"\0\0\0\x20" + b"x" * 32
+
+        def once() -> None:
+            client.sendall(message)
+            client.recv(4096)
+
+        return timed(once, n)
+    finally:
+        client.close()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def main() -> None:
