@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyfab.agent.client import AgentClient
-from keyfab.agent.daemon import Agent, load_settings
+from keyfab.agent.daemon import Agent
+from keyfab.agent.policy import load_settings
 from keyfab.agent.tamper import Sensor
 from keyfab.device import DeviceApi
 

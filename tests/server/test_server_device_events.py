@@ -21,7 +21,8 @@ from cryptography import x509
 
 from keyfab.agent import tamper
 from keyfab.agent.client import AgentClient, AgentError
-from keyfab.agent.daemon import Agent, load_settings
+from keyfab.agent.daemon import Agent
+from keyfab.agent.policy import load_settings
 from keyfab.authority import Authority, Role
 from keyfab.authority import tokens as store
 from keyfab.registry import Registry, queries

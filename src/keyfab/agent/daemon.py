@@ -10,64 +10,32 @@ erase removes the credentials it authenticates with), erase, log.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import http.client
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
-from keyfab.agent import attestation, renewal
+from keyfab.agent import renewal
 from keyfab.agent.calls import Service
 from keyfab.agent.http import Identity, ServerApi
+from keyfab.agent.lifecycle import Lifecycle
 from keyfab.agent.manifest import check_boot
 from keyfab.agent.peer import group_id
-from keyfab.agent.policy import (
-    Action,
-    AgentConfig,
-    BootConfig,
-    CallPolicy,
-    TamperConfig,
-    section,
-)
+from keyfab.agent.policy import Action, CallPolicy, Settings, load_settings
 from keyfab.agent.server import AgentServer, bind
 from keyfab.agent.state import AgentState
 from keyfab.agent.status import summary
 from keyfab.agent.tamper import Sensor, Watch, open_sensor
-from keyfab.clock import utc_now
 from keyfab.device import DeviceApi
-from keyfab.device.config import DEFAULT_CONFIG, DeviceConfig, load_config
 from keyfab.device.policy import read_public_key
 from keyfab.errors import ConfigError, KeyfabError
 
 log = logging.getLogger("keyfab.agent")
-_IDLE = 3600.0
-
-
-@dataclass(frozen=True)
-class Settings:
-    device: DeviceConfig
-    agent: AgentConfig
-    tamper: TamperConfig
-    boot: BootConfig
-
-
-def load_settings(path: Path = DEFAULT_CONFIG) -> Settings:
-    """The device config and the agent's sections of it, all checked."""
-    device = load_config(path)
-    base = path.parent
-    return Settings(
-        device,
-        section(AgentConfig, device.agent, "agent", base),
-        section(TamperConfig, device.tamper, "tamper", base),
-        section(BootConfig, device.boot, "boot", base),
-    )
 
 
 class Agent:
@@ -94,6 +62,9 @@ class Agent:
         self._actions = {s.name: s.actions for s in settings.tamper.sensors}
         self._polls = {s.name: s.poll_ms / 1000 for s in settings.tamper.sensors}
         self.api = self._server_api()
+        self.lifecycle = (
+            None if self.api is None else Lifecycle(settings, self.service, self.state, self.api)
+        )
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -129,8 +100,9 @@ class Agent:
         for sensor in self.sensors:
             poll = self._polls.get(sensor.name, 0.2)
             self._watches.append(Watch(sensor, poll, self.on_tamper).start())
-        if self.api is not None:
-            self._spawn("lifecycle", self._lifecycle)
+        if self.lifecycle is not None:
+            lifecycle = self.lifecycle
+            self._spawn("lifecycle", lambda: lifecycle.run(self._stop, self._wake))
         log.info("serving %s on %s", device.rot.split(":")[0], device.socket)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
@@ -221,79 +193,15 @@ class Agent:
         (self.settings.device.state_dir / renewal.KEY_FILE).unlink(missing_ok=True)
         log.critical("device keys erased")
 
-    # lifecycle: renewal and attestation ------------------------------------------------
+    # lifecycle: renewal and attestation (agent.lifecycle) ----------------------------
 
     def renew(self) -> x509.Certificate:
-        assert self.api is not None
-        leaf = renewal.enrol(self.api, self.service.device, self._token())
-        self.state.note("renewal", {"not_after": leaf.not_valid_after_utc.isoformat()})
-        log.info("operational certificate renewed until %s", leaf.not_valid_after_utc)
-        return leaf
-
-    def _token(self) -> str | None:
-        path = self.settings.agent.est_token
-        if path is None or not path.exists():
-            return None
-        from keyfab.securefile import read_bounded
-
-        return read_bounded(path, 4096, "EST token").decode().strip()
+        assert self.lifecycle is not None
+        return self.lifecycle.renew()
 
     def attest(self) -> dict[str, Any]:
-        assert self.api is not None
-        identity = renewal.current_identity(self.settings.device.state_dir)
-        if identity is None:
-            raise ConfigError("no operational certificate to attest with yet")
-        result = attestation.attest_once(
-            self.api, identity, self.service.device, self.settings.agent.eventlog
-        )
-        self.state.note("attestation", result)
-        log.info("attestation: %s %s", result["verdict"], result["reasons"])
-        return result
-
-    def _renewal_due(self) -> datetime.datetime:
-        if renewal.current_identity(self.settings.device.state_dir) is None:
-            return utc_now()
-        try:
-            return renewal.due(self._leaf(), self.settings.agent.period("renew_before"))
-        except (KeyfabError, ValueError):
-            return utc_now()
-
-    def _lifecycle(self) -> None:
-        every = self.settings.agent.period("attest_every")
-        renew_backoff, attest_backoff = renewal.Backoff(), renewal.Backoff(base=30.0)
-        next_renew = time.monotonic()
-        next_attest = time.monotonic() if every is not None else float("inf")
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_renew:
-                next_renew = self._step_renew(renew_backoff)
-            if now >= next_attest and every is not None:
-                next_attest = self._step_attest(attest_backoff, every.total_seconds())
-            self._wake.wait(min(max(min(next_renew, next_attest) - time.monotonic(), 0.05), _IDLE))
-            self._wake.clear()
-
-    def _step_renew(self, backoff: renewal.Backoff) -> float:
-        if self.state.refused is None and self._renewal_due() <= utc_now():
-            try:
-                self.renew()
-                backoff.succeeded()
-            except KeyfabError as error:
-                delay = backoff.failed()
-                log.warning("renewal failed (%s); next try in %.0f s", error, delay)
-                return time.monotonic() + delay
-        wait = (self._renewal_due() - utc_now()).total_seconds()
-        return time.monotonic() + min(max(wait, 1.0), _IDLE)
-
-    def _step_attest(self, backoff: renewal.Backoff, every: float) -> float:
-        try:
-            self.attest()
-            backoff.succeeded()
-        except KeyfabError as error:
-            delay = min(backoff.failed(), every)
-            self.state.note("attestation", {"verdict": "error", "reasons": [str(error)]})
-            log.warning("attestation failed (%s); next try in %.0f s", error, delay)
-            return time.monotonic() + delay
-        return time.monotonic() + every
+        assert self.lifecycle is not None
+        return self.lifecycle.attest()
 
     # status -----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime
 import enum
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from keyfab.agent.peer import Peer, group_id, user_id
 from keyfab.clock import parse_duration
+from keyfab.device.config import DEFAULT_CONFIG, DeviceConfig, load_config
 from keyfab.errors import ConfigError
 
 CALLS = (
@@ -171,3 +173,23 @@ def _resolve(rules: tuple[str, ...]) -> frozenset[tuple[str, int]]:
         except (KeyError, ValueError):
             raise ConfigError(f"[agent] caller {rule!r}: no such user or group") from None
     return frozenset(resolved)
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: DeviceConfig
+    agent: AgentConfig
+    tamper: TamperConfig
+    boot: BootConfig
+
+
+def load_settings(path: Path = DEFAULT_CONFIG) -> Settings:
+    """The device config and the agent's sections of it, all checked."""
+    device = load_config(path)
+    base = path.parent
+    return Settings(
+        device,
+        section(AgentConfig, device.agent, "agent", base),
+        section(TamperConfig, device.tamper, "tamper", base),
+        section(BootConfig, device.boot, "boot", base),
+    )

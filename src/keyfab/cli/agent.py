@@ -16,8 +16,9 @@ from typing import Annotated
 
 import typer
 
-from keyfab.agent.daemon import Agent, load_settings, rearm
+from keyfab.agent.daemon import Agent, rearm
 from keyfab.agent.manifest import MAX_MANIFEST, mismatches, sign_manifest, verify_manifest
+from keyfab.agent.policy import load_settings
 from keyfab.agent.status import device_status
 from keyfab.cli._output import JSON_OPTION, emit_json
 from keyfab.cli.agent_render import render_status
