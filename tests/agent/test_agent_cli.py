@@ -123,8 +123,10 @@ def test_manifest_sign_and_verify(tmp_path: Path) -> None:
     good = _keyfab(
         "agent", "manifest", "verify", str(manifest), "--key", str(tmp_path / "boot.pub")
     )
-    assert good.stdout.strip() == "release 2.1: 1 files as signed"
+    assert good.stdout.strip() == "release 2.1: every file as signed"
     kernel.write_bytes(b"kernel!")
     bad = _keyfab("agent", "manifest", "verify", str(manifest), "--key", str(tmp_path / "boot.pub"))
     assert bad.returncode != 0
-    assert bad.stderr.strip() == f"error: release 2.1: {kernel}: SHA-256 differs from the manifest"
+    assert bad.stderr.strip() == (
+        f"error: boot manifest {manifest}: {kernel}: SHA-256 differs from the manifest"
+    )

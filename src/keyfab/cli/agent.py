@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from keyfab.agent.daemon import Agent, rearm
-from keyfab.agent.manifest import MAX_MANIFEST, mismatches, sign_manifest, verify_manifest
+from keyfab.agent.manifest import check_boot, sign_manifest
 from keyfab.agent.policy import load_settings
 from keyfab.agent.status import device_status
 from keyfab.cli._output import JSON_OPTION, emit_json
@@ -26,7 +26,6 @@ from keyfab.device.config import DEFAULT_CONFIG
 from keyfab.device.policy import read_public_key
 from keyfab.errors import VerificationError
 from keyfab.rot import load_key
-from keyfab.securefile import read_bounded
 
 app = typer.Typer(help="The device agent: the device API on a Unix socket.", no_args_is_help=True)
 manifest_app = typer.Typer(help="Maker-signed boot manifests.", no_args_is_help=True)
@@ -98,9 +97,7 @@ def manifest_verify(
     key: Annotated[Path, typer.Option("--key", help="The maker's public key (PEM or DER).")],
 ) -> None:
     """Check a manifest's signature and the files it lists on this machine; exit 1 on a mismatch."""
-    data = read_bounded(manifest, MAX_MANIFEST, "boot manifest")
-    release, files = verify_manifest(data, read_public_key(key))
-    problems = mismatches(files)
+    release, problems = check_boot(manifest, read_public_key(key))
     if problems:
-        raise VerificationError(f"release {release}: " + "; ".join(problems))
-    typer.echo(f"release {release}: {len(files)} files as signed")
+        raise VerificationError(f"boot manifest {manifest}: " + "; ".join(problems))
+    typer.echo(f"release {release}: every file as signed")
