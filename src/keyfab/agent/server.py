@@ -21,7 +21,7 @@ from typing import Any
 from keyfab.agent import protocol
 from keyfab.agent.calls import OutOfServiceError, Service
 from keyfab.agent.peer import Peer, peer_of
-from keyfab.agent.policy import CallPolicy
+from keyfab.agent.policy import CALLS, CallPolicy
 from keyfab.errors import ConfigError, KeyfabError
 
 log = logging.getLogger("keyfab.agent")
@@ -116,24 +116,23 @@ class AgentServer:
         if not isinstance(message, dict) or not isinstance(message.get("call"), str):
             return _error('a request is {"call": NAME, "args": {...}}', "ConfigError")
         call, args = message["call"], message.get("args", {})
+        shown = call if call in CALLS else repr(call[:32])  # the caller's text, bounded
         if not isinstance(args, dict):
             return _error("args must be an object", "ConfigError")
         if not self.policy.allows(peer, call):
-            log.warning(
-                "refused %s for %s: not allowed by [agent] policy", call[:32], peer.describe()
-            )
+            log.warning("refused %s for %s: not allowed by [agent] policy", shown, peer.describe())
             return _error(
-                f"{call[:32]}: not allowed for uid {peer.uid} by the agent's policy",
+                f"{shown}: not allowed for uid {peer.uid} by the agent's policy",
                 "PermissionDenied",
             )
         try:
             return {"ok": self.service.call(call, args)}
         except (KeyfabError, OutOfServiceError) as error:
-            log.info("%s for %s failed: %s", call, peer.describe(), error)
+            log.info("%s for %s failed: %s", shown, peer.describe(), error)
             return _error(error, type(error).__name__)
         except Exception:
-            log.exception("%s for %s: internal error", call, peer.describe())
-            return _error(f"{call}: internal error in the agent (see its log)", "InternalError")
+            log.exception("%s for %s: internal error", shown, peer.describe())
+            return _error(f"{shown}: internal error in the agent (see its log)", "InternalError")
 
 
 def _error(error: object, kind: str) -> dict[str, Any]:
