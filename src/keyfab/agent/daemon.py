@@ -171,7 +171,11 @@ class Agent:
         if self.api is None or identity is None:
             log.error("cannot notify the server: no server or no operational certificate")
             return None
-        return identity, self.api.prepare(identity)
+        try:
+            return identity, self.api.prepare(identity)
+        except OSError as error:  # ssl.SSLError too: unreadable or mismatched files
+            log.error("cannot notify the server: TLS identity unusable (%s)", error)
+            return None
 
     def _notify(
         self,

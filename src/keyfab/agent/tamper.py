@@ -192,7 +192,10 @@ class Watch:
                 log.error("tamper sensor %s unreadable: %s", self.sensor.name, error)
                 now = was
             if now and not was:
-                self.on_event(self.sensor)
+                try:
+                    self.on_event(self.sensor)
+                except Exception:  # the watch outlives one failed response
+                    log.exception("tamper response for %s failed", self.sensor.name)
             was = now
             self._wait()
 
