@@ -44,6 +44,7 @@ _SUBCOMMANDS = {
     "attest": ("keyfab.cli.attest", "app", True),
     "report": ("keyfab.cli.report", "app", True),
     "device": ("keyfab.cli.device", "app", True),
+    "agent": ("keyfab.cli.agent", "app", True),
 }
 
 
