@@ -634,6 +634,8 @@ def newest_per_profile(registry: Registry, batch_ids: Sequence[int]) -> Sequence
         return session.scalars(
             select(Certificate).where(Certificate.id.in_(newest)).order_by(Certificate.profile)
         ).all()
+
+
 # --- the dashboard's reads: keyset pages and counts from indexes (migration 0011) ---
 
 
