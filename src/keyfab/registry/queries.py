@@ -49,14 +49,6 @@ class DeviceRow:
 
 
 @dataclass(frozen=True)
-class DevicePage:
-    """One page of a device listing and how many devices match in all."""
-
-    items: Sequence[DeviceRow]
-    total: int
-
-
-@dataclass(frozen=True)
 class DeviceRecord:
     """A device, its batch's name and every certificate it has, from one snapshot."""
 
@@ -86,31 +78,31 @@ def _device_query(batch: str | None, state: str | None) -> Select[Device, str]:
     return query
 
 
-def devices(
-    registry: Registry,
-    *,
-    batch: str | None = None,
-    state: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> DevicePage:
-    """Devices with their batch names, oldest first, filtered, one page at a time."""
-    query = _device_query(batch, state)
-    with registry.reading() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.execute(query.order_by(Device.id).limit(limit).offset(offset)).all()
-        return DevicePage([DeviceRow(device, name) for device, name in rows], int(total))
-
-
 def device(registry: Registry, serial: str) -> DeviceRecord:
-    """One device with its batch and certificates, or NotFoundError."""
+    """One device with its batch and certificates, or NotFoundError (a unique-index seek)."""
+    return _one_device(registry, Device.serial == serial, f"serial {serial!r}")
+
+
+def device_by_unique_id(registry: Registry, unique_id: str) -> DeviceRecord:
+    """The device whose root of trust reports ``unique_id``, or NotFoundError."""
+    return _one_device(registry, Device.unique_id == unique_id, f"unique id {unique_id!r}")
+
+
+def _one_device(registry: Registry, where: ColumnElement[bool], what: str) -> DeviceRecord:
     with registry.reading() as session:
-        row = session.execute(
-            _device_query(None, None).where(Device.serial == serial)
-        ).one_or_none()
+        row = session.execute(_device_query(None, None).where(where)).one_or_none()
         if row is None:
-            raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
+            raise NotFoundError(f"no device with {what}", slug="device-not-found")
         return DeviceRecord(row[0], row[1], certificates_of(session, row[0].id))
+
+
+def device_position(registry: Registry, serial: str) -> int:
+    """Where device ``serial`` stands in listings (its id): a page can start after it."""
+    with registry.reading() as session:
+        found = session.scalar(select(Device.id).where(Device.serial == serial))
+    if found is None:
+        raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
+    return int(found)
 
 
 def certificates_of(session: Session, device_id: int) -> Sequence[Certificate]:
@@ -758,17 +750,24 @@ def device_page(
     *,
     batch: str | None = None,
     state: str | None = None,
+    product: str | None = None,
     serial: str | None = None,
     after: int = 0,
     limit: int = 50,
 ) -> Page[DeviceRow]:
-    """Devices by id after ``after``, filtered by batch, state and serial prefix.
+    """Devices by id after ``after``, filtered by batch, state, product and serial prefix.
 
-    Keyset pagination: page 10,000 costs what page 1 does, unlike an offset.
+    Keyset pagination: every page is one range of an index ending in ``id``
+    (the primary key, or the (batch, id), (state, id), (batch, state, id)
+    indexes of migration 0013), so the last page of ten million costs what the
+    first does; an offset would read every row before the page. ``next`` is
+    the last id shown when more follow (``registry.cursors`` makes it opaque).
     """
     query = _device_query(None, state).where(Device.id > after)
     if serial:
         query = query.where(Device.serial >= serial, Device.serial < serial + "\uffff")
+    if product is not None:
+        query = query.where(Device.batch_id.in_(select(Batch.id).where(Batch.product == product)))
     with registry.reading() as session:
         if batch is not None:
             query = query.where(Device.batch_id == _batch_id(session, batch))
