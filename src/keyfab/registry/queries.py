@@ -21,8 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
 from keyfab.clock import as_utc, utc_now
-from keyfab.errors import NotFoundError, RegistryError
+from keyfab.errors import InvalidRequestError, NotFoundError, RegistryError
 from keyfab.pki.profiles import Profile
+from keyfab.registry import cursors
 from keyfab.registry.db import Registry
 from keyfab.registry.models import (
     ApiToken,
@@ -774,6 +775,45 @@ def device_page(
         rows = session.execute(query.order_by(Device.id).limit(limit + 1)).all()
     items = [DeviceRow(device, name) for device, name in rows[:limit]]
     return Page(items, items[-1].device.id if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class DeviceListing:
+    """One page of ``keyfab devices list`` / ``GET /api/v1/devices`` and where the next starts."""
+
+    items: Sequence[DeviceRow]
+    next_cursor: str | None
+
+
+def device_listing(
+    registry: Registry,
+    *,
+    batch: str | None = None,
+    state: str | None = None,
+    product: str | None = None,
+    cursor: str | None = None,
+    after_serial: str | None = None,
+    limit: int = 50,
+) -> DeviceListing:
+    """The device listing of the CLI and the API: a keyset page after an opaque cursor
+    (or after a device named by serial), filtered, with the cursor of the next page.
+
+    The cursor is bound to the filters (``registry.cursors``): reusing it under
+    others is refused rather than answered from a meaningless place.
+    """
+    scope = {"batch": batch, "state": state, "product": product}
+    if cursor is not None and after_serial is not None:
+        raise InvalidRequestError("give a cursor or a serial to start after, not both")
+    after = 0
+    if cursor is not None:
+        after = cursors.decode(cursor, scope)
+    elif after_serial is not None:
+        after = device_position(registry, after_serial)
+    page = device_page(
+        registry, batch=batch, state=state, product=product, after=after, limit=limit
+    )
+    following = None if page.next is None else cursors.encode(page.next, scope)
+    return DeviceListing(page.items, following)
 
 
 def audit_events(
