@@ -33,9 +33,14 @@ def test_postgres_assembles_exactly_what_link_hash_hashes(chain: Registry) -> No
         rows = session.execute(
             text("SELECT seq, at, kind, subject, data FROM audit_events ORDER BY seq")
         ).all()
-        built = [link for batch in links(session, 3) for link in batch]
-    assert [b[3] for b in built] == [message(*row) for row in rows]
-    assert b"2026-01-02T03:04:05.060001+00:00" in (built[2][3] or b"")
+        times, batches = links(session, 3)
+        built = [
+            b"".join((head or b"", times.spell(at) or b"", tail or b""))
+            for batch in batches
+            for _, _, _, at, head, tail in batch
+        ]
+    assert built == [message(*row) for row in rows]
+    assert b"2026-01-02T03:04:05.060001+00:00" in built[2]
     chain.dispose()
 
 

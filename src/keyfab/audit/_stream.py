@@ -28,23 +28,22 @@ from sqlalchemy.orm import Session
 
 from keyfab.registry.models import AuditEvent
 
-Link = tuple[int, str, str, bytes | None]
-"""(seq, prev_hash, hash, message); message None when a stored field cannot be read."""
+Link = tuple[int, str, str, Any, bytes | None, bytes | None]
+"""(seq, prev_hash, hash, time as the driver gives it, head, tail).
+
+``head`` is the encoded seq, ``tail`` the encoded kind, subject and data; the
+time's encoding comes from ``Times`` (few distinct values: one per append
+call). None where a stored field cannot be read: that link is altered.
+"""
 
 _PG_QUERY = """
-SELECT seq, prev_hash, hash,
-       pg_catalog.int4send(pg_catalog.length(f0)) || f0
-    || pg_catalog.int4send(pg_catalog.length(f1)) || f1
-    || pg_catalog.int4send(pg_catalog.length(f2)) || f2
+SELECT seq, prev_hash, hash, at,
+       pg_catalog.int4send(pg_catalog.length(f0)) || f0,
+       pg_catalog.int4send(pg_catalog.length(f2)) || f2
     || pg_catalog.int4send(pg_catalog.length(f3)) || f3
     || pg_catalog.int4send(pg_catalog.length(f4)) || f4
-FROM (SELECT seq, prev_hash, hash,
+FROM (SELECT seq, prev_hash, hash, at,
              pg_catalog.convert_to(seq::text, 'UTF8') AS f0,
-             pg_catalog.convert_to(
-                 pg_catalog.to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
-                 || CASE WHEN pg_catalog.date_trunc('second', at) = at THEN ''
-                         ELSE pg_catalog.to_char(at AT TIME ZONE 'UTC', '.US') END
-                 || '+00:00', 'UTF8') AS f1,
              pg_catalog.convert_to(kind, 'UTF8') AS f2,
              pg_catalog.convert_to(subject, 'UTF8') AS f3,
              pg_catalog.convert_to(data, 'UTF8') AS f4
@@ -65,18 +64,42 @@ def message(seq: int, at: datetime.datetime, kind: str, subject: str, data: str)
     return b"".join(field(f) for f in (str(seq), at.isoformat(), kind, subject, data))
 
 
-def links(session: Session, batch: int) -> Iterator[Sequence[Link]]:
-    """Every event of the log in ``seq`` order, ``batch`` at a time, from the session's snapshot."""
+class Times:
+    """Stored times to their encoded spelling, each distinct value parsed once.
+
+    ``cache`` is read directly by the verifier's loop (a dict lookup per event);
+    ``spell`` fills it on a miss. Bounded: appends share one time per call, so
+    distinct values are few, and the cache is dropped whenever it grows large.
+    """
+
+    LIMIT = 4096
+
+    def __init__(self, parse: Callable[[Any], Any]) -> None:
+        self.cache: dict[Any, bytes] = {}
+        self._parse = parse
+
+    def spell(self, stored: Any) -> bytes | None:
+        try:
+            spelled = field(self._parse(stored).isoformat())
+        except (ValueError, TypeError, AttributeError):
+            return None
+        if len(self.cache) >= self.LIMIT:
+            self.cache.clear()
+        self.cache[stored] = spelled
+        return spelled
+
+
+def links(session: Session, batch: int) -> tuple[Times, Iterator[Sequence[Link]]]:
+    """Every event of the log in ``seq`` order, ``batch`` at a time, from the session's
+    snapshot, and the ``Times`` that spells their times."""
     connection = session.connection()
     raw = connection.connection.driver_connection
-    if connection.dialect.name == "postgresql":
-        yield from _postgres(raw, batch)
-    else:
-        dialect = connection.dialect
-        processor = AuditEvent.__table__.c.at.type.dialect_impl(dialect).result_processor(
-            dialect, None
-        )
-        yield from _encoded(raw, batch, processor or _unchanged)
+    dialect = connection.dialect
+    processor = AuditEvent.__table__.c.at.type.dialect_impl(dialect).result_processor(dialect, None)
+    times = Times(processor or _unchanged)
+    if dialect.name == "postgresql":
+        return times, _postgres(raw, batch)
+    return times, _encoded(raw, batch)
 
 
 def _unchanged(value: Any) -> Any:
@@ -89,44 +112,23 @@ def _postgres(raw: Any, batch: int) -> Iterator[Sequence[Link]]:
         cursor.itersize = batch
         cursor.execute(_PG_QUERY)
         while rows := cursor.fetchmany(batch):
-            yield [(seq, prev, stored, bytes(built)) for seq, prev, stored, built in rows]
+            yield rows
 
 
-def _encoded(raw: Any, batch: int, parse: Callable[[Any], Any]) -> Iterator[Sequence[Link]]:
-    times: dict[Any, bytes | None] = {}
+def _encoded(raw: Any, batch: int) -> Iterator[Sequence[Link]]:
     cursor = raw.cursor()
     try:
         cursor.execute(_RAW_QUERY)
         while rows := cursor.fetchmany(batch):
-            yield [_encode(row, times, parse) for row in rows]
+            yield [_encode(row) for row in rows]
     finally:
         cursor.close()
 
 
-def _encode(
-    row: tuple[Any, ...],
-    times: dict[Any, bytes | None],
-    parse: Callable[[Any], Any],
-) -> Link:
+def _encode(row: tuple[Any, ...]) -> Link:
     seq, prev, stored, at, kind, subject, data = row
-    spelled = times.get(at, b"")
-    if spelled == b"":
-        spelled = times[at] = _time(at, parse)
-        if len(times) > 4096:  # distinct times are few; bound the cache all the same
-            times.clear()
-    if spelled is None or not all(isinstance(v, str) for v in (kind, subject, data)):
-        return seq, prev, stored, None
-    seq_field = field(str(seq))
-    return (
-        seq,
-        prev,
-        stored,
-        b"".join((seq_field, spelled, field(kind), field(subject), field(data))),
-    )
-
-
-def _time(stored: Any, parse: Callable[[Any], Any]) -> bytes | None:
     try:
-        return field(parse(stored).isoformat())
-    except (ValueError, TypeError, AttributeError):
-        return None
+        tail = field(kind) + field(subject) + field(data)
+    except AttributeError:  # SQLite keeps whatever type was stored: not text, not a link
+        return seq, prev, stored, at, None, None
+    return seq, prev, stored, at, field(str(seq)), tail

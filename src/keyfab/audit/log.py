@@ -16,14 +16,14 @@ import datetime
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from keyfab.audit._stream import links, message
+from keyfab.audit._stream import Link, Times, links, message
 from keyfab.clock import utc_now
 from keyfab.errors import AuditError
 from keyfab.registry.models import AuditEvent, AuditHead
@@ -141,12 +141,13 @@ def verify(session: Session, batch_size: int = VERIFY_BATCH) -> Report:
     Streams the log (``_stream.links``), so memory does not grow with it; one
     ``hashlib`` call per event over bytes prepared by the reader.
     """
-    state = _Walk()
-    for rows in links(session, batch_size):
-        broken = state.check(rows)
+    times, batches = links(session, batch_size)
+    walk = _Walk(times)
+    for rows in batches:
+        broken = walk.check(rows)
         if broken is not None:
             return broken
-    count, prev = state.expected - 1, state.prev
+    count, prev = walk.expected - 1, walk.prev
     head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)).first()
     if head is None or head.seq != count or not _same(head.hash, prev):
         return Report(
@@ -163,29 +164,46 @@ def _same(left: object, right: str) -> bool:
 class _Walk:
     """The walk along the chain: the next seq expected and the hash it must follow."""
 
-    def __init__(self) -> None:
+    def __init__(self, times: Times) -> None:
         self.expected, self.prev, self.prev_bytes = 1, GENESIS, bytes(32)
+        self.times = times
 
-    def check(self, rows: Iterable[tuple[int, str, str, bytes | None]]) -> Report | None:
+    def check(self, rows: Sequence[Link]) -> Report | None:
         """Check a batch of links in order; the report of the first broken one, else None.
 
-        The hot loop of ``keyfab audit verify``: locals only, one hash per link.
+        The hot loop of ``keyfab audit verify``: locals only, one hash per link,
+        ``compare_digest`` inline (a stored value it cannot compare, NULL or
+        non-ASCII, raises TypeError: that link is broken).
         """
-        expected, prev, prev_bytes, sha256 = (
-            self.expected,
-            self.prev,
-            self.prev_bytes,
-            hashlib.sha256,
-        )
-        count = expected - 1
-        for seq, prev_hash, stored, encoded in rows:
-            if seq != expected:
-                return Report(count, prev, expected, f"event {expected} is missing")
-            if not _same(prev_hash, prev):
-                return Report(count, prev, seq, f"event {seq} does not follow event {seq - 1}")
-            link = sha256(prev_bytes + encoded) if encoded is not None else None
-            if link is None or not _same(stored, link.hexdigest()):
-                return Report(count, prev, seq, f"event {seq} was altered")
-            prev, prev_bytes, expected, count = stored, link.digest(), expected + 1, count + 1
-        self.expected, self.prev, self.prev_bytes = expected, prev, prev_bytes
-        return None
+        expected, prev, prev_bytes = self.expected, self.prev, self.prev_bytes
+        cache, spell, sha256, same, join = (
+            self.times.cache, self.times.spell, hashlib.sha256, hmac.compare_digest, b"".join
+        )  # fmt: skip
+        seq, problem = expected, "does not follow"
+        try:
+            for seq, prev_hash, stored, at, head, tail in rows:
+                if seq != expected:
+                    return Report(expected - 1, prev, expected, f"event {expected} is missing")
+                problem = "does not follow"
+                if not same(prev_hash, prev):
+                    break
+                problem = "was altered"
+                spelled = cache.get(at) or spell(at)
+                if spelled is None or head is None or tail is None:
+                    break
+                link = sha256(join((prev_bytes, head, spelled, tail)))
+                if not same(link.hexdigest(), stored):
+                    break
+                prev, prev_bytes, expected = stored, link.digest(), expected + 1
+            else:
+                self.expected, self.prev, self.prev_bytes = expected, prev, prev_bytes
+                return None
+        except TypeError:
+            pass
+        return Report(expected - 1, prev, seq, _broken(seq, problem))
+
+
+def _broken(seq: int, problem: str) -> str:
+    if problem == "does not follow":
+        return f"event {seq} does not follow event {seq - 1}"
+    return f"event {seq} was altered"
