@@ -101,7 +101,7 @@ def test_a_drifted_chip_fails_with_the_named_reason_and_writes_nothing(tmp_path:
     _open(tmp_path / "d").close()
     before = _state(tmp_path / "d")
     with pytest.raises(PufReconstructionError) as error:
-        _open(tmp_path / "d", temperature=125, age=20)
+        _open(tmp_path / "d", temperature=150, age=50)  # far past what the code corrects
     assert str(error.value).startswith("PUF reconstruction failed")
     assert "\n" not in str(error.value)
     assert _state(tmp_path / "d") == before

@@ -293,39 +293,22 @@ def test_keylime_export_cli(keyfab: Keyfab, workspace: object, tmp_path: Path) -
         f'[pcr.4]\nallowed = ["{values[4].hex()}"]\n'
     )
     assert keyfab("attest", "policy", "set", str(policy_path))[0] == 0
-    code, out, err = keyfab(
-        "attest",
-        "policy",
-        "export",
-        "ubuntu-box",
-        "--format",
-        "keylime-mb",
-        "--from-log",
-        str(golden_path),
-    )
+    export = ("attest", "policy", "export", "ubuntu-box", "--format")
+    code, out, err = keyfab(*export, "keylime-mb", "--from-log", str(golden_path))
     assert code == 0
     assert "export --format keylime-tpm" in err
     assert json.loads(out) == mb_refstate(parse_policy(policy_path.read_text()), golden)
     target = tmp_path / "tpm_policy.json"
-    code, out, _ = keyfab(
-        "attest", "policy", "export", "ubuntu-box", "--format", "keylime-tpm", "-o", str(target)
-    )
+    code, out, _ = keyfab(*export, "keylime-tpm", "-o", str(target))
     assert code == 0
     assert json.loads(target.read_text()) == {"4": [values[4].hex()]}
-    code, _, err = keyfab("attest", "policy", "export", "ubuntu-box", "--format", "keylime-mb")
+    code, _, err = keyfab(*export, "keylime-mb")
     assert (code, err.strip()) == (
         1,
         "error: --format keylime-mb needs --from-log FILE (a golden boot log of the product)",
     )
     code, _, err = keyfab(
-        "attest",
-        "policy",
-        "export",
-        "ubuntu-box",
-        "--format",
-        "keylime-mb",
-        "--from-log",
-        str(real_log("event-arch-linux.bin")),
+        *export, "keylime-mb", "--from-log", str(real_log("event-arch-linux.bin"))
     )
     assert code == 1
     assert "EV_POST_CODE" in err

@@ -56,6 +56,17 @@ class SoftHsm:
     def env(self) -> dict[str, str]:
         return {**os.environ, "SOFTHSM2_CONF": str(self.config)}
 
+    def tool(self, *args: str) -> str:
+        """Run SoftHSM2's tokens through OpenSC's pkcs11-tool (an independent judge)."""
+        return subprocess.run(
+            ["pkcs11-tool", "--module", self.module, *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=self.env(),
+            timeout=60,
+        ).stdout
+
 
 def _init_token(label: str, env: dict[str, str]) -> None:
     subprocess.run(

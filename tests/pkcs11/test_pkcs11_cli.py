@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -55,17 +54,6 @@ def _ca_uris(softhsm: SoftHsm, prefix: str) -> list[str]:
     ]
 
 
-def _tool(softhsm: SoftHsm, *args: str) -> str:
-    return subprocess.run(
-        ["pkcs11-tool", "--module", softhsm.module, *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=softhsm.env(),
-        timeout=60,
-    ).stdout
-
-
 def test_pkcs11_init_ca_in_token_and_provision_tokens(
     keyfab: Keyfab, softhsm: SoftHsm, tmp_path: Path
 ) -> None:
@@ -102,7 +90,7 @@ def test_pkcs11_init_ca_in_token_and_provision_tokens(
     )
     assert {d["rot"] for d in devices} == {"pkcs11"}
     # Each device's unique id is its token's serial, as pkcs11-tool reports it.
-    slots = _tool(softhsm, "--list-token-slots")
+    slots = softhsm.tool("--list-token-slots")
     serials = dict(
         re.findall(r"token label\s*:\s*(node-\d+)\s.*?serial num\s*:\s*(\w+)", slots, re.S)
     )
@@ -111,8 +99,7 @@ def test_pkcs11_init_ca_in_token_and_provision_tokens(
 
     # The certificate keyfab wrote into a token chains to the CA whose keys are in the other token.
     out_file = tmp_path / "leaf.der"
-    _tool(
-        softhsm,
+    softhsm.tool(
         "--token-label",
         "node-7",
         "--read-object",
@@ -128,7 +115,7 @@ def test_pkcs11_init_ca_in_token_and_provision_tokens(
         x509.load_pem_x509_certificate(b) for b in _pem_blocks(keyfab("ca", "show", "--pem")[1])
     ]
     pki.verify_device_chain(leaf, chain[:1], chain[1:])
-    listing = _tool(softhsm, "--token-label", "node-7", "--list-objects", "--type", "cert")
+    listing = softhsm.tool("--token-label", "node-7", "--list-objects", "--type", "cert")
     assert {"idevid-cert", "ca-cert-0", "ca-cert-1"} <= set(re.findall(r"label:\s+(\S+)", listing))
 
 

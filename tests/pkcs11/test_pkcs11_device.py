@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,23 +16,7 @@ from tests.pkcs11.conftest import SoftHsm
 
 
 def _list_objects(hsm: SoftHsm, token: str) -> str:
-    return subprocess.run(
-        [
-            "pkcs11-tool",
-            "--module",
-            hsm.module,
-            "--token-label",
-            token,
-            "--login",
-            "--pin",
-            hsm.pin,
-            "--list-objects",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=hsm.env(),
-    ).stdout
+    return hsm.tool("--token-label", token, "--login", "--pin", hsm.pin, "--list-objects")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from keyfab.authority import Authority
@@ -16,14 +15,7 @@ from tests.pkcs11.conftest import SoftHsm
 def _labels(softhsm: SoftHsm) -> str:
     """The token's object listing, by SoftHSM2's own tool (an independent judge)."""
     login = ["--token-label", "ca", "--login", "--pin", softhsm.pin]
-    return subprocess.run(
-        ["pkcs11-tool", "--module", softhsm.module, *login, "--list-objects", "--type", "privkey"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=softhsm.env(),
-        timeout=60,
-    ).stdout
+    return softhsm.tool(*login, "--list-objects", "--type", "privkey")
 
 
 def test_rotation_and_rollover_keep_the_keys_in_the_token(

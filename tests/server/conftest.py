@@ -46,7 +46,7 @@ label = "idevid"
 algorithm = "ec-p256"
 """
 KEYFAB = Path(sys.executable).with_name("keyfab")
-READY_DEADLINE = 30.0
+READY_DEADLINE = 90.0  # generous: CI machines are shared; start-up issues TLS credentials
 
 
 def free_port() -> int:
@@ -151,7 +151,7 @@ class Server:
                 pass
             time.sleep(0.05)  # polling interval, not synchronisation
         self.stop()
-        raise RuntimeError("keyfab serve did not become ready in time")
+        raise RuntimeError(f"keyfab serve did not become ready in time: {self.output()[-2000:]}")
 
     def stop(self) -> None:
         if self.process is None:

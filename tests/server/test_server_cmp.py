@@ -60,11 +60,32 @@ def new_key(path: Path) -> Path:
     return path
 
 
+def openssl_cmp_command(running: Server, *args: str) -> list[str]:
+    return ["openssl", "cmp", "-server", f"127.0.0.1:{running.port}", "-path", PATH, *args]
+
+
 def openssl_cmp(running: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    command = ["openssl", "cmp", "-server", f"127.0.0.1:{running.port}", "-path", PATH]
     return subprocess.run(  # openssl cmp logs to stdout and stderr: one stream
-        [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60
+        openssl_cmp_command(running, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
     )
+
+
+def mac_ir(reference: str, secret_value: str, key: Path, out: Path) -> list[str]:
+    """openssl cmp arguments for an ir protected by a one-time secret, subject /CN=x."""
+    return [
+        *("-cmd", "ir", "-ref", reference, "-secret", f"pass:{secret_value}"),
+        *("-newkey", str(key), "-subject", "/CN=x", "-certout", str(out)),
+    ]
+
+
+def signed(command: str, cert: Path, key: Path, server: Server) -> list[str]:
+    """openssl cmp arguments for a request signed by cert/key, trusting the server's anchor."""
+    trusted = server.home / "server" / "trust.pem"
+    return ["-cmd", command, "-cert", str(cert), "-key", str(key), "-trusted", str(trusted)]
 
 
 def check_issued(home: Path, registry: Registry, certificate: Path, kind: str) -> x509.Certificate:
@@ -130,21 +151,8 @@ def test_ir_with_implicit_confirmation(
     out = tmp_path / "cert.pem"
     done = openssl_cmp(
         cmp_server,
-        "-cmd",
-        "ir",
-        "-ref",
-        reference,
-        "-secret",
-        f"pass:{value}",
-        "-newkey",
-        str(new_key(tmp_path / "k.pem")),
-        "-subject",
-        "/CN=x",
-        "-implicit_confirm",
-        "-certout",
-        str(out),
-        "-reqout",
-        str(tmp_path / "ir.der"),
+        *mac_ir(reference, value, new_key(tmp_path / "k.pem"), out),
+        *("-implicit_confirm", "-reqout", str(tmp_path / "ir.der")),
     )
     assert done.returncode == 0, done.stdout
     assert "CERTCONF" not in done.stdout  # keyfab granted implicit confirmation
@@ -155,18 +163,7 @@ def test_wrong_secret_is_refused(cmp_server: Server, tmp_path: Path) -> None:
     reference, _ = secret(cmp_server.home, "CMP-0003")
     done = openssl_cmp(
         cmp_server,
-        "-cmd",
-        "ir",
-        "-ref",
-        reference,
-        "-secret",
-        "pass:wrong-secret-value",
-        "-newkey",
-        str(new_key(tmp_path / "k.pem")),
-        "-subject",
-        "/CN=x",
-        "-certout",
-        str(tmp_path / "c.pem"),
+        *mac_ir(reference, "wrong-secret-value", new_key(tmp_path / "k.pem"), tmp_path / "c.pem"),
         "-unprotected_errors",
     )
     assert done.returncode != 0
@@ -179,28 +176,11 @@ def test_deferred_issuance_polls_until_approved(
 ) -> None:
     reference, value = secret(cmp_server.home, "CMP-0004", "--approval")
     started = subprocess.Popen(
-        [
-            "openssl",
-            "cmp",
-            "-server",
-            f"127.0.0.1:{cmp_server.port}",
-            "-path",
-            PATH,
-            "-cmd",
-            "ir",
-            "-ref",
-            reference,
-            "-secret",
-            f"pass:{value}",
-            "-newkey",
-            str(new_key(tmp_path / "k.pem")),
-            "-subject",
-            "/CN=x",
-            "-certout",
-            str(tmp_path / "c.pem"),
-            "-total_timeout",
-            "60",
-        ],
+        openssl_cmp_command(
+            cmp_server,
+            *mac_ir(reference, value, new_key(tmp_path / "k.pem"), tmp_path / "c.pem"),
+            *("-total_timeout", "60"),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -230,17 +210,10 @@ def test_idevid_cr_then_kur_then_rr(
     """The plant flow: IDevID → operational certificate, renewed, then revoked."""
     batch_device(server, admin, "cmp-renewable")  # its product lets it renew at once
     key, cert = idevid(cmp_server.home, tmp_path, 0, "cmp-renewable")
-    trust = ["-trusted", str(cmp_server.home / "server" / "trust.pem")]
     ldevid, ldevid_key = tmp_path / "ldevid.pem", new_key(tmp_path / "l.pem")
     done = openssl_cmp(
         cmp_server,
-        "-cmd",
-        "cr",
-        "-cert",
-        str(cert),
-        "-key",
-        str(key),
-        *trust,
+        *signed("cr", cert, key, cmp_server),
         "-newkey",
         str(ldevid_key),
         "-certout",
@@ -251,13 +224,7 @@ def test_idevid_cr_then_kur_then_rr(
     renewed, renewed_key = tmp_path / "renewed.pem", new_key(tmp_path / "r.pem")
     done = openssl_cmp(
         cmp_server,
-        "-cmd",
-        "kur",
-        "-cert",
-        str(ldevid),
-        "-key",
-        str(ldevid_key),
-        *trust,
+        *signed("kur", ldevid, ldevid_key, cmp_server),
         "-newkey",
         str(renewed_key),
         "-certout",
@@ -267,13 +234,7 @@ def test_idevid_cr_then_kur_then_rr(
     check_issued(cmp_server.home, registry, renewed, "cmp.reenrolled")
     refused = openssl_cmp(  # kur from the IDevID is not a renewal
         cmp_server,
-        "-cmd",
-        "kur",
-        "-cert",
-        str(cert),
-        "-key",
-        str(key),
-        *trust,
+        *signed("kur", cert, key, cmp_server),
         "-newkey",
         str(renewed_key),
         "-certout",
@@ -283,13 +244,7 @@ def test_idevid_cr_then_kur_then_rr(
     assert "notAuthorized" in refused.stdout
     done = openssl_cmp(
         cmp_server,
-        "-cmd",
-        "rr",
-        "-cert",
-        str(ldevid),
-        "-key",
-        str(ldevid_key),
-        *trust,
+        *signed("rr", ldevid, ldevid_key, cmp_server),
         "-oldcert",
         str(ldevid),
         "-revreason",
@@ -307,7 +262,6 @@ def test_p10cr_and_genm(
 ) -> None:
     batch_device(server, admin, "cmp-p10cr")  # its own device: other tests read b1's
     key, cert = idevid(cmp_server.home, tmp_path, 0, "cmp-p10cr")
-    trust = ["-trusted", str(cmp_server.home / "server" / "trust.pem")]
     new = new_key(tmp_path / "n.pem")
     csr = tmp_path / "req.pem"
     subprocess.run(
@@ -316,13 +270,7 @@ def test_p10cr_and_genm(
     out = tmp_path / "p10.pem"
     done = openssl_cmp(
         cmp_server,
-        "-cmd",
-        "p10cr",
-        "-cert",
-        str(cert),
-        "-key",
-        str(key),
-        *trust,
+        *signed("p10cr", cert, key, cmp_server),
         "-csr",
         str(csr),
         "-certout",
@@ -332,13 +280,7 @@ def test_p10cr_and_genm(
     check_issued(cmp_server.home, registry, out, "cmp.enrolled")
     done = openssl_cmp(
         cmp_server,
-        "-cmd",
-        "genm",
-        "-cert",
-        str(cert),
-        "-key",
-        str(key),
-        *trust,
+        *signed("genm", cert, key, cmp_server),
         "-infotype",
         "caCerts",
     )
@@ -374,21 +316,8 @@ def test_replayed_and_mutated_requests(cmp_server: Server, tmp_path: Path) -> No
     captured = tmp_path / "ir.der"
     done = openssl_cmp(
         cmp_server,
-        "-cmd",
-        "ir",
-        "-ref",
-        reference,
-        "-secret",
-        f"pass:{value}",
-        "-newkey",
-        str(new_key(tmp_path / "k.pem")),
-        "-subject",
-        "/CN=x",
-        "-implicit_confirm",
-        "-reqout",
-        str(captured),
-        "-certout",
-        str(tmp_path / "c.pem"),
+        *mac_ir(reference, value, new_key(tmp_path / "k.pem"), tmp_path / "c.pem"),
+        *("-implicit_confirm", "-reqout", str(captured)),
     )
     assert done.returncode == 0, done.stdout
     der = captured.read_bytes()
@@ -454,21 +383,8 @@ def test_ir_over_tls(server: Server, registry: Registry, tmp_path: Path) -> None
     out = tmp_path / "tls.pem"
     done = openssl_cmp(
         server,
-        "-tls_used",
-        "-tls_trusted",
-        str(server.trust),
-        "-cmd",
-        "ir",
-        "-ref",
-        reference,
-        "-secret",
-        f"pass:{value}",
-        "-newkey",
-        str(new_key(tmp_path / "k.pem")),
-        "-subject",
-        "/CN=x",
-        "-certout",
-        str(out),
+        *("-tls_used", "-tls_trusted", str(server.trust)),
+        *mac_ir(reference, value, new_key(tmp_path / "k.pem"), out),
     )
     assert done.returncode == 0, done.stdout
     check_issued(server.home, registry, out, "cmp.enrolled")
@@ -476,15 +392,8 @@ def test_ir_over_tls(server: Server, registry: Registry, tmp_path: Path) -> None
     untrusted.write_bytes(new_self_signed().public_bytes(Encoding.PEM))
     refused = openssl_cmp(
         server,
-        "-tls_used",
-        "-tls_trusted",
-        str(untrusted),
-        "-cmd",
-        "genm",
-        "-ref",
-        reference,
-        "-secret",
-        f"pass:{value}",
+        *("-tls_used", "-tls_trusted", str(untrusted)),
+        *("-cmd", "genm", "-ref", reference, "-secret", f"pass:{value}"),
     )
     assert refused.returncode != 0
     assert "certificate verify failed" in refused.stdout

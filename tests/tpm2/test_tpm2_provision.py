@@ -24,27 +24,10 @@ from keyfab.rot.tpm2._commands import create_persistent
 from keyfab.rot.tpm2._templates import KEY_ATTRIBUTES, key_template
 from tests.conftest import Keyfab
 
+from . import fleet
 from .conftest import LocalCa, Swtpm, SwtpmFactory
 
-RECIPE = """\
-[product]
-name = "acme-gateway"
-organization = "Acme"
-hw_type = "1.3.6.1.4.1.99999.1.1"
-serial = "AGW-{{seq:08d}}"
-
-[rot]
-driver = "tpm2"
-tcti = {tctis}
-ek_roots = ["{root}", "{issuer}"]
-
-[[keys]]
-label = "idevid"
-algorithm = "ec-p256"
-
-[counters]
-rollback = 3
-"""
+RECIPE = fleet.RECIPE + "\n[counters]\nrollback = 3\n"
 
 
 def _recipe(tmp_path: Path, tpms: list[Swtpm], ca: LocalCa) -> Path:

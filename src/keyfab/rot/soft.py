@@ -40,6 +40,7 @@ from keyfab.errors import (
 )
 from keyfab.rot import _aead
 from keyfab.rot._keys import HardwareECPrivateKey, HardwareRSAPrivateKey
+from keyfab.rot._state import StateCounter
 from keyfab.rot.base import (
     MAX_SEALED,
     Capability,
@@ -129,25 +130,6 @@ def _generate(spec: KeySpec) -> _SoftKey:
     if spec.algorithm.is_ec:
         return ec.generate_private_key(spec.algorithm.curve)
     return rsa.generate_private_key(public_exponent=65537, key_size=spec.algorithm.rsa_bits)
-
-
-class _Counter:
-    """A monotonic counter kept in the soft root of trust's state."""
-
-    def __init__(self, rot: SoftRootOfTrust, name: str):
-        self.name = name
-        self._rot = rot
-
-    def read(self) -> int:
-        return int(self._rot._state["counters"].get(self.name, 0))
-
-    def advance_to(self, value: int) -> int:
-        if value < 0:
-            raise ConfigError(f"counter {self.name!r} cannot go below zero")
-        new = max(self.read(), value)
-        self._rot._state["counters"][self.name] = new
-        self._rot._changed()
-        return new
 
 
 class SoftRootOfTrust:
@@ -267,7 +249,7 @@ class SoftRootOfTrust:
         return None
 
     def counter(self, name: str) -> MonotonicCounter:
-        return _Counter(self, check_label(name))
+        return StateCounter(self._state["counters"], check_label(name), self._changed)
 
     # sealing and erasing (the device API's lock/unlock and tamper response) ---
 

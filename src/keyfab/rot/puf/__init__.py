@@ -37,6 +37,7 @@ from keyfab.errors import (
     UnsupportedError,
 )
 from keyfab.rot._keys import HardwareECPrivateKey
+from keyfab.rot._state import StateCounter
 from keyfab.rot.base import (
     Capability,
     Evidence,
@@ -82,25 +83,6 @@ def _decoded(label: str, stored: object) -> bytes:
         raise RotError(f"PUF device state: object {label!r} is damaged") from None
 
 
-class _Counter:
-    """A monotonic counter kept in the device's state."""
-
-    def __init__(self, rot: PufRootOfTrust, name: str):
-        self.name = name
-        self._rot = rot
-
-    def read(self) -> int:
-        return int(self._rot._state["counters"].get(self.name, 0))
-
-    def advance_to(self, value: int) -> int:
-        if value < 0:
-            raise ConfigError(f"counter {self.name!r} cannot go below zero")
-        new = max(self.read(), value)
-        self._rot._state["counters"][self.name] = new
-        self._rot._dirty = True
-        return new
-
-
 class PufRootOfTrust:
     """One PUF device: its source of start-up patterns and, unless None, its directory."""
 
@@ -133,7 +115,7 @@ class PufRootOfTrust:
     def _read(self) -> Bits:
         power_up = int(self._state["power_ups"])
         self._state["power_ups"] = power_up + 1
-        self._dirty = True
+        self._changed()
         return self._source.read(power_up)
 
     def _power_up(self) -> bytes:
@@ -165,6 +147,9 @@ class PufRootOfTrust:
         if self.locked:
             raise RotLockedError(f"PUF root of trust {self.info.unique_id} is locked")
 
+    def _changed(self) -> None:
+        self._dirty = True
+
     def flush(self) -> None:
         """Write the state atomically if anything changed."""
         if self._dirty and self._directory is not None:
@@ -184,7 +169,7 @@ class PufRootOfTrust:
         if label in self._state["keys"]:
             raise KeyExistsError(f"key {label!r} already exists")
         self._state["keys"][label] = spec.algorithm.value
-        self._dirty = True
+        self._changed()
         self.flush()
         return self.key(label)
 
@@ -210,7 +195,7 @@ class PufRootOfTrust:
         if label == HELPER_LABEL:
             raise ConfigError(f"object {HELPER_LABEL!r} is the PUF's helper data: not writable")
         self._state["objects"][label] = base64.b64encode(data).decode()
-        self._dirty = True
+        self._changed()
 
     def load_object(self, label: str) -> bytes:
         check_label(label)
@@ -223,12 +208,12 @@ class PufRootOfTrust:
         return None
 
     def counter(self, name: str) -> MonotonicCounter:
-        return _Counter(self, check_label(name))
+        return StateCounter(self._state["counters"], check_label(name), self._changed)
 
     def lock(self) -> None:
         if not self.locked:
             self._state["locked"] = True
-            self._dirty = True
+            self._changed()
         self.flush()
 
     def close(self) -> None:
