@@ -216,9 +216,32 @@ def _row(name: str, spent: list[float], budget: float) -> None:
     )
 
 
+def _raw_lookup(registry: Registry) -> tuple[Callable[[str], object], Callable[[], None]]:
+    """The baseline: the same seek as one statement on a bare driver connection."""
+    raw = registry.engine.raw_connection()
+    mark = "%s" if registry.engine.dialect.name == "postgresql" else "?"
+    if registry.engine.dialect.name == "postgresql":
+        raw.driver_connection.autocommit = True
+    statement = f"SELECT * FROM devices WHERE serial = {mark}"
+
+    def seek(serial: str) -> object:
+        cursor = raw.cursor()
+        cursor.execute(statement, (serial,))
+        row = cursor.fetchone()
+        cursor.close()
+        return row
+
+    return seek, raw.close
+
+
 def lookups(registry: Registry, devices: int, rounds: int) -> None:
-    print("lookups")
+    print("lookups (queries.device: device, batch name and certificates in one statement)")
     picks = [random.randrange(devices) for _ in range(rounds)]
+    seek, close = _raw_lookup(registry)
+    serials = iter(f"SN{i:09d}" for i in picks)
+    base = _times(lambda: seek(next(serials)), rounds)
+    close()
+    _row("baseline: one SELECT on a bare connection", base, 2)
     serials = iter(f"SN{i:09d}" for i in picks)
     _row("device by serial", _times(lambda: queries.device(registry, next(serials)), rounds), 2)
     uids = iter(_device_line(i)[5] for i in picks)

@@ -90,11 +90,24 @@ def device_by_unique_id(registry: Registry, unique_id: str) -> DeviceRecord:
 
 
 def _one_device(registry: Registry, where: ColumnElement[bool], what: str) -> DeviceRecord:
-    with registry.reading() as session:
-        row = session.execute(_device_query(None, None).where(where)).one_or_none()
-        if row is None:
-            raise NotFoundError(f"no device with {what}", slug="device-not-found")
-        return DeviceRecord(row[0], row[1], certificates_of(session, row[0].id))
+    """One statement (device, batch name, each certificate) on a lookup connection.
+
+    A lookup is the hot read of a large registry: one round trip, no BEGIN and
+    COMMIT around it on a server database (``Registry.lookup``).
+    """
+    query = (
+        _device_query(None, None)
+        .add_columns(Certificate)
+        .outerjoin(Certificate, Certificate.device_id == Device.id)
+        .where(where)
+        .order_by(Certificate.id)
+    )
+    with registry.lookup() as connection, Session(bind=connection) as session:
+        rows = session.execute(query).all()
+    if not rows:
+        raise NotFoundError(f"no device with {what}", slug="device-not-found")
+    found, batch = rows[0][0], rows[0][1]
+    return DeviceRecord(found, batch, [row[2] for row in rows if row[2] is not None])
 
 
 def device_position(registry: Registry, serial: str) -> int:
