@@ -107,10 +107,14 @@ def _unchanged(value: Any) -> Any:
 
 
 def _postgres(raw: Any, batch: int) -> Iterator[Sequence[Link]]:
-    """A named (server-side) cursor: the client holds one batch, whatever the log's size."""
+    """A named (server-side) cursor: the client holds one batch, whatever the log's size.
+
+    Binary results: no hex spelling of the byte strings on either side (a
+    third of the time per event went there).
+    """
     with raw.cursor(name="keyfab_audit_verify") as cursor:
         cursor.itersize = batch
-        cursor.execute(_PG_QUERY)
+        cursor.execute(_PG_QUERY, binary=True)
         while rows := cursor.fetchmany(batch):
             yield rows
 
