@@ -54,3 +54,59 @@ def test_postgres_verify_streams_and_names_the_broken_link(chain: Registry) -> N
         report = audit.verify(session, batch_size=2)
     assert (report.broken_at, report.reason) == (5, "event 5 was altered")
     chain.dispose()
+
+
+def test_postgres_upgrade_to_0013_and_keyset_pages_walk_the_new_indexes(
+    postgres: Cluster,
+) -> None:
+    """An 0011 database with devices in it upgrades; a page of one batch (and state)
+    is one range of the (batch, id) / (batch, state, id) index, not a sort."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from keyfab.registry import queries
+    from keyfab.registry.db import _alembic
+
+    url = postgres.create_database("upgrade_0013")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic(connection), "0011")
+        connection.execute(
+            text(
+                "INSERT INTO batches (id, name, product, recipe, recipe_dir, count, state,"
+                " created_at) VALUES (1, 'b1', 'p1', '', '', 3000, 'finished', now()),"
+                " (2, 'b2', 'p2', '', '', 3000, 'finished', now())"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO devices (serial, batch_id, slot, state, created_at, attestation)"
+                " SELECT 'SN' || n, 1 + n % 2, n, CASE WHEN n % 7 = 0 THEN 'failed'"
+                " ELSE 'provisioned' END, now(), 'never' FROM generate_series(1, 6000) AS n"
+            )
+        )
+    engine.dispose()
+    registry = Registry.open(url)
+    try:
+        with registry.engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE devices")
+            plan = " ".join(
+                row[0]
+                for row in connection.exec_driver_sql(
+                    "EXPLAIN SELECT id FROM devices WHERE batch_id = 2 AND state = 'failed'"
+                    " AND id > 100 ORDER BY id LIMIT 51"
+                )
+            )
+        assert "_keyset on devices" in plan  # an index ending in id: no sort, no full read
+        assert "Sort" not in plan
+        listing = queries.device_listing(registry, batch="b2", state="failed", limit=5)
+        serials = [row.device.serial for row in listing.items]
+        assert serials == ["SN7", "SN21", "SN35", "SN49", "SN63"]
+        following = queries.device_listing(
+            registry, batch="b2", state="failed", limit=5, cursor=listing.next_cursor
+        )
+        assert following.items[0].device.serial == "SN77"
+        by_product = queries.device_listing(registry, product="p1", limit=3)
+        assert [row.device.serial for row in by_product.items] == ["SN2", "SN4", "SN6"]
+    finally:
+        registry.dispose()
