@@ -110,3 +110,19 @@ def test_postgres_upgrade_to_0013_and_keyset_pages_walk_the_new_indexes(
         assert [row.device.serial for row in by_product.items] == ["SN2", "SN4", "SN6"]
     finally:
         registry.dispose()
+
+
+def test_a_long_verify_compares_with_the_head_of_its_own_snapshot(chain: Registry) -> None:
+    """Writers appending while the log streams must not look like a cut tail."""
+    with chain.reading() as session:
+        _, batches = links(session, 2)
+        assert [row[0] for row in next(batches)] == [1, 2]  # the snapshot is taken
+        with chain.transaction() as writer:
+            audit.append(writer, "test.late", "subject-late", {})
+        head = session.execute(text("SELECT seq FROM audit_head")).scalar_one()
+        rest = [row[0] for batch in batches for row in batch]
+    assert head == 7
+    assert rest == [3, 4, 5, 6, 7]
+    with chain.reading() as session:
+        assert audit.verify(session).events == 8
+    chain.dispose()
