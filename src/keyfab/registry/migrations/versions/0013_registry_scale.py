@@ -10,18 +10,18 @@ one), so writers maintain no more indexes than before plus one.
 
 Lookup by serial and by unique id are the unique constraints of 0001.
 
-(Numbered 0013 on 0011: revision 0012 is written concurrently elsewhere and
-this one does not depend on its tables; the chain is re-linked at merge.)
+(Written beside 0012, the fleet counters, and independent of its tables;
+chained after it when the two met.)
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
