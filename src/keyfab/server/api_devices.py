@@ -29,9 +29,7 @@ Writer = Annotated[Principal, Depends(require(*WRITERS))]
 SERIAL = r"^[A-Za-z0-9._:-]{1,64}$"
 CERT_SERIAL = r"^[0-9a-f]{1,42}$"
 DURATION = r"^[1-9][0-9]{0,5}[smhd]$"
-
-
-CURSOR = r"^[A-Za-z0-9_-]{1,64}$"
+CURSOR = r"^[A-Za-z0-9_-]{1,64}$"  # registry.cursors decides the rest
 
 
 @router.get("/devices", response_model=DevicePage)
