@@ -1,17 +1,20 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright against ``keyfab serve``.
 
-Everything a person does is done through the page: signing in with a token,
-watching a running batch's progress move, finding a failed device and its
+Everything a person does is done through the page: signing in with a token
+or a station's client certificate, watching a running batch's progress move,
+cancelling a running batch and seeing it stop, finding a failed device and its
 reason, revoking as an operator, an auditor finding no revoke button and a
-forged POST refused, signing out. Every page is photographed at a desktop and
-a phone size (``tests/artifacts/dashboard/``, printed) and must log no console
-error and not scroll sideways on the phone.
+forged POST refused, an admin revoking a token and its session ending, signing
+out. Every page is photographed at a desktop and a phone size
+(``tests/artifacts/dashboard/``, printed), must log no console error, and no
+element of it may reach past the viewport's sides at either size.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,6 +233,18 @@ def test_device_role_sees_nothing(
     watched.errors = [e for e in watched.errors if "status of 403" not in e]  # the refusal
 
 
+OVERFLOWING = """() => {
+  const width = document.documentElement.clientWidth;
+  return Array.from(document.querySelectorAll("body *"))
+    .filter((e) => {
+      const box = e.getBoundingClientRect();
+      return box.width > 0 && (box.right > width + 1 || box.left < -1);
+    })
+    .slice(0, 5)
+    .map((e) => `${e.tagName.toLowerCase()}#${e.id}.${e.className}`);
+}"""
+"""Elements that reach past the viewport's sides, clipped inside a scroll box or not."""
+
 PAGES = (
     ("landing", "/"),
     ("docs", "/docs"),
@@ -268,9 +283,118 @@ def test_every_page_renders_cleanly(
         page.screenshot(path=shots / f"{name}-{size}.png", full_page=True)
         wide = page.evaluate("document.documentElement.scrollWidth")
         assert wide <= VIEWPORTS[size][0], f"{name} scrolls sideways at {size}: {wide}px"
+        assert page.evaluate(OVERFLOWING) == [], f"{name} clips at {size}"
     page.goto("/dashboard/admin")
     page.fill("input[name=name]", f"made-{size}")
     page.click("form.card button")
     assert (page.text_content("#new-token") or "").startswith("kf_")
     watched.context.close()
     assert watched.errors == [], watched.errors
+
+
+def test_operator_cancels_a_running_batch_and_it_stops(
+    watched: Watched, dashboard_server: tuple[Server, dict[Role, str]], shots: Path
+) -> None:
+    server, tokens = dashboard_server
+    page = watched.page
+    watched.sign_in(tokens[Role.OPERATOR])
+    name, count = "line1-cancel", 6000
+    _start_batch(server, tokens, name, count)
+    page.goto(f"/dashboard/batches/{name}")
+    expect(page.locator("#done")).not_to_have_text("0", timeout=DEADLINE_MS)  # it runs
+    assert _number(page, "#done") < count, "the batch finished before it could be cancelled"
+    page.click("#cancel button")
+    page.wait_for_url(f"**/dashboard/batches/{name}")
+    page.screenshot(path=shots / "batch-cancelled-desktop.png", full_page=True)
+    assert page.text_content("#state") == "cancelled"
+    assert page.locator("#cancel").count() == 0
+    cancelled = _number(page, "#count-cancelled")
+    assert 0 < cancelled < count
+    with _admin(server, tokens) as client:  # stopped: nothing runs, nothing is left pending
+        deadline = time.monotonic() + DEADLINE_MS / 1000
+        progress = client.get(f"/api/v1/batches/{name}").json()
+        while progress["running"] and time.monotonic() < deadline:  # its thread's last step
+            progress = client.get(f"/api/v1/batches/{name}").json()
+    assert progress["running"] is False
+    assert "pending" not in progress["devices"]
+    assert progress["devices"]["cancelled"] == cancelled
+    assert sum(progress["devices"].values()) == count
+    page.reload()  # and the counts hold: the run is over, not just hidden
+    assert _number(page, "#count-cancelled") == cancelled
+
+
+@pytest.fixture(scope="module")
+def station_identity(
+    dashboard_server: tuple[Server, dict[Role, str]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """A station certificate and key, as 'keyfab stations issue' makes them."""
+    from tests.conftest import Keyfab
+
+    folder = tmp_path_factory.mktemp("station")
+    server = dashboard_server[0]
+    code, _, err = Keyfab(server.home)("stations", "issue", "line-7", "--out", str(folder))
+    assert code == 0, err
+    return folder / "line-7.pem", folder / "line-7.key"
+
+
+def test_station_signs_in_with_its_client_certificate(
+    browser: playwright_api.Browser,
+    dashboard_server: tuple[Server, dict[Role, str]],
+    station_identity: tuple[Path, Path],
+    shots: Path,
+) -> None:
+    server = dashboard_server[0]
+    certificate, key = station_identity
+    context = browser.new_context(
+        base_url=server.url,
+        ignore_https_errors=True,
+        viewport={"width": 1280, "height": 800},
+        client_certificates=[
+            {"origin": server.url, "certPath": str(certificate), "keyPath": str(key)}
+        ],
+    )
+    errors: list[str] = []
+    page = context.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto("/dashboard/signin")
+    page.screenshot(path=shots / "signin-certificate-desktop.png", full_page=True)
+    page.click("#certificate-signin button")
+    page.wait_for_url("**/dashboard")
+    assert "line-7" in (page.text_content(".who") or "")
+    cookie = next(c for c in context.cookies() if c["name"] == "kf_session")
+    assert (cookie["httpOnly"], cookie["secure"], cookie["sameSite"]) == (True, True, "Strict")
+    page.goto("/dashboard/batches")
+    assert page.locator("#batches").count() == 1
+    page.click(".signout button")
+    page.wait_for_url("**/dashboard/signin")
+    context.close()
+    assert errors == []
+
+
+def test_admin_revokes_a_token_and_its_session_ends(
+    browser: playwright_api.Browser, dashboard_server: tuple[Server, dict[Role, str]]
+) -> None:
+    """A token made and revoked on the admin page: the session opened with it ends at once."""
+    server, tokens = dashboard_server
+    admin = Watched(browser, server.url, VIEWPORTS["desktop"])
+    admin.sign_in(tokens[Role.ADMIN])
+    admin.page.goto("/dashboard/admin")
+    admin.page.fill("input[name=name]", "night-shift")
+    admin.page.select_option("select[name=role]", "auditor")
+    admin.page.click("form.card button")
+    secret = (admin.page.text_content("#new-token") or "").strip()
+    auditor = Watched(browser, server.url, VIEWPORTS["phone"])
+    auditor.sign_in(secret)
+    assert "night-shift" in (auditor.page.text_content(".who") or "")
+
+    admin.page.goto("/dashboard/admin")
+    row = admin.page.locator("#tokens tr", has=admin.page.locator("td", has_text="night-shift"))
+    row.locator("button").click()
+    admin.page.wait_for_url("**/dashboard/admin")
+    assert "revoked" in (row.text_content() or "")
+    auditor.page.goto("/dashboard")
+    assert auditor.page.url.endswith("/dashboard/signin")  # the revoked token's session is over
+    for opened in (admin, auditor):
+        opened.context.close()
+        assert opened.errors == [], opened.errors

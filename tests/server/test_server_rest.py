@@ -153,7 +153,13 @@ def test_batches_list_and_cancel(admin: httpx.Client, server: Server, batch: str
     assert listed["b4"]["devices_per_second"] is None
     cancelled = admin.post("/api/v1/batches/b4/cancel")
     assert cancelled.status_code == 200, cancelled.text
-    assert cancelled.json() == {"name": "b4", "changed": True, "released": 2, "issued": 0}
+    assert cancelled.json() == {
+        "name": "b4",
+        "changed": True,
+        "released": 2,
+        "issued": 0,
+        "stopped": False,
+    }
     assert admin.post("/api/v1/batches/b4/cancel").json()["changed"] is False
     refused = admin.post("/api/v1/batches/b4/resume")
     assert refused.status_code == 409

@@ -90,7 +90,8 @@ def build_app(only: str | None = None) -> typer.Typer:
     command = typer.Typer(
         name="keyfab",
         cls=KeyfabGroup,
-        help="Hardware root of trust and device provisioning: PKI, batches, audit, lifecycle, attestation, the device API.",
+        help="Hardware root of trust and device provisioning: PKI, batches, audit, "
+        "lifecycle, attestation, the device API.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,

@@ -70,7 +70,7 @@ def cancel(ctx: typer.Context, name: str = typer.Argument(..., help="The batch."
 
     Issued devices keep their recorded certificates and stay 'issued' (revoke
     them if they will not ship); 'keyfab provision resume' refuses a cancelled
-    batch. Run it when no station is provisioning the batch.
+    batch. A station provisioning the batch stops after the chunk in hand.
     """
     from keyfab.provision import cancel_batch
 

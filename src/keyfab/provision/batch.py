@@ -13,12 +13,15 @@ two kinds, so every slot ends provisioned exactly once.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import multiprocessing
 import signal
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import bindparam, insert, select, update
@@ -32,6 +35,7 @@ from keyfab.clock import utc_now
 from keyfab.errors import ConfigError, ConflictError, KeyfabError, NotFoundError
 from keyfab.names import check_name
 from keyfab.pki import CertificateAuthority
+from keyfab.provision import _runs
 from keyfab.provision.devices import device_options, open_device
 from keyfab.provision.flow import Issuance, issue_device, write_back
 from keyfab.provision.recipe import MAX_SERIAL, Recipe, load_objects, parse_recipe
@@ -68,6 +72,9 @@ _UNWRITTEN = (
 )
 MAX_BATCH = 10_000_000
 MAX_WORKERS = 256
+CANCELLED = "cancelled"
+STOP_WAIT = 30.0
+"""How long a cancel waits for this process's run of the batch to finish its chunk."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,11 @@ class Outcome:
 
     provisioned: int
     failures: tuple[tuple[str, str], ...] = ()
+    stopped: bool = False  # the batch was cancelled: this chunk did nothing
+
+
+class _CancelledError(Exception):
+    """The batch was cancelled before this chunk could be recorded."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,7 @@ class Summary:
     provisioned: int
     failed: int
     failures: tuple[tuple[str, str], ...]
+    stopped: bool = False  # cancelled while running: it stopped after its chunk in hand
 
 
 def create_batch(
@@ -200,7 +213,29 @@ class Station:
         self.chain = [c.public_bytes(Encoding.DER) for c in self.ca.full_chain()]
 
     def run(self, device_ids: Sequence[int]) -> Outcome:
-        """Provision the devices of one chunk (in whatever state a crash left them)."""
+        """Provision the devices of one chunk (in whatever state a crash left them).
+
+        A cancelled batch is a stop signal: checked before the chunk starts and
+        again in the transaction that would record it (``_record_chunk``).
+        """
+        if self.cancelled():
+            return Outcome(0, stopped=True)
+        rots: dict[int, RootOfTrust] = {}
+        try:
+            return self._run(device_ids, rots)
+        except _CancelledError:
+            return Outcome(0, stopped=True)
+        finally:
+            for rot in rots.values():
+                rot.close()
+
+    def cancelled(self) -> bool:
+        """Whether the batch has been cancelled (a primary-key read)."""
+        with self.registry.lookup() as connection:
+            state = connection.scalar(select(Batch.state).where(Batch.id == self.batch_id))
+        return state == CANCELLED
+
+    def _run(self, device_ids: Sequence[int], rots: dict[int, RootOfTrust]) -> Outcome:
         with self.registry.reading() as session:
             devices = session.execute(
                 select(Device.id, Device.serial, Device.slot, Device.state).where(
@@ -208,7 +243,6 @@ class Station:
                 )
             ).all()
         failures: list[tuple[str, str]] = []
-        rots: dict[int, RootOfTrust] = {}
         serials = {device_id: serial for device_id, serial, _, _ in devices}
         for device_id, serial, slot, _ in devices:
             assert slot is not None  # every device of a batch has its slot
@@ -224,8 +258,6 @@ class Station:
         resumed = [d for d, _, _, state in devices if state == DeviceState.ISSUED and d in rots]
         certificates.update(self._recorded_certificates(resumed))
         done = self._write_back(rots, certificates, serials, failures)
-        for rot in rots.values():
-            rot.close()
         return Outcome(done, tuple(failures))
 
     def _issue(
@@ -315,6 +347,11 @@ class Station:
         """One transaction: device rows, failures, certificates and their audit events."""
         certificates = [cert for item in issued for cert in item.certificates]
         with self.registry.transaction() as session:
+            state = session.scalar(  # FOR SHARE: a cancel (FOR UPDATE) waits, or we do
+                select(Batch.state).where(Batch.id == self.batch_id).with_for_update(read=True)
+            )
+            if state == CANCELLED:
+                raise _CancelledError  # what this chunk signed is never recorded, never leaves
             events: list[audit.Entry] = []
             if issued:
                 session.execute(
@@ -442,6 +479,7 @@ def outstanding(workspace: Workspace, batch_name: str) -> list[int]:
 
 
 _station: Station | None = None
+_stop: Any = None  # the pool's multiprocessing Event, inherited by the forked workers
 
 
 def _die_with_parent() -> None:
@@ -462,6 +500,8 @@ def _start_worker(home: str, batch_name: str) -> None:
 
 def _run_chunk(device_ids: list[int]) -> Outcome:
     assert _station is not None
+    if _stop is not None and _stop.is_set():
+        return Outcome(0, stopped=True)
     return _station.run(device_ids)
 
 
@@ -471,31 +511,69 @@ def run_batch(
     workers: int = 1,
     on_progress: Callable[[int], None] = lambda n: None,
 ) -> Summary:
-    """Provision every outstanding device of a batch; safe to call again after a crash."""
+    """Provision every outstanding device of a batch; safe to call again after a crash.
+
+    A cancel stops it between chunks: ``cancel_batch`` in this process through
+    the run's stop event, from anywhere else through the batch's state.
+    """
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}")
     todo = outstanding(workspace, batch_name)
     chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
     failures: list[tuple[str, str]] = []
-    for outcome in _outcomes(workspace, batch_name, chunks, workers):
-        failures += outcome.failures
-        on_progress(outcome.provisioned + len(outcome.failures))
+    stopped = False
+    with _runs.running(batch_name) as run:
+        for outcome in _outcomes(workspace, batch_name, chunks, workers, run.stop):
+            failures += outcome.failures
+            stopped = stopped or outcome.stopped
+            on_progress(outcome.provisioned + len(outcome.failures))
+    if stopped:
+        return _stopped(workspace, batch_name, tuple(failures))
     return _finish(workspace, batch_name, tuple(failures))
 
 
 def _outcomes(
-    workspace: Workspace, batch_name: str, chunks: list[list[int]], workers: int
+    workspace: Workspace,
+    batch_name: str,
+    chunks: list[list[int]],
+    workers: int,
+    stop: threading.Event,
 ) -> Iterable[Outcome]:
+    """Each chunk's outcome; after a stopped one, none (one process) or quick no-ops (a pool)."""
     if workers == 1 or len(chunks) <= 1:
         station = Station(workspace, batch_name)
         try:
-            yield from map(station.run, chunks)
+            for chunk in chunks:
+                outcome = Outcome(0, stopped=True) if stop.is_set() else station.run(chunk)
+                yield outcome
+                if outcome.stopped:
+                    return
         finally:
             station.close()
         return
+    global _stop
     context = multiprocessing.get_context("fork")
-    with context.Pool(workers, _start_worker, (str(workspace.home), batch_name)) as pool:
-        yield from pool.imap_unordered(_run_chunk, chunks)
+    _stop = context.Event()  # made before the fork, so every worker shares it
+    try:
+        with context.Pool(workers, _start_worker, (str(workspace.home), batch_name)) as pool:
+            for outcome in pool.imap_unordered(_run_chunk, chunks):
+                if stop.is_set() or outcome.stopped:
+                    _stop.set()  # the chunks still queued return at once
+                yield outcome
+    finally:
+        _stop = None
+
+
+def _stopped(
+    workspace: Workspace, batch_name: str, failures: tuple[tuple[str, str], ...]
+) -> Summary:
+    """The summary of a run that a cancel stopped: counts as the registry has them."""
+    with workspace.registry() as registry, registry.reading() as session:
+        batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one()
+        counts = queries.state_counts(session, batch.id)
+    provisioned = counts.get(DeviceState.PROVISIONED, 0)
+    return Summary(batch_name, batch.count, provisioned, counts.get(DeviceState.FAILED, 0),
+                   failures, stopped=True)  # fmt: skip
 
 
 def _finish(
@@ -530,9 +608,6 @@ def _close_batch(
         authority.checkpoint(session)  # auditors get a signed head, witnessed once committed
 
 
-CANCELLED = "cancelled"
-
-
 @dataclass(frozen=True)
 class Cancellation:
     """What cancelling a batch did.
@@ -540,32 +615,51 @@ class Cancellation:
     ``released``: pending devices now ``cancelled`` (nothing was issued for them).
     ``issued``: devices whose certificates are recorded but not written back;
     they stay ``issued`` and are not finished (revoke them if they never ship).
-    ``changed`` is false when the batch was already cancelled.
+    ``changed`` is false when the batch was already cancelled; ``stopped`` says
+    that a run of it in this process was stopped first.
     """
 
     batch: str
     changed: bool
     released: int
     issued: int
+    stopped: bool = False
 
 
-def cancel_batch(workspace: Workspace, batch_name: str, *, by: str) -> Cancellation:
-    """Stop a batch for good: release its pending devices, record one ``batch.cancelled``.
+def cancel_batch(
+    workspace: Workspace, batch_name: str, *, by: str, wait: float = STOP_WAIT
+) -> Cancellation:
+    """Stop a batch for good: stop its runs, release its pending devices, record one event.
+
+    A run of the batch in this process (the service's) is asked to stop and
+    given ``wait`` seconds to finish its chunk in hand; if it cannot, nothing
+    changes and the refusal (409 ``batch-running``) says to try again. Runs
+    elsewhere stop at their next chunk: each reads the batch's state first and
+    again, under a shared lock on the batch row, before it records anything.
 
     Pending devices become ``cancelled`` rather than being deleted: their serials
     were reserved and announced by ``batch.started``, and a kept row keeps each
     serial from ever being handed out again and explains every gap. Nothing
     issued is touched: those certificates are recorded, so no certificate goes
-    unaccounted for. Cancel a batch when no station is running it.
+    unaccounted for.
     """
+    stopped = _runs.stop(batch_name, wait)
+    if stopped is False:
+        raise ConflictError(
+            f"batch {batch_name!r} did not stop within {wait:g} s: try again",
+            slug="batch-running",
+        )
     with workspace.registry() as registry, registry.transaction() as session:
-        return _cancel(session, workspace, registry, batch_name, by)
+        done = _cancel(session, workspace, registry, batch_name, by)
+    return dataclasses.replace(done, stopped=bool(stopped))
 
 
 def _cancel(
     session: Session, workspace: Workspace, registry: Registry, batch_name: str, by: str
 ) -> Cancellation:
-    batch = session.scalars(select(Batch).where(Batch.name == batch_name)).one_or_none()
+    batch = session.scalars(
+        select(Batch).where(Batch.name == batch_name).with_for_update()  # see _record_chunk
+    ).one_or_none()
     if batch is None:
         raise NotFoundError(f"no batch named {batch_name!r}", slug="batch-not-found")
     if batch.state == CANCELLED:

@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "keyfab_read_only"
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011")
+REVISIONS = (
+    *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011"),
+    "0012",
+)
 """Every schema revision this keyfab knows, oldest first (a test checks the scripts).
 
 Knowing them here means opening an up-to-date registry never imports Alembic.

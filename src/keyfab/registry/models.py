@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -397,3 +398,40 @@ class AttestationResult(Base):
     restart_count: Mapped[int | None] = mapped_column(BigInteger)
     clock: Mapped[int | None] = mapped_column(BigInteger)  # milliseconds
     firmware_version: Mapped[str | None] = mapped_column(String(16))  # u64, hex
+
+
+class DeviceCount(Base):
+    """How many devices are in one (batch, state, attestation) cell (migration 0012).
+
+    Kept by triggers on ``devices`` (never written by keyfab's code), so the
+    fleet and batch pages add a few hundred counter rows instead of counting a
+    million devices. ``batch_id`` 0 stands for devices without a batch. On
+    PostgreSQL each backend adds to the row of its own ``slot`` (its process id
+    modulo 16), so concurrent stations do not queue on one hot row; readers sum
+    the slots. SQLite has one writer at a time and always uses slot 0.
+    """
+
+    __tablename__ = "device_counts"
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    batch_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    attestation: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeviceTimeline(Base):
+    """How many devices of a batch fall in one UTC minute (migration 0012), by what happened.
+
+    ``kind`` ``provisioned`` counts devices by ``provisioned_at``; ``trusted``
+    counts devices whose newest attestation is trusted by ``attested_at`` (so
+    "stale" is a sum of old minutes). ``minute`` is ``YYYY-MM-DD HH:MM``: an
+    hour or a day is a prefix of it. Kept by the same triggers, slotted the same way.
+    """
+
+    __tablename__ = "device_timeline"
+    __table_args__ = (Index("ix_device_timeline_minute", "kind", "minute"),)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    batch_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    minute: Mapped[str] = mapped_column(String(16), primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(BigInteger)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from cryptography import x509
-from sqlalchemy import ColumnElement, Row, Select, func, select, text
+from sqlalchemy import ColumnElement, Select, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
@@ -37,6 +37,9 @@ from keyfab.registry.models import (
     Certificate,
     DashboardSession,
     Device,
+    DeviceCount,
+    DeviceState,
+    DeviceTimeline,
     Release,
     Setting,
 )
@@ -281,39 +284,62 @@ class BatchSummary:
         return self.devices.get("provisioned", 0) / max(seconds, 1.0)
 
 
-_StateRow = Row[int | None, str, int, datetime.datetime | None]
+def _per_state(session: Session, batch_id: int | None = None) -> Sequence[tuple[int, str, int]]:
+    """(batch id, state, devices) for one batch or every batch, from the counters (0012)."""
+    total = func.sum(DeviceCount.n)
+    query = select(DeviceCount.batch_id, DeviceCount.state, total).group_by(
+        DeviceCount.batch_id, DeviceCount.state
+    )
+    where = DeviceCount.batch_id != 0 if batch_id is None else DeviceCount.batch_id == batch_id
+    rows = session.execute(query.where(where).having(total != 0))
+    return [(int(b), str(state), int(n)) for b, state, n in rows]
 
 
-def _per_state(session: Session, batch_id: int | None = None) -> Sequence[_StateRow]:
-    """(batch id, state, devices, newest provisioned_at) for one batch or every batch."""
-    query = select(
-        Device.batch_id, Device.state, func.count(), func.max(Device.provisioned_at)
-    ).group_by(Device.batch_id, Device.state)
-    where = Device.batch_id.is_not(None) if batch_id is None else Device.batch_id == batch_id
-    return session.execute(query.where(where)).all()
+def _newest(session: Session, batch_ids: Sequence[int]) -> dict[int, datetime.datetime]:
+    """Each batch's newest provisioning time: two index seeks per batch, whatever its size.
+
+    Only provisioned and revoked devices have one; with the batch and state
+    fixed, the newest is the last entry of ``ix_devices_batch_state`` (read
+    backwards, one row: an ``ORDER BY ... LIMIT 1`` both engines answer by a seek).
+    """
+
+    def newest(state: DeviceState) -> Any:
+        at = Device.provisioned_at
+        return (
+            select(at)
+            .where(Device.batch_id == Batch.id, Device.state == state, at.is_not(None))
+            .order_by(at.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    query = select(Batch.id, newest(DeviceState.PROVISIONED), newest(DeviceState.REVOKED))
+    found: dict[int, datetime.datetime] = {}
+    for batch_id, *times in session.execute(query.where(Batch.id.in_(list(batch_ids)))):
+        known = [as_utc(t) for t in times if t is not None]
+        if known:
+            found[int(batch_id)] = max(known)
+    return found
 
 
-def _summaries(batches: Sequence[Batch], rows: Sequence[_StateRow]) -> list[BatchSummary]:
+def _summaries(session: Session, batches: Sequence[Batch], one: int | None) -> list[BatchSummary]:
     states: dict[int, dict[str, int]] = {}
-    newest: dict[int, datetime.datetime] = {}
-    for batch_id, state, count, last in rows:
-        assert batch_id is not None  # _per_state leaves devices without a batch out
-        states.setdefault(batch_id, {})[str(state)] = int(count)
-        if last is not None:
-            newest[batch_id] = max(last, newest.get(batch_id, last))
+    for batch_id, state, count in _per_state(session, one):
+        states.setdefault(batch_id, {})[state] = count
+    newest = _newest(session, [b.id for b in batches])
     return [BatchSummary(b, states.get(b.id, {}), newest.get(b.id)) for b in batches]
 
 
 def state_counts(session: Session, batch_id: int) -> dict[str, int]:
     """How many of a batch's devices are in each state (inside the caller's session)."""
-    return {str(state): int(count) for _, state, count, _ in _per_state(session, batch_id)}
+    return {state: count for _, state, count in _per_state(session, batch_id)}
 
 
 def batches(registry: Registry) -> Sequence[BatchSummary]:
-    """Every batch, oldest first, with its devices per state: two queries in all."""
+    """Every batch, oldest first, with its devices per state: three queries in all."""
     with registry.reading() as session:
         found = session.scalars(select(Batch).order_by(Batch.id)).all()
-        return _summaries(found, _per_state(session))
+        return _summaries(session, found, None)
 
 
 def batch_summary(registry: Registry, name: str) -> BatchSummary:
@@ -322,7 +348,7 @@ def batch_summary(registry: Registry, name: str) -> BatchSummary:
         batch = session.scalars(select(Batch).where(Batch.name == name)).one_or_none()
         if batch is None:
             raise NotFoundError(f"no batch named {name!r}", slug="batch-not-found")
-        (summary,) = _summaries([batch], _per_state(session, batch.id))
+        (summary,) = _summaries(session, [batch], batch.id)
         return summary
 
 
@@ -512,22 +538,34 @@ def attestation_history(registry: Registry, serial: str, limit: int = 100) -> At
 def attestation_counts(registry: Registry, stale_after: datetime.timedelta) -> dict[str, int]:
     """Devices per attestation state now; ``trusted`` ones attested before the cutoff are stale.
 
-    Both counts are scans of ``ix_devices_attestation`` (state, attested_at):
-    stale is a range in it, so nothing is rewritten as results age.
+    Totals come from the counters (migration 0012). Stale is the sum of the
+    ``trusted`` minutes before the cutoff's minute plus the devices attested
+    within that minute before the cutoff, a range of ``ix_devices_attestation``:
+    nothing is rewritten as results age, and no scan grows with the fleet.
     """
     cutoff = utc_now() - stale_after
+    minute = _minute(cutoff)
     with registry.reading() as session:
         rows = session.execute(
-            select(Device.attestation, func.count()).group_by(Device.attestation)
+            select(DeviceCount.attestation, func.sum(DeviceCount.n)).group_by(
+                DeviceCount.attestation
+            )
         ).all()
-        stale = session.scalar(
+        older = session.scalar(
+            select(func.sum(DeviceTimeline.n)).where(
+                DeviceTimeline.kind == AttestationState.TRUSTED, DeviceTimeline.minute < minute
+            )
+        )
+        within = session.scalar(
             select(func.count()).where(
-                Device.attestation == AttestationState.TRUSTED, Device.attested_at < cutoff
+                Device.attestation == AttestationState.TRUSTED,
+                Device.attested_at >= _start(minute),
+                Device.attested_at < cutoff,
             )
         )
     counts = {state.value: 0 for state in AttestationState}
     counts.update({str(state): int(n) for state, n in rows})
-    counts[AttestationState.STALE] = int(stale or 0)
+    counts[AttestationState.STALE] = int(older or 0) + int(within or 0)
     counts[AttestationState.TRUSTED] -= counts[AttestationState.STALE]
     return counts
 
@@ -670,37 +708,32 @@ NO_PRODUCT = "(no batch)"
 
 
 def fleet(registry: Registry) -> Fleet:
-    """The fleet's counts: a grouped scan of ``ix_devices_batch_state`` and the batches."""
+    """The fleet's counts: the device counters (migration 0012) summed, and the batches."""
+    total = func.sum(DeviceCount.n)
     with registry.reading() as session:
-        products = dict(session.execute(select(Batch.id, Batch.product)).tuples().all())
+        products = dict(session.execute(select(Batch.id, Batch.product)).all())
         rows = session.execute(
-            select(Device.batch_id, Device.state, func.count()).group_by(
-                Device.batch_id, Device.state
-            )
+            select(DeviceCount.batch_id, DeviceCount.state, total)
+            .group_by(DeviceCount.batch_id, DeviceCount.state)
+            .having(total != 0)
         ).all()
     by_state: dict[str, int] = {}
     by_product: dict[str, dict[str, int]] = {}
     for batch_id, state, count in rows:
-        product = NO_PRODUCT if batch_id is None else products.get(batch_id, NO_PRODUCT)
-        by_state[state] = by_state.get(state, 0) + count
+        product = products.get(batch_id, NO_PRODUCT)  # batch 0: devices without a batch
+        by_state[state] = by_state.get(state, 0) + int(count)
         per = by_product.setdefault(product, {})
-        per[state] = per.get(state, 0) + count
+        per[state] = per.get(state, 0) + int(count)
     return Fleet(by_state, by_product, sum(by_state.values()))
 
 
 PERIODS = {"minute": 16, "hour": 13, "day": 10}
-"""The periods a throughput chart counts by, and the length of their ISO prefix."""
+"""The periods a throughput chart counts by, and the length of their prefix of a minute."""
 
 
-def _period(registry: Registry, column: Any, period: str) -> ColumnElement[Any]:
-    """The start of the period a time falls in, as the engine can compute it cheaply.
-
-    SQLite stores times as ISO text, so a period is a prefix (no date parsing
-    per row: ``strftime`` over a million rows costs seconds); PostgreSQL truncates.
-    """
-    if registry.engine.dialect.name == "sqlite":
-        return func.substr(column, 1, PERIODS[period])
-    return func.to_char(func.date_trunc(period, func.timezone("UTC", column)), "YYYY-MM-DD HH24:MI")
+def _minute(moment: datetime.datetime) -> str:
+    """The counters' key for the UTC minute ``moment`` falls in (``YYYY-MM-DD HH:MM``)."""
+    return as_utc(moment).strftime("%Y-%m-%d %H:%M")
 
 
 def _start(text_: str) -> datetime.datetime:
@@ -723,21 +756,24 @@ def throughput(
     since: datetime.datetime,
     period: str,
 ) -> Throughput:
-    """Provisioned devices per ``period`` (minute, hour, day) since ``since``, of one batch or all.
+    """Provisioned devices per ``period`` (minute, hour, day) from the minute of ``since``.
 
-    A range of ``ix_devices_batch_state`` (one batch) or ``ix_devices_provisioned_at``:
-    devices provisioned before ``since`` are never read.
+    Sums of the per-minute counters (migration 0012): a range of their primary
+    key (one batch) or of ``ix_device_timeline_minute``; each period is a
+    prefix of the minute, so no date is parsed per row on either engine.
     """
-    bucket = _period(registry, Device.provisioned_at, period).label("bucket")
+    bucket = func.substr(DeviceTimeline.minute, 1, PERIODS[period]).label("bucket")
+    total = func.sum(DeviceTimeline.n)
     query = (
-        select(bucket, func.count())
-        .where(Device.provisioned_at >= since)
+        select(bucket, total)
+        .where(DeviceTimeline.kind == "provisioned", DeviceTimeline.minute >= _minute(since))
         .group_by(bucket)
+        .having(total != 0)
         .order_by(bucket)
     )
     with registry.reading() as session:
         if batch is not None:
-            query = query.where(Device.batch_id == _batch_id(session, batch))
+            query = query.where(DeviceTimeline.batch_id == _batch_id(session, batch))
         rows = session.execute(query).all()
     return Throughput(period, [(_start(str(b)), int(n)) for b, n in rows])
 

@@ -148,6 +148,9 @@ class BatchCancellation(BaseModel):
     changed: bool = Field(description="False if it was already cancelled: nothing changed.")
     released: int = Field(description="Pending devices now 'cancelled'.")
     issued: int = Field(description="Issued devices left as they are (certificates recorded).")
+    stopped: bool = Field(
+        False, description="A run of the batch on this service was stopped after its chunk."
+    )
 
 
 class AuditStatus(BaseModel):
