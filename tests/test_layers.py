@@ -41,6 +41,8 @@ LAYERS = [
     ("server", ("cli",)),
     # the device side: no CA key, registry or audit log is reachable from it
     ("device", ("registry", "authority", "provision", "cmp", "server", "cli", "audit", "pki")),
+    # the agent stands on device and rot (and an HTTP client): never on the factory's side
+    ("agent", ("registry", "authority", "provision", "cmp", "server", "cli", "audit", "pki")),
 ]
 DEVICE_KEY_SIGNERS = {"cli/device.py"}
 """Front ends whose ``.sign()`` is the device's own key via keyfab.device (no CA key: LAYERS)."""

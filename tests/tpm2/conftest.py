@@ -139,8 +139,9 @@ def manufacture(state: Path, ca: LocalCa) -> None:
     )
 
 
-def start_swtpm(state: Path, ca: LocalCa) -> Swtpm:
-    port = free_port_pair()
+def start_swtpm(state: Path, ca: LocalCa, port: int | None = None) -> Swtpm:
+    """A swtpm on ``state``; ``port``: the same port again (a restarted TPM, same TCTI)."""
+    port = port or free_port_pair()
     ctrl = port + 1
     process = subprocess.Popen(
         [

@@ -44,6 +44,7 @@ _SUBCOMMANDS = {
     "attest": ("keyfab.cli.attest", "app", True),
     "report": ("keyfab.cli.report", "app", True),
     "device": ("keyfab.cli.device", "app", True),
+    "agent": ("keyfab.cli.agent", "app", True),
 }
 
 
@@ -89,7 +90,8 @@ def build_app(only: str | None = None) -> typer.Typer:
     command = typer.Typer(
         name="keyfab",
         cls=KeyfabGroup,
-        help="Hardware root of trust and device provisioning: PKI, batches, audit, lifecycle, attestation, the device API.",
+        help="Hardware root of trust and device provisioning: PKI, batches, audit, "
+        "lifecycle, attestation, the device API.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,

@@ -17,7 +17,10 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from keyfab.agent.client import AgentClient
+from keyfab.agent.status import device_status
 from keyfab.cli._output import JSON_OPTION, emit_json, errors
+from keyfab.cli.agent_render import render_status
 from keyfab.device import DeviceApi
 from keyfab.device.config import DEFAULT_CONFIG, load_config
 from keyfab.device.policy import read_public_key, sign_policy
@@ -44,10 +47,22 @@ Config = Annotated[
 Label = Annotated[str, typer.Option("--label", help="Key label in the root of trust.")]
 In = Annotated[Path | None, typer.Option("--in", "-i", help="Input file [default: stdin].")]
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Output file [default: stdout].")]
+Socket = Annotated[
+    Path | None,
+    typer.Option(
+        "--socket",
+        envvar="KEYFAB_AGENT_SOCKET",
+        help="Go through keyfab agent on this Unix socket instead of opening the device.",
+    ),
+]
 
 
-def _open(rot: str | None, state_dir: Path | None, config: Path) -> DeviceApi:
-    """--rot wins; otherwise the device config file."""
+def _open(
+    rot: str | None, state_dir: Path | None, config: Path, socket: Path | None = None
+) -> DeviceApi | AgentClient:
+    """--socket (the agent) wins, then --rot; otherwise the device config file."""
+    if socket is not None:
+        return AgentClient(socket)
     if rot is not None:
         return DeviceApi.open(rot, state_dir=state_dir or Path.cwd())
     if not config.exists():
@@ -90,10 +105,11 @@ def sign(
     rot: Rot = None,
     state_dir: StateDir = None,
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
 ) -> None:
     """Sign a file (or --digest): DER ECDSA or RSA-PSS, like 'openssl dgst -sign'."""
     message = None if digest is not None else _read(source, "message")
-    with _open(rot, state_dir, config) as device:
+    with _open(rot, state_dir, config, socket) as device:
         _write(out, device.sign(label, message=message, digest=_digest(digest)))
 
 
@@ -108,11 +124,12 @@ def verify(
     rot: Rot = None,
     state_dir: StateDir = None,
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
 ) -> None:
     """Check a signature by a device key; exit 1 if it does not verify."""
     message = None if digest is not None else _read(source, "message")
     sig = read_bounded(signature, 4096, "signature")
-    with _open(rot, state_dir, config) as device:
+    with _open(rot, state_dir, config, socket) as device:
         good = device.verify(label, sig, message=message, digest=_digest(digest))
     if not good:
         errors.print("Verification failure", highlight=False)
@@ -130,9 +147,10 @@ def ecdh(
     rot: Rot = None,
     state_dir: StateDir = None,
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
 ) -> None:
     """ECDH with a device key, then HKDF-SHA256: the derived key."""
-    with _open(rot, state_dir, config) as device:
+    with _open(rot, state_dir, config, socket) as device:
         _write(out, device.ecdh(label, read_public_key(peer), info=info.encode(), length=length))
 
 
@@ -144,9 +162,10 @@ def random(
     rot: Rot = None,
     state_dir: StateDir = None,
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
 ) -> None:
     """Random bytes from the root of trust, like 'openssl rand'."""
-    with _open(rot, state_dir, config) as device:
+    with _open(rot, state_dir, config, socket) as device:
         data = device.random(count)
     _write(out, (data.hex() + "\n").encode() if hex_out else data)
 
@@ -158,10 +177,11 @@ def counter(
     rot: Rot = None,
     state_dir: StateDir = None,
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Read (or --increment) a monotonic counter."""
-    with _open(rot, state_dir, config) as device:
+    with _open(rot, state_dir, config, socket) as device:
         value = device.increment(name) if increment else device.counter(name)
     if as_json:
         emit_json({"counter": name, "value": value})
@@ -177,9 +197,10 @@ def public_key(
     rot: Rot = None,
     state_dir: StateDir = None,
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
 ) -> None:
     """A device key's public key (SubjectPublicKeyInfo)."""
-    with _open(rot, state_dir, config) as device:
+    with _open(rot, state_dir, config, socket) as device:
         spki = device.public_key(label)
     if not der:
         key = serialization.load_der_public_key(spki)
@@ -195,9 +216,10 @@ def certificate(
     rot: Rot = None,
     state_dir: StateDir = None,
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
 ) -> None:
     """The device's identity certificate and chain, PEM, leaf first."""
-    with _open(rot, state_dir, config) as device:
+    with _open(rot, state_dir, config, socket) as device:
         chain = device.certificate()
     _write(
         out,
@@ -215,10 +237,11 @@ def lock(
     rot: Rot = None,
     state_dir: StateDir = None,
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
 ) -> None:
     """Bind data to this device (and on a TPM to a maker-approved boot state)."""
     data = _read(source, "data")
-    with _open(rot, state_dir, config) as device:
+    with _open(rot, state_dir, config, socket) as device:
         _write(out, device.lock(data))
 
 
@@ -229,10 +252,11 @@ def unlock(
     rot: Rot = None,
     state_dir: StateDir = None,
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
 ) -> None:
     """Recover data locked by this device; refused for another device's or a changed blob."""
     blob = _read(source, "locked blob")
-    with _open(rot, state_dir, config) as device:
+    with _open(rot, state_dir, config, socket) as device:
         _write(out, device.unlock(blob))
 
 
@@ -262,8 +286,24 @@ def policy_sign(
 def policy_apply(
     source: Annotated[Path, typer.Argument(help="The signed policy file.")],
     config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
 ) -> None:
     """Device side: check a maker-signed policy and keep it (needs the device config)."""
-    with DeviceApi.from_config(load_config(config)) as device:
+    with _open(None, None, config, socket) as device:
         kept = device.apply_policy(read_bounded(source, 4096, "PCR policy"))
     typer.echo(f"policy kept in {kept}")
+
+
+@app.command()
+def status(
+    config: Config = DEFAULT_CONFIG,
+    socket: Socket = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Identity, certificate expiry, last attestation, tamper state (from the agent, or
+    read from the device's state when no agent answers)."""
+    report = device_status(config, socket)
+    if as_json:
+        emit_json(report)
+    else:
+        render_status(report)

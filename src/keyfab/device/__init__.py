@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -137,6 +138,13 @@ class DeviceApi:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[RootOfTrust]:
+        """The root of trust to oneself, for what this class does not wrap (the agent's
+        attestation quote): no other call runs meanwhile."""
+        with self._lock:
+            yield self.rot
 
     def _serial(self, call: Callable[[], _T]) -> _T:
         with self._lock:

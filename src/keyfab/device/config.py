@@ -1,8 +1,8 @@
 """The device configuration file (``/etc/keyfab/device.toml``), shared by the CLI and agent.
 
 Strict like recipes: an unknown key is an error naming it. ``[agent]``,
-``[tamper]`` and ``[boot]`` belong to the agent (``keyfab agent``) and pass
-through here unread::
+``[tamper]`` and ``[boot]`` belong to the agent (``keyfab agent``): they pass
+through here and ``keyfab.agent.policy`` checks them as strictly::
 
     rot = "tpm2:tcti=device:/dev/tpmrm0"
     state_dir = "/var/lib/keyfab"

@@ -15,6 +15,7 @@ from keyfab.server import (
     MAX_BODY,
     api_attestation,
     api_batches,
+    api_device_events,
     api_devices,
     api_system,
     cmp,
@@ -56,6 +57,7 @@ def create_app(workspace: Workspace, *, max_body: int = MAX_BODY) -> FastAPI:
     app.include_router(api_system.router)
     app.include_router(api_devices.router, responses=problems.REST)
     app.include_router(api_attestation.router, responses={**problems.REST, **_CONFLICT})
+    app.include_router(api_device_events.router, responses=problems.REST)
     app.include_router(api_batches.router, responses={**problems.REST, **_CONFLICT})
     app.include_router(est.router)
     app.include_router(cmp.router)
