@@ -148,3 +148,24 @@ def test_forged_checkpoint_signature(db: tuple[Registry, Path], ca_pair: Any) ->
         )
     with registry.transaction() as session, pytest.raises(AuditError, match="bad signature"):
         audit.verify_checkpoints(session, [mfg.certificate])
+
+
+def test_unreadable_stored_fields_break_the_link_not_the_verifier(
+    db: tuple[Registry, Path],
+) -> None:
+    """A time that is no time, a hash with non-ASCII text, a number as a kind: each is
+    a broken link named by seq, never an exception out of the streaming reader."""
+    _sql(db[1], "UPDATE audit_events SET at = 'not a time' WHERE seq = 2")
+    assert _verify(db[0]).broken_at == 2
+    _sql(db[1], "UPDATE audit_events SET at = (SELECT at FROM audit_events WHERE seq = 1)")
+    _sql(db[1], "UPDATE audit_events SET hash = 'é' || substr(hash, 2) WHERE seq = 4")
+    assert _verify(db[0]).broken_at == 4
+
+
+def test_verify_reads_in_batches_smaller_than_the_log(db: tuple[Registry, Path]) -> None:
+    with db[0].reading() as session:
+        report = audit.verify(session, batch_size=2)
+    assert (report.ok, report.events) == (True, 5)
+    _sql(db[1], "UPDATE audit_events SET kind = 7 WHERE seq = 5")
+    with db[0].reading() as session:
+        assert audit.verify(session, batch_size=2).broken_at == 5

@@ -98,3 +98,22 @@ def test_a_run_that_cannot_stop_in_time_is_a_conflict(workspace: Workspace, tmp_
         assert run.stop.is_set()  # it was asked: it stops at its next chunk
     assert _states(workspace.home, "busy") == {"pending": 2}
     assert cancel_batch(workspace, "busy", by="test").released == 2  # once it has stopped
+
+
+def test_a_station_cancelled_mid_run_says_so(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'keyfab provision resume' whose batch another station cancels: exit 1, one line."""
+    import json
+
+    from .conftest import Keyfab
+
+    create_batch(workspace, RECIPE, tmp_path, "elsewhere", 3)
+    monkeypatch.setattr(Station, "cancelled", lambda self: True)  # cancelled as it starts
+    code, out, err = Keyfab(workspace.home)("provision", "resume", "elsewhere", "--json")
+    assert code == 1
+    assert err.strip() == "error: batch elsewhere was cancelled while this station ran it: " + (
+        "stopped after the chunk in hand (0 provisioned)"
+    )
+    assert json.loads(out)["stopped"] is True
+    assert _states(workspace.home, "elsewhere") == {"pending": 3}  # nothing was touched

@@ -90,14 +90,49 @@ def test_tables_show_totals_and_whole_identifiers(
     monkeypatch.setattr(_output.console, "_width", 60)
     create_batch(workspace, RECIPE, tmp_path, LONG, 5)
     keyfab = Keyfab(workspace.home)
-    code, out, _ = keyfab("devices", "list", "--limit", "2", "--offset", "1")
+    code, out, _ = keyfab("devices", "list", "--limit", "2", "--after", "AGW-00000001")
     assert code == 0
-    assert "devices (5)" in out
-    assert "showing 2-3 of 5; use --limit / --offset" in out
+    assert "devices (2 shown)" in out
     assert LONG in out
     assert "AGW-00000002" in out
+    assert "AGW-00000001" not in out
+    cursor = out.split("more: --cursor ")[1].split()[0]
+    code, out, _ = keyfab("devices", "list", "--limit", "2", "--cursor", cursor)
+    assert "AGW-00000004" in out
+    assert "more:" not in out
     assert LONG in keyfab("batches", "list")[1]
-    assert "showing" not in keyfab("devices", "list")[1]
+    assert "more:" not in keyfab("devices", "list")[1]
+
+
+def test_device_pages_follow_cursors_and_refuse_offsets(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    create_batch(workspace, RECIPE, tmp_path, "pg", 5)
+    keyfab = Keyfab(workspace.home)
+    code, out, err = keyfab("devices", "list", "--batch", "pg", "--limit", "3", "--json")
+    assert code == 0
+    first = [d["serial"] for d in json.loads(out)]
+    cursor = err.split("more: --cursor ")[1].split()[0]
+    _, out, err = keyfab(
+        "devices", "list", "-b", "pg", "--limit", "3", "--cursor", cursor, "--json"
+    )
+    second = [d["serial"] for d in json.loads(out)]
+    assert len(first) == 3
+    assert len(second) == 2
+    assert not set(first) & set(second)
+    assert "more:" not in err
+    code, _, err = keyfab("devices", "list", "--state", "failed", "--cursor", cursor)
+    assert code == 1
+    assert "other filters" in err
+    code, _, err = keyfab("devices", "list", "--offset", "1")
+    assert code == 1
+    assert "--offset was removed" in err
+    code, _, err = keyfab("devices", "list", "--cursor", "x" * 80)
+    assert code == 1
+    assert "not a cursor keyfab made" in err
+    code, _, err = keyfab("devices", "list", "--after", "NOPE-1")
+    assert code == 1
+    assert "no device with serial 'NOPE-1'" in err
 
 
 def test_subjects_are_readable_new_rows_and_old(workspace: Workspace, tmp_path: Path) -> None:

@@ -129,3 +129,57 @@ def test_upgrade_renames_est_device_certificates_and_indexes_expiry(tmp_path: Pa
     assert rows == {"a1": "ldevid", "b2": "idevid"}
     indexes = {i["name"] for i in inspect(registry.engine).get_indexes("certificates")}
     assert "ix_certificates_not_after" in indexes
+
+
+def test_upgrade_to_0013_keeps_devices_and_indexes_the_keyset_listings(tmp_path: Path) -> None:
+    """From an 0011 registry with devices in it: every row survives, the keyset
+    indexes exist, the single-column ones they replace are gone, and the keyset
+    plan on SQLite reads the new index instead of sorting."""
+    from alembic import command
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy import text as sql
+
+    from keyfab.registry import queries
+    from keyfab.registry.db import _alembic
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    when = "2026-01-01 00:00:00"
+    with engine.begin() as connection:
+        command.upgrade(_alembic(connection), "0011")
+        connection.execute(
+            sql(
+                "INSERT INTO batches (id, name, product, recipe, recipe_dir, count, state,"
+                " created_at) VALUES (1, 'b1', 'p', '', '', 30, 'finished', :t)"
+            ),
+            {"t": when},
+        )
+        for i in range(30):
+            connection.execute(
+                sql(
+                    "INSERT INTO devices (serial, batch_id, slot, state, created_at, attestation)"
+                    " VALUES (:s, 1, :i, :st, :t, 'never')"
+                ),
+                {"s": f"SN{i:03d}", "i": i, "st": "failed" if i % 3 else "provisioned", "t": when},
+            )
+    engine.dispose()
+    registry = Registry.open(url)
+    indexes = {i["name"] for i in inspect(registry.engine).get_indexes("devices")}
+    assert {"ix_devices_batch_keyset", "ix_devices_state_keyset"} <= indexes
+    assert {"ix_devices_batch_id", "ix_devices_state"}.isdisjoint(indexes)
+    page = queries.device_page(registry, batch="b1", state="provisioned", after=0, limit=4)
+    assert [row.device.serial for row in page.items] == ["SN000", "SN003", "SN006", "SN009"]
+    with registry.reading() as session:
+        plan = " ".join(
+            str(row[-1])
+            for row in session.execute(
+                sql(
+                    "EXPLAIN QUERY PLAN SELECT id FROM devices WHERE state = 'failed'"
+                    " AND id > 5 ORDER BY id LIMIT 3"
+                )
+            )
+        )
+        count = session.scalar(sql("SELECT count(*) FROM devices"))
+    assert "ix_devices_state_keyset" in plan
+    assert "TEMP B-TREE" not in plan
+    assert count == 30

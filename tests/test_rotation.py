@@ -34,7 +34,7 @@ def _device(workspace: Workspace, tmp_path: Path, batch: str) -> tuple[str, x509
     create_batch(workspace, RECIPE, tmp_path, batch, 1)
     run_batch(workspace, batch)
     with workspace.registry() as registry:
-        (row,) = queries.devices(registry, batch=batch).items
+        (row,) = queries.device_page(registry, batch=batch).items
         record = queries.device(registry, row.device.serial)
     return row.device.serial, x509.load_der_x509_certificate(record.certificates[0].der)
 

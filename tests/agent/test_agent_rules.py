@@ -122,3 +122,14 @@ def test_renewal_is_due_in_the_last_third_or_as_configured() -> None:
     assert due(certificate, datetime.timedelta(days=10)) == datetime.datetime(
         2026, 3, 22, tzinfo=datetime.UTC
     )
+
+
+def test_state_writes_keep_what_another_process_wrote(tmp_path: Path) -> None:
+    running, operator = AgentState(tmp_path), AgentState(tmp_path)
+    running.refuse("tamper at then")
+    operator.rearm()  # keyfab agent rearm while the agent still runs
+    running.note("attestation", {"verdict": "trusted"})
+    on_disk = AgentState(tmp_path).snapshot()
+    assert on_disk["refused"] is None
+    assert on_disk["attestation"]["verdict"] == "trusted"
+    assert (tmp_path / "agent-state.json").stat().st_mode & 0o777 == 0o600

@@ -65,17 +65,26 @@ def test_file_sensor_fires_once_per_transition(tmp_path: Path) -> None:
     value = tmp_path / "value"
     value.write_text("0\n")
     fired: list[str] = []
-    watch = tamper.Watch(tamper.FileSensor("case", value), 0.01, lambda s: fired.append(s.name))
+    watch = tamper.Watch(tamper.FileSensor("case", value), 0.005, lambda s: fired.append(s.name))
     watch.start()
+
+    def readings(n: int) -> None:
+        target = watch.polls + n
+        _until(lambda: watch.polls >= target)
+
     try:
+        readings(2)
+        assert fired == []
         value.write_text("1\n")
         _until(lambda: len(fired) == 1)
+        readings(5)
+        assert fired == ["case"]  # latched: no new event while it stays tampered
         value.write_text("0\n")
+        readings(3)
         value.write_text("1\n")
-        _until(lambda: len(fired) >= 1)
+        _until(lambda: len(fired) == 2)  # cleared, then tampered again: a new event
     finally:
         watch.stop()
-    assert fired[0] == "case"
 
 
 def test_gpio_v2_structures_and_calls(tmp_path: Path) -> None:

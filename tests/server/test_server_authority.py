@@ -74,7 +74,10 @@ def cli(home: Path) -> Keyfab:
 def _serials(home: Path) -> list[str]:
     registry = Workspace(home).registry()
     try:
-        return [row.device.serial for row in queries.devices(registry, batch=BATCH).items]
+        return [
+            row.device.serial
+            for row in queries.device_page(registry, batch=BATCH, limit=1000).items
+        ]
     finally:
         registry.dispose()
 

@@ -10,6 +10,7 @@ it) before it erases its keys.
 
 from __future__ import annotations
 
+import datetime
 import json
 import warnings
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from keyfab.agent.policy import load_settings
 from keyfab.authority import Authority, Role
 from keyfab.authority import tokens as store
 from keyfab.registry import Registry, queries
-from tests.server.conftest import Server, batch_device
+from tests.server.conftest import RECIPE, Server, batch_device
 
 pytestmark = pytest.mark.filterwarnings("ignore::keyfab.rot.soft.SoftRotWarning")
 EVENTS = "/api/v1/devices/{}/events"
@@ -126,5 +127,40 @@ def test_agent_enrols_renews_and_reports_tamper(
         ):
             client.sign("idevid", message=b"x")
         assert not (agent.settings.device.state_dir / "ldevid.key").exists()
+    finally:
+        agent.stop()
+
+
+def test_agent_learns_the_products_renewal_window(
+    server: Server, admin: httpx.Client, authority: Authority, tmp_path: Path
+) -> None:
+    """The agent thinks renewal is due at once (renew_before = the whole lifetime); the
+    product's default [ldevid] window (30 of 90 days) says no: the agent waits for it
+    instead of backing off blindly."""
+    serial = batch_device(server, admin, "agent-window", recipe=RECIPE)
+    token = tmp_path / "est-token"
+    token.write_text(_token(authority, "agent-window", serial))
+    rot = server.home / "devices" / "agent-window" / "000000"
+    config = tmp_path / "device.toml"
+    config.write_text(
+        f'rot = "soft:{rot}"\nstate_dir = "state"\nsocket = "agent.sock"\n'
+        f'server = "{server.url}"\n'
+        f'[agent]\nest_token = "{token}"\ntrust = "{server.trust}"\nrenew_before = "90d"\n'
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        agent = Agent(load_settings(config))
+    agent.start()
+    try:
+        lifecycle = agent.lifecycle
+        assert lifecycle is not None
+        _until(lambda: lifecycle.window_opens is not None)
+        with AgentClient(agent.settings.device.socket) as client:
+            leaf = x509.load_der_x509_certificate(client.certificate()[0])
+        opens = leaf.not_valid_after_utc - datetime.timedelta(days=30)
+        assert lifecycle.window_opens is not None
+        assert (
+            datetime.timedelta(0) <= lifecycle.window_opens - opens <= datetime.timedelta(minutes=3)
+        )
     finally:
         agent.stop()

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 
 import httpx
+import pytest
 from cryptography import x509
 
 from keyfab.authority import Role
@@ -39,20 +40,51 @@ def test_server_certificate_comes_from_keyfab_pki(server: Server) -> None:
 
 
 def test_batch_devices_list_filter_paginate(admin: httpx.Client, batch: str) -> None:
-    page = admin.get("/api/v1/devices", params={"batch": batch, "limit": 2, "offset": 1}).json()
-    assert page["total"] == 5
+    page = admin.get("/api/v1/devices", params={"batch": batch, "limit": 2}).json()
     assert page["limit"] == 2
-    assert page["offset"] == 1
-    assert [d["slot"] for d in page["items"]] == [1, 2]
-    assert all(d["state"] == "provisioned" and d["batch"] == batch for d in page["items"])
+    assert [d["slot"] for d in page["items"]] == [0, 1]
+    slots = [d["slot"] for d in page["items"]]
+    while page["next_cursor"] is not None:
+        page = admin.get(
+            "/api/v1/devices", params={"batch": batch, "limit": 2, "cursor": page["next_cursor"]}
+        ).json()
+        slots += [d["slot"] for d in page["items"]]
+    assert slots == [0, 1, 2, 3, 4]
+    after = admin.get("/api/v1/devices", params={"batch": batch, "limit": 2}).json()
+    serial = after["items"][1]["serial"]
+    rest = admin.get("/api/v1/devices", params={"batch": batch, "after": serial}).json()
+    assert [d["slot"] for d in rest["items"]] == [2, 3, 4]
+    assert all(d["state"] == "provisioned" and d["batch"] == batch for d in rest["items"])
     none = admin.get("/api/v1/devices", params={"batch": batch, "state": "failed"}).json()
-    assert none["total"] == 0
-    assert none["items"] == []
+    assert none == {"items": [], "next_cursor": None, "limit": 100}
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "slug"),
+    [
+        ({"offset": "1"}, 400, "offset-removed"),
+        ({"cursor": "AQAAAAAAAAAqAAAAAB"}, 400, "invalid-cursor"),
+        ({"cursor": "x" * 65}, 422, "invalid-request"),
+    ],
+)
+def test_device_listing_refusals_are_problems(
+    admin: httpx.Client, params: dict[str, str], status: int, slug: str
+) -> None:
+    answer = admin.get("/api/v1/devices", params=params)
+    assert answer.status_code == status
+    assert answer.json()["type"].endswith(slug)
+
+
+def test_a_cursor_under_other_filters_is_refused(admin: httpx.Client, batch: str) -> None:
+    page = admin.get("/api/v1/devices", params={"batch": batch, "limit": 1}).json()
+    other = admin.get("/api/v1/devices", params={"state": "failed", "cursor": page["next_cursor"]})
+    assert other.status_code == 400
+    assert other.json()["type"] == "urn:keyfab:problem:cursor-mismatch"
 
 
 def _serial(admin: httpx.Client, batch: str, slot: int) -> str:
-    page = admin.get("/api/v1/devices", params={"batch": batch, "offset": slot, "limit": 1})
-    serial: str = page.json()["items"][0]["serial"]
+    page = admin.get("/api/v1/devices", params={"batch": batch, "limit": slot + 1})
+    serial: str = page.json()["items"][slot]["serial"]
     return serial
 
 

@@ -29,11 +29,13 @@ TIMEOUT = 30.0
 
 
 class ServerError(KeyfabError):
-    """The server could not be reached or refused; ``status`` 0 when unreachable."""
+    """The server could not be reached or refused; ``status`` 0 when unreachable, ``slug``
+    the problem type's last word (``renewal-not-due``) when the server sent one."""
 
-    def __init__(self, message: str, status: int = 0):
+    def __init__(self, message: str, status: int = 0, slug: str | None = None):
         super().__init__(message)
         self.status = status
+        self.slug = slug
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,9 @@ class ServerApi:
             raise ServerError(f"server {self.url.netloc}: answer larger than {MAX_ANSWER} bytes")
         if response.status >= 300:
             raise ServerError(
-                f"{method} {path}: {response.status} {_title(answer)}", response.status
+                f"{method} {path}: {response.status} {_title(answer)}",
+                response.status,
+                _slug(answer),
             )
         return answer
 
@@ -166,3 +170,14 @@ def _title(answer: bytes) -> str:
     if isinstance(problem, dict):
         return str(problem.get("detail") or problem.get("title") or "")[:200]
     return ""
+
+
+def _slug(answer: bytes) -> str | None:
+    """``urn:keyfab:problem:<slug>`` of a problem document, if it is one."""
+    try:
+        problem = json.loads(answer)
+    except ValueError:
+        return None
+    kind = problem.get("type") if isinstance(problem, dict) else None
+    prefix = "urn:keyfab:problem:"
+    return kind[len(prefix) :][:64] if isinstance(kind, str) and kind.startswith(prefix) else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import random
 import threading
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from cryptography import x509
 
 from keyfab.agent import attestation, renewal
 from keyfab.agent.calls import Service
-from keyfab.agent.http import ServerApi
+from keyfab.agent.http import ServerApi, ServerError
 from keyfab.agent.policy import Settings
 from keyfab.agent.state import AgentState
 from keyfab.clock import utc_now
@@ -28,6 +29,7 @@ from keyfab.securefile import read_bounded
 
 log = logging.getLogger("keyfab.agent")
 _IDLE = 3600.0
+_JITTER = random.SystemRandom()
 
 
 class Lifecycle:
@@ -36,6 +38,7 @@ class Lifecycle:
         self.service = service
         self.state = state
         self.api = api
+        self.window_opens: datetime.datetime | None = None  # learnt from the server
 
     def _leaf(self) -> x509.Certificate:
         return x509.load_der_x509_certificate(self.service.device.certificate()[0])
@@ -67,9 +70,10 @@ class Lifecycle:
         if renewal.current_identity(self.settings.device.state_dir) is None:
             return utc_now()
         try:
-            return renewal.due(self._leaf(), self.settings.agent.period("renew_before"))
+            due = renewal.due(self._leaf(), self.settings.agent.period("renew_before"))
         except (KeyfabError, ValueError):
             return utc_now()
+        return due if self.window_opens is None else max(due, self.window_opens)
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
         """Renew when due and attest every ``attest_every`` until ``stop`` (``wake`` ends
@@ -92,12 +96,25 @@ class Lifecycle:
             try:
                 self.renew()
                 backoff.succeeded()
+                self.window_opens = None
+            except ServerError as error:
+                opens = renewal.window_opens(error)
+                if opens is None:
+                    return self._failed(backoff, error)
+                # the product's window is shorter than ours: wait for it (the server says
+                # it to the minute), spread over a minute so a fleet does not come at once
+                spread = 60 + _JITTER.uniform(0, 60)
+                self.window_opens = opens + datetime.timedelta(seconds=spread)
+                log.info("the server's renewal window opens %s; renewing then", opens)
             except KeyfabError as error:
-                delay = backoff.failed()
-                log.warning("renewal failed (%s); next try in %.0f s", error, delay)
-                return time.monotonic() + delay
+                return self._failed(backoff, error)
         wait = (self._renewal_due() - utc_now()).total_seconds()
         return time.monotonic() + min(max(wait, 1.0), _IDLE)
+
+    def _failed(self, backoff: renewal.Backoff, error: KeyfabError) -> float:
+        delay = backoff.failed()
+        log.warning("renewal failed (%s); next try in %.0f s", error, delay)
+        return time.monotonic() + delay
 
     def _step_attest(self, backoff: renewal.Backoff, every: float) -> float:
         try:

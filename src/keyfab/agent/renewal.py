@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import random
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -102,6 +103,22 @@ def enrol(api: ServerApi, device: DeviceApi, token: str | None) -> x509.Certific
     securefile.write_secret(device.state_dir / KEY_FILE, pem, replace=True)
     device.store_certificate([c.public_bytes(serialization.Encoding.DER) for c in chain])
     return leaf
+
+
+_OPENS = re.compile(r"renewal opens (\d{4}-\d{2}-\d{2} \d{2}:\d{2})Z")
+NOT_DUE = "renewal-not-due"
+
+
+def window_opens(error: ServerError) -> datetime.datetime | None:
+    """When the server said the product's renewal window opens (its ``[ldevid]``
+    ``renewal_days``), from a ``renewal-not-due`` refusal; None for any other error."""
+    if error.slug != NOT_DUE:
+        return None
+    found = _OPENS.search(str(error))
+    if found is None:
+        return None
+    moment = datetime.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M")
+    return moment.replace(tzinfo=datetime.UTC)
 
 
 class Backoff:

@@ -27,7 +27,7 @@ class AgentState:
 
     def __init__(self, state_dir: Path):
         self.path = state_dir / FILE
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._data: dict[str, Any] = self._load()
 
     def _load(self) -> dict[str, Any]:
@@ -55,27 +55,27 @@ class AgentState:
         value = self._data.get("refused")
         return value if isinstance(value, str) else None
 
-    def refuse(self, reason: str) -> None:
+    def _update(self, key: str, value: Any) -> None:
+        """Read, change one key, write: what another process (``rearm``) wrote meanwhile
+        is kept, not overwritten with this process's older copy."""
         with self._lock:
-            self._data["refused"] = reason
+            self._data = {**self._load(), key: value}
             self._save()
 
+    def refuse(self, reason: str) -> None:
+        self._update("refused", reason)
+
     def rearm(self) -> None:
-        with self._lock:
-            self._data["refused"] = None
-            self._save()
+        self._update("refused", None)
 
     def event(self, kind: str, details: dict[str, Any]) -> dict[str, Any]:
         """Record a tamper or boot event (newest last, the last MAX_EVENTS kept)."""
         entry = {"at": utc_now().isoformat(), "kind": kind, **details}
         with self._lock:
-            events = [*self._data.get("events", []), entry][-MAX_EVENTS:]
-            self._data["events"] = events
-            self._save()
+            events = [*self._load().get("events", []), entry][-MAX_EVENTS:]
+            self._update("events", events)
         return entry
 
     def note(self, key: str, value: dict[str, Any]) -> None:
         """Keep the latest of something (``attestation``, ``renewal``, ``boot``)."""
-        with self._lock:
-            self._data[key] = {"at": utc_now().isoformat(), **value}
-            self._save()
+        self._update(key, {"at": utc_now().isoformat(), **value})

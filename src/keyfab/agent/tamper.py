@@ -169,6 +169,7 @@ class Watch:
         self.sensor = sensor
         self.poll = poll_seconds
         self.on_event = on_event
+        self.polls = 0  # how many readings so far (tests wait on it, not on time)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"tamper-{sensor.name}", daemon=True)
 
@@ -197,6 +198,7 @@ class Watch:
                 except Exception:  # the watch outlives one failed response
                     log.exception("tamper response for %s failed", self.sensor.name)
             was = now
+            self.polls += 1
             self._wait()
 
     def stop(self) -> None:

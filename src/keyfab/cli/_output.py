@@ -83,15 +83,6 @@ def table(
         Console(file=console.file, width=needed, force_terminal=console.is_terminal).print(view)
 
 
-def page_caption(shown: int, offset: int, total: int) -> str | None:
-    """'showing 1-50 of 200; use --limit / --offset' when a listing is cut, else None."""
-    if shown == total:
-        return None
-    if shown == 0:
-        return f"showing none of {total} (offset {offset}); use --limit / --offset"
-    return f"showing {offset + 1}-{offset + shown} of {total}; use --limit / --offset"
-
-
 def fields(title: str, values: Mapping[str, object]) -> None:
     view = Table(title=title, title_justify="left", show_header=False)
     view.add_column(style="bold")

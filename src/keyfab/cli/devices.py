@@ -18,10 +18,10 @@ from keyfab.cli._output import (
     console,
     emit_json,
     fields,
-    page_caption,
     reason_option,
     table,
 )
+from keyfab.errors import InvalidRequestError
 from keyfab.registry import DeviceState, queries
 
 app = typer.Typer(help="Devices in the registry.", no_args_is_help=True)
@@ -32,41 +32,65 @@ def list_devices(
     ctx: typer.Context,
     batch: str = typer.Option(None, "--batch", "-b", help="Only this batch."),
     state: DeviceState = typer.Option(None, "--state", help="Only devices in this state."),
+    product: str = typer.Option(None, "--product", help="Only devices of this product."),
     limit: int = typer.Option(50, "--limit", min=1, max=100_000, help="At most this many."),
-    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many first."),
+    cursor: str = typer.Option(
+        None, "--cursor", help="Continue a listing: the cursor the previous page printed."
+    ),
+    after: str = typer.Option(None, "--after", help="Start after the device with this serial."),
+    offset: int = typer.Option(None, "--offset", hidden=True),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Devices, oldest first."""
+    """Devices, oldest first, a keyset page at a time (--cursor continues, --after SERIAL starts).
+
+    With --json the page is a JSON list on stdout; the next page's cursor goes to stderr.
+    """
+    if offset is not None:
+        raise InvalidRequestError(
+            "--offset was removed: page with --cursor (printed after each page) or --after SERIAL",
+            slug="offset-removed",
+        )
     with workspace(ctx).registry() as registry:
-        page = queries.devices(registry, batch=batch, state=state, limit=limit, offset=offset)
-    rows = [
-        {
-            "serial": row.device.serial,
-            "state": row.device.state,
-            "batch": row.batch,
-            "slot": row.device.slot,
-            "rot": row.device.rot_kind,
-            "unique_id": row.device.unique_id,
-            "provisioned_at": row.device.provisioned_at.isoformat()
-            if row.device.provisioned_at
-            else None,
-            "failure": row.device.failure,
-        }
-        for row in page.items
-    ]
+        page = queries.device_listing(
+            registry,
+            batch=batch,
+            state=state,
+            product=product,
+            cursor=cursor,
+            after_serial=after,
+            limit=limit,
+        )
+    rows = [_row(row) for row in page.items]
+    more = None if page.next_cursor is None else f"more: --cursor {page.next_cursor}"
     if as_json:
         emit_json(rows)
-    else:
-        table(
-            f"devices ({page.total})",
-            ["serial", "state", "batch", "rot", "unique id", "failure"],
-            [
-                [r["serial"], r["state"], r["batch"], r["rot"], r["unique_id"], r["failure"]]
-                for r in rows
-            ],
-            identifiers=("serial", "batch", "unique id"),
-            caption=page_caption(len(rows), offset, page.total),
-        )
+        if more:
+            typer.echo(more, err=True)
+        return
+    table(
+        f"devices ({len(rows)} shown)",
+        ["serial", "state", "batch", "rot", "unique id", "failure"],
+        [
+            [r["serial"], r["state"], r["batch"], r["rot"], r["unique_id"], r["failure"]]
+            for r in rows
+        ],
+        identifiers=("serial", "batch", "unique id"),
+        caption=more,
+    )
+
+
+def _row(row: queries.DeviceRow) -> dict[str, object]:
+    device = row.device
+    return {
+        "serial": device.serial,
+        "state": device.state,
+        "batch": row.batch,
+        "slot": device.slot,
+        "rot": device.rot_kind,
+        "unique_id": device.unique_id,
+        "provisioned_at": device.provisioned_at.isoformat() if device.provisioned_at else None,
+        "failure": device.failure,
+    }
 
 
 @app.command()

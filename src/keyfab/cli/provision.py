@@ -103,6 +103,11 @@ def run_with_progress(
             _interrupted(space, batch)
     elapsed = time.perf_counter() - started
     report(summary, elapsed, todo, as_json)
+    if summary.stopped:
+        raise ProvisionError(
+            f"batch {batch} was cancelled while this station ran it: "
+            f"stopped after the chunk in hand ({summary.provisioned} provisioned)"
+        )
     if summary.failed:
         raise ProvisionError(
             f"{summary.failed} device(s) failed in batch {batch}: "
@@ -138,6 +143,7 @@ def report(summary: Summary, elapsed: float, todo: int, as_json: bool) -> None:
                 "count": summary.count,
                 "provisioned": summary.provisioned,
                 "failed": summary.failed,
+                "stopped": summary.stopped,
                 "seconds": round(elapsed, 3),
                 "devices_per_second": round(rate, 1),
                 "failures": [{"serial": s, "reason": r} for s, r in summary.failures],

@@ -22,7 +22,7 @@ import datetime
 import enum
 import hmac
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -113,112 +113,115 @@ def import_manifest(
     return summary
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What the import needs of one verified entry, each certificate parsed once."""
+
+    verified: VerifiedEntry
+    unique_id: str
+    spki: bytes | None
+    certificates: tuple[tuple[str, x509.Certificate, str], ...]  # (kid, certificate, serial hex)
+
+
+def _prepare(verified: VerifiedEntry) -> _Prepared:
+    element = verified.entry.element
+    certificates = []
+    for key in element.keys:
+        if key.x5c:
+            cert = x509.load_der_x509_certificate(key.x5c[0])
+            certificates.append((key.kid, cert, serial_hex(cert)))
+    identity = element.identity_key() or next(iter(element.keys), None)
+    spki = None if identity is None else identity.public_key().public_bytes(*_SPKI)
+    return _Prepared(verified, element.unique_id, spki, tuple(certificates))
+
+
 def _write_chunk(session: Session, reports: list[EntryReport], tell: Listener) -> None:
-    """Classify and insert a chunk; outcomes are told in file order."""
+    """Classify and insert a chunk; outcomes are told in file order.
+
+    Two lookups per chunk (known unique ids, taken certificate serials), then
+    one multi-row insert per table (Core, no ORM objects) and one audit append.
+    """
     if not reports:
         return
-    ids = [r.unique_id for r in reports if r.ok]
-    existing = {
-        uid: key
-        for uid, key in session.execute(
-            select(Device.unique_id, Device.public_key).where(Device.unique_id.in_(ids))
-        )
-    }
-    serials = _certificate_serials(reports)
-    taken = set(
-        session.scalars(
-            select(Certificate.serial_number).where(Certificate.serial_number.in_(serials))
-        )
+    prepared = {id(r): _prepare(r.verified) for r in reports if r.verified is not None}
+    connection = session.connection()
+    known = select(Device.unique_id, Device.public_key).where(
+        Device.unique_id.in_([p.unique_id for p in prepared.values()])
     )
-    fresh: list[VerifiedEntry] = []
+    existing: dict[str | None, bytes | None] = {uid: key for uid, key in connection.execute(known)}
+    serials = [serial for p in prepared.values() for _, _, serial in p.certificates]
+    taken = set(
+        connection.execute(
+            select(Certificate.serial_number).where(Certificate.serial_number.in_(serials))
+        ).scalars()
+    )
+    fresh: list[_Prepared] = []
     for report in reports:
-        if report.verified is None:
+        entry = prepared.get(id(report))
+        if entry is None:
             tell(report, Outcome.REJECTED, report.error)
             continue
-        outcome, reason = _classify(report.verified, existing, taken)
+        outcome, reason = _classify(entry, existing, taken)
         if outcome is Outcome.IMPORTED:
-            fresh.append(report.verified)
-            taken.update(serial_hex(c) for c in _device_certificates(report.verified))
+            fresh.append(entry)
+            taken.update(serial for _, _, serial in entry.certificates)
         tell(report, outcome, reason)
     _insert(session, fresh)
 
 
-def _certificate_serials(reports: Iterable[EntryReport]) -> list[str]:
-    return [
-        serial_hex(cert)
-        for r in reports
-        if r.verified is not None
-        for cert in _device_certificates(r.verified)
-    ]
-
-
-def _device_certificates(verified: VerifiedEntry) -> list[x509.Certificate]:
-    return [key.certificates()[0] for key in verified.entry.element.keys if key.x5c]
-
-
-def _identity_spki(verified: VerifiedEntry) -> bytes | None:
-    identity = verified.entry.element.identity_key() or next(
-        iter(verified.entry.element.keys), None
-    )
-    return None if identity is None else identity.public_key().public_bytes(*_SPKI)
-
-
 def _classify(
-    verified: VerifiedEntry, existing: dict[str | None, bytes | None], taken: set[str]
+    entry: _Prepared, existing: dict[str | None, bytes | None], taken: set[str]
 ) -> tuple[Outcome, str | None]:
-    unique_id = verified.entry.element.unique_id
-    if unique_id in existing:
-        known, ours = existing[unique_id] or b"", _identity_spki(verified) or b""
+    if entry.unique_id in existing:
+        known, ours = existing[entry.unique_id] or b"", entry.spki or b""
         if hmac.compare_digest(known, ours):
             return Outcome.PRESENT, None
         return Outcome.REJECTED, "uniqueId already in the registry with a different key"
-    for cert in _device_certificates(verified):
-        if serial_hex(cert) in taken:
+    for _, _, serial in entry.certificates:
+        if serial in taken:
             return Outcome.REJECTED, "a certificate with this serial number is already registered"
     return Outcome.IMPORTED, None
 
 
-def _insert(session: Session, entries: list[VerifiedEntry]) -> None:
+_DEVICES = Device.metadata.tables["devices"]
+_CERTIFICATES = Certificate.metadata.tables["certificates"]
+
+
+def _insert(session: Session, entries: list[_Prepared]) -> None:
     if not entries:
         return
     now = utc_now()
-    session.execute(insert(Device), [_device_row(v, now) for v in entries])
-    ids = {
-        uid: device_id
-        for uid, device_id in session.execute(
-            select(Device.unique_id, Device.id).where(
-                Device.unique_id.in_([v.entry.element.unique_id for v in entries])
-            )
-        )
-    }
+    connection = session.connection()
+    connection.execute(insert(_DEVICES), [_device_row(p, now) for p in entries])
+    inserted = select(Device.unique_id, Device.id).where(
+        Device.unique_id.in_([p.unique_id for p in entries])
+    )
+    ids = {uid: device_id for uid, device_id in connection.execute(inserted)}
     rows = [
-        _certificate_row(ids[v.entry.element.unique_id], kid, cert)
-        for v in entries
-        for kid, cert in _labelled_certificates(v)
+        _certificate_row(ids[p.unique_id], kid, cert)
+        for p in entries
+        for kid, cert, _ in p.certificates
     ]
     if rows:
-        session.execute(insert(Certificate), rows)
+        connection.execute(insert(_CERTIFICATES), rows)
     audit.append_many(
         session,
         [
             audit.Entry(
                 "device.imported",
-                SERIAL_PREFIX + v.entry.element.unique_id,
+                SERIAL_PREFIX + p.unique_id,
                 {
-                    "signer_x5t": b64url_encode(v.signer.thumbprint),
-                    "part_number": v.entry.element.part_number,
+                    "signer_x5t": b64url_encode(p.verified.signer.thumbprint),
+                    "part_number": p.verified.entry.element.part_number,
                 },
             )
-            for v in entries
+            for p in entries
         ],
     )
 
 
-def _labelled_certificates(verified: VerifiedEntry) -> list[tuple[str, x509.Certificate]]:
-    return [(key.kid, key.certificates()[0]) for key in verified.entry.element.keys if key.x5c]
-
-
-def _device_row(verified: VerifiedEntry, now: datetime.datetime) -> dict[str, object]:
+def _device_row(prepared: _Prepared, now: datetime.datetime) -> dict[str, object]:
+    verified = prepared.verified
     element = verified.entry.element
     evidence = {
         "manifest": {
@@ -240,10 +243,11 @@ def _device_row(verified: VerifiedEntry, now: datetime.datetime) -> dict[str, ob
         "state": DeviceState.PRE_PROVISIONED.value,
         "rot_kind": element.model[:32],
         "unique_id": element.unique_id,
-        "public_key": _identity_spki(verified),
+        "public_key": prepared.spki,
         "evidence": json.dumps(evidence, sort_keys=True),
         "created_at": now,
         "provisioned_at": element.provisioned_at,
+        "attestation": "never",
     }
 
 

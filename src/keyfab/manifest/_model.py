@@ -11,6 +11,7 @@ classes hold the decoded values; ``_parse`` builds them strictly from JSON and
 from __future__ import annotations
 
 import datetime
+import functools
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -21,6 +22,20 @@ CURVES: dict[str, tuple[ec.EllipticCurve, int]] = {
     "P-384": (ec.SECP384R1(), 48),
 }
 """JWK ``crv`` names keyfab accepts, with the curve and its coordinate size."""
+
+
+@functools.lru_cache(maxsize=4096)
+def ec_point(crv: str, x: bytes, y: bytes) -> ec.EllipticCurvePublicKey:
+    """The public key at (x, y) on ``crv``; ValueError if it is not on the curve.
+
+    Building it checks the point (a scalar multiplication's worth of work), and
+    an entry's keys are needed by the parser, the verifier and the import in
+    turn: remembered for the few thousand keys of the chunk being imported.
+    """
+    curve, _ = CURVES[crv]
+    return ec.EllipticCurvePublicNumbers(
+        int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve
+    ).public_key()
 
 
 @dataclass(frozen=True)
@@ -44,11 +59,7 @@ class EcJwk:
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         """The key as a ``cryptography`` object (the parser has checked the point)."""
-        curve, _ = CURVES[self.crv]
-        numbers = ec.EllipticCurvePublicNumbers(
-            int.from_bytes(self.x, "big"), int.from_bytes(self.y, "big"), curve
-        )
-        return numbers.public_key()
+        return ec_point(self.crv, self.x, self.y)
 
     def certificates(self) -> list[x509.Certificate]:
         """The ``x5c`` chain decoded (the parser has checked that each one loads)."""

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyfab.clock import UTC
 from keyfab.manifest._b64 import Base64Error, b64_decode, b64url_decode
@@ -28,6 +27,7 @@ from keyfab.manifest._model import (
     ProtectedHeader,
     SecureElement,
     SignedEntry,
+    ec_point,
 )
 
 MAX_PAYLOAD = 64 * 1024
@@ -233,15 +233,13 @@ def _jwk(value: object, position: int) -> EcJwk:
     crv = _string(value, "crv", 8, f"{where}.crv")
     if crv not in CURVES:
         raise _InvalidMemberError(f"{where}.crv {crv!r} is not supported")
-    curve, size = CURVES[crv]
+    _, size = CURVES[crv]
     x = b64url_decode(value.get("x"), f"{where}.x", size)
     y = b64url_decode(value.get("y"), f"{where}.y", size)
     if len(x) != size or len(y) != size:
         raise _InvalidMemberError(f"{where} coordinates are not {size} bytes")
     try:
-        ec.EllipticCurvePublicNumbers(
-            int.from_bytes(x, "big"), int.from_bytes(y, "big"), curve
-        ).public_key()
+        ec_point(crv, x, y)
     except ValueError:
         raise _InvalidMemberError(f"{where} is not a point on {crv}") from None
     return EcJwk(_string(value, "kid", 64, f"{where}.kid"), crv, x, y, _x5c(value, where))

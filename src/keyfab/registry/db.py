@@ -28,6 +28,7 @@ _READ_ONLY = "keyfab_read_only"
 REVISIONS = (
     *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011"),
     "0012",
+    "0013",
 )
 """Every schema revision this keyfab knows, oldest first (a test checks the scripts).
 
@@ -135,9 +136,19 @@ class Registry:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A session for reads only: on SQLite it leaves the write lock to writers."""
+        """A session for reads only: on SQLite it leaves the write lock to writers.
+
+        On a server database it reads one snapshot (REPEATABLE READ, which a
+        read-only transaction gets without any risk of serialization failure):
+        a long read such as ``keyfab audit verify`` streaming ten million events
+        must compare the chain with the head of the same moment, not with a head
+        that writers moved while it read.
+        """
+        options: dict[str, Any] = {_READ_ONLY: True}
+        if self.engine.dialect.name != "sqlite":
+            options["isolation_level"] = "REPEATABLE READ"
         with self._sessions() as session:
-            session.connection(execution_options={_READ_ONLY: True})
+            session.connection(execution_options=options)
             yield session
 
     @contextmanager

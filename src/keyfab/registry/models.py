@@ -141,12 +141,16 @@ class Device(Base):
         # The dashboard counts from these (migration 0011): progress, rate, yield, per day.
         Index("ix_devices_batch_state", "batch_id", "state", "provisioned_at"),
         Index("ix_devices_provisioned_at", "provisioned_at"),
+        # Keyset listings by id, of one batch and/or state (migration 0013).
+        Index("ix_devices_batch_keyset", "batch_id", "id"),
+        Index("ix_devices_state_keyset", "state", "id"),
+        Index("ix_devices_batch_state_keyset", "batch_id", "state", "id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     serial: Mapped[str] = mapped_column(String(64), unique=True)
-    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
     slot: Mapped[int | None] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(16))
     rot_kind: Mapped[str | None] = mapped_column(String(32))
     unique_id: Mapped[str | None] = mapped_column(String(128), unique=True)
     public_key: Mapped[bytes | None] = mapped_column(LargeBinary)  # SubjectPublicKeyInfo DER

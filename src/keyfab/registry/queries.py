@@ -21,8 +21,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
 from keyfab.clock import as_utc, utc_now
-from keyfab.errors import NotFoundError, RegistryError
+from keyfab.errors import InvalidRequestError, NotFoundError, RegistryError
 from keyfab.pki.profiles import Profile
+from keyfab.registry import cursors
 from keyfab.registry.db import Registry
 from keyfab.registry.models import (
     ApiToken,
@@ -49,14 +50,6 @@ from keyfab.registry.models import (
 class DeviceRow:
     device: Device
     batch: str | None
-
-
-@dataclass(frozen=True)
-class DevicePage:
-    """One page of a device listing and how many devices match in all."""
-
-    items: Sequence[DeviceRow]
-    total: int
 
 
 @dataclass(frozen=True)
@@ -89,31 +82,44 @@ def _device_query(batch: str | None, state: str | None) -> Select[Device, str]:
     return query
 
 
-def devices(
-    registry: Registry,
-    *,
-    batch: str | None = None,
-    state: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> DevicePage:
-    """Devices with their batch names, oldest first, filtered, one page at a time."""
-    query = _device_query(batch, state)
-    with registry.reading() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        rows = session.execute(query.order_by(Device.id).limit(limit).offset(offset)).all()
-        return DevicePage([DeviceRow(device, name) for device, name in rows], int(total))
-
-
 def device(registry: Registry, serial: str) -> DeviceRecord:
-    """One device with its batch and certificates, or NotFoundError."""
+    """One device with its batch and certificates, or NotFoundError (a unique-index seek)."""
+    return _one_device(registry, Device.serial == serial, f"serial {serial!r}")
+
+
+def device_by_unique_id(registry: Registry, unique_id: str) -> DeviceRecord:
+    """The device whose root of trust reports ``unique_id``, or NotFoundError."""
+    return _one_device(registry, Device.unique_id == unique_id, f"unique id {unique_id!r}")
+
+
+def _one_device(registry: Registry, where: ColumnElement[bool], what: str) -> DeviceRecord:
+    """One statement (device, batch name, each certificate) on a lookup connection.
+
+    A lookup is the hot read of a large registry: one round trip, no BEGIN and
+    COMMIT around it on a server database (``Registry.lookup``).
+    """
+    query = (
+        _device_query(None, None)
+        .add_columns(Certificate)
+        .outerjoin(Certificate, Certificate.device_id == Device.id)
+        .where(where)
+        .order_by(Certificate.id)
+    )
+    with registry.lookup() as connection, Session(bind=connection) as session:
+        rows = session.execute(query).all()
+    if not rows:
+        raise NotFoundError(f"no device with {what}", slug="device-not-found")
+    found, batch = rows[0][0], rows[0][1]
+    return DeviceRecord(found, batch, [row[2] for row in rows if row[2] is not None])
+
+
+def device_position(registry: Registry, serial: str) -> int:
+    """Where device ``serial`` stands in listings (its id): a page can start after it."""
     with registry.reading() as session:
-        row = session.execute(
-            _device_query(None, None).where(Device.serial == serial)
-        ).one_or_none()
-        if row is None:
-            raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
-        return DeviceRecord(row[0], row[1], certificates_of(session, row[0].id))
+        found = session.scalar(select(Device.id).where(Device.serial == serial))
+    if found is None:
+        raise NotFoundError(f"no device with serial {serial!r}", slug="device-not-found")
+    return int(found)
 
 
 def certificates_of(session: Session, device_id: int) -> Sequence[Certificate]:
@@ -794,23 +800,69 @@ def device_page(
     *,
     batch: str | None = None,
     state: str | None = None,
+    product: str | None = None,
     serial: str | None = None,
     after: int = 0,
     limit: int = 50,
 ) -> Page[DeviceRow]:
-    """Devices by id after ``after``, filtered by batch, state and serial prefix.
+    """Devices by id after ``after``, filtered by batch, state, product and serial prefix.
 
-    Keyset pagination: page 10,000 costs what page 1 does, unlike an offset.
+    Keyset pagination: every page is one range of an index ending in ``id``
+    (the primary key, or the (batch, id), (state, id), (batch, state, id)
+    indexes of migration 0013), so the last page of ten million costs what the
+    first does; an offset would read every row before the page. ``next`` is
+    the last id shown when more follow (``registry.cursors`` makes it opaque).
     """
     query = _device_query(None, state).where(Device.id > after)
     if serial:
         query = query.where(Device.serial >= serial, Device.serial < serial + "\uffff")
+    if product is not None:
+        query = query.where(Device.batch_id.in_(select(Batch.id).where(Batch.product == product)))
     with registry.reading() as session:
         if batch is not None:
             query = query.where(Device.batch_id == _batch_id(session, batch))
         rows = session.execute(query.order_by(Device.id).limit(limit + 1)).all()
     items = [DeviceRow(device, name) for device, name in rows[:limit]]
     return Page(items, items[-1].device.id if len(rows) > limit else None)
+
+
+@dataclass(frozen=True)
+class DeviceListing:
+    """One page of ``keyfab devices list`` / ``GET /api/v1/devices`` and where the next starts."""
+
+    items: Sequence[DeviceRow]
+    next_cursor: str | None
+
+
+def device_listing(
+    registry: Registry,
+    *,
+    batch: str | None = None,
+    state: str | None = None,
+    product: str | None = None,
+    cursor: str | None = None,
+    after_serial: str | None = None,
+    limit: int = 50,
+) -> DeviceListing:
+    """The device listing of the CLI and the API: a keyset page after an opaque cursor
+    (or after a device named by serial), filtered, with the cursor of the next page.
+
+    The cursor is bound to the filters (``registry.cursors``): reusing it under
+    others is refused rather than answered from a meaningless place.
+    """
+    scope = {"batch": batch, "state": state, "product": product}
+    if cursor is not None and after_serial is not None:
+        raise InvalidRequestError("give a cursor or a serial to start after, not both")
+    after = 0
+    if cursor is not None:
+        after = cursors.decode(cursor, scope)
+    elif after_serial is not None:
+        after = device_position(registry, after_serial)
+    page = device_page(
+        registry, batch=batch, state=state, product=product, after=after, limit=limit
+    )
+    following = None if page.next is None else cursors.encode(page.next, scope)
+    return DeviceListing(page.items, following)
 
 
 def audit_events(

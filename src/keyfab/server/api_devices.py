@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from keyfab.authority import READERS, WRITERS, Principal, revoke_certificate, revoke_device
 from keyfab.clock import parse_duration
+from keyfab.errors import InvalidRequestError
 from keyfab.pki import RevocationReason
 from keyfab.registry import DeviceState, queries
 from keyfab.server._views import certificate_info, certificate_summary, device_summary
@@ -28,6 +29,7 @@ Writer = Annotated[Principal, Depends(require(*WRITERS))]
 SERIAL = r"^[A-Za-z0-9._:-]{1,64}$"
 CERT_SERIAL = r"^[0-9a-f]{1,42}$"
 DURATION = r"^[1-9][0-9]{0,5}[smhd]$"
+CURSOR = r"^[A-Za-z0-9_-]{1,64}$"  # registry.cursors decides the rest
 
 
 @router.get("/devices", response_model=DevicePage)
@@ -36,19 +38,33 @@ def list_devices(
     _: Reader,
     batch: Annotated[str | None, Query(max_length=128)] = None,
     state: DeviceState | None = None,
+    product: Annotated[str | None, Query(max_length=128)] = None,
+    cursor: Annotated[
+        str | None, Query(pattern=CURSOR, description="next_cursor of a page")
+    ] = None,
+    after: Annotated[
+        str | None, Query(pattern=SERIAL, description="start after this serial")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=100_000_000)] = 0,
 ) -> DevicePage:
-    """Devices, oldest first, filtered by batch and state, one page at a time."""
-    page = queries.devices(
+    """Devices, oldest first, filtered by batch, state and product, a keyset page at a time:
+    pass ``next_cursor`` back as ``cursor`` for the next page (null at the end)."""
+    if "offset" in request.query_params:
+        raise InvalidRequestError(
+            "offset was removed: pass next_cursor from the previous page as cursor",
+            slug="offset-removed",
+        )
+    page = queries.device_listing(
         service(request).registry,
         batch=batch,
         state=state.value if state else None,
+        product=product,
+        cursor=cursor,
+        after_serial=after,
         limit=limit,
-        offset=offset,
     )
     items = [device_summary(row.device, row.batch) for row in page.items]
-    return DevicePage(items=items, total=page.total, limit=limit, offset=offset)
+    return DevicePage(items=items, next_cursor=page.next_cursor, limit=limit)
 
 
 @router.get("/devices/{serial}", response_model=DeviceInfo)

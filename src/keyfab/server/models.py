@@ -83,10 +83,11 @@ class DeviceInfo(DeviceSummary):
 
 
 class DevicePage(BaseModel):
+    """A keyset page: ``next_cursor`` (null on the last page) asks for the next one."""
+
     items: list[DeviceSummary]
-    total: int
+    next_cursor: str | None
     limit: int
-    offset: int
 
 
 class RevokeRequest(Strict):
