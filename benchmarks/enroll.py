@@ -43,6 +43,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.server.postgres
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _procfs (this folder)
+
+from _procfs import process_times
 
 from keyfab.authority import Authority, Role, initialise
 from keyfab.authority import tokens as store
@@ -69,25 +72,15 @@ def tree_cpu(pid: int) -> float:
     On a machine shared with other work, wall-clock rates move with the load;
     server CPU per enrolment does not, so it is printed too.
     """
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    times = process_times()
+    parents = {child: t.parent for child, t in times.items()}
     wanted, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
         children = [child for child, up in parents.items() if up == parent]
         wanted.update(children)
         frontier += children
-    return sum(times.get(p, 0.0) for p in wanted)
+    return sum(times[p].own for p in wanted if p in times)
 
 
 def measured(pid: int, run: Callable[[], dict[str, float]], count: int) -> dict[str, float]:

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.server.postgres
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # provision (this folder)
 
+from _procfs import process_times
 from provision import IN_MEMORY, keyfab_batch
 
 from keyfab.authority import initialise
@@ -71,20 +72,9 @@ def stations(space: Workspace, scratch: Path, count: int, how_many: int) -> floa
 def _pg_cpu(cluster: Cluster) -> float:
     """CPU seconds PostgreSQL used so far: the postmaster, its reaped and its live backends."""
     pid = int((cluster.folder / "data" / "postmaster.pid").read_text().split()[0])
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry.name) == pid:  # its own time and its exited backends' (cutime, cstime)
-            total += sum(int(f) for f in fields[11:15]) / tick
-        elif int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    times = process_times()
+    backends = sum(t.own for t in times.values() if t.parent == pid)
+    return times[pid].own + times[pid].reaped + backends
 
 
 def _own_cpu() -> float:

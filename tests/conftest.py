@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import warnings
@@ -116,3 +117,14 @@ def keyfab_process(home: Path, *args: str, **kwargs: object) -> subprocess.Popen
         stderr=subprocess.PIPE,
         **kwargs,
     )
+
+
+def batch_states(home: Path, batch: str) -> dict[str, int]:
+    """How many of a batch's devices are in each state, read straight from the SQLite file."""
+    with sqlite3.connect(home / "keyfab.db") as db:
+        rows = db.execute(
+            "SELECT d.state, count(*) FROM devices d JOIN batches b ON d.batch_id = b.id"
+            " WHERE b.name = ? GROUP BY d.state",
+            (batch,),
+        ).fetchall()
+    return dict(rows)

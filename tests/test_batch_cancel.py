@@ -13,19 +13,9 @@ from keyfab.provision import Summary, _runs, cancel_batch, create_batch, outstan
 from keyfab.provision.batch import CHUNK, Station
 from keyfab.workspace import Workspace
 
-from .conftest import RECIPE
+from .conftest import RECIPE, batch_states
 
 DEADLINE = 60.0
-
-
-def _states(home: Path, batch: str) -> dict[str, int]:
-    with sqlite3.connect(home / "keyfab.db") as db:
-        rows = db.execute(
-            "SELECT d.state, count(*) FROM devices d JOIN batches b ON d.batch_id = b.id"
-            " WHERE b.name = ? GROUP BY d.state",
-            (batch,),
-        ).fetchall()
-    return dict(rows)
 
 
 def _certificates(home: Path, batch: str) -> int:
@@ -65,7 +55,8 @@ def test_cancel_stops_a_run_in_this_process_after_its_chunk(
     assert (done.released, done.issued) == (count - CHUNK, 0)
     (summary,) = summaries
     assert (summary.stopped, summary.provisioned) == (True, CHUNK)
-    assert _states(workspace.home, "live") == {"provisioned": CHUNK, "cancelled": count - CHUNK}
+    states = batch_states(workspace.home, "live")
+    assert states == {"provisioned": CHUNK, "cancelled": count - CHUNK}
     assert _certificates(workspace.home, "live") == CHUNK  # nothing signed past the chunk
 
 
@@ -85,7 +76,7 @@ def test_a_station_elsewhere_stops_at_its_next_chunk(
     finally:
         station.close()
     assert (outcome.stopped, outcome.provisioned) == (True, 0)
-    assert _states(workspace.home, "away") == {"cancelled": 4}
+    assert batch_states(workspace.home, "away") == {"cancelled": 4}
     assert _certificates(workspace.home, "away") == 0  # signed in memory, never recorded
 
 
@@ -96,7 +87,7 @@ def test_a_run_that_cannot_stop_in_time_is_a_conflict(workspace: Workspace, tmp_
             cancel_batch(workspace, "busy", by="test", wait=0.01)
         assert refused.value.slug == "batch-running"
         assert run.stop.is_set()  # it was asked: it stops at its next chunk
-    assert _states(workspace.home, "busy") == {"pending": 2}
+    assert batch_states(workspace.home, "busy") == {"pending": 2}
     assert cancel_batch(workspace, "busy", by="test").released == 2  # once it has stopped
 
 
@@ -116,4 +107,4 @@ def test_a_station_cancelled_mid_run_says_so(
         "stopped after the chunk in hand (0 provisioned)"
     )
     assert json.loads(out)["stopped"] is True
-    assert _states(workspace.home, "elsewhere") == {"pending": 3}  # nothing was touched
+    assert batch_states(workspace.home, "elsewhere") == {"pending": 3}  # nothing was touched

@@ -11,19 +11,9 @@ import pytest
 from keyfab.provision import create_batch, run_batch
 from keyfab.workspace import Workspace
 
-from .conftest import RECIPE, Keyfab
+from .conftest import RECIPE, Keyfab, batch_states
 
 LONG = "line1-shift1-acme-gateway-20261209T101010Z"
-
-
-def _states(home: Path, batch: str) -> dict[str, int]:
-    with sqlite3.connect(home / "keyfab.db") as db:
-        rows = db.execute(
-            "SELECT d.state, count(*) FROM devices d JOIN batches b ON d.batch_id = b.id"
-            " WHERE b.name = ? GROUP BY d.state",
-            (batch,),
-        ).fetchall()
-    return dict(rows)
 
 
 def test_batches_list_and_show(workspace: Workspace, tmp_path: Path) -> None:
@@ -57,7 +47,7 @@ def test_cancel_releases_pending_and_resume_is_refused(
     code, out, err = keyfab("batches", "cancel", "c")
     assert code == 0, err
     assert "3 pending device(s) released, 1 issued" in out
-    assert _states(workspace.home, "c") == {"cancelled": 3, "issued": 1}
+    assert batch_states(workspace.home, "c") == {"cancelled": 3, "issued": 1}
     assert json.loads(keyfab("batches", "show", "c", "--json")[1])["state"] == "cancelled"
     code, out, _ = keyfab("batches", "cancel", "c")
     assert (code, "nothing changed" in out) == (0, True)
