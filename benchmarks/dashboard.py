@@ -59,9 +59,9 @@ def _statement(dialect: str) -> str:
     head, source, serial, provisioned = _ROWS[dialect]
     failed = "i % 500 = 7"
     return (
-        f"{head}INSERT INTO devices (serial, batch_id, slot, state, created_at, provisioned_at,"
-        " failure, attestation, attested_at) "
-        f"SELECT {serial}, :batch, i - :first, CASE WHEN {failed} THEN 'failed' ELSE "
+        f"{head}INSERT INTO devices (serial, batch_id, product, slot, state, created_at,"
+        " provisioned_at, failure, attestation, attested_at) "
+        f"SELECT {serial}, :batch, :product, i - :first, CASE WHEN {failed} THEN 'failed' ELSE "
         f"'provisioned' END, :created, CASE WHEN {failed} THEN NULL ELSE {provisioned} END, "
         f"CASE WHEN {failed} THEN 'CSR signature does not verify' END, CASE WHEN i % 4 = 0 "
         f"THEN 'trusted' ELSE 'never' END, CASE WHEN i % 4 = 0 THEN :created END {source}"
@@ -91,7 +91,7 @@ def _fill(authority: Authority, devices: int) -> str:
             connection.execute(
                 statement,
                 {"first": first, "last": min(first + PER_BATCH, devices) - 1, "batch": b + 1,
-                 "created": when},
+                 "product": f"product-{b % 3}", "created": when},
             )  # fmt: skip
     return name
 

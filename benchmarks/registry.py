@@ -78,12 +78,13 @@ print(f"\nBENCH {spent} {peak}", file=sys.stderr)
 
 
 def _device_line(i: int) -> tuple[Any, ...]:
-    """One device: batch, slot, state (1 in 500 failed), unique id, times, attestation."""
+    """One device: batch, product, slot, state (1 in 500 failed), unique id, times, attestation."""
     b = i // PER_BATCH
     failed = i % 500 == 7
     created = T0 + datetime.timedelta(seconds=i // 50)
     return (
-        f"SN{i:09d}", b + 1, i % PER_BATCH, "failed" if failed else "provisioned", "soft",
+        f"SN{i:09d}", b + 1, f"product-{b % PRODUCTS}", i % PER_BATCH,
+        "failed" if failed else "provisioned", "soft",
         f"{i * 2654435761 % (1 << 64):016x}{i:08x}", created,
         None if failed else created + datetime.timedelta(seconds=1),
         "CSR signature does not verify" if failed else None,
@@ -92,8 +93,8 @@ def _device_line(i: int) -> tuple[Any, ...]:
 
 
 DEVICE_COLUMNS = (
-    "serial, batch_id, slot, state, rot_kind, unique_id, created_at, provisioned_at, failure,"
-    " attestation, attested_at"
+    "serial, batch_id, product, slot, state, rot_kind, unique_id, created_at, provisioned_at,"
+    " failure, attestation, attested_at"
 )
 
 

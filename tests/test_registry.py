@@ -183,3 +183,17 @@ def test_upgrade_to_0013_keeps_devices_and_indexes_the_keyset_listings(tmp_path:
     assert "ix_devices_state_keyset" in plan
     assert "TEMP B-TREE" not in plan
     assert count == 30
+    by_product = queries.device_page(registry, product="p", after=0, limit=3)  # back-filled (0014)
+    assert [row.device.serial for row in by_product.items] == ["SN000", "SN001", "SN002"]
+    with registry.reading() as session:
+        plan = " ".join(
+            str(row[-1])
+            for row in session.execute(
+                sql(
+                    "EXPLAIN QUERY PLAN SELECT id FROM devices WHERE product = 'p'"
+                    " AND id > 5 ORDER BY id LIMIT 3"
+                )
+            )
+        )
+    assert "ix_devices_product_keyset" in plan
+    assert "TEMP B-TREE" not in plan

@@ -143,6 +143,7 @@ def create_batch(
                     {
                         "serial": s,
                         "batch_id": batch.id,
+                        "product": batch.product,
                         "slot": slot,
                         "state": DeviceState.PENDING,
                         "created_at": now,

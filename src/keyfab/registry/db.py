@@ -29,6 +29,7 @@ REVISIONS = (
     *("0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010", "0011"),
     "0012",
     "0013",
+    "0014",
 )
 """Every schema revision this keyfab knows, oldest first (a test checks the scripts).
 

@@ -145,10 +145,14 @@ class Device(Base):
         Index("ix_devices_batch_keyset", "batch_id", "id"),
         Index("ix_devices_state_keyset", "state", "id"),
         Index("ix_devices_batch_state_keyset", "batch_id", "state", "id"),
+        Index("ix_devices_product_keyset", "product", "id"),  # migration 0014
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     serial: Mapped[str] = mapped_column(String(64), unique=True)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"))
+    # The batch's product, copied when the batch creates the device (migration 0014),
+    # so a listing of one product is one index range; None without a batch.
+    product: Mapped[str | None] = mapped_column(String(128))
     slot: Mapped[int | None] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))
     rot_kind: Mapped[str | None] = mapped_column(String(32))
