@@ -246,7 +246,7 @@ def lookups(registry: Registry, devices: int, rounds: int) -> None:
     _row("baseline: one SELECT on a bare connection", base, 2)
     serials = iter(f"SN{i:09d}" for i in picks)
     _row("device by serial", _times(lambda: queries.device(registry, next(serials)), rounds), 2)
-    uids = iter(_device_line(i)[5] for i in picks)
+    uids = iter(_device_line(i)[6] for i in picks)
     _row(
         "device by unique id",
         _times(lambda: queries.device_by_unique_id(registry, next(uids)), rounds),

@@ -104,8 +104,8 @@ def test_postgres_upgrade_to_0013_and_keyset_pages_walk_the_new_indexes(
             plan = " ".join(
                 row[0]
                 for row in connection.exec_driver_sql(
-                    "EXPLAIN SELECT id FROM devices WHERE product = 'p1' AND id > 100"
-                    " ORDER BY id LIMIT 51"
+                    "EXPLAIN SELECT id FROM devices WHERE (product, id) > ('p1', 100)"
+                    " AND product <= 'p1' ORDER BY product, id LIMIT 51"  # as device_page asks
                 )
             )
         assert "ix_devices_product_keyset on devices" in plan

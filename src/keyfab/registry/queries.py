@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from cryptography import x509
-from sqlalchemy import ColumnElement, Select, func, select, text
+from sqlalchemy import ColumnElement, Select, func, literal, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from keyfab.clock import as_utc, utc_now
 from keyfab.errors import InvalidRequestError, NotFoundError, RegistryError
@@ -814,15 +814,25 @@ def device_page(
     before the page. ``next`` is the last id shown when more follow
     (``registry.cursors`` makes it opaque).
     """
-    query = _device_query(None, state).where(Device.id > after)
+    query = _device_query(None, state)
+    order: tuple[QueryableAttribute[Any], ...] = (Device.id,)
+    if product is None:
+        query = query.where(Device.id > after)
+    else:
+        # Not "product = P AND id > after": PostgreSQL's planner takes products as spread
+        # evenly and walks the primary key, but they come in batch-sized blocks, so it
+        # would skip whole batches of other products. This form only (product, id) serves.
+        query = query.where(
+            tuple_(Device.product, Device.id) > tuple_(literal(product), literal(after)),
+            Device.product <= product,
+        )
+        order = (Device.product, Device.id)
     if serial:
         query = query.where(Device.serial >= serial, Device.serial < serial + "\uffff")
-    if product is not None:
-        query = query.where(Device.product == product)
     with registry.reading() as session:
         if batch is not None:
             query = query.where(Device.batch_id == _batch_id(session, batch))
-        rows = session.execute(query.order_by(Device.id).limit(limit + 1)).all()
+        rows = session.execute(query.order_by(*order).limit(limit + 1)).all()
     items = [DeviceRow(device, name) for device, name in rows[:limit]]
     return Page(items, items[-1].device.id if len(rows) > limit else None)
 
