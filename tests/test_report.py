@@ -221,7 +221,7 @@ def test_the_signature_refuses_every_bit_flip(fleet: tuple[Workspace, Path]) -> 
         roots = [authority.chain[1]]
     assert signature.check(signed, listed, roots).signer is not None
     accepted = []
-    for at in range(0, len(signed), 3):
+    for at in range(len(signed)):  # every byte: one in three once missed a BIT STRING's pad count
         flipped = bytearray(signed)
         flipped[at] ^= 0x01
         try:
@@ -230,6 +230,25 @@ def test_the_signature_refuses_every_bit_flip(fleet: tuple[Workspace, Path]) -> 
         except signature.VerificationError:
             pass
     assert accepted == []
+
+
+def test_a_certificate_signature_of_odd_bits_is_refused(fleet: tuple[Workspace, Path]) -> None:
+    """DER of a bit string one bit shorter, which ``cryptography`` reads as the same octets."""
+    from pyasn1.codec.der import decoder, encoder
+    from pyasn1.type import univ
+    from pyasn1_modules import rfc5652
+
+    space, out = fleet
+    signed, listed = (out / SIGNATURE).read_bytes(), (out / MANIFEST).read_bytes()
+    with Authority.open(space) as authority:
+        roots = [authority.chain[1]]
+    info, _ = decoder.decode(signed, asn1Spec=rfc5652.ContentInfo())
+    inner, _ = decoder.decode(bytes(info["content"]), asn1Spec=rfc5652.SignedData())
+    embedded = inner["certificates"][len(inner["certificates"]) - 1]["certificate"]
+    embedded["signature"] = univ.BitString(binValue=embedded["signature"].asBinary()[:-1])
+    info["content"] = univ.Any(encoder.encode(inner))
+    with pytest.raises(signature.VerificationError, match="whole octets"):
+        signature.check(encoder.encode(info), listed, roots)
 
 
 def test_pdf_has_the_html_sections(fleet: tuple[Workspace, Path]) -> None:

@@ -102,6 +102,10 @@ def _one(values: dict[str, list[Any]], oid: str, spec: Any) -> Any:
 
 def _certificates(embedded: Any, sid: Any, encode: Any) -> tuple[x509.Certificate, ...]:
     """The embedded certificates (at most a few), the one the signer identifier names first."""
+    if any(len(c["certificate"]["signature"]) % 8 for c in embedded):
+        # Valid DER of a shorter bit string that ``cryptography`` reads as the same
+        # signature octets: accepting it would let the file change and still verify.
+        raise VerificationError("an embedded certificate's signature is not whole octets")
     loaded = [x509.load_der_x509_certificate(encode(c["certificate"])) for c in embedded]
     wanted = sid["issuerAndSerialNumber"]
     serial, issuer = int(wanted["serialNumber"]), bytes(encode(wanted["issuer"]))
