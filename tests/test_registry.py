@@ -169,31 +169,25 @@ def test_upgrade_to_0013_keeps_devices_and_indexes_the_keyset_listings(tmp_path:
     assert {"ix_devices_batch_id", "ix_devices_state"}.isdisjoint(indexes)
     page = queries.device_page(registry, batch="b1", state="provisioned", after=0, limit=4)
     assert [row.device.serial for row in page.items] == ["SN000", "SN003", "SN006", "SN009"]
-    with registry.reading() as session:
-        plan = " ".join(
-            str(row[-1])
-            for row in session.execute(
-                sql(
-                    "EXPLAIN QUERY PLAN SELECT id FROM devices WHERE state = 'failed'"
-                    " AND id > 5 ORDER BY id LIMIT 3"
-                )
+
+    def plan(query: str) -> str:
+        with registry.reading() as session:
+            return " ".join(
+                str(row[-1]) for row in session.execute(sql(f"EXPLAIN QUERY PLAN {query}"))
             )
-        )
-        count = session.scalar(sql("SELECT count(*) FROM devices"))
-    assert "ix_devices_state_keyset" in plan
-    assert "TEMP B-TREE" not in plan
-    assert count == 30
+
+    state_plan = plan(
+        "SELECT id FROM devices WHERE state = 'failed' AND id > 5 ORDER BY id LIMIT 3"
+    )
+    assert "ix_devices_state_keyset" in state_plan
+    assert "TEMP B-TREE" not in state_plan
+    with registry.reading() as session:
+        assert session.scalar(sql("SELECT count(*) FROM devices")) == 30
     by_product = queries.device_page(registry, product="p", after=0, limit=3)  # back-filled (0014)
     assert [row.device.serial for row in by_product.items] == ["SN000", "SN001", "SN002"]
-    with registry.reading() as session:
-        plan = " ".join(
-            str(row[-1])
-            for row in session.execute(
-                sql(
-                    "EXPLAIN QUERY PLAN SELECT id FROM devices WHERE (product, id) > ('p', 5)"
-                    " AND product <= 'p' ORDER BY product, id LIMIT 3"  # as device_page asks
-                )
-            )
-        )
-    assert "ix_devices_product_keyset" in plan
-    assert "TEMP B-TREE" not in plan
+    product_plan = plan(  # as device_page asks for a product's page
+        "SELECT id FROM devices WHERE (product, id) > ('p', 5) AND product <= 'p'"
+        " ORDER BY product, id LIMIT 3"
+    )
+    assert "ix_devices_product_keyset" in product_plan
+    assert "TEMP B-TREE" not in product_plan
