@@ -45,7 +45,8 @@ from keyfab.attest.evidence import AttestationEvidence
 from keyfab.attest.reference import Policy, parse_policy
 from keyfab.attest.tpm2 import QUOTE_FORMAT, verify_quote
 from keyfab.attest.verdict import ReleaseRecord, Replayed, evaluate
-from keyfab.authority import Authority, Principal, Role, revoke_operational
+from keyfab.authority import Authority, Principal, revoke_operational
+from keyfab.authority.roles import admit_for_device
 from keyfab.clock import utc_now
 from keyfab.errors import (
     ConflictError,
@@ -73,7 +74,6 @@ NONCE_BYTES = 32
 NONCE_LIFETIME = datetime.timedelta(minutes=5)
 LOG_CACHE = 512  # parsed event logs kept per process (see _parsed_log)
 WEBHOOK_TIMEOUT = 3.0  # seconds: a slow receiver never holds a verification up
-_ATTESTERS = frozenset({Role.DEVICE, Role.ADMIN, Role.OPERATOR})
 _log = logging.getLogger(__name__)
 
 
@@ -164,11 +164,7 @@ def _hex(pcrs: Mapping[int, bytes]) -> dict[str, str]:
 
 
 def _admit(principal: Principal, serial: str) -> None:
-    """Devices attest themselves only; operators and admins may act for any device."""
-    if principal.role not in _ATTESTERS:
-        raise PermissionDeniedError(f"role {principal.role} may not attest devices")
-    if principal.role == Role.DEVICE and principal.device_serial != serial:
-        raise PermissionDeniedError("a device may attest only itself")
+    admit_for_device(principal, serial, "attest devices", "attest only itself")
 
 
 class _Iak(NamedTuple):

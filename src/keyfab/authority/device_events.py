@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import select
 
 from keyfab import audit
-from keyfab.authority.roles import WRITERS, Principal, Role
+from keyfab.authority.roles import Principal, admit_for_device
 from keyfab.authority.service import Authority
 from keyfab.clock import utc_now
-from keyfab.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from keyfab.errors import InvalidRequestError, NotFoundError
 from keyfab.registry import Device
 
 KINDS = frozenset({"tamper", "boot.mismatch"})
@@ -34,14 +34,6 @@ class RecordedEvent:
     kind: str
     sequence: int
     received: str
-
-
-def _admit(principal: Principal, serial: str) -> None:
-    if principal.role is Role.DEVICE:
-        if principal.device_serial != serial:
-            raise PermissionDeniedError("a device may report events about itself only")
-    elif principal.role not in WRITERS:
-        raise PermissionDeniedError(f"role {principal.role} may not record device events")
 
 
 def _checked(kind: str, details: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +50,7 @@ def record(
     authority: Authority, serial: str, principal: Principal, kind: str, details: dict[str, Any]
 ) -> RecordedEvent:
     """Append ``device.<kind>`` for ``serial``; refused for another device or an unknown kind."""
-    _admit(principal, serial)
+    admit_for_device(principal, serial, "record device events", "report events about itself only")
     checked = _checked(kind, details)
     received = utc_now().isoformat()
     with authority.transaction() as session:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from keyfab.errors import PermissionDeniedError
+
 
 class Role(enum.StrEnum):
     ADMIN = "admin"  # everything, including revocation and batches
@@ -36,3 +38,16 @@ class Principal:
     certificate_serial: str | None = None
     certificate_profile: str | None = None
     limited_uses: bool = False  # a counted (e.g. one-time) token: enrolment uses it up
+
+
+def admit_for_device(principal: Principal, serial: str, action: str, own: str) -> None:
+    """Devices act for themselves only; operators and admins for any device.
+
+    ``action`` names what is refused to other roles ("attest devices"), ``own``
+    what a device may do ("attest only itself"), for the one-line refusals.
+    """
+    if principal.role is Role.DEVICE:
+        if principal.device_serial != serial:
+            raise PermissionDeniedError(f"a device may {own}")
+    elif principal.role not in WRITERS:
+        raise PermissionDeniedError(f"role {principal.role} may not {action}")
