@@ -1,5 +1,5 @@
 """EST token enrolments answered before the framework (``server.est_fast``) answer
-exactly as the route does, are access-logged, and leave every refusal to the route."""
+exactly as the route does, are access-logged, and refuse with the route's problem documents."""
 
 from __future__ import annotations
 

@@ -3,13 +3,14 @@
 Once the enrolment itself shares its transaction with its neighbours
 (``authority.group``), Starlette's and FastAPI's routing, middleware and
 exception machinery around a request cost a good part of what is left. So a
-``POST /.well-known/est/simpleenroll`` that carries a token, a PKCS#10 body
-and a length within bounds is enrolled here, through the same
-``enrolment.enrol_with_token_async`` the route calls, answered and
-access-logged. Anything else (another path, no token, a bad body, any
-refusal) goes on to the routes of ``est.py`` with what was read of the body
-replayed, so every error is answered there, as a problem document, by the
-same code as before; a refusal writes nothing, so checking it twice is safe.
+``POST /.well-known/est/simpleenroll`` that carries a well-formed token and a
+PKCS#10 body of bounded length is enrolled here, through the same
+``enrolment.enrol_with_token_async`` the route calls, and answered here: the
+certificate, or the authority's refusal as the same problem document the
+application's handler makes (``problems.from_keyfab_error``, ``send_problem``),
+so a refused request is judged once. Anything else (another path, no token, a
+malformed header or body) goes on to the routes of ``est.py`` with what was
+read of the body replayed, before any enrolment work.
 ``keyfab serve`` wraps the application in it (``app.from_environment``), as
 it does in the OCSP cache.
 """
@@ -35,7 +36,7 @@ from keyfab.server.est_messages import (
     certs_only,
     decode_csr,
 )
-from keyfab.server.problems import request_header
+from keyfab.server.problems import from_keyfab_error, request_header, send_problem
 
 PATH = "/.well-known/est/simpleenroll"
 _MAX_BODY = MAX_CSR_BYTES * 4 // 3 + 1024  # what est_messages accepts as base64
@@ -52,28 +53,34 @@ class TokenEnrolments:
         if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
             started = time.perf_counter()
             body, receive = await _small_body(scope, receive)
-            answer = None if body is None else await self._enrol(scope, body)
-            if answer is not None:
-                der, principal = answer
-                await _send(send, der)
-                log_request(scope, principal, 200, started)
+            if body is not None and await self._answered(scope, body, send, started):
                 return
         await self.app(scope, receive, send)
 
-    async def _enrol(self, scope: Scope, body: bytes) -> tuple[bytes, str] | None:
-        """The answer's body and who asked, or None for the route to answer instead."""
+    async def _answered(self, scope: Scope, body: bytes, send: Send, started: float) -> bool:
+        """Enrol and answer, certificate or refusal; False leaves the request to the route
+        (no token, a malformed header or body: judged before any enrolment work)."""
         header = request_header(scope, b"authorization")
         if header is None:
-            return None
+            return False
         try:
             presented, user = presented_token(header)
             csr: x509.CertificateSigningRequest = decode_csr(body)
+        except (KeyfabError, MessageError):
+            return False
+        try:
             certificate, principal = await enrolment.enrol_with_token_async(
                 self.service.authority, presented, csr, tls_unique(scope), user=user
             )
-        except (KeyfabError, MessageError):
-            return None
-        return certs_only([certificate]), principal.name
+        except KeyfabError as refused:
+            problem = from_keyfab_error(refused)
+            headers = [(k.lower().encode(), v.encode()) for k, v in (problem.headers or {}).items()]
+            await send_problem(scope, send, problem, headers)
+            log_request(scope, "-", problem.status, started)
+            return True
+        await _send(send, certs_only([certificate]))
+        log_request(scope, principal.name, 200, started)
+        return True
 
 
 async def _small_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
