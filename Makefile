@@ -23,7 +23,7 @@ lint: setup
 	$(BIN)/mypy --strict src
 
 bench: setup
-	for script in benchmarks/*.py; do $(BIN)/python "$$script" || exit 1; done
+	for script in benchmarks/[!_]*.py; do $(BIN)/python "$$script" || exit 1; done
 
 lock:
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
